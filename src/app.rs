@@ -1,0 +1,156 @@
+//! Composition root: turns a validated [`Config`] into a running server (store, registry
+//! service, HTTP state, listener). Used by `cargohold serve` and by in-process tests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, RegistryKind};
+use crate::http::HttpState;
+use crate::registry::auth::hash_token;
+use crate::registry::{RegistryService, ServiceSettings};
+use crate::store::sled::SledStore;
+use crate::store::Store;
+
+/// A started server.
+pub struct Running {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    /// The URL `config.json` advertises.
+    pub public_url: String,
+    /// Path of the generated admin-token file, when one is in use.
+    pub admin_token_file: Option<PathBuf>,
+    /// The registry service (tests poke at it directly).
+    pub registry: Arc<RegistryService>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, waits for in-flight requests (up to the grace period), flushes the store.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+        if let Err(e) = self.registry.store().flush().await {
+            tracing::error!(error = %e, "flushing the store failed");
+        }
+    }
+
+    /// Waits until the server stops by itself (it does not, unless shut down).
+    pub async fn wait(&mut self) {
+        let _ = (&mut self.task).await;
+    }
+
+    /// The lines a user pastes into `~/.cargo/config.toml`.
+    pub fn cargo_config_snippet(&self) -> String {
+        let regs = self.registry.registries();
+        let mut out = String::new();
+        let mut auth = false;
+        for spec in regs.values() {
+            out.push_str(&format!(
+                "[registries.{}]\nindex = \"{}\"\n",
+                spec.name,
+                self.registry.index_url(&spec.name)
+            ));
+            auth |= spec.auth_required;
+        }
+        if let Some(proxy) = regs.values().find(|s| s.kind == RegistryKind::Proxy) {
+            out.push_str(&format!(
+                "\n# to fetch crates.io crates through cargohold:\n[source.crates-io]\nreplace-with = \"{}\"\n",
+                proxy.name
+            ));
+        }
+        if auth {
+            out.push_str("\n[registry]\nglobal-credential-providers = [\"cargo:token\"]\n");
+        }
+        out
+    }
+}
+
+/// Opens the store, binds the listener and starts serving. `env_admin_token` is the value of
+/// `CARGOHOLD_ADMIN_TOKEN`, if set.
+pub async fn start(config: Config, env_admin_token: Option<String>) -> anyhow::Result<Running> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let store_dir = config.data_dir.join("store");
+    let store = SledStore::open(&store_dir).with_context(|| {
+        format!(
+            "cannot open the store in {} (is another cargohold using this data directory?)",
+            store_dir.display()
+        )
+    })?;
+    let listener = TcpListener::bind(config.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (is the port in use? pick another with --listen)",
+            config.listen
+        )
+    })?;
+    let addr = listener.local_addr()?;
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"))
+        .trim_end_matches('/')
+        .to_owned();
+    let settings = ServiceSettings {
+        public_url: public_url.clone(),
+        limits: config.limits,
+        memory_bytes: config.cache.memory_bytes,
+        env_admin_hash: env_admin_token
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| hash_token(t.trim())),
+    };
+    let registry = Arc::new(RegistryService::new(Arc::new(store) as Arc<dyn Store>, settings).await?);
+    registry.apply_configured(config.registries.values().cloned()).await?;
+    let admin_token_file = registry.bootstrap_admin(&config.data_dir).await?;
+    let state = HttpState {
+        registry: registry.clone(),
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let grace = config.shutdown_grace;
+    let task = tokio::spawn(crate::server::run(
+        listener,
+        state,
+        async move {
+            let _ = stopped.await;
+        },
+        grace,
+    ));
+    Ok(Running {
+        addr,
+        public_url,
+        admin_token_file,
+        registry,
+        stop: Some(stop),
+        task,
+    })
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

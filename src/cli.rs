@@ -1,0 +1,432 @@
+//! The command line: `serve`, `check-config`, `print-config`, and the admin commands
+//! (`registry`, `user`, `token`), which talk to a running daemon's admin API.
+//! Exit codes: 0 ok, 64 bad usage or config, 1 other failure.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+
+/// Exit code for bad usage or configuration (`EX_USAGE`).
+pub const EXIT_USAGE: i32 = 64;
+/// Exit code for other failures.
+pub const EXIT_FAILURE: i32 = 1;
+
+/// cargohold: a self-hosted Cargo registry.
+#[derive(Debug, Parser)]
+#[command(name = "cargohold", version, about)]
+pub struct Cli {
+    /// Base URL of the running daemon, for admin commands.
+    #[arg(
+        long,
+        global = true,
+        env = "CARGOHOLD_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: String,
+    /// Log format for `serve`: `text` or `json`.
+    #[arg(long, global = true, default_value = "text")]
+    pub log_format: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the config comes from.
+#[derive(Debug, Args, Clone)]
+pub struct ConfigArgs {
+    /// TOML config file; without it the embedded default is used (one hosted registry `local`).
+    #[arg(long, env = "CARGOHOLD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (overrides the file).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Data directory (overrides the file).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// URL advertised in config.json (overrides the file).
+    #[arg(long)]
+    pub public_url: Option<String>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Serve(ConfigArgs),
+    /// Validate the configuration and list every problem.
+    CheckConfig(ConfigArgs),
+    /// Print the effective configuration.
+    PrintConfig(ConfigArgs),
+    /// Manage registries (through the admin API).
+    #[command(subcommand)]
+    Registry(RegistryCmd),
+    /// Manage users (through the admin API).
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Manage API tokens (through the admin API).
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+/// Registry settings shared by create and update.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RegistryFields {
+    /// Free-text description.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Label `key` or `key=value` (repeatable).
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Proxy: upstream sparse index URL (default crates.io).
+    #[arg(long)]
+    pub upstream: Option<String>,
+    /// Hosted: proxy registries merged under the local crates (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub upstreams: Option<Vec<String>>,
+    /// Hosted: `crate` or `version`.
+    #[arg(long)]
+    pub shadow: Option<String>,
+    /// Hosted: allow publishing new names that exist upstream.
+    #[arg(long)]
+    pub allow_upstream_names: Option<bool>,
+    /// Proxy: never contact the upstream.
+    #[arg(long)]
+    pub offline: Option<bool>,
+}
+
+/// `cargohold registry ...`
+#[derive(Debug, Subcommand)]
+pub enum RegistryCmd {
+    /// Create a registry.
+    Create {
+        name: String,
+        /// `hosted` or `proxy`.
+        #[arg(long)]
+        kind: String,
+        /// Reads need a token with the `read` scope.
+        #[arg(long)]
+        auth_required: bool,
+        #[command(flatten)]
+        fields: RegistryFields,
+    },
+    /// List registries.
+    List,
+    /// Show one registry.
+    Show { name: String },
+    /// Change settings of a registry.
+    Update {
+        name: String,
+        /// `true` or `false`.
+        #[arg(long)]
+        auth_required: Option<bool>,
+        #[command(flatten)]
+        fields: RegistryFields,
+    },
+    /// Delete a registry (a hosted registry with crates needs --force).
+    Delete {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `cargohold user ...`
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Create a user.
+    Add {
+        login: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List users.
+    List,
+}
+
+/// `cargohold token ...`
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create a token; prints the secret (shown once) on stdout.
+    Create {
+        #[arg(long)]
+        user: String,
+        /// Scopes, comma-separated: read, publish, yank, owners, admin (default: all but admin).
+        #[arg(long, value_delimiter = ',')]
+        scope: Option<Vec<String>>,
+        /// Limit the token to a registry (repeatable).
+        #[arg(long = "registry")]
+        registries: Vec<String>,
+        /// Expiry: a duration (`90d`) or a date (`2027-01-31T00:00:00Z`).
+        #[arg(long)]
+        expires: Option<String>,
+        /// A label for listings.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke a token by id.
+    Revoke { id: String },
+}
+
+/// A failed CLI command: message and exit code.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl CliError {
+    fn usage(m: impl Into<String>) -> Self {
+        CliError {
+            code: EXIT_USAGE,
+            message: m.into(),
+        }
+    }
+    fn failure(m: impl Into<String>) -> Self {
+        CliError {
+            code: EXIT_FAILURE,
+            message: m.into(),
+        }
+    }
+}
+
+/// Client of the admin API.
+pub struct AdminClient {
+    server: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl AdminClient {
+    /// Token from `CARGOHOLD_ADMIN_TOKEN`, else from `./cargohold-data/admin-token`.
+    pub fn from_env(server: &str) -> Result<Self, CliError> {
+        let token = std::env::var("CARGOHOLD_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+            .or_else(|| {
+                let p = PathBuf::from(crate::config::DEFAULT_DATA_DIR).join(crate::registry::admin::ADMIN_TOKEN_FILE);
+                std::fs::read_to_string(p).ok()
+            })
+            .map(|t| t.trim().to_owned())
+            .ok_or_else(|| {
+                CliError::usage(
+                    "no admin token: set CARGOHOLD_ADMIN_TOKEN (the daemon wrote one to <data_dir>/admin-token on first start)",
+                )
+            })?;
+        let http = reqwest::Client::builder()
+            .build()
+            .map_err(|e| CliError::failure(e.to_string()))?;
+        Ok(AdminClient {
+            server: server.trim_end_matches('/').to_owned(),
+            token,
+            http,
+        })
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, CliError> {
+        let url = format!("{}/-/api/v1/{path}", self.server);
+        let mut req = self.http.request(method, &url).header("Authorization", &self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(|e| {
+            CliError::failure(format!(
+                "cannot reach cargohold at {}: {e}; is `cargohold serve` running? (set --server or CARGOHOLD_SERVER)",
+                self.server
+            ))
+        })?;
+        let status = resp.status();
+        let value: Value = resp.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(value);
+        }
+        let detail = value["errors"][0]["detail"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| status.to_string());
+        Err(
+            if status.is_client_error() && status.as_u16() != 401 && status.as_u16() != 403 {
+                CliError::usage(detail)
+            } else {
+                CliError::failure(detail)
+            },
+        )
+    }
+}
+
+fn fields_json(f: &RegistryFields, out: &mut serde_json::Map<String, Value>) {
+    if let Some(d) = &f.description {
+        out.insert("description".into(), json!(d));
+    }
+    if !f.labels.is_empty() {
+        out.insert("labels".into(), json!(f.labels));
+    }
+    if let Some(u) = &f.upstream {
+        out.insert("upstream".into(), json!(u));
+    }
+    if let Some(u) = &f.upstreams {
+        out.insert("upstreams".into(), json!(u));
+    }
+    if let Some(s) = &f.shadow {
+        out.insert("shadow".into(), json!(s));
+    }
+    if let Some(a) = f.allow_upstream_names {
+        out.insert("allow_upstream_names".into(), json!(a));
+    }
+    if let Some(o) = f.offline {
+        out.insert("offline".into(), json!(o));
+    }
+}
+
+fn print_registry_line(r: &Value) {
+    let labels = r["labels"]
+        .as_array()
+        .map(|l| l.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+        .unwrap_or_default();
+    println!(
+        "{:<20} {:<7} {:>6} crates  auth_required={:<5} labels=[{}]  {}",
+        r["name"].as_str().unwrap_or(""),
+        r["kind"].as_str().unwrap_or(""),
+        r["crates"],
+        r["auth_required"],
+        labels,
+        r["description"].as_str().unwrap_or("")
+    );
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+/// Runs an admin command.
+pub async fn run_admin(server: &str, command: Command) -> Result<(), CliError> {
+    let client = AdminClient::from_env(server)?;
+    use reqwest::Method as M;
+    match command {
+        Command::Registry(cmd) => match cmd {
+            RegistryCmd::Create {
+                name,
+                kind,
+                auth_required,
+                fields,
+            } => {
+                if kind != "hosted" && kind != "proxy" {
+                    return Err(CliError::usage(format!(
+                        "--kind must be `hosted` or `proxy`, not `{kind}`"
+                    )));
+                }
+                let mut body = serde_json::Map::new();
+                body.insert("name".into(), json!(name));
+                body.insert("kind".into(), json!(kind));
+                body.insert("auth_required".into(), json!(auth_required));
+                fields_json(&fields, &mut body);
+                let r = client.call(M::POST, "registries", Some(Value::Object(body))).await?;
+                println!(
+                    "created registry `{name}`; index URL: {}",
+                    r["index"].as_str().unwrap_or("")
+                );
+            }
+            RegistryCmd::List => {
+                let r = client.call(M::GET, "registries", None).await?;
+                for reg in r["registries"].as_array().into_iter().flatten() {
+                    print_registry_line(reg);
+                }
+            }
+            RegistryCmd::Show { name } => println!(
+                "{}",
+                pretty(&client.call(M::GET, &format!("registries/{name}"), None).await?)
+            ),
+            RegistryCmd::Update {
+                name,
+                auth_required,
+                fields,
+            } => {
+                let mut body = serde_json::Map::new();
+                if let Some(a) = auth_required {
+                    body.insert("auth_required".into(), json!(a));
+                }
+                fields_json(&fields, &mut body);
+                if body.is_empty() {
+                    return Err(CliError::usage(
+                        "nothing to update: pass at least one setting (see --help)",
+                    ));
+                }
+                let r = client
+                    .call(M::PATCH, &format!("registries/{name}"), Some(Value::Object(body)))
+                    .await?;
+                println!("{}", pretty(&r));
+            }
+            RegistryCmd::Delete { name, force } => {
+                let path = format!("registries/{name}{}", if force { "?force=true" } else { "" });
+                let r = client.call(M::DELETE, &path, None).await?;
+                println!("{}", r["msg"].as_str().unwrap_or("deleted"));
+            }
+        },
+        Command::User(cmd) => match cmd {
+            UserCmd::Add { login, name } => {
+                let r = client
+                    .call(M::POST, "users", Some(json!({"login": login, "name": name})))
+                    .await?;
+                println!("created user `{login}` (id {})", r["id"]);
+            }
+            UserCmd::List => {
+                let r = client.call(M::GET, "users", None).await?;
+                for u in r["users"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:>6}  {:<24} {}",
+                        u["id"],
+                        u["login"].as_str().unwrap_or(""),
+                        u["name"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        },
+        Command::Token(cmd) => match cmd {
+            TokenCmd::Create {
+                user,
+                scope,
+                registries,
+                expires,
+                name,
+            } => {
+                let body = json!({"user": user, "scopes": scope, "registries": if registries.is_empty() { None } else { Some(registries) }, "expires": expires, "name": name});
+                let r = client.call(M::POST, "tokens", Some(body)).await?;
+                eprintln!(
+                    "created token {} for `{user}` with scopes {}; it is shown only once:",
+                    r["id"].as_str().unwrap_or(""),
+                    r["scopes"]
+                );
+                println!("{}", r["token"].as_str().unwrap_or(""));
+            }
+            TokenCmd::List { user } => {
+                let path = match user {
+                    Some(u) => format!("tokens?user={u}"),
+                    None => "tokens".into(),
+                };
+                let r = client.call(M::GET, &path, None).await?;
+                for t in r["tokens"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}  user={:<16} scopes={} registries={} expires={} name={}",
+                        t["id"].as_str().unwrap_or(""),
+                        t["user"].as_str().unwrap_or(""),
+                        t["scopes"],
+                        t["registries"],
+                        t["expires"],
+                        t["name"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            TokenCmd::Revoke { id } => {
+                let r = client.call(M::DELETE, &format!("tokens/{id}"), None).await?;
+                println!("{}", r["msg"].as_str().unwrap_or("revoked"));
+            }
+        },
+        Command::Serve(_) | Command::CheckConfig(_) | Command::PrintConfig(_) => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,559 @@
+//! Validated configuration. `raw` holds what serde reads from TOML (`deny_unknown_fields`);
+//! [`Config::from_raw`] turns it into typed values and collects *every* problem, each naming
+//! its key. Layers: embedded defaults -> TOML file -> command-line flags.
+//! This is a leaf module: it imports nothing from the rest of the crate but `index`.
+
+pub mod raw;
+pub mod units;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::index::validate_registry_name;
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default data directory (relative to the working directory).
+pub const DEFAULT_DATA_DIR: &str = "./cargohold-data";
+
+/// One problem in a configuration, with the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+/// Configuration that could not be loaded; lists every problem found.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {}: {}", p.key, p.message)).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+/// `hosted` (private crates) or `proxy` (cache of an upstream sparse index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistryKind {
+    Hosted,
+    Proxy,
+}
+
+/// How a hosted registry's own crates combine with its upstreams' (see design.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Shadow {
+    #[default]
+    Crate,
+    Version,
+}
+
+/// Everything that defines one registry. Stored in the store as JSON, served by the admin API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrySpec {
+    pub name: String,
+    pub kind: RegistryKind,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub labels: Vec<String>,
+    #[serde(default)]
+    pub auth_required: bool,
+    /// Proxy: upstream sparse index URL (`None` = crates.io).
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Proxy: never contact the upstream.
+    #[serde(default)]
+    pub offline: bool,
+    /// Proxy: seconds an index file is fresh.
+    #[serde(default = "default_index_ttl")]
+    pub index_ttl_secs: u64,
+    /// Proxy: seconds an upstream 404 is remembered.
+    #[serde(default = "default_negative_ttl")]
+    pub negative_ttl_secs: u64,
+    /// Hosted: proxy registries merged under the local crates, in order.
+    #[serde(default)]
+    pub upstreams: Vec<String>,
+    /// Hosted: how local and upstream crates combine.
+    #[serde(default)]
+    pub shadow: Shadow,
+    /// Hosted: allow publishing a new name that exists upstream.
+    #[serde(default)]
+    pub allow_upstream_names: bool,
+}
+
+fn default_index_ttl() -> u64 {
+    120
+}
+fn default_negative_ttl() -> u64 {
+    60
+}
+
+impl RegistrySpec {
+    /// A registry of `kind` with every other field at its default.
+    pub fn new(name: &str, kind: RegistryKind) -> Self {
+        RegistrySpec {
+            name: name.to_owned(),
+            kind,
+            description: String::new(),
+            labels: Vec::new(),
+            auth_required: false,
+            upstream: None,
+            offline: false,
+            index_ttl_secs: default_index_ttl(),
+            negative_ttl_secs: default_negative_ttl(),
+            upstreams: Vec::new(),
+            shadow: Shadow::Crate,
+            allow_upstream_names: false,
+        }
+    }
+
+    /// Problems with this spec on its own (name rule, labels, fields that don't fit the kind).
+    /// `key` prefixes each problem's key (e.g. `registries.local`).
+    pub fn problems(&self, key: &str) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut p = |k: &str, m: String| {
+            out.push(Problem {
+                key: format!("{key}.{k}"),
+                message: m,
+            })
+        };
+        if let Err(e) = validate_registry_name(&self.name) {
+            p("name", e);
+        }
+        for label in &self.labels {
+            if let Err(e) = check_label(label) {
+                p("labels", e);
+            }
+        }
+        match self.kind {
+            RegistryKind::Hosted => {
+                if self.upstream.is_some() {
+                    p("upstream", "only proxy registries have an `upstream`; a hosted registry lists proxy registries in `upstreams`".into());
+                }
+                if self.offline {
+                    p("offline", "only proxy registries can be `offline`".into());
+                }
+            }
+            RegistryKind::Proxy => {
+                if !self.upstreams.is_empty() {
+                    p(
+                        "upstreams",
+                        "only hosted registries have `upstreams`; a proxy has one `upstream` URL".into(),
+                    );
+                }
+                if let Some(u) = &self.upstream {
+                    if let Err(e) = check_upstream_url(u) {
+                        p("upstream", e);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A label is `key` or `key=value`; the key is non-empty and has no spaces or `=`.
+pub fn check_label(label: &str) -> Result<(), String> {
+    let key = label.split('=').next().unwrap_or("");
+    if key.is_empty() || key.chars().any(char::is_whitespace) {
+        Err(format!(
+            "invalid label `{label}`: a label is `key` or `key=value` with a non-empty key without spaces"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// An upstream is an absolute http(s) URL of a sparse index, optionally with `sparse+`.
+pub fn check_upstream_url(url: &str) -> Result<(), String> {
+    let bare = url.strip_prefix("sparse+").unwrap_or(url);
+    if (bare.starts_with("http://") || bare.starts_with("https://")) && bare.len() > "https://".len() {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid upstream `{url}`: expected a sparse index URL such as `sparse+https://host/index/`"
+        ))
+    }
+}
+
+/// TLS certificate and key (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Size limits on what clients send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Largest `.crate` accepted on publish.
+    pub max_crate_bytes: u64,
+    /// Largest publish metadata JSON.
+    pub max_metadata_bytes: u64,
+    /// Largest unpacked size of a published crate.
+    pub max_unpacked_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_crate_bytes: 10 << 20,
+            max_metadata_bytes: 1 << 20,
+            max_unpacked_bytes: 512 << 20,
+        }
+    }
+}
+
+/// Cache budgets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CacheConfig {
+    /// Bytes of index files and rendered views kept in memory.
+    pub memory_bytes: u64,
+    /// Bytes of proxied `.crate` files kept on disk.
+    pub disk_bytes: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            memory_bytes: 256 << 20,
+            disk_bytes: 50 << 30,
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// What `config.json` advertises; `None` means `http://<bound address>`.
+    pub public_url: Option<String>,
+    pub data_dir: PathBuf,
+    pub tls: Option<TlsConfig>,
+    pub limits: Limits,
+    pub cache: CacheConfig,
+    pub shutdown_grace: Duration,
+    /// Registries declared in the file (or the embedded default), by name.
+    pub registries: BTreeMap<String, RegistrySpec>,
+}
+
+/// Values from the command line, applied over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub public_url: Option<String>,
+}
+
+impl Config {
+    /// The embedded default: one hosted registry `local`.
+    pub fn embedded_default() -> raw::RawConfig {
+        let mut registries = BTreeMap::new();
+        registries.insert(
+            "local".to_owned(),
+            raw::RawRegistry {
+                kind: Some("hosted".into()),
+                description: Some("Private crates".into()),
+                ..Default::default()
+            },
+        );
+        raw::RawConfig {
+            registries: Some(registries),
+            ..Default::default()
+        }
+    }
+
+    /// Loads the file (or the embedded default when `path` is `None`) and applies `overrides`.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let raw = match path {
+            None => Self::embedded_default(),
+            Some(p) => raw::RawConfig::from_file(p)?,
+        };
+        Config::from_raw(raw, overrides)
+    }
+
+    /// Validates, collecting every problem.
+    pub fn from_raw(raw: raw::RawConfig, ov: &Overrides) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let mut problem = |key: &str, message: String| {
+            problems.push(Problem {
+                key: key.to_owned(),
+                message,
+            })
+        };
+
+        let listen_s = ov
+            .listen
+            .clone()
+            .or(raw.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = listen_s.parse::<SocketAddr>().unwrap_or_else(|_| {
+            problem("listen", format!("`{listen_s}` is not an address like 127.0.0.1:8080"));
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        });
+        let public_url = ov.public_url.clone().or(raw.public_url);
+        if let Some(u) = &public_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                problem("public_url", format!("`{u}` must start with http:// or https://"));
+            }
+        }
+        let data_dir = ov
+            .data_dir
+            .clone()
+            .or(raw.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+
+        let tls = raw.tls.and_then(|t| match (t.cert, t.key) {
+            (Some(cert), Some(key)) => Some(TlsConfig { cert, key }),
+            (c, k) => {
+                if c.is_none() {
+                    problem("tls.cert", "missing: [tls] needs both `cert` and `key`".into());
+                }
+                if k.is_none() {
+                    problem("tls.key", "missing: [tls] needs both `cert` and `key`".into());
+                }
+                None
+            }
+        });
+
+        let mut limits = Limits::default();
+        if let Some(l) = raw.limits {
+            let mut size = |key: &str, v: Option<raw::Size>, into: &mut u64| {
+                if let Some(v) = v {
+                    match v.bytes() {
+                        Ok(0) => problem(key, "must be greater than zero".into()),
+                        Ok(b) => *into = b,
+                        Err(e) => problem(key, e),
+                    }
+                }
+            };
+            size("limits.max_crate_size", l.max_crate_size, &mut limits.max_crate_bytes);
+            size(
+                "limits.max_metadata_size",
+                l.max_metadata_size,
+                &mut limits.max_metadata_bytes,
+            );
+            size(
+                "limits.max_unpacked_size",
+                l.max_unpacked_size,
+                &mut limits.max_unpacked_bytes,
+            );
+            if limits.max_crate_bytes > u64::from(u32::MAX) {
+                problem(
+                    "limits.max_crate_size",
+                    "must be below 4GiB (the publish frame uses 32-bit lengths)".into(),
+                );
+            }
+        }
+        let mut cache = CacheConfig::default();
+        if let Some(c) = raw.cache {
+            for (key, v, into) in [
+                ("cache.memory", c.memory, &mut cache.memory_bytes),
+                ("cache.disk", c.disk, &mut cache.disk_bytes),
+            ] {
+                if let Some(v) = v {
+                    match v.bytes() {
+                        Ok(b) => *into = b,
+                        Err(e) => problem(key, e),
+                    }
+                }
+            }
+        }
+        let mut shutdown_grace = Duration::from_secs(30);
+        if let Some(g) = raw.shutdown_grace {
+            match units::parse_duration(&g) {
+                Ok(d) => shutdown_grace = d,
+                Err(e) => problem("shutdown_grace", e),
+            }
+        }
+
+        let mut registries = BTreeMap::new();
+        for (name, r) in raw.registries.unwrap_or_default() {
+            let key = format!("registries.{name}");
+            let kind = match r.kind.as_deref() {
+                Some("hosted") => RegistryKind::Hosted,
+                Some("proxy") => RegistryKind::Proxy,
+                Some(other) => {
+                    problem(
+                        &format!("{key}.kind"),
+                        format!("`{other}` is not a registry kind; use `hosted` or `proxy`"),
+                    );
+                    continue;
+                }
+                None => {
+                    problem(
+                        &format!("{key}.kind"),
+                        "missing: set `kind = \"hosted\"` or `kind = \"proxy\"`".into(),
+                    );
+                    continue;
+                }
+            };
+            let mut spec = RegistrySpec::new(&name, kind);
+            spec.description = r.description.unwrap_or_default();
+            spec.labels = r.labels.unwrap_or_default();
+            spec.auth_required = r.auth_required.unwrap_or(false);
+            spec.upstream = r.upstream;
+            spec.offline = r.offline.unwrap_or(false);
+            spec.upstreams = r.upstreams.unwrap_or_default();
+            spec.allow_upstream_names = r.allow_upstream_names.unwrap_or(false);
+            match r.shadow.as_deref() {
+                None | Some("crate") => spec.shadow = Shadow::Crate,
+                Some("version") => spec.shadow = Shadow::Version,
+                Some(other) => problem(
+                    &format!("{key}.shadow"),
+                    format!("`{other}` is not a shadow mode; use `crate` or `version`"),
+                ),
+            }
+            for (k, v, into) in [
+                ("index_ttl", r.index_ttl, &mut spec.index_ttl_secs),
+                ("negative_ttl", r.negative_ttl, &mut spec.negative_ttl_secs),
+            ] {
+                if let Some(v) = v {
+                    match units::parse_duration(&v) {
+                        Ok(d) => *into = d.as_secs(),
+                        Err(e) => problem(&format!("{key}.{k}"), e),
+                    }
+                }
+            }
+            for p in spec.problems(&key) {
+                problem(&p.key, p.message);
+            }
+            registries.insert(name, spec);
+        }
+        for spec in registries.values() {
+            for up in &spec.upstreams {
+                match registries.get(up) {
+                    Some(u) if u.kind == RegistryKind::Proxy => {}
+                    Some(_) => problems.push(Problem {
+                        key: format!("registries.{}.upstreams", spec.name),
+                        message: format!("`{up}` is a hosted registry; upstreams must be proxy registries"),
+                    }),
+                    None => problems.push(Problem {
+                        key: format!("registries.{}.upstreams", spec.name),
+                        message: format!("no registry named `{up}` is declared"),
+                    }),
+                }
+            }
+        }
+
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        Ok(Config {
+            listen,
+            public_url,
+            data_dir,
+            tls,
+            limits,
+            cache,
+            shutdown_grace,
+            registries,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        let raw = raw::RawConfig::from_str(s, Path::new("test.toml"))?;
+        Config::from_raw(raw, &Overrides::default())
+    }
+
+    #[test]
+    fn embedded_default_has_local() {
+        let c = Config::load(None, &Overrides::default()).unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.registries["local"].kind, RegistryKind::Hosted);
+    }
+
+    #[test]
+    fn full_file() {
+        let c = parse(
+            r#"
+listen = "0.0.0.0:9000"
+public_url = "https://cargo.example.com"
+data_dir = "/var/lib/cargohold"
+[limits]
+max_crate_size = "20MiB"
+[cache]
+memory = "512MiB"
+disk = "50GiB"
+[registries.crates-io]
+kind = "proxy"
+index_ttl = "2m"
+[registries.local]
+kind = "hosted"
+description = "Private crates"
+labels = ["team=platform"]
+upstreams = ["crates-io"]
+shadow = "crate"
+auth_required = false
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_crate_bytes, 20 << 20);
+        assert_eq!(c.cache.memory_bytes, 512 << 20);
+        assert_eq!(c.registries["crates-io"].index_ttl_secs, 120);
+        assert_eq!(c.registries["local"].upstreams, vec!["crates-io"]);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse("listen = \"127.0.0.1:1\"\nlisten_port = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen_port"), "{e}");
+        let e = parse("[registries.a]\nkind = \"hosted\"\ncolour = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let e = parse(
+            r#"
+listen = "nowhere"
+[limits]
+max_crate_size = "ten"
+[registries.Bad]
+kind = "hosted"
+[registries.p]
+kind = "proxy"
+upstreams = ["x"]
+[registries.h]
+kind = "hosted"
+upstreams = ["missing"]
+shadow = "maybe"
+[registries.k]
+kind = "warehouse"
+"#,
+        )
+        .unwrap_err();
+        let ConfigError::Invalid(problems) = e else {
+            panic!("{e}")
+        };
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        for k in [
+            "listen",
+            "limits.max_crate_size",
+            "registries.Bad.name",
+            "registries.p.upstreams",
+            "registries.h.upstreams",
+            "registries.h.shadow",
+            "registries.k.kind",
+        ] {
+            assert!(keys.contains(&k), "{k} missing from {keys:?}");
+        }
+    }
+}

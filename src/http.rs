@@ -1,0 +1,182 @@
+//! HTTP <-> domain translation. `handle` routes a request (pure, `route.rs`), calls the
+//! registry layer, and turns results into responses; errors become responses only through
+//! `error.rs`. Handlers stay thin: rules live in `registry`.
+
+pub mod admin;
+pub mod body;
+pub mod error;
+pub mod index;
+pub mod route;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{header, Request, Response, StatusCode};
+
+use crate::registry::RegistryService;
+use body::{full, Body};
+pub use error::ApiError;
+
+use route::{query_param, Route, RouteError};
+
+/// What handlers need; cloned per connection.
+#[derive(Clone)]
+pub struct HttpState {
+    pub registry: Arc<RegistryService>,
+}
+
+/// The result of a handler.
+pub type HandlerResult = Result<Response<Body>, ApiError>;
+
+/// Handles one request and says which route template it matched (for the access log).
+pub async fn handle(state: &HttpState, req: Request<Incoming>) -> (Response<Body>, &'static str) {
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    match route::route(&method, &path) {
+        Ok(r) => {
+            let template = r.template();
+            let resp = dispatch(state, r, req).await.unwrap_or_else(ApiError::into_response);
+            (resp, template)
+        }
+        Err(RouteError::NotFound) => (
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no endpoint at `{path}`; registry URLs look like /<registry>/index/"),
+            )
+            .into_response(),
+            "unmatched",
+        ),
+        Err(RouteError::MethodNotAllowed(allow)) => {
+            let mut e = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("`{method}` is not allowed on `{path}`; use {allow}"),
+            );
+            e.allow = Some(allow);
+            (e.into_response(), "unmatched")
+        }
+    }
+}
+
+fn auth_header(req: &Request<Incoming>) -> Option<String> {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// A JSON 200.
+pub fn json_ok(v: &serde_json::Value) -> Response<Body> {
+    json_status(StatusCode::OK, v)
+}
+
+/// A JSON response with a status.
+pub fn json_status(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(full(v.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r
+}
+
+/// Reads a whole request body, refusing more than `limit` bytes with a 413.
+pub async fn read_body(req: Request<Incoming>, limit: u64) -> Result<Bytes, ApiError> {
+    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > limit {
+            return Err(too_large(limit));
+        }
+    }
+    match Limited::new(req.into_body(), limit_usize).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("could not read the request body: {e}"),
+        )),
+    }
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body is larger than the limit of {limit} bytes; ask the registry administrator to raise `limits` in the config"),
+    )
+}
+
+/// Reads a JSON request body of at most 1 MiB.
+pub async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
+    let body = read_body(req, 1 << 20).await?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+}
+
+async fn dispatch(state: &HttpState, route: Route, req: Request<Incoming>) -> HandlerResult {
+    let svc = &state.registry;
+    let auth = auth_header(&req);
+    let auth = auth.as_deref();
+    match route {
+        Route::Healthz => Ok(Response::new(full("ok\n"))),
+        Route::Readyz => match svc.store().check().await {
+            Ok(()) => Ok(Response::new(full("ready\n"))),
+            Err(e) => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("store not ready: {e}"),
+            )),
+        },
+        Route::AdminRegistries
+        | Route::AdminRegistry { .. }
+        | Route::AdminUsers
+        | Route::AdminTokens
+        | Route::AdminToken { .. } => admin::handle(svc, route, req, auth).await,
+        Route::ConfigJson { reg } => index::config_json(svc, &reg, auth).await,
+        Route::IndexFile { reg, path } => index::index_file(svc, &reg, &path, &req, auth).await,
+        Route::Download { reg, name, version } => index::download(svc, &reg, &name, &version, auth).await,
+        Route::Me { reg } => index::me(svc, &reg),
+        Route::Publish { reg } => {
+            let limits = svc_limits(svc);
+            let body = read_body(req, limits).await?;
+            let out = svc.publish(&reg, auth, body).await?;
+            Ok(json_ok(&out))
+        }
+        Route::Yank { reg, name, version } => Ok(json_ok(&svc.set_yanked(&reg, auth, &name, &version, true).await?)),
+        Route::Unyank { reg, name, version } => Ok(json_ok(&svc.set_yanked(&reg, auth, &name, &version, false).await?)),
+        Route::Owners { reg, name } => {
+            let method = req.method().clone();
+            if method == hyper::Method::GET {
+                return Ok(json_ok(&svc.owners(&reg, auth, &name).await?));
+            }
+            #[derive(serde::Deserialize)]
+            struct Users {
+                users: Vec<String>,
+            }
+            let auth_owned = auth.map(str::to_owned);
+            let users: Users = read_json(req).await?;
+            let add = method == hyper::Method::PUT;
+            Ok(json_ok(
+                &svc.change_owners(&reg, auth_owned.as_deref(), &name, users.users, add)
+                    .await?,
+            ))
+        }
+        Route::Search { reg } => {
+            let query = req.uri().query();
+            let q = query_param(query, "q").unwrap_or_default();
+            let per_page = query_param(query, "per_page")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(10);
+            let page = query_param(query, "page").and_then(|v| v.parse().ok()).unwrap_or(1);
+            Ok(json_ok(&svc.search(&reg, auth, &q, per_page, page).await?))
+        }
+    }
+}
+
+fn svc_limits(svc: &RegistryService) -> u64 {
+    let l = svc.limits();
+    l.max_crate_bytes + l.max_metadata_bytes + 8
+}

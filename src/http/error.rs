@@ -1,0 +1,81 @@
+//! The one place where errors become HTTP responses, always in Cargo's envelope
+//! `{"errors":[{"detail":"..."}]}`.
+
+use hyper::{header, Response, StatusCode};
+use serde_json::json;
+
+use super::body::{full, Body};
+use crate::registry::RegistryError;
+
+/// An error ready to be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub detail: String,
+    /// `WWW-Authenticate` challenge (401 only).
+    pub challenge: Option<String>,
+    /// `Allow` header (405 only).
+    pub allow: Option<&'static str>,
+}
+
+impl ApiError {
+    /// An error with a status and a message.
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            detail: detail.into(),
+            challenge: None,
+            allow: None,
+        }
+    }
+
+    /// The response.
+    pub fn into_response(self) -> Response<Body> {
+        let body = json!({"errors": [{"detail": self.detail}]}).to_string();
+        let mut resp = Response::builder()
+            .status(self.status)
+            .header(header::CONTENT_TYPE, "application/json; charset=utf-8");
+        if let Some(c) = self.challenge {
+            resp = resp.header(header::WWW_AUTHENTICATE, c);
+        }
+        if let Some(a) = self.allow {
+            resp = resp.header(header::ALLOW, a);
+        }
+        resp.body(full(body))
+            .unwrap_or_else(|_| Response::new(full("internal error")))
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        let status = match &e {
+            RegistryError::NotFound(_) => StatusCode::NOT_FOUND,
+            RegistryError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            RegistryError::Conflict(_) => StatusCode::CONFLICT,
+            RegistryError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            RegistryError::Forbidden(_) => StatusCode::FORBIDDEN,
+            RegistryError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            RegistryError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            RegistryError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let detail = match &e {
+            RegistryError::Store(inner) => {
+                tracing::error!(error = %inner, "storage failure");
+                "internal storage error; the operation was not applied (see the server log)".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let challenge = match e {
+            RegistryError::Unauthorized {
+                login_url: Some(url), ..
+            } => Some(format!("Cargo login_url=\"{url}\"")),
+            _ => None,
+        };
+        ApiError {
+            status,
+            detail,
+            challenge,
+            allow: None,
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Read side of a registry: `config.json`, index files (strong ETag, 304), `.crate` downloads
+//! (streamed from disk, never `Content-Encoding`), and the `/me` page.
+
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Incoming;
+use hyper::{header, Request, Response, StatusCode};
+use tokio_util::io::ReaderStream;
+
+use super::body::{empty, full};
+use super::error::ApiError;
+use super::HandlerResult;
+use crate::index::etag::if_none_match;
+use crate::index::name::name_from_index_path;
+use crate::registry::RegistryService;
+
+/// `GET /{reg}/index/config.json`.
+pub async fn config_json(svc: &RegistryService, reg: &str, auth: Option<&str>) -> HandlerResult {
+    let spec = svc.registry(reg)?;
+    svc.authorize_read(&spec, auth).await?;
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(full(svc.config_json(&spec)))
+        .map_err(internal)
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}"))
+}
+
+/// `GET /{reg}/index/{path}`.
+pub async fn index_file(
+    svc: &RegistryService,
+    reg: &str,
+    path: &str,
+    req: &Request<Incoming>,
+    auth: Option<&str>,
+) -> HandlerResult {
+    let spec = svc.registry(reg)?;
+    svc.authorize_read(&spec, auth).await?;
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no crate at index path `{path}` in registry `{reg}`"),
+        )
+    };
+    let name = name_from_index_path(path).ok_or_else(not_found)?;
+    let file = svc.index_file(&spec, name).await?.ok_or_else(not_found)?;
+    let inm = req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+    let builder = Response::builder()
+        .header(header::ETAG, &file.etag)
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header("x-cache", "BYPASS");
+    if inm.is_some_and(|v| if_none_match(v, &file.etag)) {
+        return builder.status(StatusCode::NOT_MODIFIED).body(empty()).map_err(internal);
+    }
+    builder
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(header::CONTENT_LENGTH, file.body.len())
+        .body(full(file.body.clone()))
+        .map_err(internal)
+}
+
+/// `GET /{reg}/api/v1/crates/{name}/{version}/download`.
+pub async fn download(
+    svc: &RegistryService,
+    reg: &str,
+    name: &str,
+    version: &str,
+    auth: Option<&str>,
+) -> HandlerResult {
+    let spec = svc.registry(reg)?;
+    svc.authorize_read(&spec, auth).await?;
+    let dl = svc.download(&spec, name, version).await?;
+    let file = tokio::fs::File::open(&dl.path).await.map_err(internal)?;
+    let len = file.metadata().await.map_err(internal)?.len();
+    let stream =
+        futures_util::TryStreamExt::map_ok(ReaderStream::with_capacity(file, 64 * 1024), hyper::body::Frame::data);
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-tar")
+        .header(header::CONTENT_LENGTH, len)
+        .header(header::CACHE_CONTROL, "public, max-age=31536000, immutable")
+        .header("x-cache", "BYPASS")
+        .body(StreamBody::new(stream).boxed())
+        .map_err(internal)
+}
+
+/// `GET /{reg}/me`: how to get a token (what `cargo login` points users at).
+pub fn me(svc: &RegistryService, reg: &str) -> HandlerResult {
+    let spec = svc.registry(reg)?;
+    let index = svc.index_url(&spec.name);
+    let page = format!(
+        "<!doctype html><meta charset=utf-8><title>cargohold: token for {reg}</title>\n\
+<h1>Getting a token for registry <code>{reg}</code></h1>\n\
+<p>Tokens are issued by a cargohold administrator. Ask them to run:</p>\n\
+<pre>cargohold user add YOUR_LOGIN\ncargohold token create --user YOUR_LOGIN --registry {reg} --scope read,publish,yank,owners</pre>\n\
+<p>Then paste the token into <code>cargo login --registry {reg}</code>, with this in <code>~/.cargo/config.toml</code>:</p>\n\
+<pre>[registries.{reg}]\nindex = \"{index}\"\n{cred}</pre>\n",
+        cred = if spec.auth_required { "\n[registry]\nglobal-credential-providers = [\"cargo:token\"]\n" } else { "" }
+    );
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .body(full(page))
+        .map_err(internal)
+}

@@ -1,0 +1,246 @@
+//! Pure routing: `(method, path, query)` to a [`Route`]. No I/O. Paths are split on `/`
+//! (empty segments dropped, so `//api/v1/...` routes like `/api/v1/...`), each segment
+//! percent-decoded; `+` stays literal (build metadata in versions).
+
+use hyper::Method;
+use percent_encoding::percent_decode_str;
+
+/// Every endpoint cargohold serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Healthz,
+    Readyz,
+    AdminRegistries,
+    AdminRegistry { name: String },
+    AdminUsers,
+    AdminTokens,
+    AdminToken { id: String },
+    ConfigJson { reg: String },
+    IndexFile { reg: String, path: String },
+    Download { reg: String, name: String, version: String },
+    Publish { reg: String },
+    Yank { reg: String, name: String, version: String },
+    Unyank { reg: String, name: String, version: String },
+    Owners { reg: String, name: String },
+    Search { reg: String },
+    Me { reg: String },
+}
+
+/// Why no route matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    /// Nothing lives at this path.
+    NotFound,
+    /// Something lives here, but not for this method; the allowed methods.
+    MethodNotAllowed(&'static str),
+}
+
+impl Route {
+    /// The route template, for logs and metrics (never the raw path).
+    pub fn template(&self) -> &'static str {
+        match self {
+            Route::Healthz => "/-/healthz",
+            Route::Readyz => "/-/readyz",
+            Route::AdminRegistries => "/-/api/v1/registries",
+            Route::AdminRegistry { .. } => "/-/api/v1/registries/{name}",
+            Route::AdminUsers => "/-/api/v1/users",
+            Route::AdminTokens => "/-/api/v1/tokens",
+            Route::AdminToken { .. } => "/-/api/v1/tokens/{id}",
+            Route::ConfigJson { .. } => "/{reg}/index/config.json",
+            Route::IndexFile { .. } => "/{reg}/index/{path}",
+            Route::Download { .. } => "/{reg}/api/v1/crates/{name}/{version}/download",
+            Route::Publish { .. } => "/{reg}/api/v1/crates/new",
+            Route::Yank { .. } => "/{reg}/api/v1/crates/{name}/{version}/yank",
+            Route::Unyank { .. } => "/{reg}/api/v1/crates/{name}/{version}/unyank",
+            Route::Owners { .. } => "/{reg}/api/v1/crates/{name}/owners",
+            Route::Search { .. } => "/{reg}/api/v1/crates",
+            Route::Me { .. } => "/{reg}/me",
+        }
+    }
+
+    /// The registry a route concerns, if any.
+    pub fn registry(&self) -> Option<&str> {
+        match self {
+            Route::ConfigJson { reg }
+            | Route::IndexFile { reg, .. }
+            | Route::Download { reg, .. }
+            | Route::Publish { reg }
+            | Route::Yank { reg, .. }
+            | Route::Unyank { reg, .. }
+            | Route::Owners { reg, .. }
+            | Route::Search { reg }
+            | Route::Me { reg } => Some(reg),
+            _ => None,
+        }
+    }
+}
+
+fn decode(seg: &str) -> String {
+    percent_decode_str(seg).decode_utf8_lossy().into_owned()
+}
+
+fn method_is(m: &Method, allowed: &[Method], names: &'static str) -> Result<(), RouteError> {
+    if allowed.contains(m) || (*m == Method::HEAD && allowed.contains(&Method::GET)) {
+        Ok(())
+    } else {
+        Err(RouteError::MethodNotAllowed(names))
+    }
+}
+
+/// Matches a request to a route.
+pub fn route(method: &Method, path: &str) -> Result<Route, RouteError> {
+    let segs: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(decode).collect();
+    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let get = |r: Route| method_is(method, &[Method::GET], "GET").map(|()| r);
+    let owned = |x: &str| x.to_owned();
+    match s.as_slice() {
+        ["-", "healthz"] => get(Route::Healthz),
+        ["-", "readyz"] => get(Route::Readyz),
+        ["-", "api", "v1", "registries"] => {
+            method_is(method, &[Method::GET, Method::POST], "GET, POST").map(|()| Route::AdminRegistries)
+        }
+        ["-", "api", "v1", "registries", name] => method_is(
+            method,
+            &[Method::GET, Method::PATCH, Method::DELETE],
+            "GET, PATCH, DELETE",
+        )
+        .map(|()| Route::AdminRegistry { name: owned(name) }),
+        ["-", "api", "v1", "users"] => {
+            method_is(method, &[Method::GET, Method::POST], "GET, POST").map(|()| Route::AdminUsers)
+        }
+        ["-", "api", "v1", "tokens"] => {
+            method_is(method, &[Method::GET, Method::POST], "GET, POST").map(|()| Route::AdminTokens)
+        }
+        ["-", "api", "v1", "tokens", id] => {
+            method_is(method, &[Method::DELETE], "DELETE").map(|()| Route::AdminToken { id: owned(id) })
+        }
+        ["-", ..] => Err(RouteError::NotFound),
+        [reg, "index", "config.json"] => get(Route::ConfigJson { reg: owned(reg) }),
+        [reg, "index", rest @ ..] if !rest.is_empty() => get(Route::IndexFile {
+            reg: owned(reg),
+            path: rest.join("/"),
+        }),
+        [reg, "me"] => get(Route::Me { reg: owned(reg) }),
+        [reg, "api", "v1", "crates"] => get(Route::Search { reg: owned(reg) }),
+        [reg, "api", "v1", "crates", "new"] => {
+            method_is(method, &[Method::PUT], "PUT").map(|()| Route::Publish { reg: owned(reg) })
+        }
+        [reg, "api", "v1", "crates", name, "owners"] => {
+            method_is(method, &[Method::GET, Method::PUT, Method::DELETE], "GET, PUT, DELETE").map(|()| Route::Owners {
+                reg: owned(reg),
+                name: owned(name),
+            })
+        }
+        [reg, "api", "v1", "crates", name, version, "download"] => get(Route::Download {
+            reg: owned(reg),
+            name: owned(name),
+            version: owned(version),
+        }),
+        [reg, "api", "v1", "crates", name, version, "yank"] => {
+            method_is(method, &[Method::DELETE], "DELETE").map(|()| Route::Yank {
+                reg: owned(reg),
+                name: owned(name),
+                version: owned(version),
+            })
+        }
+        [reg, "api", "v1", "crates", name, version, "unyank"] => {
+            method_is(method, &[Method::PUT], "PUT").map(|()| Route::Unyank {
+                reg: owned(reg),
+                name: owned(name),
+                version: owned(version),
+            })
+        }
+        _ => Err(RouteError::NotFound),
+    }
+}
+
+/// The value of query parameter `key`, percent-decoded (`+` as space, as in forms).
+pub fn query_param(query: Option<&str>, key: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == key).then(|| {
+            percent_decode_str(&v.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn registry_routes() {
+        assert_eq!(
+            route(&Method::GET, "/local/index/config.json"),
+            Ok(Route::ConfigJson { reg: "local".into() })
+        );
+        assert_eq!(
+            route(&Method::GET, "/local/index/ac/me/acme-core"),
+            Ok(Route::IndexFile {
+                reg: "local".into(),
+                path: "ac/me/acme-core".into()
+            })
+        );
+        assert_eq!(
+            route(&Method::GET, "/local/api/v1/crates/foo/1.0.0+b.5/download"),
+            Ok(Route::Download {
+                reg: "local".into(),
+                name: "foo".into(),
+                version: "1.0.0+b.5".into()
+            })
+        );
+        assert_eq!(
+            route(&Method::GET, "/local/api/v1/crates/foo/1.0.0%2Bb/download"),
+            Ok(Route::Download {
+                reg: "local".into(),
+                name: "foo".into(),
+                version: "1.0.0+b".into()
+            })
+        );
+        assert_eq!(
+            route(&Method::PUT, "/local//api/v1/crates/new"),
+            Ok(Route::Publish { reg: "local".into() })
+        );
+        assert_eq!(
+            route(&Method::DELETE, "/local/api/v1/crates/foo/1.0.0/yank"),
+            Ok(Route::Yank {
+                reg: "local".into(),
+                name: "foo".into(),
+                version: "1.0.0".into()
+            })
+        );
+        assert_eq!(
+            route(&Method::GET, "/local/api/v1/crates/new"),
+            Err(RouteError::MethodNotAllowed("PUT"))
+        );
+        assert_eq!(
+            route(&Method::POST, "/local/api/v1/crates/foo/1.0.0/yank"),
+            Err(RouteError::MethodNotAllowed("DELETE"))
+        );
+        assert_eq!(route(&Method::GET, "/local/other"), Err(RouteError::NotFound));
+        assert_eq!(route(&Method::GET, "/-/nothing"), Err(RouteError::NotFound));
+        assert_eq!(route(&Method::HEAD, "/-/healthz"), Ok(Route::Healthz));
+    }
+
+    #[test]
+    fn query_params() {
+        assert_eq!(
+            query_param(Some("q=serde%2Djson&per_page=5"), "q").as_deref(),
+            Some("serde-json")
+        );
+        assert_eq!(query_param(Some("q=a+b"), "q").as_deref(), Some("a b"));
+        assert_eq!(query_param(Some("q=x"), "per_page"), None);
+        assert_eq!(query_param(None, "q"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(path in "\\PC{0,60}") {
+            let _ = route(&Method::GET, &path);
+            let _ = query_param(Some(&path), "q");
+        }
+    }
+}

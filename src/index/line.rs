@@ -1,0 +1,166 @@
+//! One line of a sparse index file (one published version), and building it from publish
+//! metadata. Field order and presence are fixed: every dependency field is always written
+//! (older cargo needs `features`/`optional`/`default_features`), `pubtime` is
+//! `YYYY-MM-DDTHH:MM:SSZ`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::publish_frame::{NewCrate, NewCrateDep};
+
+/// A version record as it appears in the index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexLine {
+    pub name: String,
+    pub vers: String,
+    pub deps: Vec<IndexDep>,
+    pub cksum: String,
+    pub features: BTreeMap<String, Vec<String>>,
+    pub yanked: bool,
+    pub links: Option<String>,
+    pub v: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rust_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pubtime: Option<String>,
+}
+
+/// A dependency of an index line. `name` is the name used in the dependent's `Cargo.toml`
+/// (the alias when renamed); `package` is the real name then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexDep {
+    pub name: String,
+    pub req: String,
+    pub features: Vec<String>,
+    pub optional: bool,
+    pub default_features: bool,
+    pub target: Option<String>,
+    pub kind: String,
+    pub registry: Option<String>,
+    pub package: Option<String>,
+}
+
+impl IndexLine {
+    /// Builds the index line for a publish. `own_index_urls` are the URLs this registry is known
+    /// by (`sparse+http://host/reg/index/`); a dependency whose `registry` names one of them is
+    /// stored as `null` (same registry). Every other value, the git-form crates.io URL included,
+    /// is kept exactly as cargo sent it.
+    pub fn from_publish(meta: &NewCrate, cksum: String, own_index_urls: &[String], pubtime: String) -> Self {
+        let own: Vec<&str> = own_index_urls.iter().map(|u| u.trim_end_matches('/')).collect();
+        let deps = meta.deps.iter().map(|d| IndexDep::from_publish(d, &own)).collect();
+        IndexLine {
+            name: meta.name.clone(),
+            vers: meta.vers.clone(),
+            deps,
+            cksum,
+            features: meta.features.clone(),
+            yanked: false,
+            links: meta.links.clone(),
+            v: 1,
+            rust_version: meta.rust_version.clone(),
+            pubtime: Some(pubtime),
+        }
+    }
+
+    /// The line as JSON (no trailing newline).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+impl IndexDep {
+    fn from_publish(d: &NewCrateDep, own: &[&str]) -> Self {
+        let (name, package) = match &d.explicit_name_in_toml {
+            Some(alias) => (alias.clone(), Some(d.name.clone())),
+            None => (d.name.clone(), None),
+        };
+        let registry = d
+            .registry
+            .as_ref()
+            .filter(|r| !own.contains(&r.trim_end_matches('/')))
+            .cloned();
+        IndexDep {
+            name,
+            req: d.version_req.clone(),
+            features: d.features.clone(),
+            optional: d.optional,
+            default_features: d.default_features,
+            target: d.target.clone(),
+            kind: d.kind.clone().unwrap_or_else(|| "normal".to_owned()),
+            registry,
+            package,
+        }
+    }
+}
+
+/// Renders an index file: one JSON line per version, each ending with `\n`.
+pub fn render_file<'a>(lines: impl IntoIterator<Item = &'a IndexLine>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for line in lines {
+        // Serialising plain structs of strings, bools and maps cannot fail.
+        if serde_json::to_writer(&mut out, line).is_ok() {
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
+/// Formats a time as the index `pubtime` (`YYYY-MM-DDTHH:MM:SSZ`).
+pub fn pubtime(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CRATES_IO_GIT: &str = tame_index::CRATES_IO_INDEX;
+
+    fn meta() -> NewCrate {
+        serde_json::from_str(&format!(
+            r#"{{"name":"acme-core","vers":"0.3.1","deps":[
+                {{"name":"serde","version_req":"^1.0","features":["derive"],"optional":false,"default_features":true,"target":null,"kind":"normal","registry":"{CRATES_IO_GIT}"}},
+                {{"name":"acme-util","version_req":"^0.2","features":[],"optional":true,"default_features":true,"target":null,"kind":"normal","explicit_name_in_toml":"util"}},
+                {{"name":"own","version_req":"^1","features":[],"optional":false,"default_features":false,"target":"cfg(unix)","kind":"dev","registry":"sparse+http://h/local/index/"}}
+              ],"features":{{"extra":["dep:util"]}},"authors":[],"description":null,"documentation":null,"homepage":null,
+              "readme":null,"readme_file":null,"keywords":[],"categories":[],"license":"MIT","license_file":null,
+              "repository":null,"badges":{{}},"links":null,"rust_version":"1.74"}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn line_from_publish_keeps_every_field() {
+        let line = IndexLine::from_publish(
+            &meta(),
+            "ab".repeat(32),
+            &["sparse+http://h/local/index".to_owned()],
+            "2026-05-01T12:00:00Z".to_owned(),
+        );
+        let json = line.to_json();
+        let expected = format!(
+            r#"{{"name":"acme-core","vers":"0.3.1","deps":[{{"name":"serde","req":"^1.0","features":["derive"],"optional":false,"default_features":true,"target":null,"kind":"normal","registry":"{CRATES_IO_GIT}","package":null}},{{"name":"util","req":"^0.2","features":[],"optional":true,"default_features":true,"target":null,"kind":"normal","registry":null,"package":"acme-util"}},{{"name":"own","req":"^1","features":[],"optional":false,"default_features":false,"target":"cfg(unix)","kind":"dev","registry":null,"package":null}}],"cksum":"{}","features":{{"extra":["dep:util"]}},"yanked":false,"links":null,"v":1,"rust_version":"1.74","pubtime":"2026-05-01T12:00:00Z"}}"#,
+            "ab".repeat(32)
+        );
+        assert_eq!(json, expected);
+        let back: IndexLine = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, line);
+    }
+
+    #[test]
+    fn render_is_newline_terminated() {
+        let line = IndexLine::from_publish(&meta(), "0".repeat(64), &[], "2026-05-01T12:00:00Z".into());
+        let file = render_file([&line, &line]);
+        assert_eq!(file.iter().filter(|b| **b == b'\n').count(), 2);
+        assert!(file.ends_with(b"\n"));
+    }
+
+    #[test]
+    fn pubtime_format() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_777_636_800);
+        let s = pubtime(t);
+        assert_eq!(s.len(), 20);
+        assert!(s.ends_with('Z') && s.as_bytes()[10] == b'T');
+    }
+}

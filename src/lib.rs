@@ -1,0 +1,9 @@
+//! cargohold: one daemon serving Cargo registries (hosted, proxy, merged).
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod index;
+pub mod registry;
+pub mod server;
+pub mod store;

@@ -1,0 +1,131 @@
+//! `cargohold` binary: parse the command line, set up logging, run. Failures map to exit
+//! codes (64 for usage and configuration, 1 otherwise).
+
+use std::process::ExitCode;
+
+use cargohold::cli::{run_admin, Cli, CliError, Command, ConfigArgs, EXIT_FAILURE, EXIT_USAGE};
+use cargohold::config::{Config, ConfigError, Overrides};
+use clap::Parser;
+
+fn load_config(args: &ConfigArgs) -> Result<Config, ConfigError> {
+    let ov = Overrides {
+        listen: args.listen.clone(),
+        data_dir: args.data_dir.clone(),
+        public_url: args.public_url.clone(),
+    };
+    Config::load(args.config.as_deref(), &ov)
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return exit(code);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit(EXIT_FAILURE);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            exit(e.code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    let config_err = |e: ConfigError| CliError {
+        code: EXIT_USAGE,
+        message: e.to_string(),
+    };
+    match cli.command {
+        Command::Serve(args) => {
+            if cli.log_format != "text" && cli.log_format != "json" {
+                return Err(CliError {
+                    code: EXIT_USAGE,
+                    message: "--log-format must be `text` or `json`".into(),
+                });
+            }
+            init_logging(&cli.log_format);
+            let config = load_config(&args).map_err(config_err)?;
+            serve(config).await
+        }
+        Command::CheckConfig(args) => {
+            load_config(&args).map_err(config_err)?;
+            println!("configuration is valid");
+            Ok(())
+        }
+        Command::PrintConfig(args) => {
+            let config = load_config(&args).map_err(config_err)?;
+            let text = toml::to_string_pretty(&config).map_err(|e| CliError {
+                code: EXIT_FAILURE,
+                message: e.to_string(),
+            })?;
+            println!("{text}");
+            Ok(())
+        }
+        other => run_admin(&cli.server, other).await,
+    }
+}
+
+async fn serve(config: Config) -> Result<(), CliError> {
+    if config.tls.is_some() {
+        return Err(CliError {
+            code: EXIT_USAGE,
+            message: "[tls] is not supported by this build yet; terminate TLS in front of cargohold or remove [tls]"
+                .into(),
+        });
+    }
+    let env_token = std::env::var("CARGOHOLD_ADMIN_TOKEN").ok();
+    let running = cargohold::app::start(config, env_token).await.map_err(|e| CliError {
+        code: EXIT_FAILURE,
+        message: format!("{e:#}"),
+    })?;
+    println!("cargohold listening on {}", running.public_url);
+    println!();
+    println!("Add this to ~/.cargo/config.toml (or .cargo/config.toml of a project):");
+    println!();
+    print!("{}", running.cargo_config_snippet());
+    println!();
+    match &running.admin_token_file {
+        Some(p) => println!(
+            "Admin token: {} (export CARGOHOLD_ADMIN_TOKEN=$(cat {}))",
+            p.display(),
+            p.display()
+        ),
+        None => println!("Admin token: from CARGOHOLD_ADMIN_TOKEN"),
+    }
+    tracing::info!(addr = %running.addr, public_url = %running.public_url, "cargohold started");
+    cargohold::app::shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}

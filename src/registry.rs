@@ -1,0 +1,263 @@
+//! `RegistryService`: the one API the HTTP layer calls. It owns policy (who may do what, name
+//! and version rules), keeps the registry definitions in memory, renders and caches index files,
+//! and orchestrates the store. It knows nothing of HTTP.
+
+pub mod admin;
+pub mod auth;
+pub mod error;
+pub mod krate;
+pub mod publish;
+pub mod tarball;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+
+use crate::config::{Limits, RegistryKind, RegistrySpec};
+use crate::index::config_json::ConfigJson;
+use crate::index::etag::strong_etag;
+use crate::index::line::render_file;
+use crate::index::{canonical_name, IndexLine};
+use crate::store::{CrateRecord, Store};
+
+pub use auth::{Principal, Scope};
+pub use error::{RegistryError, RegistryResult};
+
+/// A rendered index file with its strong ETag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexFile {
+    pub body: Bytes,
+    pub etag: String,
+}
+
+impl IndexFile {
+    /// Renders `lines` and computes the ETag.
+    pub fn render<'a>(lines: impl IntoIterator<Item = &'a IndexLine>) -> Self {
+        let body = Bytes::from(render_file(lines));
+        let etag = strong_etag(&body);
+        IndexFile { body, etag }
+    }
+}
+
+/// Where a download's bytes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Download {
+    pub path: PathBuf,
+    pub cksum: String,
+}
+
+/// Registry-wide settings fixed at start.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    /// Base URL the registries are reachable at (no trailing slash).
+    pub public_url: String,
+    pub limits: Limits,
+    /// Bytes of rendered index files kept in memory.
+    pub memory_bytes: u64,
+    /// Hash of the admin token given by the environment, if any.
+    pub env_admin_hash: Option<String>,
+}
+
+/// The registry layer.
+pub struct RegistryService {
+    store: Arc<dyn Store>,
+    settings: ServiceSettings,
+    registries: RwLock<Arc<BTreeMap<String, Arc<RegistrySpec>>>>,
+    /// Rendered local index files by `{registry}\0{lowercase name}`; `None` caches a 404.
+    index_cache: moka::sync::Cache<String, Option<Arc<IndexFile>>>,
+    /// Serialises read-modify-write of crate records (publish, yank, owners).
+    write_lock: tokio::sync::Mutex<()>,
+}
+
+fn cache_key(registry: &str, lower: &str) -> String {
+    format!("{registry}\0{lower}")
+}
+
+impl RegistryService {
+    /// Builds the service and loads the stored registry definitions.
+    pub async fn new(store: Arc<dyn Store>, settings: ServiceSettings) -> RegistryResult<Self> {
+        let index_cache = moka::sync::Cache::builder()
+            .max_capacity(settings.memory_bytes.max(1 << 20))
+            .weigher(|k: &String, v: &Option<Arc<IndexFile>>| {
+                let n = k.len() + v.as_ref().map_or(0, |f| f.body.len() + f.etag.len()) + 64;
+                u32::try_from(n).unwrap_or(u32::MAX)
+            })
+            .build();
+        let svc = RegistryService {
+            store,
+            settings,
+            registries: RwLock::new(Arc::new(BTreeMap::new())),
+            index_cache,
+            write_lock: tokio::sync::Mutex::new(()),
+        };
+        svc.reload_registries().await?;
+        Ok(svc)
+    }
+
+    /// The store (for readiness checks and shutdown).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The public base URL.
+    pub fn public_url(&self) -> &str {
+        &self.settings.public_url
+    }
+
+    /// Base URL of one registry (`{public_url}/{name}`): the `api` in its config.json.
+    pub fn registry_root(&self, name: &str) -> String {
+        format!("{}/{name}", self.settings.public_url)
+    }
+
+    /// The sparse index URL of one registry, as users configure it.
+    pub fn index_url(&self, name: &str) -> String {
+        format!("sparse+{}/{name}/index/", self.settings.public_url)
+    }
+
+    async fn reload_registries(&self) -> RegistryResult<()> {
+        let specs = self.store.registries().await?;
+        let map = specs.into_iter().map(|s| (s.name.clone(), Arc::new(s))).collect();
+        *self.registries.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(map);
+        Ok(())
+    }
+
+    /// All registry definitions.
+    pub fn registries(&self) -> Arc<BTreeMap<String, Arc<RegistrySpec>>> {
+        self.registries.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// One registry, or 404.
+    pub fn registry(&self, name: &str) -> RegistryResult<Arc<RegistrySpec>> {
+        self.registries()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| RegistryError::NotFound(format!("no registry named `{name}`")))
+    }
+
+    fn hosted(&self, name: &str, what: &str) -> RegistryResult<Arc<RegistrySpec>> {
+        let reg = self.registry(name)?;
+        if reg.kind != RegistryKind::Hosted {
+            return Err(RegistryError::MethodNotAllowed(format!(
+                "registry `{name}` is a read-only proxy; {what} is only possible on a hosted registry (use `--registry <hosted registry>`)"
+            )));
+        }
+        Ok(reg)
+    }
+
+    /// Resolves an `Authorization` header to a principal. `Ok(None)` when there is no header.
+    /// An unknown, revoked or expired token is a 401.
+    pub async fn authenticate(
+        &self,
+        registry: Option<&str>,
+        header: Option<&str>,
+    ) -> RegistryResult<Option<Principal>> {
+        let Some(header) = header else { return Ok(None) };
+        let secret = auth::secret_from_header(header);
+        let hash = auth::hash_token(secret);
+        if self.settings.env_admin_hash.as_deref() == Some(hash.as_str()) {
+            return Ok(Some(Principal {
+                user: admin::ADMIN_USER.into(),
+                scopes: vec!["admin".into()],
+                registries: None,
+            }));
+        }
+        match self.store.token_by_hash(&hash).await?.and_then(auth::principal_of) {
+            Some(p) => Ok(Some(p)),
+            None => Err(RegistryError::Unauthorized {
+                message: "the token is not valid: it is unknown, revoked or expired; get a new one (see the registry's /me page)".into(),
+                login_url: registry.map(|r| format!("{}/me", self.registry_root(r))),
+            }),
+        }
+    }
+
+    /// Like [`authenticate`](Self::authenticate) but a missing header is a 401 too.
+    pub async fn require_principal(&self, registry: &str, header: Option<&str>) -> RegistryResult<Principal> {
+        self.authenticate(Some(registry), header)
+            .await?
+            .ok_or_else(|| RegistryError::Unauthorized {
+                message: format!(
+                    "this request needs a token; run `cargo login --registry {registry}` (see {}/me)",
+                    self.registry_root(registry)
+                ),
+                login_url: Some(format!("{}/me", self.registry_root(registry))),
+            })
+    }
+
+    /// Enforces read access: free unless the registry is `auth_required`, then a token with
+    /// `read` scope for this registry.
+    pub async fn authorize_read(&self, reg: &RegistrySpec, header: Option<&str>) -> RegistryResult<()> {
+        if !reg.auth_required {
+            return Ok(());
+        }
+        self.require_principal(&reg.name, header)
+            .await?
+            .require(Scope::Read, Some(&reg.name))
+    }
+
+    /// The registry's `config.json` bytes.
+    pub fn config_json(&self, reg: &RegistrySpec) -> Bytes {
+        Bytes::from(ConfigJson::for_root(&self.registry_root(&reg.name), reg.auth_required).to_bytes())
+    }
+
+    /// The index file for `lower` (a lowercase name), or `None` (404).
+    pub async fn index_file(&self, reg: &RegistrySpec, lower: &str) -> RegistryResult<Option<Arc<IndexFile>>> {
+        let key = cache_key(&reg.name, lower);
+        if let Some(hit) = self.index_cache.get(&key) {
+            return Ok(hit);
+        }
+        let file = self
+            .store
+            .get_crate(&reg.name, &canonical_name(lower))
+            .await?
+            .filter(|rec| rec.name.to_ascii_lowercase() == lower && !rec.versions.is_empty())
+            .map(|rec| Arc::new(IndexFile::render(rec.versions.iter().map(|v| &v.line))));
+        self.index_cache.insert(key, file.clone());
+        Ok(file)
+    }
+
+    /// Forgets the rendered index file of `name` in `registry`.
+    fn invalidate(&self, registry: &str, name: &str) {
+        self.index_cache
+            .invalidate(&cache_key(registry, &name.to_ascii_lowercase()));
+    }
+
+    /// Drops every cached file of a registry (settings changed or registry deleted).
+    fn invalidate_registry(&self, registry: &str) {
+        // Rare (admin changes): dropping everything is simpler than a prefix sweep.
+        let _ = registry;
+        self.index_cache.invalidate_all();
+    }
+
+    /// Loads a crate record by any spelling of its name.
+    pub(crate) async fn load_crate(&self, registry: &str, name: &str) -> RegistryResult<Option<CrateRecord>> {
+        Ok(self.store.get_crate(registry, &canonical_name(name)).await?)
+    }
+
+    /// Where the `.crate` of `name@version` is.
+    pub async fn download(&self, reg: &RegistrySpec, name: &str, version: &str) -> RegistryResult<Download> {
+        let not_found = || {
+            RegistryError::NotFound(format!(
+                "crate `{name}` version `{version}` does not exist in registry `{}`",
+                reg.name
+            ))
+        };
+        let rec = self
+            .load_crate(&reg.name, name)
+            .await?
+            .filter(|r| r.name.eq_ignore_ascii_case(name))
+            .ok_or_else(not_found)?;
+        let v = krate::find_version(&rec, version).ok_or_else(not_found)?;
+        let cksum = rec.versions[v].line.cksum.clone();
+        let path = self.store.blob_path(&cksum).await?.ok_or_else(not_found)?;
+        Ok(Download { path, cksum })
+    }
+}
+
+impl RegistryService {
+    /// The configured size limits.
+    pub fn limits(&self) -> Limits {
+        self.settings.limits
+    }
+}

@@ -1,0 +1,377 @@
+//! Administration: registry definitions, users, tokens, and the first-start admin token.
+//! Every call here needs a principal with the `admin` scope.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::{hash_token, new_secret, new_token_id, Principal, Scope};
+use super::error::{RegistryError, RegistryResult};
+use super::RegistryService;
+use crate::config::{units, RegistryKind, RegistrySpec, Shadow};
+use crate::store::{now_secs, TokenRecord};
+
+/// Login of the built-in administrator.
+pub const ADMIN_USER: &str = "admin";
+/// File (in the data dir) holding the generated admin token.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// A partial update of a registry (admin API `PATCH`); absent fields stay as they are.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryPatch {
+    pub description: Option<String>,
+    pub labels: Option<Vec<String>>,
+    pub auth_required: Option<bool>,
+    pub upstream: Option<String>,
+    pub offline: Option<bool>,
+    pub index_ttl_secs: Option<u64>,
+    pub negative_ttl_secs: Option<u64>,
+    pub upstreams: Option<Vec<String>>,
+    pub shadow: Option<Shadow>,
+    pub allow_upstream_names: Option<bool>,
+}
+
+/// Body of `POST /-/api/v1/tokens`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    pub user: String,
+    pub name: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub registries: Option<Vec<String>>,
+    /// A duration from now (`90d`) or an RFC 3339 time.
+    pub expires: Option<String>,
+}
+
+/// The login rule, quoted in errors.
+pub const LOGIN_RULE: &str =
+    "a login is 1-64 characters: ASCII letters, digits, `_`, `.` or `-`, starting with a letter or digit";
+
+fn check_login(login: &str) -> RegistryResult<()> {
+    let mut chars = login.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && login.len() <= 64;
+    if ok {
+        Ok(())
+    } else {
+        Err(RegistryError::BadRequest(format!(
+            "invalid login `{login}`: {LOGIN_RULE}"
+        )))
+    }
+}
+
+fn parse_expiry(s: &str) -> RegistryResult<u64> {
+    if let Ok(d) = units::parse_duration(s) {
+        return Ok(now_secs() + d.as_secs());
+    }
+    humantime::parse_rfc3339_weak(s)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+        .ok_or_else(|| {
+            RegistryError::BadRequest(format!(
+                "`{s}` is neither a duration (e.g. 90d) nor a date (e.g. 2027-01-31T00:00:00Z)"
+            ))
+        })
+}
+
+fn token_json(t: &TokenRecord) -> Value {
+    json!({
+        "id": t.id, "user": t.user, "name": t.name, "scopes": t.scopes,
+        "registries": t.registries, "expires": t.expires, "created": t.created,
+    })
+}
+
+impl RegistryService {
+    /// Makes sure the admin user exists and an admin token is available: the environment's, or
+    /// one generated on first start into `<data_dir>/admin-token` (mode 0600). Returns the
+    /// path of the token file when one is in use.
+    pub async fn bootstrap_admin(&self, data_dir: &Path) -> RegistryResult<Option<std::path::PathBuf>> {
+        if self.store.get_user(ADMIN_USER).await?.is_none() {
+            self.store.create_user(ADMIN_USER, Some("Administrator".into())).await?;
+        }
+        if self.settings.env_admin_hash.is_some() {
+            return Ok(None);
+        }
+        let path = data_dir.join(ADMIN_TOKEN_FILE);
+        let secret = match std::fs::read_to_string(&path) {
+            Ok(s) if !s.trim().is_empty() => s.trim().to_owned(),
+            _ => {
+                let secret = new_secret();
+                write_private(&path, &secret).map_err(|e| {
+                    RegistryError::Store(crate::store::StoreError::Io(format!(
+                        "cannot write {}: {e}",
+                        path.display()
+                    )))
+                })?;
+                secret
+            }
+        };
+        let hash = hash_token(&secret);
+        if self.store.token_by_hash(&hash).await?.is_none() {
+            self.store
+                .put_token(&TokenRecord {
+                    id: new_token_id(),
+                    hash,
+                    user: ADMIN_USER.into(),
+                    name: "bootstrap admin token".into(),
+                    scopes: vec![Scope::Admin.as_str().into()],
+                    registries: None,
+                    expires: None,
+                    created: now_secs(),
+                })
+                .await?;
+        }
+        Ok(Some(path))
+    }
+
+    /// Resolves the header and requires the admin scope.
+    pub async fn require_admin(&self, header: Option<&str>) -> RegistryResult<Principal> {
+        let who = self
+            .authenticate(None, header)
+            .await?
+            .ok_or_else(|| RegistryError::Unauthorized {
+                message:
+                    "the admin API needs an admin token (set CARGOHOLD_ADMIN_TOKEN, or read <data_dir>/admin-token)"
+                        .into(),
+                login_url: None,
+            })?;
+        who.require(Scope::Admin, None)?;
+        Ok(who)
+    }
+
+    /// Problems with a spec in the context of the other registries.
+    fn check_spec(&self, spec: &RegistrySpec) -> RegistryResult<()> {
+        let mut problems: Vec<String> = spec.problems("registry").into_iter().map(|p| p.message).collect();
+        let regs = self.registries();
+        for up in &spec.upstreams {
+            match regs.get(up) {
+                Some(u) if u.kind == RegistryKind::Proxy => {}
+                Some(_) => problems.push(format!(
+                    "upstream `{up}` is a hosted registry; upstreams must be proxy registries"
+                )),
+                None => problems.push(format!("upstream `{up}` does not exist")),
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(RegistryError::BadRequest(problems.join("; ")))
+        }
+    }
+
+    /// Applies registry definitions from the config file at start: each declared registry is
+    /// created or overwritten (the file is authoritative for what it declares).
+    pub async fn apply_configured(&self, specs: impl IntoIterator<Item = RegistrySpec>) -> RegistryResult<()> {
+        for spec in specs {
+            if self.registries().get(&spec.name).map(|s| s.as_ref()) != Some(&spec) {
+                self.store.put_registry(&spec).await?;
+            }
+        }
+        self.reload_registries().await
+    }
+
+    /// Creates a registry.
+    pub async fn create_registry(&self, spec: RegistrySpec) -> RegistryResult<Arc<RegistrySpec>> {
+        if self.registries().contains_key(&spec.name) {
+            return Err(RegistryError::Conflict(format!(
+                "a registry named `{}` already exists",
+                spec.name
+            )));
+        }
+        self.check_spec(&spec)?;
+        self.store.put_registry(&spec).await?;
+        self.reload_registries().await?;
+        tracing::info!(registry = %spec.name, kind = ?spec.kind, "registry created");
+        self.registry(&spec.name)
+    }
+
+    /// Updates some fields of a registry.
+    pub async fn update_registry(&self, name: &str, patch: RegistryPatch) -> RegistryResult<Arc<RegistrySpec>> {
+        let mut spec = (*self.registry(name)?).clone();
+        macro_rules! apply {
+            ($($f:ident),*) => { $( if let Some(v) = patch.$f { spec.$f = v; } )* };
+        }
+        apply!(
+            description,
+            labels,
+            auth_required,
+            offline,
+            index_ttl_secs,
+            negative_ttl_secs,
+            upstreams,
+            shadow,
+            allow_upstream_names
+        );
+        if patch.upstream.is_some() {
+            spec.upstream = patch.upstream;
+        }
+        self.check_spec(&spec)?;
+        self.store.put_registry(&spec).await?;
+        self.reload_registries().await?;
+        self.invalidate_registry(name);
+        tracing::info!(registry = %name, "registry updated");
+        self.registry(name)
+    }
+
+    /// Deletes a registry. A hosted registry with crates needs `force`; a proxy that a hosted
+    /// registry lists as upstream cannot be deleted.
+    pub async fn delete_registry(&self, name: &str, force: bool) -> RegistryResult<()> {
+        let spec = self.registry(name)?;
+        if let Some(user) = self
+            .registries()
+            .values()
+            .find(|r| r.upstreams.iter().any(|u| u == name))
+        {
+            return Err(RegistryError::Conflict(format!(
+                "registry `{name}` is an upstream of `{}`; remove it from that registry's upstreams first",
+                user.name
+            )));
+        }
+        if spec.kind == RegistryKind::Hosted && !force {
+            let n = self.store.crates(name).await?.len();
+            if n > 0 {
+                return Err(RegistryError::Conflict(format!(
+                    "registry `{name}` holds {n} crate(s); deleting it deletes them: pass force (CLI: --force) to confirm"
+                )));
+            }
+        }
+        self.store.delete_registry(name).await?;
+        self.reload_registries().await?;
+        self.invalidate_registry(name);
+        tracing::info!(registry = %name, "registry deleted");
+        Ok(())
+    }
+
+    /// Number of crates in a registry (for listings).
+    pub async fn crate_count(&self, name: &str) -> RegistryResult<usize> {
+        Ok(self.store.crates(name).await?.len())
+    }
+
+    /// Creates a user.
+    pub async fn create_user(&self, login: &str, name: Option<String>) -> RegistryResult<Value> {
+        check_login(login)?;
+        let user = self
+            .store
+            .create_user(login, name)
+            .await?
+            .ok_or_else(|| RegistryError::Conflict(format!("user `{login}` already exists")))?;
+        tracing::info!(user = %login, "user created");
+        Ok(json!({"id": user.id, "login": user.login, "name": user.name, "created": user.created}))
+    }
+
+    /// All users.
+    pub async fn list_users(&self) -> RegistryResult<Value> {
+        let users = self.store.users().await?;
+        Ok(
+            json!({"users": users.iter().map(|u| json!({"id": u.id, "login": u.login, "name": u.name, "created": u.created})).collect::<Vec<_>>()}),
+        )
+    }
+
+    /// Creates a token; the secret is in the answer and nowhere else.
+    pub async fn create_token(&self, req: NewToken) -> RegistryResult<Value> {
+        if self.store.get_user(&req.user).await?.is_none() {
+            return Err(RegistryError::NotFound(format!(
+                "there is no user `{}`; create it first with `cargohold user add {}`",
+                req.user, req.user
+            )));
+        }
+        let scopes = match req.scopes {
+            None => Scope::DEFAULT.iter().map(|s| s.as_str().to_owned()).collect(),
+            Some(list) if list.is_empty() => {
+                return Err(RegistryError::BadRequest("a token needs at least one scope".into()))
+            }
+            Some(list) => list
+                .iter()
+                .map(|s| Scope::parse(s.trim()).map(|s| s.as_str().to_owned()))
+                .collect::<RegistryResult<Vec<_>>>()?,
+        };
+        if let Some(regs) = &req.registries {
+            for r in regs {
+                self.registry(r)?;
+            }
+        }
+        let expires = req.expires.as_deref().map(parse_expiry).transpose()?;
+        let secret = new_secret();
+        let record = TokenRecord {
+            id: new_token_id(),
+            hash: hash_token(&secret),
+            user: req.user,
+            name: req.name.unwrap_or_else(|| "token".into()),
+            scopes,
+            registries: req.registries.filter(|r| !r.is_empty()),
+            expires,
+            created: now_secs(),
+        };
+        self.store.put_token(&record).await?;
+        tracing::info!(user = %record.user, token.id = %record.id, scopes = ?record.scopes, "token created");
+        let mut out = token_json(&record);
+        out["token"] = json!(secret);
+        Ok(out)
+    }
+
+    /// All tokens (never their secrets), optionally of one user.
+    pub async fn list_tokens(&self, user: Option<&str>) -> RegistryResult<Value> {
+        let tokens = self.store.tokens().await?;
+        let list: Vec<Value> = tokens
+            .iter()
+            .filter(|t| user.is_none_or(|u| t.user == u))
+            .map(token_json)
+            .collect();
+        Ok(json!({"tokens": list}))
+    }
+
+    /// Revokes a token by id.
+    pub async fn revoke_token(&self, id: &str) -> RegistryResult<()> {
+        if self.store.delete_token(id).await? {
+            tracing::info!(token.id = %id, "token revoked");
+            Ok(())
+        } else {
+            Err(RegistryError::NotFound(format!("no token with id `{id}`")))
+        }
+    }
+}
+
+/// Writes a file readable only by its owner.
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logins() {
+        assert!(check_login("alice").is_ok());
+        assert!(check_login("a.b-c_9").is_ok());
+        assert!(check_login("").is_err());
+        assert!(check_login("-a").is_err());
+        assert!(check_login("a b").is_err());
+    }
+
+    #[test]
+    fn expiry_forms() {
+        assert!(parse_expiry("30d").unwrap() > now_secs());
+        assert_eq!(parse_expiry("2030-01-01T00:00:00Z").unwrap(), 1_893_456_000);
+        assert!(parse_expiry("someday").is_err());
+    }
+}

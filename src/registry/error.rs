@@ -1,0 +1,37 @@
+//! Errors of the registry layer. Each variant says which HTTP status class it belongs to;
+//! `http::error` is the one place that turns them into responses.
+
+use crate::store::StoreError;
+
+/// What went wrong serving a registry request.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RegistryError {
+    /// 404: no such registry, crate, version, user or token.
+    #[error("{0}")]
+    NotFound(String),
+    /// 400: the request is malformed or breaks a rule.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 409: conflicts with what exists (duplicate version, taken name).
+    #[error("{0}")]
+    Conflict(String),
+    /// 401: credentials missing or not valid. `login_url` becomes the `WWW-Authenticate`
+    /// challenge cargo uses to tell the user where to get a token.
+    #[error("{message}")]
+    Unauthorized { message: String, login_url: Option<String> },
+    /// 403: valid credentials without the right (scope, registry, ownership).
+    #[error("{0}")]
+    Forbidden(String),
+    /// 405: the operation does not exist on this kind of registry.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// 413: a body or part of it is over its limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// 500: the store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Result alias for the registry layer.
+pub type RegistryResult<T> = Result<T, RegistryError>;

@@ -1,0 +1,272 @@
+//! Operations on existing crates: yank/unyank, owners, search.
+
+use semver::Version;
+use serde_json::{json, Value};
+
+use super::error::{RegistryError, RegistryResult};
+use super::{Principal, RegistryService, Scope};
+use crate::index::canonical_name;
+use crate::store::CrateRecord;
+
+/// Index of the version of `rec` that `requested` names: the exact string, the same semver
+/// (`1.0.0+b` vs `1.0.0+b`), or — when `requested` has no build metadata — the one release
+/// that differs only in build metadata.
+pub fn find_version(rec: &CrateRecord, requested: &str) -> Option<usize> {
+    if let Some(i) = rec.versions.iter().position(|v| v.line.vers == requested) {
+        return Some(i);
+    }
+    let want = Version::parse(requested).ok()?;
+    rec.versions.iter().position(|v| {
+        Version::parse(&v.line.vers).is_ok_and(|have| {
+            have == want
+                || (want.build.is_empty()
+                    && (have.major, have.minor, have.patch, &have.pre)
+                        == (want.major, want.minor, want.patch, &want.pre))
+        })
+    })
+}
+
+/// The version search shows: the highest non-yanked one (or the highest if all are yanked).
+fn max_version(rec: &CrateRecord) -> Option<String> {
+    let parsed = |yanked_ok: bool| {
+        rec.versions
+            .iter()
+            .filter(|v| yanked_ok || !v.line.yanked)
+            .filter_map(|v| Version::parse(&v.line.vers).ok().map(|p| (p, v.line.vers.clone())))
+            .max_by(|a, b| a.0.cmp(&b.0))
+            .map(|(_, s)| s)
+    };
+    parsed(false).or_else(|| parsed(true))
+}
+
+impl RegistryService {
+    async fn owned_crate(&self, registry: &str, name: &str, who: &Principal) -> RegistryResult<CrateRecord> {
+        let rec = self
+            .load_crate(registry, name)
+            .await?
+            .filter(|r| r.name.eq_ignore_ascii_case(name))
+            .ok_or_else(|| {
+                RegistryError::NotFound(format!("crate `{name}` does not exist in registry `{registry}`"))
+            })?;
+        if !rec.owners.contains(&who.user) && !who.is_admin() {
+            return Err(RegistryError::Forbidden(format!(
+                "`{}` is not an owner of crate `{}`",
+                who.user, rec.name
+            )));
+        }
+        Ok(rec)
+    }
+
+    /// Yanks (`yanked = true`) or unyanks a version. Returns `{"ok":true}`.
+    pub async fn set_yanked(
+        &self,
+        registry: &str,
+        header: Option<&str>,
+        name: &str,
+        version: &str,
+        yanked: bool,
+    ) -> RegistryResult<Value> {
+        let reg = self.hosted(registry, "yanking")?;
+        let who = self.require_principal(registry, header).await?;
+        who.require(Scope::Yank, Some(registry))?;
+        let _guard = self.write_lock.lock().await;
+        let mut rec = self.owned_crate(&reg.name, name, &who).await?;
+        let i = find_version(&rec, version)
+            .ok_or_else(|| RegistryError::NotFound(format!("crate `{}` has no version `{version}`", rec.name)))?;
+        if rec.versions[i].line.yanked != yanked {
+            rec.versions[i].line.yanked = yanked;
+            self.store
+                .put_crate(&reg.name, &canonical_name(&rec.name), &rec)
+                .await?;
+            self.invalidate(&reg.name, &rec.name);
+            tracing::info!(registry, krate.name = %rec.name, krate.version = %version, yanked, user = %who.user, "yank state changed");
+        }
+        Ok(json!({"ok": true}))
+    }
+
+    /// `GET .../owners`: `{"users":[{"id","login","name"}]}`.
+    pub async fn owners(&self, registry: &str, header: Option<&str>, name: &str) -> RegistryResult<Value> {
+        let reg = self.hosted(registry, "listing owners")?;
+        let who = self.require_principal(registry, header).await?;
+        if reg.auth_required {
+            who.require(Scope::Read, Some(registry))?;
+        }
+        let rec = self
+            .load_crate(registry, name)
+            .await?
+            .filter(|r| r.name.eq_ignore_ascii_case(name))
+            .ok_or_else(|| {
+                RegistryError::NotFound(format!("crate `{name}` does not exist in registry `{registry}`"))
+            })?;
+        let mut users = Vec::new();
+        for login in &rec.owners {
+            let user = self.store.get_user(login).await?;
+            users.push(json!({
+                "id": user.as_ref().map_or(0, |u| u.id),
+                "login": login,
+                "name": user.and_then(|u| u.name),
+            }));
+        }
+        Ok(json!({ "users": users }))
+    }
+
+    /// `PUT`/`DELETE .../owners` with `{"users":[logins]}`. Returns `{"ok":true,"msg":...}`.
+    pub async fn change_owners(
+        &self,
+        registry: &str,
+        header: Option<&str>,
+        name: &str,
+        logins: Vec<String>,
+        add: bool,
+    ) -> RegistryResult<Value> {
+        let reg = self.hosted(registry, "changing owners")?;
+        let who = self.require_principal(registry, header).await?;
+        who.require(Scope::Owners, Some(registry))?;
+        if logins.is_empty() {
+            return Err(RegistryError::BadRequest(
+                "no users given; send {\"users\":[\"login\"]}".into(),
+            ));
+        }
+        let _guard = self.write_lock.lock().await;
+        let mut rec = self.owned_crate(&reg.name, name, &who).await?;
+        let msg = if add {
+            for login in &logins {
+                if self.store.get_user(login).await?.is_none() {
+                    return Err(RegistryError::NotFound(format!(
+                        "there is no user `{login}`; an administrator can create it with `cargohold user add {login}`"
+                    )));
+                }
+            }
+            for login in &logins {
+                if !rec.owners.contains(login) {
+                    rec.owners.push(login.clone());
+                }
+            }
+            format!("user(s) {} added as owner(s) of crate {}", logins.join(", "), rec.name)
+        } else {
+            let remaining: Vec<String> = rec.owners.iter().filter(|o| !logins.contains(o)).cloned().collect();
+            if remaining.is_empty() {
+                return Err(RegistryError::BadRequest(format!(
+                    "cannot remove every owner of crate `{}`; add another owner first",
+                    rec.name
+                )));
+            }
+            if let Some(missing) = logins.iter().find(|l| !rec.owners.contains(l)) {
+                return Err(RegistryError::NotFound(format!(
+                    "`{missing}` is not an owner of crate `{}`",
+                    rec.name
+                )));
+            }
+            rec.owners = remaining;
+            format!("owners successfully removed from crate {}", rec.name)
+        };
+        self.store
+            .put_crate(&reg.name, &canonical_name(&rec.name), &rec)
+            .await?;
+        tracing::info!(registry, krate.name = %rec.name, user = %who.user, add, owners = ?logins, "owners changed");
+        Ok(json!({"ok": true, "msg": msg}))
+    }
+
+    /// `GET /api/v1/crates?q=&per_page=&page=`: crates whose name, description or keywords
+    /// contain the query (case-insensitive, `-`/`_` alike in names), exact name first.
+    pub async fn search(
+        &self,
+        registry: &str,
+        header: Option<&str>,
+        q: &str,
+        per_page: usize,
+        page: usize,
+    ) -> RegistryResult<Value> {
+        let reg = self.registry(registry)?;
+        self.authorize_read(&reg, header).await?;
+        let per_page = per_page.clamp(1, 100);
+        let q_lower = q.trim().to_lowercase();
+        let q_canon = canonical_name(q.trim());
+        let mut hits: Vec<(bool, CrateRecord)> = self
+            .store
+            .crates(registry)
+            .await?
+            .into_iter()
+            .filter(|r| !r.versions.is_empty())
+            .filter(|r| {
+                q_lower.is_empty()
+                    || canonical_name(&r.name).contains(&q_canon)
+                    || r.description
+                        .as_ref()
+                        .is_some_and(|d| d.to_lowercase().contains(&q_lower))
+                    || r.keywords.iter().any(|k| k.to_lowercase() == q_lower)
+            })
+            .map(|r| (canonical_name(&r.name) == q_canon, r))
+            .collect();
+        hits.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.name.cmp(&b.1.name)));
+        let total = hits.len();
+        let crates: Vec<Value> = hits
+            .into_iter()
+            .skip(page.saturating_sub(1) * per_page)
+            .take(per_page)
+            .map(|(_, r)| json!({"name": r.name, "max_version": max_version(&r), "description": r.description}))
+            .collect();
+        Ok(json!({"crates": crates, "meta": {"total": total}}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::IndexLine;
+    use crate::store::VersionRecord;
+
+    fn rec(versions: &[(&str, bool)]) -> CrateRecord {
+        CrateRecord {
+            name: "foo".into(),
+            owners: vec![],
+            description: None,
+            keywords: vec![],
+            versions: versions
+                .iter()
+                .map(|(v, y)| VersionRecord {
+                    line: IndexLine {
+                        name: "foo".into(),
+                        vers: (*v).into(),
+                        deps: vec![],
+                        cksum: String::new(),
+                        features: Default::default(),
+                        yanked: *y,
+                        links: None,
+                        v: 1,
+                        rust_version: None,
+                        pubtime: None,
+                    },
+                    published_by: "a".into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn versions_are_found_with_or_without_build_metadata() {
+        let r = rec(&[("1.0.0", false), ("2.0.0+b5", false)]);
+        assert_eq!(find_version(&r, "1.0.0"), Some(0));
+        assert_eq!(find_version(&r, "2.0.0+b5"), Some(1));
+        assert_eq!(find_version(&r, "2.0.0"), Some(1));
+        assert_eq!(find_version(&r, "2.0.0+other"), None);
+        assert_eq!(find_version(&r, "3.0.0"), None);
+        assert_eq!(find_version(&r, "junk"), None);
+    }
+
+    #[test]
+    fn max_version_skips_yanked() {
+        assert_eq!(
+            max_version(&rec(&[("1.0.0", false), ("1.1.0", true)])).as_deref(),
+            Some("1.0.0")
+        );
+        assert_eq!(
+            max_version(&rec(&[("1.0.0", true), ("0.9.0", true)])).as_deref(),
+            Some("1.0.0")
+        );
+        assert_eq!(
+            max_version(&rec(&[("1.10.0", false), ("1.9.0", false)])).as_deref(),
+            Some("1.10.0")
+        );
+    }
+}

@@ -1,0 +1,289 @@
+//! `cargo publish`: every check of protocol.md §5.5, then an all-or-nothing commit (blob first,
+//! durable; record second, durable; only then the 200).
+
+use bytes::Bytes;
+use semver::{Version, VersionReq};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::error::{RegistryError, RegistryResult};
+use super::tarball::{self, TarballLimits};
+use super::{Principal, RegistryService, Scope};
+use crate::index::line::pubtime;
+use crate::index::name::validate_dep_name;
+use crate::index::publish_frame::{parse_frame, FrameError, NewCrate};
+use crate::index::{canonical_name, validate_crate_name, IndexLine};
+use crate::store::{CrateRecord, VersionRecord};
+
+/// Longest version string accepted (crates.io's limit).
+const MAX_VERSION_LEN: usize = 150;
+const MAX_DEPS: usize = 500;
+const MAX_FEATURES: usize = 300;
+const MAX_KEYWORDS: usize = 5;
+const MAX_KEYWORD_LEN: usize = 20;
+const MAX_CATEGORIES: usize = 5;
+
+fn bad(msg: impl Into<String>) -> RegistryError {
+    RegistryError::BadRequest(msg.into())
+}
+
+impl From<FrameError> for RegistryError {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::JsonTooLarge { .. } | FrameError::CrateTooLarge { .. } => RegistryError::TooLarge(format!(
+                "{e}; ask the registry administrator to raise `limits` in the config"
+            )),
+            _ => RegistryError::BadRequest(format!("malformed publish request: {e}")),
+        }
+    }
+}
+
+/// Checks the publish metadata on its own (before the tarball).
+pub fn validate_metadata(meta: &NewCrate) -> RegistryResult<Version> {
+    validate_crate_name(&meta.name).map_err(|e| bad(format!("invalid crate name: {e}")))?;
+    if meta.vers.len() > MAX_VERSION_LEN {
+        return Err(bad(format!("the version is longer than {MAX_VERSION_LEN} characters")));
+    }
+    let version =
+        Version::parse(&meta.vers).map_err(|e| bad(format!("`{}` is not a valid semver version: {e}", meta.vers)))?;
+    if meta.deps.len() > MAX_DEPS {
+        return Err(bad(format!(
+            "a crate may have at most {MAX_DEPS} dependencies; this one has {}",
+            meta.deps.len()
+        )));
+    }
+    for d in &meta.deps {
+        validate_crate_name(&d.name)
+            .or_else(|e| {
+                if matches!(e, crate::index::name::NameError::Reserved(_)) {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(|e| bad(format!("invalid dependency name: {e}")))?;
+        if let Some(alias) = &d.explicit_name_in_toml {
+            validate_dep_name(alias).map_err(|e| bad(format!("invalid dependency rename `{alias}`: {e}")))?;
+        }
+        VersionReq::parse(&d.version_req).map_err(|e| {
+            bad(format!(
+                "dependency `{}` has an invalid version requirement `{}`: {e}",
+                d.name, d.version_req
+            ))
+        })?;
+        if let Some(k) = &d.kind {
+            if !matches!(k.as_str(), "normal" | "build" | "dev") {
+                return Err(bad(format!("dependency `{}` has an unknown kind `{k}`", d.name)));
+            }
+        }
+        if let Some(r) = &d.registry {
+            let bare = r.strip_prefix("sparse+").unwrap_or(r);
+            if !(bare.starts_with("https://") || bare.starts_with("http://") || bare.starts_with("file://")) {
+                return Err(bad(format!(
+                    "dependency `{}` names registry `{r}`, which is not an index URL",
+                    d.name
+                )));
+            }
+        }
+    }
+    if meta.features.len() > MAX_FEATURES {
+        return Err(bad(format!("a crate may have at most {MAX_FEATURES} features")));
+    }
+    for (name, values) in &meta.features {
+        let mut chars = name.chars();
+        let ok_start = chars.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok_start || !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+' | '.')) {
+            return Err(bad(format!("invalid feature name `{name}`")));
+        }
+        if values.len() > MAX_FEATURES {
+            return Err(bad(format!("feature `{name}` has more than {MAX_FEATURES} entries")));
+        }
+    }
+    if let Some(rv) = &meta.rust_version {
+        let parts: Vec<&str> = rv.split('.').collect();
+        if parts.len() > 3
+            || parts
+                .iter()
+                .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(bad(format!(
+                "`rust-version` must be a bare version like 1.74 or 1.74.1, not `{rv}`"
+            )));
+        }
+    }
+    if meta.keywords.len() > MAX_KEYWORDS {
+        return Err(bad(format!("expected at most {MAX_KEYWORDS} keywords per crate")));
+    }
+    if let Some(k) = meta.keywords.iter().find(|k| k.len() > MAX_KEYWORD_LEN) {
+        return Err(bad(format!(
+            "keyword `{k}` is longer than {MAX_KEYWORD_LEN} characters"
+        )));
+    }
+    if meta.categories.len() > MAX_CATEGORIES {
+        return Err(bad(format!("expected at most {MAX_CATEGORIES} categories per crate")));
+    }
+    Ok(version)
+}
+
+/// Whether `existing` (an index version string) equals `new` ignoring build metadata.
+fn same_release(existing: &str, new: &Version) -> bool {
+    Version::parse(existing)
+        .is_ok_and(|v| v.major == new.major && v.minor == new.minor && v.patch == new.patch && v.pre == new.pre)
+}
+
+impl RegistryService {
+    /// Handles a publish body for `registry` on behalf of the `Authorization` header's owner.
+    /// Returns cargo's success body.
+    pub async fn publish(
+        &self,
+        registry: &str,
+        header: Option<&str>,
+        body: Bytes,
+    ) -> RegistryResult<serde_json::Value> {
+        let reg = self.hosted(registry, "publishing")?;
+        let who: Principal = self.require_principal(registry, header).await?;
+        who.require(Scope::Publish, Some(registry))?;
+
+        let limits = self.settings.limits;
+        let frame = parse_frame(&body, limits.max_metadata_bytes, limits.max_crate_bytes)?;
+        let meta: NewCrate = serde_json::from_slice(frame.json).map_err(|e| {
+            bad(format!(
+                "the publish metadata is not valid JSON of the expected shape: {e}"
+            ))
+        })?;
+        let version = validate_metadata(&meta)?;
+        tarball::inspect(
+            frame.krate,
+            &meta.name,
+            &meta.vers,
+            TarballLimits {
+                max_unpacked_bytes: limits.max_unpacked_bytes,
+            },
+        )
+        .map_err(|e| bad(format!("invalid crate file: {e}")))?;
+        let cksum = hex::encode(Sha256::digest(frame.krate));
+
+        // Same-registry dependencies must exist here.
+        let own_urls = vec![self.index_url(registry)];
+        let line = IndexLine::from_publish(&meta, cksum.clone(), &own_urls, pubtime(std::time::SystemTime::now()));
+        for dep in line.deps.iter().filter(|d| d.registry.is_none()) {
+            let real = dep.package.as_deref().unwrap_or(&dep.name);
+            let exists = self.load_crate(registry, real).await?.is_some_and(|r| r.name == real);
+            if !exists {
+                return Err(bad(format!(
+                    "dependency `{real}` does not exist in registry `{registry}`; publish it first (or declare where it comes from with `registry = ...` in Cargo.toml)"
+                )));
+            }
+        }
+
+        // Cheap pre-checks before writing the blob; repeated under the lock below.
+        let canonical = canonical_name(&meta.name);
+        let prior = self.load_crate(registry, &meta.name).await?;
+        check_publish_allowed(prior.as_ref(), &meta, &version, &who)?;
+
+        // The blob is durable before the record names it: a crash in between leaves an
+        // unreferenced file, never a visible version without bytes.
+        let krate = body.slice_ref(frame.krate);
+        self.store.put_blob(krate).await?;
+
+        let _guard = self.write_lock.lock().await;
+        let prior = self.load_crate(registry, &meta.name).await?;
+        check_publish_allowed(prior.as_ref(), &meta, &version, &who)?;
+        let mut record = prior.unwrap_or_else(|| CrateRecord {
+            name: meta.name.clone(),
+            owners: vec![who.user.clone()],
+            description: None,
+            keywords: Vec::new(),
+            versions: Vec::new(),
+        });
+        record.description = meta.description.clone().or(record.description);
+        if !meta.keywords.is_empty() {
+            record.keywords = meta.keywords.clone();
+        }
+        record.versions.push(VersionRecord {
+            line,
+            published_by: who.user.clone(),
+        });
+        self.store.put_crate(&reg.name, &canonical, &record).await?;
+        self.invalidate(&reg.name, &meta.name);
+        tracing::info!(registry, krate.name = %meta.name, krate.version = %meta.vers, user = %who.user, "published");
+        Ok(json!({"warnings": {"invalid_categories": [], "invalid_badges": [], "other": []}}))
+    }
+}
+
+fn check_publish_allowed(
+    prior: Option<&CrateRecord>,
+    meta: &NewCrate,
+    version: &Version,
+    who: &Principal,
+) -> RegistryResult<()> {
+    let Some(rec) = prior else { return Ok(()) };
+    if rec.name != meta.name {
+        return Err(if rec.name.eq_ignore_ascii_case(&meta.name) {
+            bad(format!(
+                "crate was previously named `{}`; publish it under that exact spelling",
+                rec.name
+            ))
+        } else {
+            RegistryError::Conflict(format!(
+                "a crate named `{}` already exists; names are compared case-insensitively with `-` and `_` treated alike",
+                rec.name
+            ))
+        });
+    }
+    if !rec.owners.contains(&who.user) && !who.is_admin() {
+        return Err(RegistryError::Forbidden(format!(
+            "`{}` is not an owner of crate `{}`; an owner can add you with `cargo owner --add {} {}`",
+            who.user, rec.name, who.user, rec.name
+        )));
+    }
+    if let Some(v) = rec.versions.iter().find(|v| same_release(&v.line.vers, version)) {
+        return Err(RegistryError::Conflict(if v.line.vers == meta.vers {
+            format!("crate version `{}@{}` is already uploaded", meta.name, meta.vers)
+        } else {
+            format!(
+                "crate version `{}@{}` conflicts with the uploaded `{}` (versions may not differ only in build metadata)",
+                meta.name, meta.vers, v.line.vers
+            )
+        }));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(name: &str, vers: &str) -> NewCrate {
+        serde_json::from_value(json!({
+            "name": name, "vers": vers, "deps": [], "features": {}, "authors": [], "description": null,
+            "documentation": null, "homepage": null, "readme": null, "readme_file": null, "keywords": [],
+            "categories": [], "license": null, "license_file": null, "repository": null, "badges": {},
+            "links": null, "rust_version": null
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn metadata_rules() {
+        assert!(validate_metadata(&meta("ok", "1.0.0+build")).is_ok());
+        assert!(validate_metadata(&meta("1bad", "1.0.0")).is_err());
+        assert!(validate_metadata(&meta("ok", "1.0")).is_err());
+        assert!(validate_metadata(&meta("ok", &format!("1.0.0-{}", "a".repeat(150)))).is_err());
+        let mut m = meta("ok", "1.0.0");
+        m.rust_version = Some(">=1.70".into());
+        assert!(validate_metadata(&m).is_err());
+        m.rust_version = Some("1.70".into());
+        m.keywords = vec!["a".into(); 6];
+        assert!(validate_metadata(&m).is_err());
+    }
+
+    #[test]
+    fn build_metadata_does_not_make_a_new_release() {
+        let v = Version::parse("1.0.0+b").unwrap();
+        assert!(same_release("1.0.0", &v));
+        assert!(same_release("1.0.0+a", &v));
+        assert!(!same_release("1.0.1", &v));
+        assert!(!same_release("1.0.0-rc1", &v));
+    }
+}
