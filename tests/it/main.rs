@@ -1,1 +1,4 @@
 //! The single integration-test binary.
+mod support;
+mod e2e;
+mod crash;
