@@ -10,10 +10,12 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::cache::crate_files::CrateFiles;
+use crate::cache::index_cache::IndexCache;
 use crate::config::{Config, RegistryKind};
 use crate::http::HttpState;
 use crate::registry::auth::hash_token;
-use crate::registry::{RegistryService, ServiceSettings};
+use crate::registry::{CacheHandles, RegistryService, ServiceSettings};
 use crate::store::sled::SledStore;
 use crate::store::Store;
 
@@ -38,6 +40,7 @@ impl Running {
             let _ = stop.send(());
         }
         let _ = (&mut self.task).await;
+        self.registry.caches().index.flush().await;
         if let Err(e) = self.registry.store().flush().await {
             tracing::error!(error = %e, "flushing the store failed");
         }
@@ -107,7 +110,13 @@ pub async fn start(config: Config, env_admin_token: Option<String>) -> anyhow::R
             .filter(|t| !t.trim().is_empty())
             .map(|t| hash_token(t.trim())),
     };
-    let registry = Arc::new(RegistryService::new(Arc::new(store) as Arc<dyn Store>, settings).await?);
+    let cache_dir = config.data_dir.join("cache");
+    let caches = CacheHandles {
+        index: IndexCache::open(&cache_dir, config.cache.memory_bytes)?,
+        crates: CrateFiles::open(&cache_dir.join("crates"), config.cache.disk_bytes)
+            .with_context(|| format!("cannot open the crate cache in {}", cache_dir.display()))?,
+    };
+    let registry = Arc::new(RegistryService::new(Arc::new(store) as Arc<dyn Store>, caches, settings).await?);
     registry.apply_configured(config.registries.values().cloned()).await?;
     let admin_token_file = registry.bootstrap_admin(&config.data_dir).await?;
     let state = HttpState {

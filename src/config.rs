@@ -254,14 +254,24 @@ pub struct Overrides {
 }
 
 impl Config {
-    /// The embedded default: one hosted registry `local`.
+    /// The embedded default: a proxy `crates-io` of crates.io, and a hosted registry `local`
+    /// that lists it as its upstream (the merged view).
     pub fn embedded_default() -> raw::RawConfig {
         let mut registries = BTreeMap::new();
+        registries.insert(
+            "crates-io".to_owned(),
+            raw::RawRegistry {
+                kind: Some("proxy".into()),
+                description: Some("Caching proxy of crates.io".into()),
+                ..Default::default()
+            },
+        );
         registries.insert(
             "local".to_owned(),
             raw::RawRegistry {
                 kind: Some("hosted".into()),
-                description: Some("Private crates".into()),
+                description: Some("Private crates, merged over crates-io".into()),
+                upstreams: Some(vec!["crates-io".into()]),
                 ..Default::default()
             },
         );
@@ -474,6 +484,12 @@ mod tests {
         let c = Config::load(None, &Overrides::default()).unwrap();
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.registries["local"].kind, RegistryKind::Hosted);
+        assert_eq!(c.registries["local"].upstreams, vec!["crates-io"]);
+        assert_eq!(c.registries["crates-io"].kind, RegistryKind::Proxy);
+        assert_eq!(
+            c.registries["crates-io"].upstream, None,
+            "the crates.io URL comes from a library constant"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! cargohold: one daemon serving Cargo registries (hosted, proxy, merged).
 pub mod app;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod http;
@@ -7,3 +8,4 @@ pub mod index;
 pub mod registry;
 pub mod server;
 pub mod store;
+pub mod upstream;

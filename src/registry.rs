@@ -6,21 +6,27 @@ pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod krate;
+pub mod merge;
 pub mod publish;
 pub mod tarball;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::config::{Limits, RegistryKind, RegistrySpec};
+use crate::cache::crate_files::{CrateFiles, FillReader};
+use crate::cache::index_cache::{IndexCache, IndexEntry};
+use crate::cache::CacheStatus;
+use crate::config::{Limits, RegistryKind, RegistrySpec, Shadow};
 use crate::index::config_json::ConfigJson;
 use crate::index::etag::strong_etag;
 use crate::index::line::render_file;
 use crate::index::{canonical_name, IndexLine};
 use crate::store::{CrateRecord, Store};
+use crate::upstream::cached::{CachedUpstream, DownloadError, ProxyDownload, ProxySettings};
 
 pub use auth::{Principal, Scope};
 pub use error::{RegistryError, RegistryResult};
@@ -41,11 +47,58 @@ impl IndexFile {
     }
 }
 
+/// The bytes of an index answer: a local (rendered or merged) file or an upstream entry.
+#[derive(Debug, Clone)]
+pub enum IndexBody {
+    Local(Arc<IndexFile>),
+    Upstream(Arc<IndexEntry>),
+}
+
+impl IndexBody {
+    /// The file.
+    pub fn body(&self) -> &Bytes {
+        match self {
+            IndexBody::Local(f) => &f.body,
+            IndexBody::Upstream(e) => &e.body,
+        }
+    }
+
+    /// Its strong ETag.
+    pub fn etag(&self) -> &str {
+        match self {
+            IndexBody::Local(f) => &f.etag,
+            IndexBody::Upstream(e) => &e.etag,
+        }
+    }
+}
+
+/// An index answer: the file (`None` = 404) and what the cache did.
+#[derive(Debug, Clone)]
+pub struct IndexAnswer {
+    pub file: Option<IndexBody>,
+    pub status: CacheStatus,
+}
+
 /// Where a download's bytes are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Download {
-    pub path: PathBuf,
-    pub cksum: String,
+pub enum Download {
+    /// A file on disk (hosted blob or cached upstream crate).
+    File { path: PathBuf, status: CacheStatus },
+    /// A streamed fill from upstream.
+    Stream(FillReader),
+}
+
+/// Caches shared by every proxy registry.
+#[derive(Clone)]
+pub struct CacheHandles {
+    pub index: IndexCache,
+    pub crates: Arc<CrateFiles>,
+}
+
+/// A merged (`shadow = "version"`) file and the two ETags it was built from.
+struct MergedFile {
+    local_etag: String,
+    upstream_etag: String,
+    file: Arc<IndexFile>,
 }
 
 /// Registry-wide settings fixed at start.
@@ -69,6 +122,11 @@ pub struct RegistryService {
     index_cache: moka::sync::Cache<String, Option<Arc<IndexFile>>>,
     /// Serialises read-modify-write of crate records (publish, yank, owners).
     write_lock: tokio::sync::Mutex<()>,
+    caches: CacheHandles,
+    /// One cached upstream per proxy registry.
+    proxies: RwLock<Arc<HashMap<String, Arc<CachedUpstream>>>>,
+    /// Results of `shadow = "version"` merges.
+    merged: moka::sync::Cache<String, Arc<MergedFile>>,
 }
 
 fn cache_key(registry: &str, lower: &str) -> String {
@@ -77,20 +135,29 @@ fn cache_key(registry: &str, lower: &str) -> String {
 
 impl RegistryService {
     /// Builds the service and loads the stored registry definitions.
-    pub async fn new(store: Arc<dyn Store>, settings: ServiceSettings) -> RegistryResult<Self> {
+    pub async fn new(store: Arc<dyn Store>, caches: CacheHandles, settings: ServiceSettings) -> RegistryResult<Self> {
         let index_cache = moka::sync::Cache::builder()
-            .max_capacity(settings.memory_bytes.max(1 << 20))
+            .max_capacity((settings.memory_bytes / 4).max(1 << 20))
             .weigher(|k: &String, v: &Option<Arc<IndexFile>>| {
                 let n = k.len() + v.as_ref().map_or(0, |f| f.body.len() + f.etag.len()) + 64;
                 u32::try_from(n).unwrap_or(u32::MAX)
             })
             .build();
+        let settings_memory = settings.memory_bytes;
         let svc = RegistryService {
             store,
             settings,
             registries: RwLock::new(Arc::new(BTreeMap::new())),
             index_cache,
             write_lock: tokio::sync::Mutex::new(()),
+            caches,
+            proxies: RwLock::new(Arc::new(HashMap::new())),
+            merged: moka::sync::Cache::builder()
+                .max_capacity((settings_memory / 4).max(1 << 20))
+                .weigher(|k: &String, v: &Arc<MergedFile>| {
+                    u32::try_from(k.len() + v.file.body.len() + 256).unwrap_or(u32::MAX)
+                })
+                .build(),
         };
         svc.reload_registries().await?;
         Ok(svc)
@@ -118,9 +185,52 @@ impl RegistryService {
 
     async fn reload_registries(&self) -> RegistryResult<()> {
         let specs = self.store.registries().await?;
+        let old = self.proxies();
+        let mut proxies = HashMap::new();
+        for spec in specs.iter().filter(|s| s.kind == RegistryKind::Proxy) {
+            let settings = ProxySettings {
+                registry: spec.name.clone(),
+                upstream_url: spec
+                    .upstream
+                    .clone()
+                    .unwrap_or_else(|| tame_index::CRATES_IO_HTTP_INDEX.to_owned()),
+                index_ttl: Duration::from_secs(spec.index_ttl_secs),
+                negative_ttl: Duration::from_secs(spec.negative_ttl_secs),
+                offline: spec.offline,
+            };
+            let proxy = match old.get(&spec.name) {
+                Some(p) if *p.settings() == settings => p.clone(),
+                Some(p) => {
+                    if p.settings().upstream_url != settings.upstream_url {
+                        p.clear().await;
+                    }
+                    CachedUpstream::new(settings, self.caches.index.clone(), self.caches.crates.clone())?
+                }
+                None => CachedUpstream::new(settings, self.caches.index.clone(), self.caches.crates.clone())?,
+            };
+            proxies.insert(spec.name.clone(), proxy);
+        }
         let map = specs.into_iter().map(|s| (s.name.clone(), Arc::new(s))).collect();
         *self.registries.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(map);
+        *self.proxies.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(proxies);
         Ok(())
+    }
+
+    fn proxies(&self) -> Arc<HashMap<String, Arc<CachedUpstream>>> {
+        self.proxies.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The cached upstream of a proxy registry.
+    pub(crate) fn proxy(&self, name: &str) -> RegistryResult<Arc<CachedUpstream>> {
+        self.proxies()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| RegistryError::NotFound(format!("no proxy registry named `{name}`")))
+    }
+
+    /// The caches (for shutdown flushes and metrics).
+    pub fn caches(&self) -> &CacheHandles {
+        &self.caches
     }
 
     /// All registry definitions.
@@ -201,8 +311,101 @@ impl RegistryService {
         Bytes::from(ConfigJson::for_root(&self.registry_root(&reg.name), reg.auth_required).to_bytes())
     }
 
-    /// The index file for `lower` (a lowercase name), or `None` (404).
-    pub async fn index_file(&self, reg: &RegistrySpec, lower: &str) -> RegistryResult<Option<Arc<IndexFile>>> {
+    /// The index answer for `lower` (a lowercase name) in any kind of registry.
+    pub async fn index_file(&self, reg: &RegistrySpec, lower: &str) -> RegistryResult<IndexAnswer> {
+        match reg.kind {
+            RegistryKind::Proxy => {
+                let lookup = self.proxy(&reg.name)?.index_file(lower).await?;
+                let file = (!lookup.entry.not_found).then(|| IndexBody::Upstream(lookup.entry));
+                Ok(IndexAnswer {
+                    file,
+                    status: lookup.status,
+                })
+            }
+            RegistryKind::Hosted => {
+                let local = self.local_index_file(reg, lower).await?;
+                if reg.upstreams.is_empty() || (local.is_some() && reg.shadow == Shadow::Crate) {
+                    return Ok(IndexAnswer {
+                        file: local.map(IndexBody::Local),
+                        status: CacheStatus::Bypass,
+                    });
+                }
+                let Some((up, status)) = self.first_upstream_with(reg, lower).await? else {
+                    return Ok(IndexAnswer {
+                        file: local.map(IndexBody::Local),
+                        status: CacheStatus::Bypass,
+                    });
+                };
+                let Some(local) = local else {
+                    return Ok(IndexAnswer {
+                        file: Some(IndexBody::Upstream(up)),
+                        status,
+                    });
+                };
+                let key = cache_key(&reg.name, lower);
+                if let Some(m) = self.merged.get(&key) {
+                    if m.local_etag == local.etag && m.upstream_etag == up.etag {
+                        return Ok(IndexAnswer {
+                            file: Some(IndexBody::Local(m.file.clone())),
+                            status,
+                        });
+                    }
+                }
+                let body = Bytes::from(merge::merge_versions(&local.body, &up.body));
+                let etag = strong_etag(&body);
+                let file = Arc::new(IndexFile { body, etag });
+                self.merged.insert(
+                    key,
+                    Arc::new(MergedFile {
+                        local_etag: local.etag.clone(),
+                        upstream_etag: up.etag.clone(),
+                        file: file.clone(),
+                    }),
+                );
+                Ok(IndexAnswer {
+                    file: Some(IndexBody::Local(file)),
+                    status,
+                })
+            }
+        }
+    }
+
+    /// The first upstream of a hosted registry that has `lower`, with its cache status.
+    /// An upstream failure is an error only if no later upstream has the crate.
+    async fn first_upstream_with(
+        &self,
+        reg: &RegistrySpec,
+        lower: &str,
+    ) -> RegistryResult<Option<(Arc<IndexEntry>, CacheStatus)>> {
+        let mut failure = None;
+        for up in &reg.upstreams {
+            let Ok(proxy) = self.proxy(up) else { continue };
+            match proxy.index_file(lower).await {
+                Ok(l) if !l.entry.not_found => return Ok(Some((l.entry, l.status))),
+                Ok(_) => {}
+                Err(e) => failure = Some(e),
+            }
+        }
+        match failure {
+            Some(e) => Err(e.into()),
+            None => Ok(None),
+        }
+    }
+
+    /// Which upstream (if any) of a hosted registry has a crate named `name` (cache or upstream).
+    pub(crate) async fn upstream_having(&self, reg: &RegistrySpec, name: &str) -> RegistryResult<Option<String>> {
+        let lower = name.to_ascii_lowercase();
+        for up in &reg.upstreams {
+            let Ok(proxy) = self.proxy(up) else { continue };
+            if !proxy.index_file(&lower).await?.entry.not_found {
+                return Ok(Some(up.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The local index file of `lower` (a lowercase name) in a hosted registry, or `None`.
+    async fn local_index_file(&self, reg: &RegistrySpec, lower: &str) -> RegistryResult<Option<Arc<IndexFile>>> {
         let key = cache_key(&reg.name, lower);
         if let Some(hit) = self.index_cache.get(&key) {
             return Ok(hit);
@@ -235,7 +438,8 @@ impl RegistryService {
         Ok(self.store.get_crate(registry, &canonical_name(name)).await?)
     }
 
-    /// Where the `.crate` of `name@version` is.
+    /// Where the `.crate` of `name@version` is: a hosted blob, or (proxy and merged
+    /// registries) the upstream's file, cached or streaming in.
     pub async fn download(&self, reg: &RegistrySpec, name: &str, version: &str) -> RegistryResult<Download> {
         let not_found = || {
             RegistryError::NotFound(format!(
@@ -243,15 +447,40 @@ impl RegistryService {
                 reg.name
             ))
         };
-        let rec = self
-            .load_crate(&reg.name, name)
-            .await?
-            .filter(|r| r.name.eq_ignore_ascii_case(name))
-            .ok_or_else(not_found)?;
-        let v = krate::find_version(&rec, version).ok_or_else(not_found)?;
-        let cksum = rec.versions[v].line.cksum.clone();
-        let path = self.store.blob_path(&cksum).await?.ok_or_else(not_found)?;
-        Ok(Download { path, cksum })
+        let upstreams: Vec<String> = match reg.kind {
+            RegistryKind::Proxy => vec![reg.name.clone()],
+            RegistryKind::Hosted => {
+                let rec = self
+                    .load_crate(&reg.name, name)
+                    .await?
+                    .filter(|r| r.name.eq_ignore_ascii_case(name));
+                if let Some(rec) = &rec {
+                    if let Some(v) = krate::find_version(rec, version) {
+                        let cksum = &rec.versions[v].line.cksum;
+                        let path = self.store.blob_path(cksum).await?.ok_or_else(not_found)?;
+                        return Ok(Download::File {
+                            path,
+                            status: CacheStatus::Bypass,
+                        });
+                    }
+                    if reg.shadow == Shadow::Crate {
+                        return Err(not_found());
+                    }
+                }
+                reg.upstreams.clone()
+            }
+        };
+        let mut last = not_found();
+        for up in upstreams {
+            let proxy = self.proxy(&up)?;
+            match proxy.download(name, version).await {
+                Ok((ProxyDownload::File { path, .. }, status)) => return Ok(Download::File { path, status }),
+                Ok((ProxyDownload::Stream(reader), _)) => return Ok(Download::Stream(reader)),
+                Err(DownloadError::NotFound(m)) => last = RegistryError::NotFound(m),
+                Err(DownloadError::Upstream(e)) => last = e.into(),
+            }
+        }
+        Err(last)
     }
 }
 

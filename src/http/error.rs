@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::body::{full, Body};
 use crate::registry::RegistryError;
+use crate::upstream::Fault;
 
 /// An error ready to be sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +17,8 @@ pub struct ApiError {
     pub challenge: Option<String>,
     /// `Allow` header (405 only).
     pub allow: Option<&'static str>,
+    /// `x-cache` header (index and download errors).
+    pub x_cache: Option<&'static str>,
 }
 
 impl ApiError {
@@ -26,6 +29,7 @@ impl ApiError {
             detail: detail.into(),
             challenge: None,
             allow: None,
+            x_cache: None,
         }
     }
 
@@ -40,6 +44,9 @@ impl ApiError {
         }
         if let Some(a) = self.allow {
             resp = resp.header(header::ALLOW, a);
+        }
+        if let Some(x) = self.x_cache {
+            resp = resp.header("x-cache", x);
         }
         resp.body(full(body))
             .unwrap_or_else(|_| Response::new(full("internal error")))
@@ -57,12 +64,17 @@ impl From<RegistryError> for ApiError {
             RegistryError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             RegistryError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RegistryError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            RegistryError::Upstream(u) => match u.fault() {
+                Fault::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                _ => StatusCode::BAD_GATEWAY,
+            },
         };
         let detail = match &e {
             RegistryError::Store(inner) => {
                 tracing::error!(error = %inner, "storage failure");
                 "internal storage error; the operation was not applied (see the server log)".to_owned()
             }
+            RegistryError::Upstream(u) => format!("{u}; nothing cached can answer this request, try again later"),
             other => other.to_string(),
         };
         let challenge = match e {
@@ -76,6 +88,7 @@ impl From<RegistryError> for ApiError {
             detail,
             challenge,
             allow: None,
+            x_cache: None,
         }
     }
 }

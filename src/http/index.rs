@@ -9,9 +9,25 @@ use tokio_util::io::ReaderStream;
 use super::body::{empty, full};
 use super::error::ApiError;
 use super::HandlerResult;
+use crate::cache::crate_files::FillFailure;
+use crate::cache::CacheStatus;
 use crate::index::etag::if_none_match;
 use crate::index::name::name_from_index_path;
-use crate::registry::RegistryService;
+use crate::registry::{Download, RegistryService};
+use futures_util::TryStreamExt;
+use hyper::body::Frame;
+
+fn fill_error(f: FillFailure) -> ApiError {
+    let status = match &f {
+        FillFailure::NotFound(_) => StatusCode::NOT_FOUND,
+        FillFailure::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        FillFailure::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        FillFailure::Upstream(_) | FillFailure::Checksum(_) => StatusCode::BAD_GATEWAY,
+    };
+    let mut e = ApiError::new(status, f.to_string());
+    e.x_cache = Some(CacheStatus::Miss.as_str());
+    e
+}
 
 /// `GET /{reg}/index/config.json`.
 pub async fn config_json(svc: &RegistryService, reg: &str, auth: Option<&str>) -> HandlerResult {
@@ -45,19 +61,25 @@ pub async fn index_file(
         )
     };
     let name = name_from_index_path(path).ok_or_else(not_found)?;
-    let file = svc.index_file(&spec, name).await?.ok_or_else(not_found)?;
+    let answer = svc.index_file(&spec, name).await?;
+    let x_cache = answer.status.as_str();
+    let file = answer.file.ok_or_else(|| {
+        let mut e = not_found();
+        e.x_cache = Some(x_cache);
+        e
+    })?;
     let inm = req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
     let builder = Response::builder()
-        .header(header::ETAG, &file.etag)
+        .header(header::ETAG, file.etag())
         .header(header::CACHE_CONTROL, "no-cache")
-        .header("x-cache", "BYPASS");
-    if inm.is_some_and(|v| if_none_match(v, &file.etag)) {
+        .header("x-cache", x_cache);
+    if inm.is_some_and(|v| if_none_match(v, file.etag())) {
         return builder.status(StatusCode::NOT_MODIFIED).body(empty()).map_err(internal);
     }
     builder
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .header(header::CONTENT_LENGTH, file.body.len())
-        .body(full(file.body.clone()))
+        .header(header::CONTENT_LENGTH, file.body().len())
+        .body(full(file.body().clone()))
         .map_err(internal)
 }
 
@@ -71,18 +93,31 @@ pub async fn download(
 ) -> HandlerResult {
     let spec = svc.registry(reg)?;
     svc.authorize_read(&spec, auth).await?;
-    let dl = svc.download(&spec, name, version).await?;
-    let file = tokio::fs::File::open(&dl.path).await.map_err(internal)?;
-    let len = file.metadata().await.map_err(internal)?.len();
-    let stream =
-        futures_util::TryStreamExt::map_ok(ReaderStream::with_capacity(file, 64 * 1024), hyper::body::Frame::data);
-    Response::builder()
-        .header(header::CONTENT_TYPE, "application/x-tar")
-        .header(header::CONTENT_LENGTH, len)
-        .header(header::CACHE_CONTROL, "public, max-age=31536000, immutable")
-        .header("x-cache", "BYPASS")
-        .body(StreamBody::new(stream).boxed())
-        .map_err(internal)
+    let builder = Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CACHE_CONTROL, "public, max-age=31536000, immutable");
+    match svc.download(&spec, name, version).await? {
+        Download::File { path, status } => {
+            let file = tokio::fs::File::open(&path).await.map_err(internal)?;
+            let len = file.metadata().await.map_err(internal)?.len();
+            let stream = TryStreamExt::map_ok(ReaderStream::with_capacity(file, 64 * 1024), Frame::data);
+            builder
+                .header(header::CONTENT_LENGTH, len)
+                .header("x-cache", status.as_str())
+                .body(StreamBody::new(stream).boxed())
+                .map_err(internal)
+        }
+        Download::Stream(mut reader) => {
+            let len = reader.headers().await.map_err(fill_error)?;
+            let builder = builder.header("x-cache", CacheStatus::Miss.as_str());
+            let builder = match len {
+                Some(len) => builder.header(header::CONTENT_LENGTH, len),
+                None => builder,
+            };
+            let stream = TryStreamExt::map_ok(reader.into_stream(), Frame::data);
+            builder.body(StreamBody::new(stream).boxed()).map_err(internal)
+        }
+    }
 }
 
 /// `GET /{reg}/me`: how to get a token (what `cargo login` points users at).

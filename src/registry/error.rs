@@ -2,6 +2,7 @@
 //! `http::error` is the one place that turns them into responses.
 
 use crate::store::StoreError;
+use crate::upstream::UpstreamError;
 
 /// What went wrong serving a registry request.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -31,6 +32,9 @@ pub enum RegistryError {
     /// 500: the store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// 502/504: the upstream failed and nothing cached could answer.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
 }
 
 /// Result alias for the registry layer.

@@ -5,8 +5,43 @@ use serde_json::{json, Value};
 
 use super::error::{RegistryError, RegistryResult};
 use super::{Principal, RegistryService, Scope};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::config::RegistryKind;
 use crate::index::canonical_name;
 use crate::store::CrateRecord;
+use crate::upstream::cached::CachedUpstream;
+
+enum SearchHit {
+    Local(CrateRecord),
+    Upstream(Arc<CachedUpstream>, String),
+}
+
+/// The published name and highest non-yanked version in an upstream index file.
+fn upstream_summary(body: &[u8]) -> Option<(String, Option<String>)> {
+    #[derive(serde::Deserialize)]
+    struct L {
+        name: String,
+        vers: String,
+        #[serde(default)]
+        yanked: bool,
+    }
+    let mut name = None;
+    let mut best: Option<(Version, String)> = None;
+    for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let Ok(l) = serde_json::from_slice::<L>(line) else {
+            continue;
+        };
+        name.get_or_insert(l.name);
+        if let (false, Ok(v)) = (l.yanked, Version::parse(&l.vers)) {
+            if best.as_ref().is_none_or(|(b, _)| v > *b) {
+                best = Some((v, l.vers));
+            }
+        }
+    }
+    Some((name?, best.map(|(_, s)| s)))
+}
 
 /// Index of the version of `rec` that `requested` names: the exact string, the same semver
 /// (`1.0.0+b` vs `1.0.0+b`), or — when `requested` has no build metadata — the one release
@@ -168,7 +203,9 @@ impl RegistryService {
     }
 
     /// `GET /api/v1/crates?q=&per_page=&page=`: crates whose name, description or keywords
-    /// contain the query (case-insensitive, `-`/`_` alike in names), exact name first.
+    /// contain the query (case-insensitive, `-`/`_` alike in names), exact name first. Proxy
+    /// and merged registries also list the upstream crates they have cached (never asking
+    /// the upstream); local crates hide upstream ones of the same name.
     pub async fn search(
         &self,
         registry: &str,
@@ -182,30 +219,53 @@ impl RegistryService {
         let per_page = per_page.clamp(1, 100);
         let q_lower = q.trim().to_lowercase();
         let q_canon = canonical_name(q.trim());
-        let mut hits: Vec<(bool, CrateRecord)> = self
-            .store
-            .crates(registry)
-            .await?
-            .into_iter()
-            .filter(|r| !r.versions.is_empty())
-            .filter(|r| {
-                q_lower.is_empty()
-                    || canonical_name(&r.name).contains(&q_canon)
+        // (exact match, canonical name, source)
+        let mut hits: Vec<(bool, String, SearchHit)> = Vec::new();
+        if reg.kind == RegistryKind::Hosted {
+            for r in self.store.crates(registry).await? {
+                let matches = canonical_name(&r.name).contains(&q_canon)
                     || r.description
                         .as_ref()
                         .is_some_and(|d| d.to_lowercase().contains(&q_lower))
-                    || r.keywords.iter().any(|k| k.to_lowercase() == q_lower)
-            })
-            .map(|r| (canonical_name(&r.name) == q_canon, r))
-            .collect();
-        hits.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.name.cmp(&b.1.name)));
+                    || r.keywords.iter().any(|k| k.to_lowercase() == q_lower);
+                if !r.versions.is_empty() && (q_lower.is_empty() || matches) {
+                    let canon = canonical_name(&r.name);
+                    hits.push((canon == q_canon, canon, SearchHit::Local(r)));
+                }
+            }
+        }
+        let proxies: Vec<String> = if reg.kind == RegistryKind::Proxy {
+            vec![reg.name.clone()]
+        } else {
+            reg.upstreams.clone()
+        };
+        let mut seen: HashSet<String> = hits.iter().map(|h| h.1.clone()).collect();
+        for up in proxies {
+            let Ok(proxy) = self.proxy(&up) else { continue };
+            for name in proxy.cached_names().await {
+                let canon = canonical_name(&name);
+                if (q_lower.is_empty() || canon.contains(&q_canon)) && seen.insert(canon.clone()) {
+                    hits.push((canon == q_canon, canon, SearchHit::Upstream(proxy.clone(), name)));
+                }
+            }
+        }
+        hits.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         let total = hits.len();
-        let crates: Vec<Value> = hits
-            .into_iter()
-            .skip(page.saturating_sub(1) * per_page)
-            .take(per_page)
-            .map(|(_, r)| json!({"name": r.name, "max_version": max_version(&r), "description": r.description}))
-            .collect();
+        let mut crates = Vec::new();
+        for (_, _, hit) in hits.into_iter().skip(page.saturating_sub(1) * per_page).take(per_page) {
+            crates.push(match hit {
+                SearchHit::Local(r) => {
+                    json!({"name": r.name, "max_version": max_version(&r), "description": r.description})
+                }
+                SearchHit::Upstream(proxy, lower) => {
+                    let (name, max) = match proxy.cached(&lower).await {
+                        Some(e) => upstream_summary(&e.body).unwrap_or((lower.clone(), None)),
+                        None => (lower.clone(), None),
+                    };
+                    json!({"name": name, "max_version": max.unwrap_or_else(|| "0.0.0".into()), "description": null})
+                }
+            });
+        }
         Ok(json!({"crates": crates, "meta": {"total": total}}))
     }
 }

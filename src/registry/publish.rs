@@ -163,12 +163,13 @@ impl RegistryService {
         .map_err(|e| bad(format!("invalid crate file: {e}")))?;
         let cksum = hex::encode(Sha256::digest(frame.krate));
 
-        // Same-registry dependencies must exist here.
+        // Same-registry dependencies must exist here (locally, or upstream in a merged view).
         let own_urls = vec![self.index_url(registry)];
         let line = IndexLine::from_publish(&meta, cksum.clone(), &own_urls, pubtime(std::time::SystemTime::now()));
         for dep in line.deps.iter().filter(|d| d.registry.is_none()) {
             let real = dep.package.as_deref().unwrap_or(&dep.name);
-            let exists = self.load_crate(registry, real).await?.is_some_and(|r| r.name == real);
+            let exists = self.load_crate(registry, real).await?.is_some_and(|r| r.name == real)
+                || self.upstream_having(&reg, real).await?.is_some();
             if !exists {
                 return Err(bad(format!(
                     "dependency `{real}` does not exist in registry `{registry}`; publish it first (or declare where it comes from with `registry = ...` in Cargo.toml)"
@@ -180,6 +181,14 @@ impl RegistryService {
         let canonical = canonical_name(&meta.name);
         let prior = self.load_crate(registry, &meta.name).await?;
         check_publish_allowed(prior.as_ref(), &meta, &version, &who)?;
+        if prior.is_none() && !reg.allow_upstream_names {
+            if let Some(up) = self.upstream_having(&reg, &meta.name).await? {
+                return Err(RegistryError::Forbidden(format!(
+                    "a crate named `{}` exists in upstream registry `{up}`; publishing a new crate under an upstream name is refused to prevent dependency confusion. Pick another name, or set `allow_upstream_names = true` on registry `{registry}`",
+                    meta.name
+                )));
+            }
+        }
 
         // The blob is durable before the record names it: a crash in between leaves an
         // unreferenced file, never a visible version without bytes.

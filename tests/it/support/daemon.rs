@@ -40,11 +40,23 @@ pub struct Daemon {
     generation: u32,
 }
 
+/// The embedded default with the crates.io proxy offline (hermetic).
+pub const HERMETIC_DEFAULT: &str = r#"
+[registries.crates-io]
+kind = "proxy"
+offline = true
+
+[registries.local]
+kind = "hosted"
+upstreams = ["crates-io"]
+"#;
+
 impl Daemon {
-    /// Starts `cargohold serve` with the embedded default configuration (one hosted registry,
-    /// `local`).
+    /// Starts `cargohold serve` with the embedded default's registries (`local` merged over a
+    /// `crates-io` proxy), except that the proxy is `offline`, so no test ever sends traffic
+    /// beyond loopback.
     pub fn start() -> Daemon {
-        Self::start_inner(None)
+        Self::start_inner(Some(HERMETIC_DEFAULT))
     }
 
     /// Starts `cargohold serve --config FILE` with `config_toml` written to a temporary file.

@@ -1,0 +1,46 @@
+//! Caches of upstream content. Index files: memory (moka, bounded in bytes) over disk (a
+//! disposable sled database). Crate files: content-addressed files on disk, filled by one
+//! streamed download at a time per file, committed only when the SHA-256 matches, evicted
+//! least-recently-used beyond a byte budget. Every lookup says what happened ([`CacheStatus`]).
+//! Imports nothing but `index` (leaf) — upstream fetching is the caller's business.
+
+pub mod crate_files;
+pub mod freshness;
+pub mod index_cache;
+pub mod single_flight;
+
+/// What a cache lookup did; sent as `x-cache` and logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Served from cache, fresh.
+    Hit,
+    /// Fetched from upstream.
+    Miss,
+    /// Expired, checked with the upstream, unchanged.
+    Revalidated,
+    /// Expired and the upstream failed: served the old copy.
+    Stale,
+    /// Not cached content (hosted crates).
+    Bypass,
+}
+
+impl CacheStatus {
+    /// The `x-cache` header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "HIT",
+            CacheStatus::Miss => "MISS",
+            CacheStatus::Revalidated => "REVALIDATED",
+            CacheStatus::Stale => "STALE",
+            CacheStatus::Bypass => "BYPASS",
+        }
+    }
+}
+
+/// Current unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,573 @@
+//! Proxied `.crate` files on disk, content-addressed by SHA-256: `<root>/<aa>/<sha256>`.
+//!
+//! A miss is filled by exactly one writer ([`FillWriter`], driven by the caller's upstream
+//! transfer) into `<root>/tmp/`; every request for the same file — the first included — reads
+//! the growing temp file through a [`FillReader`], so the first byte reaches clients as soon as
+//! it arrives from upstream, and N concurrent misses cost one upstream download.
+//! At the end the writer compares the SHA-256 with the index `cksum`: equal -> fsync, rename
+//! into place, account in the LRU; different (or the transfer broke) -> the temp file is
+//! deleted and every reader's body fails. Readers hold back the last byte until the outcome is
+//! known, so a client can never receive a complete body that was not verified.
+//!
+//! Disk use is kept under a byte budget by evicting the least recently used files. Access
+//! times live in memory; after a restart the files' modification times seed the order.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+/// Why a fill failed; decides the status the first client sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FillFailure {
+    /// The upstream has no such file.
+    NotFound(String),
+    /// The upstream did not answer in time.
+    Timeout(String),
+    /// The upstream failed or the transfer broke.
+    Upstream(String),
+    /// The bytes did not match the index checksum.
+    Checksum(String),
+    /// Local I/O failed.
+    Io(String),
+}
+
+impl std::fmt::Display for FillFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FillFailure::NotFound(m)
+            | FillFailure::Timeout(m)
+            | FillFailure::Upstream(m)
+            | FillFailure::Checksum(m)
+            | FillFailure::Io(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Progress of one fill, broadcast to readers.
+#[derive(Debug, Clone)]
+pub struct FillState {
+    temp: PathBuf,
+    /// `None` until the upstream answered; then its Content-Length, if any.
+    headers: Option<Option<u64>>,
+    written: u64,
+    outcome: Option<Result<PathBuf, FillFailure>>,
+}
+
+#[derive(Default)]
+struct Lru {
+    entries: HashMap<String, (u64, u64)>,
+    total: u64,
+    tick: u64,
+}
+
+/// The crate file cache.
+pub struct CrateFiles {
+    root: PathBuf,
+    budget: u64,
+    lru: Mutex<Lru>,
+    fills: Mutex<HashMap<String, watch::Receiver<FillState>>>,
+}
+
+/// A lookup result.
+pub enum CrateLookup {
+    /// On disk: path and length.
+    Hit { path: PathBuf, len: u64 },
+    /// Being filled (maybe just started by this call).
+    Fill(FillReader),
+}
+
+fn valid_sha(sha: &str) -> bool {
+    sha.len() == 64 && sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+impl CrateFiles {
+    /// Opens (creating) the cache in `root`, clearing leftovers and indexing existing files.
+    pub fn open(root: &Path, budget: u64) -> io::Result<Arc<Self>> {
+        let tmp = root.join("tmp");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        std::fs::create_dir_all(&tmp)?;
+        let mut found = Vec::new();
+        for dir in std::fs::read_dir(root)? {
+            let dir = dir?;
+            if dir.file_name() == "tmp" || !dir.file_type()?.is_dir() {
+                continue;
+            }
+            for f in std::fs::read_dir(dir.path())? {
+                let f = f?;
+                let name = f.file_name().to_string_lossy().into_owned();
+                let meta = f.metadata()?;
+                if valid_sha(&name) && meta.is_file() {
+                    found.push((meta.modified().ok(), name, meta.len()));
+                }
+            }
+        }
+        found.sort();
+        let mut lru = Lru::default();
+        for (_, sha, len) in found {
+            lru.tick += 1;
+            lru.total += len;
+            lru.entries.insert(sha, (len, lru.tick));
+        }
+        let files = Arc::new(CrateFiles {
+            root: root.to_owned(),
+            budget,
+            lru: Mutex::new(lru),
+            fills: Mutex::new(HashMap::new()),
+        });
+        files.evict_over_budget(None);
+        Ok(files)
+    }
+
+    fn path_of(&self, sha: &str) -> PathBuf {
+        self.root.join(&sha[..2]).join(sha)
+    }
+
+    /// Bytes on disk now.
+    pub fn disk_bytes(&self) -> u64 {
+        self.lru.lock().unwrap_or_else(|e| e.into_inner()).total
+    }
+
+    /// Number of files on disk now.
+    pub fn files(&self) -> usize {
+        self.lru.lock().unwrap_or_else(|e| e.into_inner()).entries.len()
+    }
+
+    /// A committed file, if present (marks it recently used).
+    pub fn lookup(&self, sha: &str) -> Option<(PathBuf, u64)> {
+        if !valid_sha(sha) {
+            return None;
+        }
+        let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
+        lru.tick += 1;
+        let tick = lru.tick;
+        let (len, t) = lru.entries.get_mut(sha)?;
+        *t = tick;
+        let len = *len;
+        drop(lru);
+        Some((self.path_of(sha), len))
+    }
+
+    /// The committed file, or the fill in progress, or a new fill: then `start` is called with
+    /// the writer, and must drive it (typically by spawning the upstream transfer).
+    pub fn get_or_fill(self: &Arc<Self>, sha: &str, start: impl FnOnce(FillWriter)) -> io::Result<CrateLookup> {
+        if !valid_sha(sha) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{sha}` is not a SHA-256"),
+            ));
+        }
+        let mut fills = self.fills.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((path, len)) = self.lookup(sha) {
+            return Ok(CrateLookup::Hit { path, len });
+        }
+        if let Some(rx) = fills.get(sha) {
+            return Ok(CrateLookup::Fill(FillReader { rx: rx.clone() }));
+        }
+        let temp = self
+            .root
+            .join("tmp")
+            .join(format!("{sha}.{:016x}", rand::random::<u64>()));
+        let (tx, rx) = watch::channel(FillState {
+            temp: temp.clone(),
+            headers: None,
+            written: 0,
+            outcome: None,
+        });
+        fills.insert(sha.to_owned(), rx.clone());
+        drop(fills);
+        start(FillWriter {
+            files: self.clone(),
+            sha: sha.to_owned(),
+            temp,
+            file: None,
+            hasher: Sha256::new(),
+            tx,
+            done: false,
+        });
+        Ok(CrateLookup::Fill(FillReader { rx }))
+    }
+
+    fn end_fill(&self, sha: &str) {
+        self.fills.lock().unwrap_or_else(|e| e.into_inner()).remove(sha);
+    }
+
+    fn commit(&self, sha: &str, len: u64) {
+        {
+            let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
+            lru.tick += 1;
+            let tick = lru.tick;
+            if let Some((old, _)) = lru.entries.insert(sha.to_owned(), (len, tick)) {
+                lru.total -= old;
+            }
+            lru.total += len;
+        }
+        self.evict_over_budget(Some(sha));
+    }
+
+    /// Removes least recently used files until the total is within budget (`keep` last).
+    fn evict_over_budget(&self, keep: Option<&str>) {
+        let victims: Vec<String> = {
+            let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
+            let mut order: Vec<(u64, String, u64)> = lru
+                .entries
+                .iter()
+                .map(|(k, (len, tick))| (if Some(k.as_str()) == keep { u64::MAX } else { *tick }, k.clone(), *len))
+                .collect();
+            order.sort();
+            let mut victims = Vec::new();
+            for (_, sha, len) in order {
+                if lru.total <= self.budget {
+                    break;
+                }
+                lru.entries.remove(&sha);
+                lru.total -= len;
+                victims.push(sha);
+            }
+            victims
+        };
+        for sha in victims {
+            let _ = std::fs::remove_file(self.path_of(&sha));
+            tracing::debug!(sha256 = %sha, "evicted crate file from the disk cache");
+        }
+    }
+}
+
+/// The single writer of a fill. Dropping it without [`finish`](Self::finish) fails the fill.
+pub struct FillWriter {
+    files: Arc<CrateFiles>,
+    sha: String,
+    temp: PathBuf,
+    file: Option<tokio::fs::File>,
+    hasher: Sha256,
+    tx: watch::Sender<FillState>,
+    done: bool,
+}
+
+impl FillWriter {
+    /// The expected SHA-256 (the file's name).
+    pub fn sha256(&self) -> &str {
+        &self.sha
+    }
+
+    /// The upstream answered; `len` is its Content-Length.
+    pub async fn headers(&mut self, len: Option<u64>) -> Result<(), FillFailure> {
+        let file = tokio::fs::File::create(&self.temp)
+            .await
+            .map_err(|e| FillFailure::Io(format!("cannot create a temp file: {e}")))?;
+        self.file = Some(file);
+        self.tx.send_modify(|s| s.headers = Some(len));
+        Ok(())
+    }
+
+    /// Appends a chunk.
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), FillFailure> {
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| FillFailure::Io("write before headers".into()))?;
+        file.write_all(chunk)
+            .await
+            .map_err(|e| FillFailure::Io(format!("cannot write the temp file: {e}")))?;
+        file.flush().await.map_err(|e| FillFailure::Io(e.to_string()))?;
+        self.hasher.update(chunk);
+        let n = chunk.len() as u64;
+        self.tx.send_modify(|s| s.written += n);
+        Ok(())
+    }
+
+    /// Verifies and commits. On a checksum mismatch nothing is kept and readers fail.
+    pub async fn finish(mut self) -> Result<PathBuf, FillFailure> {
+        let result = self.commit().await;
+        self.done = true;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&self.temp).await;
+        }
+        let outcome = result.clone();
+        self.tx.send_modify(|s| s.outcome = Some(outcome));
+        self.files.end_fill(&self.sha);
+        result
+    }
+
+    async fn commit(&mut self) -> Result<PathBuf, FillFailure> {
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| FillFailure::Io("finish before headers".into()))?;
+        let got = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        if got != self.sha {
+            return Err(FillFailure::Checksum(format!(
+                "the upstream sent a file whose SHA-256 is {got}, but the index says {}; it was not cached",
+                self.sha
+            )));
+        }
+        let io = |e: io::Error| FillFailure::Io(e.to_string());
+        file.sync_all().await.map_err(io)?;
+        drop(file);
+        let dest = self.files.path_of(&self.sha);
+        if let Some(dir) = dest.parent() {
+            tokio::fs::create_dir_all(dir).await.map_err(io)?;
+        }
+        tokio::fs::rename(&self.temp, &dest).await.map_err(io)?;
+        let len = self.tx.borrow().written;
+        self.files.commit(&self.sha, len);
+        Ok(dest)
+    }
+
+    /// Fails the fill with `why`.
+    pub fn fail(mut self, why: FillFailure) {
+        self.abort(why);
+    }
+
+    fn abort(&mut self, why: FillFailure) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let _ = std::fs::remove_file(&self.temp);
+        self.tx.send_modify(|s| s.outcome = Some(Err(why)));
+        self.files.end_fill(&self.sha);
+    }
+}
+
+impl Drop for FillWriter {
+    fn drop(&mut self) {
+        self.abort(FillFailure::Upstream("the upstream transfer was interrupted".into()));
+    }
+}
+
+/// A reader of a fill in progress.
+pub struct FillReader {
+    rx: watch::Receiver<FillState>,
+}
+
+impl FillReader {
+    /// Waits for the upstream's answer: its Content-Length, or the failure.
+    pub async fn headers(&mut self) -> Result<Option<u64>, FillFailure> {
+        loop {
+            {
+                let s = self.rx.borrow_and_update();
+                if let Some(Err(f)) = &s.outcome {
+                    return Err(f.clone());
+                }
+                if let Some(len) = s.headers {
+                    return Ok(len);
+                }
+            }
+            if self.rx.changed().await.is_err() {
+                return Err(FillFailure::Upstream("the fill ended without an answer".into()));
+            }
+        }
+    }
+
+    /// The body: bytes as they arrive; an error if the fill fails.
+    pub fn into_stream(self) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+        struct St {
+            rx: watch::Receiver<FillState>,
+            file: Option<tokio::fs::File>,
+            offset: u64,
+            finished: bool,
+        }
+        let st = St {
+            rx: self.rx,
+            file: None,
+            offset: 0,
+            finished: false,
+        };
+        futures_util::stream::unfold(st, |mut st| async move {
+            if st.finished {
+                return None;
+            }
+            loop {
+                let s = st.rx.borrow_and_update().clone();
+                let failed = matches!(s.outcome, Some(Err(_)));
+                // Hold back the last byte until the checksum verdict is in.
+                let readable = match &s.outcome {
+                    Some(Ok(_)) => s.written,
+                    _ => s.written.saturating_sub(1),
+                };
+                if !failed && st.offset < readable {
+                    if st.file.is_none() {
+                        let path = match &s.outcome {
+                            Some(Ok(p)) => p.clone(),
+                            _ => s.temp.clone(),
+                        };
+                        let opened = match tokio::fs::File::open(&path).await {
+                            Ok(f) => Ok(f),
+                            // Renamed between our look and the open: the outcome says where.
+                            Err(_) => {
+                                let outcome = st.rx.borrow().outcome.clone();
+                                match outcome {
+                                    Some(Ok(p)) => tokio::fs::File::open(p).await,
+                                    _ => Err(io::Error::other("the download was abandoned")),
+                                }
+                            }
+                        };
+                        match opened {
+                            Ok(f) => st.file = Some(f),
+                            Err(e) => {
+                                st.finished = true;
+                                return Some((Err(e), st));
+                            }
+                        }
+                    }
+                    let want = usize::try_from((readable - st.offset).min(256 * 1024)).unwrap_or(256 * 1024);
+                    let mut buf = BytesMut::zeroed(want);
+                    let file = st.file.as_mut()?;
+                    match file.read(&mut buf).await {
+                        Ok(0) => {
+                            tokio::task::yield_now().await;
+                            continue;
+                        }
+                        Ok(n) => {
+                            buf.truncate(n);
+                            st.offset += n as u64;
+                            return Some((Ok(buf.freeze()), st));
+                        }
+                        Err(e) => {
+                            st.finished = true;
+                            return Some((Err(e), st));
+                        }
+                    }
+                }
+                match s.outcome {
+                    Some(Ok(_)) => return None,
+                    Some(Err(f)) => {
+                        st.finished = true;
+                        return Some((Err(io::Error::other(f.to_string())), st));
+                    }
+                    None => {
+                        if st.rx.changed().await.is_err() {
+                            st.finished = true;
+                            return Some((Err(io::Error::other("the download was abandoned")), st));
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    fn sha(b: &[u8]) -> String {
+        hex::encode(Sha256::digest(b))
+    }
+
+    async fn collect(r: FillReader) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut s = Box::pin(r.into_stream());
+        while let Some(chunk) = s.next().await {
+            out.extend_from_slice(&chunk?);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn fill_streams_to_many_readers_then_hits() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = CrateFiles::open(dir.path(), 1 << 20).unwrap();
+        let data = vec![7u8; 100_000];
+        let s = sha(&data);
+        let mut writer = None;
+        let CrateLookup::Fill(r1) = files.get_or_fill(&s, |w| writer = Some(w)).unwrap() else {
+            panic!()
+        };
+        let CrateLookup::Fill(r2) = files.get_or_fill(&s, |_| panic!("second writer")).unwrap() else {
+            panic!()
+        };
+        let mut w = writer.unwrap();
+        let d2 = data.clone();
+        let feeder = tokio::spawn(async move {
+            w.headers(Some(d2.len() as u64)).await.unwrap();
+            for c in d2.chunks(10_000) {
+                w.write(c).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            w.finish().await.unwrap();
+        });
+        let (a, b) = tokio::join!(collect(r1), collect(r2));
+        feeder.await.unwrap();
+        assert_eq!(a.unwrap(), data);
+        assert_eq!(b.unwrap(), data);
+        assert!(matches!(
+            files.get_or_fill(&s, |_| panic!()).unwrap(),
+            CrateLookup::Hit { len: 100_000, .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn checksum_mismatch_fails_readers_and_keeps_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = CrateFiles::open(dir.path(), 1 << 20).unwrap();
+        let s = sha(b"expected");
+        let mut writer = None;
+        let CrateLookup::Fill(r) = files.get_or_fill(&s, |w| writer = Some(w)).unwrap() else {
+            panic!()
+        };
+        let mut w = writer.unwrap();
+        w.headers(Some(8)).await.unwrap();
+        w.write(b"tampered").await.unwrap();
+        assert!(matches!(w.finish().await, Err(FillFailure::Checksum(_))));
+        let got = collect(r).await;
+        assert!(got.is_err());
+        assert!(files.lookup(&s).is_none());
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn dropped_writer_fails_the_fill_and_allows_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = CrateFiles::open(dir.path(), 1 << 20).unwrap();
+        let s = sha(b"x");
+        let mut writer = None;
+        let CrateLookup::Fill(r) = files.get_or_fill(&s, |w| writer = Some(w)).unwrap() else {
+            panic!()
+        };
+        let mut w = writer.unwrap();
+        w.headers(None).await.unwrap();
+        drop(w);
+        assert!(collect(r).await.is_err());
+        let mut started = false;
+        let _ = files.get_or_fill(&s, |_| started = true).unwrap();
+        assert!(started);
+    }
+
+    #[tokio::test]
+    async fn eviction_keeps_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = CrateFiles::open(dir.path(), 2_500).unwrap();
+        let mut shas = Vec::new();
+        for i in 0..5u8 {
+            let data = vec![i; 1000];
+            let s = sha(&data);
+            let mut writer = None;
+            let _ = files.get_or_fill(&s, |w| writer = Some(w)).unwrap();
+            let mut w = writer.unwrap();
+            w.headers(Some(1000)).await.unwrap();
+            w.write(&data).await.unwrap();
+            w.finish().await.unwrap();
+            shas.push(s);
+            // Touch the first file so it is the most recently used.
+            files.lookup(&shas[0]);
+            assert!(files.disk_bytes() <= 2_500);
+        }
+        assert!(files.lookup(&shas[0]).is_some(), "recently used file kept");
+        assert!(files.lookup(&shas[1]).is_none(), "least recently used file evicted");
+        assert_eq!(files.files(), 2);
+        drop(files);
+        let reopened = CrateFiles::open(dir.path(), 1_500).unwrap();
+        assert!(reopened.disk_bytes() <= 1_500);
+    }
+}

@@ -1,0 +1,376 @@
+//! `CachedUpstream`: one proxy registry's view of its upstream through the caches.
+//!
+//! Index files: memory -> disk -> (single-flight) conditional fetch. Fresh for `index_ttl`
+//! (404s for `negative_ttl`), then revalidated with the upstream's validators (or refetched and
+//! compared by hash when it sent none). When the upstream fails, the stale copy is served and
+//! the upstream is left alone for [`STALE_BACKOFF_MS`]. `offline` never contacts the upstream.
+//!
+//! Crate files: looked up by the index `cksum`; a miss starts one streamed, verified fill
+//! (see `cache::crate_files`) driven by a spawned task, so it completes and is cached even if
+//! the client that caused it goes away.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use semver::Version;
+use serde::Deserialize;
+
+use super::classify::{Fault, Fetched, UpstreamError};
+use super::client::{UpstreamClient, UpstreamSettings};
+use super::expand_dl;
+use crate::cache::crate_files::{CrateFiles, CrateLookup, FillFailure, FillReader, FillWriter};
+use crate::cache::freshness::{freshness, Freshness};
+use crate::cache::index_cache::{IndexCache, IndexEntry};
+use crate::cache::single_flight::SingleFlight;
+use crate::cache::{now_ms, CacheStatus};
+use crate::index::index_path;
+
+/// How long the upstream is left alone after it failed for a file (stale copies are served).
+pub const STALE_BACKOFF_MS: u64 = 10_000;
+
+/// Settings of one proxy registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxySettings {
+    pub registry: String,
+    pub upstream_url: String,
+    pub index_ttl: Duration,
+    pub negative_ttl: Duration,
+    pub offline: bool,
+}
+
+/// An index lookup: the entry (maybe a cached 404) and what the cache did.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    pub entry: Arc<IndexEntry>,
+    pub status: CacheStatus,
+}
+
+/// Where a proxied download comes from.
+pub enum ProxyDownload {
+    /// Cached on disk.
+    File { path: std::path::PathBuf, len: u64 },
+    /// Being fetched; the reader streams it.
+    Stream(FillReader),
+}
+
+/// Why a proxied download cannot be served.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DownloadError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+#[derive(Deserialize)]
+struct LineKey<'a> {
+    #[serde(borrow)]
+    name: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    vers: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    cksum: std::borrow::Cow<'a, str>,
+}
+
+/// Finds `(name as published, cksum)` of `version` in an index file.
+pub fn find_cksum(body: &[u8], version: &str) -> Option<(String, String)> {
+    let want = Version::parse(version).ok();
+    let mut semver_match = None;
+    for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let Ok(k) = serde_json::from_slice::<LineKey<'_>>(line) else {
+            continue;
+        };
+        if k.vers == version {
+            return Some((k.name.into_owned(), k.cksum.into_owned()));
+        }
+        if semver_match.is_none()
+            && want
+                .as_ref()
+                .is_some_and(|w| Version::parse(&k.vers).ok().as_ref() == Some(w))
+        {
+            semver_match = Some((k.name.into_owned(), k.cksum.into_owned()));
+        }
+    }
+    semver_match
+}
+
+/// A proxy registry's cached upstream.
+pub struct CachedUpstream {
+    settings: ProxySettings,
+    client: UpstreamClient,
+    index: IndexCache,
+    crates: Arc<CrateFiles>,
+    flights: SingleFlight<String, Result<Lookup, UpstreamError>>,
+    cksums: moka::sync::Cache<String, (String, String)>,
+    dl: tokio::sync::RwLock<Option<String>>,
+}
+
+impl CachedUpstream {
+    /// Builds the proxy over shared cache handles.
+    pub fn new(
+        settings: ProxySettings,
+        index: IndexCache,
+        crates: Arc<CrateFiles>,
+    ) -> Result<Arc<Self>, UpstreamError> {
+        let client = UpstreamClient::new(&settings.upstream_url, UpstreamSettings::default())?;
+        Ok(Arc::new(CachedUpstream {
+            settings,
+            client,
+            index,
+            crates,
+            flights: SingleFlight::default(),
+            cksums: moka::sync::Cache::new(100_000),
+            dl: tokio::sync::RwLock::new(None),
+        }))
+    }
+
+    /// The settings it was built with.
+    pub fn settings(&self) -> &ProxySettings {
+        &self.settings
+    }
+
+    /// The index file of `lower` (a lowercase name). A cached or fresh 404 comes back as an
+    /// entry with `not_found`. Errors only when the upstream failed and nothing is cached.
+    pub async fn index_file(self: &Arc<Self>, lower: &str) -> Result<Lookup, UpstreamError> {
+        let reg = &self.settings.registry;
+        let now = now_ms();
+        let current = match self.index.memory_get(reg, lower) {
+            Some(e) => Some(e),
+            None => self.index.disk_get(reg, lower).await,
+        };
+        if let Some(e) = &current {
+            if self.settings.offline {
+                return Ok(Lookup {
+                    entry: e.clone(),
+                    status: CacheStatus::Hit,
+                });
+            }
+            let ttl = if e.not_found {
+                self.settings.negative_ttl
+            } else {
+                self.settings.index_ttl
+            };
+            match freshness(
+                e.fetched_at,
+                e.stale_until,
+                now,
+                u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            ) {
+                Freshness::Fresh => {
+                    return Ok(Lookup {
+                        entry: e.clone(),
+                        status: CacheStatus::Hit,
+                    })
+                }
+                Freshness::StaleBackoff => {
+                    return Ok(Lookup {
+                        entry: e.clone(),
+                        status: CacheStatus::Stale,
+                    })
+                }
+                Freshness::Expired => {}
+            }
+        } else if self.settings.offline {
+            return Ok(Lookup {
+                entry: Arc::new(IndexEntry::not_found(now)),
+                status: CacheStatus::Bypass,
+            });
+        }
+        let this = self.clone();
+        let name = lower.to_owned();
+        self.flights
+            .run(
+                lower.to_owned(),
+                move || async move { this.refresh(&name, current).await },
+            )
+            .await
+            .map_err(UpstreamError::Internal)?
+    }
+
+    async fn refresh(&self, lower: &str, current: Option<Arc<IndexEntry>>) -> Result<Lookup, UpstreamError> {
+        let reg = &self.settings.registry;
+        let prior = current.as_ref().filter(|e| !e.not_found);
+        let fetched = self
+            .client
+            .index_file(
+                &index_path(lower),
+                prior.and_then(|p| p.upstream_etag.as_deref()),
+                prior.and_then(|p| p.upstream_last_modified.as_deref()),
+            )
+            .await;
+        let now = now_ms();
+        let (entry, status) = match fetched {
+            Ok(Fetched::Fresh {
+                body,
+                etag,
+                last_modified,
+            }) => {
+                let e = IndexEntry::found(body, etag, last_modified, now);
+                let status = if prior.is_some_and(|p| p.etag == e.etag) {
+                    CacheStatus::Revalidated
+                } else {
+                    CacheStatus::Miss
+                };
+                (Arc::new(e), status)
+            }
+            Ok(Fetched::NotModified) => match prior {
+                Some(p) => (
+                    Arc::new(IndexEntry {
+                        fetched_at: now,
+                        stale_until: 0,
+                        ..(**p).clone()
+                    }),
+                    CacheStatus::Revalidated,
+                ),
+                None => {
+                    return Err(UpstreamError::Invalid {
+                        url: format!("{}{}", self.client.base(), index_path(lower)),
+                        detail: "304 Not Modified to an unconditional request".into(),
+                    })
+                }
+            },
+            Ok(Fetched::NotFound) => (Arc::new(IndexEntry::not_found(now)), CacheStatus::Miss),
+            Err(err) => {
+                let Some(c) = current else { return Err(err) };
+                tracing::warn!(registry = %reg, krate.name = lower, error = %err, "upstream failed; serving the stale copy");
+                let marked = Arc::new(IndexEntry {
+                    stale_until: now + STALE_BACKOFF_MS,
+                    ..(*c).clone()
+                });
+                self.index.put_memory(reg, lower, marked.clone());
+                return Ok(Lookup {
+                    entry: marked,
+                    status: CacheStatus::Stale,
+                });
+            }
+        };
+        self.index.put(reg, lower, entry.clone()).await;
+        Ok(Lookup { entry, status })
+    }
+
+    /// The cached index entry without any upstream traffic (search, merged listings).
+    pub async fn cached(&self, lower: &str) -> Option<Arc<IndexEntry>> {
+        self.index.get(&self.settings.registry, lower).await
+    }
+
+    /// Names this proxy has cached.
+    pub async fn cached_names(&self) -> Vec<String> {
+        self.index.names(&self.settings.registry).await
+    }
+
+    /// Drops everything cached for this registry's index.
+    pub async fn clear(&self) {
+        self.index.clear(&self.settings.registry).await;
+    }
+
+    /// Finds the checksum of `name@version` (through the index cache).
+    pub async fn locate(self: &Arc<Self>, name: &str, version: &str) -> Result<(String, String), DownloadError> {
+        let lower = name.to_ascii_lowercase();
+        let key = format!("{lower}\0{version}");
+        if let Some(hit) = self.cksums.get(&key) {
+            return Ok(hit);
+        }
+        let not_found = || {
+            DownloadError::NotFound(format!(
+                "crate `{name}` version `{version}` is not in the upstream index"
+            ))
+        };
+        let lookup = self.index_file(&lower).await?;
+        if lookup.entry.not_found {
+            return Err(not_found());
+        }
+        let found = find_cksum(&lookup.entry.body, version).ok_or_else(not_found)?;
+        self.cksums.insert(key, found.clone());
+        Ok(found)
+    }
+
+    /// A download: the cached file, or a streamed fill from upstream.
+    pub async fn download(
+        self: &Arc<Self>,
+        name: &str,
+        version: &str,
+    ) -> Result<(ProxyDownload, CacheStatus), DownloadError> {
+        let (orig, cksum) = self.locate(name, version).await?;
+        let offline = self.settings.offline;
+        let this = self.clone();
+        let version_owned = version.to_owned();
+        let lookup = self
+            .crates
+            .get_or_fill(&cksum, move |writer| {
+                if offline {
+                    writer.fail(FillFailure::NotFound("not cached, and the registry is offline".into()));
+                } else {
+                    tokio::spawn(async move { this.transfer(writer, &orig, &version_owned).await });
+                }
+            })
+            .map_err(|e| DownloadError::NotFound(format!("invalid checksum in the upstream index: {e}")))?;
+        Ok(match lookup {
+            CrateLookup::Hit { path, len } => (ProxyDownload::File { path, len }, CacheStatus::Hit),
+            CrateLookup::Fill(reader) => (ProxyDownload::Stream(reader), CacheStatus::Miss),
+        })
+    }
+
+    async fn dl_template(&self) -> Result<String, UpstreamError> {
+        if let Some(dl) = self.dl.read().await.clone() {
+            return Ok(dl);
+        }
+        let dl = self.client.dl_template().await?;
+        *self.dl.write().await = Some(dl.clone());
+        Ok(dl)
+    }
+
+    async fn transfer(&self, mut writer: FillWriter, name: &str, version: &str) {
+        let failure = |e: UpstreamError| match e.fault() {
+            Fault::Timeout => FillFailure::Timeout(e.to_string()),
+            _ => FillFailure::Upstream(e.to_string()),
+        };
+        let dl = match self.dl_template().await {
+            Ok(dl) => dl,
+            Err(e) => return writer.fail(failure(e)),
+        };
+        let url = expand_dl(&dl, name, version, writer.sha256());
+        let resp = match self.client.download(&url).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return writer.fail(FillFailure::NotFound(format!("the upstream has no file at {url}"))),
+            Err(e) => return writer.fail(failure(e)),
+        };
+        if let Err(f) = writer.headers(resp.content_length).await {
+            return writer.fail(f);
+        }
+        let mut body = resp.response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let res = match chunk {
+                Ok(c) => writer.write(&c).await,
+                Err(e) => Err(FillFailure::Upstream(format!(
+                    "the upstream transfer of {url} broke: {e}"
+                ))),
+            };
+            if let Err(f) = res {
+                tracing::warn!(registry = %self.settings.registry, krate.name = name, krate.version = version, error = %f, "crate download failed");
+                return writer.fail(f);
+            }
+        }
+        match writer.finish().await {
+            Ok(_) => {
+                tracing::info!(registry = %self.settings.registry, krate.name = name, krate.version = version, "crate cached")
+            }
+            Err(f) => {
+                tracing::warn!(registry = %self.settings.registry, krate.name = name, krate.version = version, error = %f, "crate not cached")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cksum_lookup() {
+        let body = b"{\"name\":\"Foo\",\"vers\":\"1.0.0\",\"cksum\":\"aa\",\"deps\":[]}\n{\"name\":\"Foo\",\"vers\":\"1.1.0+b\",\"cksum\":\"bb\"}\nnot json\n";
+        assert_eq!(find_cksum(body, "1.0.0"), Some(("Foo".into(), "aa".into())));
+        assert_eq!(find_cksum(body, "1.1.0+b"), Some(("Foo".into(), "bb".into())));
+        assert_eq!(find_cksum(body, "2.0.0"), None);
+    }
+}

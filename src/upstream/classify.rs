@@ -1,0 +1,125 @@
+//! Pure classification of upstream answers, the way cargo reads them: 200 fresh, 304 not
+//! modified, 404/410/451 not found, anything else an error that says whose fault it is and
+//! whether retrying may help.
+
+/// Whose fault a failure is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The upstream answered badly or not at all.
+    Upstream,
+    /// The upstream did not answer in time.
+    Timeout,
+    /// Something on our side.
+    Internal,
+}
+
+/// Why an upstream request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream answered HTTP {status} for {url}")]
+    Status { status: u16, url: String },
+    #[error("upstream did not answer in time ({url}): {detail}")]
+    Timeout { url: String, detail: String },
+    #[error("cannot reach upstream ({url}): {detail}")]
+    Connect { url: String, detail: String },
+    #[error("upstream transfer failed ({url}): {detail}")]
+    Body { url: String, detail: String },
+    #[error("upstream sent invalid data ({url}): {detail}")]
+    Invalid { url: String, detail: String },
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl UpstreamError {
+    /// Whether a retry may succeed (5xx, 429, connection and timeout failures).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            UpstreamError::Status { status, .. } => *status >= 500 || *status == 429,
+            UpstreamError::Timeout { .. } | UpstreamError::Connect { .. } | UpstreamError::Body { .. } => true,
+            UpstreamError::Invalid { .. } | UpstreamError::Internal(_) => false,
+        }
+    }
+
+    /// Whose fault it is (drives 502 vs 504).
+    pub fn fault(&self) -> Fault {
+        match self {
+            UpstreamError::Timeout { .. } => Fault::Timeout,
+            UpstreamError::Internal(_) => Fault::Internal,
+            _ => Fault::Upstream,
+        }
+    }
+}
+
+/// What an index request yielded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// A new body with the upstream's validators.
+    Fresh {
+        body: bytes::Bytes,
+        etag: Option<String>,
+        last_modified: Option<String>,
+    },
+    /// The cached copy is still current.
+    NotModified,
+    /// The upstream has no such file.
+    NotFound,
+}
+
+/// The outcome class of a status code for index requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusClass {
+    Ok,
+    NotModified,
+    NotFound,
+    Error,
+}
+
+/// Classifies an index response status as cargo does.
+pub fn classify_index_status(status: u16) -> StatusClass {
+    match status {
+        200 => StatusClass::Ok,
+        304 => StatusClass::NotModified,
+        404 | 410 | 451 => StatusClass::NotFound,
+        _ => StatusClass::Error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_table() {
+        for (s, c) in [
+            (200, StatusClass::Ok),
+            (304, StatusClass::NotModified),
+            (404, StatusClass::NotFound),
+            (410, StatusClass::NotFound),
+            (451, StatusClass::NotFound),
+            (401, StatusClass::Error),
+            (403, StatusClass::Error),
+            (429, StatusClass::Error),
+            (500, StatusClass::Error),
+            (503, StatusClass::Error),
+        ] {
+            assert_eq!(classify_index_status(s), c, "{s}");
+        }
+    }
+
+    #[test]
+    fn retryability_and_fault() {
+        let st = |status| UpstreamError::Status {
+            status,
+            url: String::new(),
+        };
+        assert!(st(500).is_retryable() && st(503).is_retryable() && st(429).is_retryable());
+        assert!(!st(403).is_retryable());
+        let t = UpstreamError::Timeout {
+            url: String::new(),
+            detail: String::new(),
+        };
+        assert!(t.is_retryable());
+        assert_eq!(t.fault(), Fault::Timeout);
+        assert_eq!(st(502).fault(), Fault::Upstream);
+    }
+}
