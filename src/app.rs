@@ -16,6 +16,8 @@ use crate::config::{Config, RegistryKind};
 use crate::http::HttpState;
 use crate::registry::auth::hash_token;
 use crate::registry::{CacheHandles, RegistryService, ServiceSettings};
+use crate::server::tls::ReloadableCert;
+use crate::server::ServerSettings;
 use crate::store::sled::SledStore;
 use crate::store::Store;
 
@@ -96,10 +98,15 @@ pub async fn start(config: Config, env_admin_token: Option<String>) -> anyhow::R
         )
     })?;
     let addr = listener.local_addr()?;
+    let tls = match &config.tls {
+        Some(t) => Some(ReloadableCert::new(t.cert.clone(), t.key.clone()).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let public_url = config
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"))
+        .unwrap_or_else(|| format!("{scheme}://{addr}"))
         .trim_end_matches('/')
         .to_owned();
     let settings = ServiceSettings {
@@ -122,15 +129,28 @@ pub async fn start(config: Config, env_admin_token: Option<String>) -> anyhow::R
     let state = HttpState {
         registry: registry.clone(),
     };
+    let acceptor = match &tls {
+        Some(cert) => Some(cert.acceptor().map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    if let Some(cert) = tls.clone() {
+        tokio::spawn(reload_on_sighup(cert));
+    }
+    let settings = ServerSettings {
+        grace: config.shutdown_grace,
+        header_read_timeout: config.limits.header_read_timeout,
+        request_timeout: config.limits.request_timeout,
+        max_connections: usize::try_from(config.limits.max_connections).unwrap_or(usize::MAX),
+    };
     let (stop, stopped) = oneshot::channel::<()>();
-    let grace = config.shutdown_grace;
     let task = tokio::spawn(crate::server::run(
         listener,
+        acceptor,
         state,
         async move {
             let _ = stopped.await;
         },
-        grace,
+        settings,
     ));
     Ok(Running {
         addr,
@@ -140,6 +160,24 @@ pub async fn start(config: Config, env_admin_token: Option<String>) -> anyhow::R
         stop: Some(stop),
         task,
     })
+}
+
+/// Reloads the TLS certificate whenever SIGHUP arrives; open connections are untouched.
+async fn reload_on_sighup(cert: Arc<ReloadableCert>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match cert.reload() {
+                Ok(()) => tracing::info!("TLS certificate reloaded"),
+                Err(e) => tracing::error!(error = %e, "TLS certificate reload failed; keeping the old one"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = cert;
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.

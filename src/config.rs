@@ -3,6 +3,7 @@
 //! its key. Layers: embedded defaults -> TOML file -> command-line flags.
 //! This is a leaf module: it imports nothing from the rest of the crate but `index`.
 
+pub mod env;
 pub mod raw;
 pub mod units;
 
@@ -115,6 +116,31 @@ impl RegistrySpec {
         }
     }
 
+    /// The spec in config-file form (only the keys that apply to its kind).
+    pub fn to_raw(&self) -> raw::RawRegistry {
+        let hosted = self.kind == RegistryKind::Hosted;
+        raw::RawRegistry {
+            kind: Some(if hosted { "hosted" } else { "proxy" }.into()),
+            description: Some(self.description.clone()),
+            labels: Some(self.labels.clone()),
+            auth_required: Some(self.auth_required),
+            upstream: if hosted { None } else { self.upstream.clone() },
+            offline: (!hosted).then_some(self.offline),
+            index_ttl: (!hosted).then(|| format!("{}s", self.index_ttl_secs)),
+            negative_ttl: (!hosted).then(|| format!("{}s", self.negative_ttl_secs)),
+            upstreams: hosted.then(|| self.upstreams.clone()),
+            shadow: hosted.then(|| {
+                if self.shadow == Shadow::Crate {
+                    "crate"
+                } else {
+                    "version"
+                }
+                .into()
+            }),
+            allow_upstream_names: hosted.then_some(self.allow_upstream_names),
+        }
+    }
+
     /// Problems with this spec on its own (name rule, labels, fields that don't fit the kind).
     /// `key` prefixes each problem's key (e.g. `registries.local`).
     pub fn problems(&self, key: &str) -> Vec<Problem> {
@@ -200,6 +226,14 @@ pub struct Limits {
     pub max_metadata_bytes: u64,
     /// Largest unpacked size of a published crate.
     pub max_unpacked_bytes: u64,
+    /// Largest JSON request body (admin API, owners).
+    pub max_json_bytes: u64,
+    /// Connections served at once; more wait in the accept queue.
+    pub max_connections: u64,
+    /// Time a client has to send its request headers (slowloris guard).
+    pub header_read_timeout: Duration,
+    /// Time a handler has to produce a response (streamed bodies may take longer).
+    pub request_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -208,6 +242,10 @@ impl Default for Limits {
             max_crate_bytes: 10 << 20,
             max_metadata_bytes: 1 << 20,
             max_unpacked_bytes: 512 << 20,
+            max_json_bytes: 1 << 20,
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -281,13 +319,128 @@ impl Config {
         }
     }
 
-    /// Loads the file (or the embedded default when `path` is `None`) and applies `overrides`.
+    /// Loads the file (or the embedded default when `path` is `None`) and applies `overrides`,
+    /// ignoring the environment.
     pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
-        let raw = match path {
+        let empty = BTreeMap::<String, String>::new();
+        Self::load_layered(path, overrides, &empty).map(|(c, _)| c)
+    }
+
+    /// The full layering: embedded defaults -> file -> `CARGOHOLD_*` environment -> command
+    /// line. Returns the config and where each scalar value came from.
+    pub fn load_layered(
+        path: Option<&Path>,
+        overrides: &Overrides,
+        env: &dyn env::EnvSource,
+    ) -> Result<(Config, env::Provenance), ConfigError> {
+        let mut raw = match path {
             None => Self::embedded_default(),
             Some(p) => raw::RawConfig::from_file(p)?,
         };
-        Config::from_raw(raw, overrides)
+        let mut prov = env::file_provenance(&raw, path.is_some());
+        prov.insert(
+            "registries".into(),
+            if path.is_some() {
+                env::Source::File
+            } else {
+                env::Source::Default
+            },
+        );
+        let env_problems = env::apply_env(&mut raw, env, &mut prov);
+        for (key, value) in [
+            ("listen", overrides.listen.clone()),
+            ("data_dir", overrides.data_dir.as_ref().map(|p| p.display().to_string())),
+            ("public_url", overrides.public_url.clone()),
+        ] {
+            if let Some(v) = value {
+                prov.insert(key.to_owned(), env::Source::Cli);
+                let _ = env::set(&mut raw, key, v);
+            }
+        }
+        let result = Config::from_raw(raw, &Overrides::default());
+        let mut problems: Vec<Problem> = env_problems
+            .into_iter()
+            .map(|(key, message)| Problem { key, message })
+            .collect();
+        match result {
+            Ok(c) if problems.is_empty() => Ok((c, prov)),
+            Ok(_) => Err(ConfigError::Invalid(problems)),
+            Err(ConfigError::Invalid(more)) => {
+                problems.extend(more);
+                Err(ConfigError::Invalid(problems))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The effective configuration as annotated TOML: each scalar with its source. The text
+    /// is itself a valid config file.
+    pub fn describe(&self, prov: &env::Provenance) -> String {
+        fn kv(out: &mut String, prov: &env::Provenance, key: &str, value: String) {
+            let src = prov.get(key).cloned().unwrap_or(env::Source::Default);
+            let short = key.rsplit('.').next().unwrap_or(key);
+            out.push_str(&format!("{:<44} # {src}\n", format!("{short} = {value}")));
+        }
+        let mut out = String::new();
+        let o = &mut out;
+        kv(o, prov, "listen", format!("{:?}", self.listen.to_string()));
+        match &self.public_url {
+            Some(u) => kv(o, prov, "public_url", format!("{u:?}")),
+            None => o.push_str("# public_url is unset: config.json advertises http://<bound address>\n"),
+        }
+        kv(
+            o,
+            prov,
+            "data_dir",
+            format!("{:?}", self.data_dir.display().to_string()),
+        );
+        kv(
+            o,
+            prov,
+            "shutdown_grace",
+            format!("\"{}ms\"", self.shutdown_grace.as_millis()),
+        );
+        o.push_str("\n[limits]\n");
+        let l = &self.limits;
+        kv(o, prov, "limits.max_crate_size", l.max_crate_bytes.to_string());
+        kv(o, prov, "limits.max_metadata_size", l.max_metadata_bytes.to_string());
+        kv(o, prov, "limits.max_unpacked_size", l.max_unpacked_bytes.to_string());
+        kv(o, prov, "limits.max_json_body", l.max_json_bytes.to_string());
+        kv(o, prov, "limits.max_connections", l.max_connections.to_string());
+        kv(
+            o,
+            prov,
+            "limits.header_read_timeout",
+            format!("\"{}ms\"", l.header_read_timeout.as_millis()),
+        );
+        kv(
+            o,
+            prov,
+            "limits.request_timeout",
+            format!("\"{}ms\"", l.request_timeout.as_millis()),
+        );
+        o.push_str("\n[cache]\n");
+        kv(o, prov, "cache.memory", self.cache.memory_bytes.to_string());
+        kv(o, prov, "cache.disk", self.cache.disk_bytes.to_string());
+        if let Some(tls) = &self.tls {
+            o.push_str("\n[tls]\n");
+            kv(o, prov, "tls.cert", format!("{:?}", tls.cert.display().to_string()));
+            kv(o, prov, "tls.key", format!("{:?}", tls.key.display().to_string()));
+        }
+        let reg_src = prov.get("registries").cloned().unwrap_or(env::Source::Default);
+        for spec in self.registries.values() {
+            out.push_str(&format!(
+                "\n[registries.{}]   # {}\n",
+                spec.name,
+                if reg_src == env::Source::File {
+                    "config file"
+                } else {
+                    "embedded default"
+                }
+            ));
+            out.push_str(&toml::to_string(&spec.to_raw()).unwrap_or_default());
+        }
+        out
     }
 
     /// Validates, collecting every problem.
@@ -356,6 +509,28 @@ impl Config {
                 l.max_unpacked_size,
                 &mut limits.max_unpacked_bytes,
             );
+            size("limits.max_json_body", l.max_json_body, &mut limits.max_json_bytes);
+            match l.max_connections {
+                Some(0) => problem("limits.max_connections", "must be greater than zero".into()),
+                Some(n) => limits.max_connections = n,
+                None => {}
+            }
+            for (key, v, into) in [
+                (
+                    "limits.header_read_timeout",
+                    l.header_read_timeout,
+                    &mut limits.header_read_timeout,
+                ),
+                ("limits.request_timeout", l.request_timeout, &mut limits.request_timeout),
+            ] {
+                if let Some(v) = v {
+                    match units::parse_duration(&v) {
+                        Ok(d) if d.is_zero() => problem(key, "must be greater than zero".into()),
+                        Ok(d) => *into = d,
+                        Err(e) => problem(key, e),
+                    }
+                }
+            }
             if limits.max_crate_bytes > u64::from(u32::MAX) {
                 problem(
                     "limits.max_crate_size",
@@ -521,6 +696,19 @@ auth_required = false
         assert_eq!(c.cache.memory_bytes, 512 << 20);
         assert_eq!(c.registries["crates-io"].index_ttl_secs, 120);
         assert_eq!(c.registries["local"].upstreams, vec!["crates-io"]);
+    }
+
+    #[test]
+    fn described_config_parses_back_to_the_same() {
+        let c = Config::load(None, &Overrides::default()).unwrap();
+        let prov = env::file_provenance(&Config::embedded_default(), false);
+        let text = c.describe(&prov);
+        let again = Config::from_raw(
+            raw::RawConfig::from_str(&text, Path::new("x")).unwrap(),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(again, c);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use hyper::{header, Request, Response, StatusCode};
 
 use crate::registry::RegistryService;
+use crate::telemetry::METRICS;
 use body::{full, Body};
 pub use error::ApiError;
 
@@ -31,13 +32,18 @@ pub struct HttpState {
 pub type HandlerResult = Result<Response<Body>, ApiError>;
 
 /// Handles one request and says which route template it matched (for the access log).
-pub async fn handle(state: &HttpState, req: Request<Incoming>) -> (Response<Body>, &'static str) {
+/// Also returns the registry label for metrics: a known registry's name, or `-`.
+pub async fn handle(state: &HttpState, req: Request<Incoming>) -> (Response<Body>, &'static str, String) {
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     match route::route(&method, &path) {
         Ok(r) => {
             let template = r.template();
+            let label = match r.registry() {
+                Some(name) if state.registry.registry(name).is_ok() => name.to_owned(),
+                _ => "-".to_owned(),
+            };
             let resp = dispatch(state, r, req).await.unwrap_or_else(ApiError::into_response);
-            (resp, template)
+            (resp, template, label)
         }
         Err(RouteError::NotFound) => (
             ApiError::new(
@@ -46,6 +52,7 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>) -> (Response<Body
             )
             .into_response(),
             "unmatched",
+            "-".to_owned(),
         ),
         Err(RouteError::MethodNotAllowed(allow)) => {
             let mut e = ApiError::new(
@@ -53,7 +60,7 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>) -> (Response<Body
                 format!("`{method}` is not allowed on `{path}`; use {allow}"),
             );
             e.allow = Some(allow);
-            (e.into_response(), "unmatched")
+            (e.into_response(), "unmatched", "-".to_owned())
         }
     }
 }
@@ -112,8 +119,8 @@ fn too_large(limit: u64) -> ApiError {
 }
 
 /// Reads a JSON request body of at most 1 MiB.
-pub async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
-    let body = read_body(req, 1 << 20).await?;
+pub async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>, limit: u64) -> Result<T, ApiError> {
+    let body = read_body(req, limit).await?;
     serde_json::from_slice(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
 }
 
@@ -123,6 +130,23 @@ async fn dispatch(state: &HttpState, route: Route, req: Request<Incoming>) -> Ha
     let auth = auth.as_deref();
     match route {
         Route::Healthz => Ok(Response::new(full("ok\n"))),
+        Route::Metrics => {
+            let crates = &svc.caches().crates;
+            METRICS.set_gauge(
+                "cargohold_disk_cache_bytes",
+                i64::try_from(crates.disk_bytes()).unwrap_or(i64::MAX),
+            );
+            METRICS.set_gauge(
+                "cargohold_disk_cache_files",
+                i64::try_from(crates.files()).unwrap_or(i64::MAX),
+            );
+            let mut r = Response::new(full(METRICS.render()));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            Ok(r)
+        }
         Route::Readyz => match svc.store().check().await {
             Ok(()) => Ok(Response::new(full("ready\n"))),
             Err(e) => Err(ApiError::new(
@@ -157,7 +181,7 @@ async fn dispatch(state: &HttpState, route: Route, req: Request<Incoming>) -> Ha
                 users: Vec<String>,
             }
             let auth_owned = auth.map(str::to_owned);
-            let users: Users = read_json(req).await?;
+            let users: Users = read_json(req, svc.limits().max_json_bytes).await?;
             let add = method == hyper::Method::PUT;
             Ok(json_ok(
                 &svc.change_owners(&reg, auth_owned.as_deref(), &name, users.users, add)

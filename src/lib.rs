@@ -8,4 +8,5 @@ pub mod index;
 pub mod registry;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod upstream;

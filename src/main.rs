@@ -4,16 +4,17 @@
 use std::process::ExitCode;
 
 use cargohold::cli::{run_admin, Cli, CliError, Command, ConfigArgs, EXIT_FAILURE, EXIT_USAGE};
+use cargohold::config::env::{ProcessEnv, Provenance};
 use cargohold::config::{Config, ConfigError, Overrides};
 use clap::Parser;
 
-fn load_config(args: &ConfigArgs) -> Result<Config, ConfigError> {
+fn load_config(args: &ConfigArgs) -> Result<(Config, Provenance), ConfigError> {
     let ov = Overrides {
         listen: args.listen.clone(),
         data_dir: args.data_dir.clone(),
         public_url: args.public_url.clone(),
     };
-    Config::load(args.config.as_deref(), &ov)
+    Config::load_layered(args.config.as_deref(), &ov, &ProcessEnv)
 }
 
 fn init_logging(format: &str) {
@@ -74,7 +75,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 });
             }
             init_logging(&cli.log_format);
-            let config = load_config(&args).map_err(config_err)?;
+            let (config, _) = load_config(&args).map_err(config_err)?;
             serve(config).await
         }
         Command::CheckConfig(args) => {
@@ -83,12 +84,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::PrintConfig(args) => {
-            let config = load_config(&args).map_err(config_err)?;
-            let text = toml::to_string_pretty(&config).map_err(|e| CliError {
-                code: EXIT_FAILURE,
-                message: e.to_string(),
-            })?;
-            println!("{text}");
+            let (config, prov) = load_config(&args).map_err(config_err)?;
+            print!("{}", config.describe(&prov));
             Ok(())
         }
         other => run_admin(&cli.server, other).await,
@@ -96,13 +93,6 @@ async fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 async fn serve(config: Config) -> Result<(), CliError> {
-    if config.tls.is_some() {
-        return Err(CliError {
-            code: EXIT_USAGE,
-            message: "[tls] is not supported by this build yet; terminate TLS in front of cargohold or remove [tls]"
-                .into(),
-        });
-    }
     let env_token = std::env::var("CARGOHOLD_ADMIN_TOKEN").ok();
     let running = cargohold::app::start(config, env_token).await.map_err(|e| CliError {
         code: EXIT_FAILURE,

@@ -1,69 +1,191 @@
-//! The HTTP edge: accept loop, HTTP/1.1 and HTTP/2 (h2c prior knowledge) on one port via
-//! hyper-util's auto builder, one access-log line per request, graceful shutdown.
+//! The HTTP edge: accept loop (plain TCP or TLS), HTTP/1.1 and HTTP/2 on one port (h2c prior
+//! knowledge in the clear, ALPN with TLS) via hyper-util's auto builder; connection cap,
+//! header-read timeout (slowloris), per-request timeout; one access-log line and the metrics
+//! of every request; graceful shutdown bounded by a grace period.
+
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 
-use crate::http::{self, HttpState};
+use crate::http::body::Body;
+use crate::http::{self, ApiError, HttpState};
+use crate::telemetry::METRICS;
+
+/// Edge settings.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub grace: Duration,
+    pub header_read_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_connections: usize,
+}
+
+async fn serve_request(state: HttpState, settings: Arc<ServerSettings>, req: Request<Incoming>) -> Response<Body> {
+    let _in_flight = METRICS.request_started();
+    let start = Instant::now();
+    let method = req.method().clone();
+    let (resp, route, registry) = match tokio::time::timeout(settings.request_timeout, http::handle(&state, req)).await
+    {
+        Ok(x) => x,
+        Err(_) => {
+            let e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the request took longer than {:?}; try again", settings.request_timeout),
+            );
+            (e.into_response(), "timeout", "-".to_owned())
+        }
+    };
+    let elapsed = start.elapsed().as_secs_f64();
+    let status = resp.status().as_u16();
+    let x_cache = resp
+        .headers()
+        .get("x-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    let bytes = hyper::body::Body::size_hint(resp.body()).exact();
+    METRICS.add(
+        "cargohold_http_requests_total",
+        &[
+            ("registry", &registry),
+            ("route", route),
+            ("status", &status.to_string()),
+        ],
+        1,
+    );
+    METRICS.observe("cargohold_http_request_duration_seconds", &[("route", route)], elapsed);
+    if let Some(b) = bytes {
+        METRICS.add("cargohold_http_response_bytes_total", &[("route", route)], b);
+    }
+    if x_cache != "-" {
+        let tier = if route.ends_with("/download") { "crate" } else { "index" };
+        METRICS.add(
+            "cargohold_cache_lookups_total",
+            &[("registry", &registry), ("tier", tier), ("status", x_cache)],
+            1,
+        );
+    }
+    if route.ends_with("/crates/new") {
+        let outcome = if resp.status().is_success() { "ok" } else { "refused" };
+        METRICS.add(
+            "cargohold_publishes_total",
+            &[("registry", &registry), ("outcome", outcome)],
+            1,
+        );
+    }
+    tracing::info!(
+        http.method = %method,
+        http.route = route,
+        registry = %registry,
+        http.status = status,
+        duration_ms = elapsed * 1000.0,
+        cache.status = x_cache,
+        size_bytes = bytes,
+        "request"
+    );
+    resp
+}
 
 /// Serves connections from `listener` until `shutdown` completes, then lets in-flight
-/// requests finish for at most `grace`.
-pub async fn run(listener: TcpListener, state: HttpState, shutdown: impl Future<Output = ()>, grace: Duration) {
+/// requests finish for at most the grace period.
+pub async fn run(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    state: HttpState,
+    shutdown: impl Future<Output = ()>,
+    settings: ServerSettings,
+) {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    let builder = Arc::new(builder);
+    let permits = Arc::new(Semaphore::new(settings.max_connections.max(1)));
+    let settings = Arc::new(settings);
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                let service = service_fn(move |req| {
-                    let state = state.clone();
-                    async move {
-                        let start = Instant::now();
-                        let method = req.method().clone();
-                        let (resp, route) = http::handle(&state, req).await;
-                        tracing::info!(
-                            http.method = %method,
-                            http.route = route,
-                            http.status = resp.status().as_u16(),
-                            duration_ms = start.elapsed().as_secs_f64() * 1000.0,
-                            cache.status = resp.headers().get("x-cache").and_then(|v| v.to_str().ok()).unwrap_or("-"),
-                            "request"
-                        );
-                        Ok::<_, Infallible>(resp)
-                    }
-                });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn.into_owned());
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            () = &mut shutdown => break,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let settings2 = settings.clone();
+        let service = service_fn(move |req| {
+            let (state, settings) = (state.clone(), settings2.clone());
+            async move { Ok::<_, Infallible>(serve_request(state, settings, req).await) }
+        });
+        METRICS.add_gauge("cargohold_connections_open", 1);
+        match &tls {
+            None => {
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
+                    METRICS.add_gauge("cargohold_connections_open", -1);
+                    drop(permit);
                 });
             }
-            () = &mut shutdown => break,
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                let handshake_timeout = settings.header_read_timeout;
+                tokio::spawn(async move {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            let conn = builder
+                                .serve_connection_with_upgrades(TokioIo::new(tls_stream), service)
+                                .into_owned();
+                            if let Err(e) = watcher.watch(conn).await {
+                                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                            }
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                    METRICS.add_gauge("cargohold_connections_open", -1);
+                    drop(permit);
+                });
+            }
         }
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(settings.grace, graceful.shutdown()).await.is_err() {
         tracing::warn!(
-            grace_secs = grace.as_secs(),
+            grace_secs = settings.grace.as_secs(),
             "grace period over; closing remaining connections"
         );
     }

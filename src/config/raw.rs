@@ -36,6 +36,10 @@ pub struct RawLimits {
     pub max_crate_size: Option<Size>,
     pub max_metadata_size: Option<Size>,
     pub max_unpacked_size: Option<Size>,
+    pub max_json_body: Option<Size>,
+    pub max_connections: Option<u64>,
+    pub header_read_timeout: Option<String>,
+    pub request_timeout: Option<String>,
 }
 
 /// `[cache]`.

@@ -40,13 +40,13 @@ pub async fn handle(svc: &RegistryService, route: Route, req: Request<Incoming>,
             Ok(json_ok(&json!({ "registries": list })))
         }
         (Route::AdminRegistries, _) => {
-            let spec: RegistrySpec = read_json(req).await?;
+            let spec: RegistrySpec = read_json(req, svc.limits().max_json_bytes).await?;
             let created = svc.create_registry(spec).await?;
             Ok(json_status(StatusCode::CREATED, &registry_json(svc, &created).await?))
         }
         (Route::AdminRegistry { name }, Method::GET) => Ok(json_ok(&registry_json(svc, &*svc.registry(&name)?).await?)),
         (Route::AdminRegistry { name }, Method::PATCH) => {
-            let patch: RegistryPatch = read_json(req).await?;
+            let patch: RegistryPatch = read_json(req, svc.limits().max_json_bytes).await?;
             let spec = svc.update_registry(&name, patch).await?;
             Ok(json_ok(&registry_json(svc, &spec).await?))
         }
@@ -59,7 +59,7 @@ pub async fn handle(svc: &RegistryService, route: Route, req: Request<Incoming>,
         }
         (Route::AdminUsers, Method::GET) => Ok(json_ok(&svc.list_users().await?)),
         (Route::AdminUsers, _) => {
-            let u: NewUser = read_json(req).await?;
+            let u: NewUser = read_json(req, svc.limits().max_json_bytes).await?;
             Ok(json_status(
                 StatusCode::CREATED,
                 &svc.create_user(&u.login, u.name).await?,
@@ -70,7 +70,7 @@ pub async fn handle(svc: &RegistryService, route: Route, req: Request<Incoming>,
             Ok(json_ok(&svc.list_tokens(user.as_deref()).await?))
         }
         (Route::AdminTokens, _) => {
-            let t: NewToken = read_json(req).await?;
+            let t: NewToken = read_json(req, svc.limits().max_json_bytes).await?;
             Ok(json_status(StatusCode::CREATED, &svc.create_token(t).await?))
         }
         (Route::AdminToken { id }, _) => {

@@ -10,6 +10,7 @@ use percent_encoding::percent_decode_str;
 pub enum Route {
     Healthz,
     Readyz,
+    Metrics,
     AdminRegistries,
     AdminRegistry { name: String },
     AdminUsers,
@@ -41,6 +42,7 @@ impl Route {
         match self {
             Route::Healthz => "/-/healthz",
             Route::Readyz => "/-/readyz",
+            Route::Metrics => "/-/metrics",
             Route::AdminRegistries => "/-/api/v1/registries",
             Route::AdminRegistry { .. } => "/-/api/v1/registries/{name}",
             Route::AdminUsers => "/-/api/v1/users",
@@ -96,6 +98,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, RouteError> {
     match s.as_slice() {
         ["-", "healthz"] => get(Route::Healthz),
         ["-", "readyz"] => get(Route::Readyz),
+        ["-", "metrics"] => get(Route::Metrics),
         ["-", "api", "v1", "registries"] => {
             method_is(method, &[Method::GET, Method::POST], "GET, POST").map(|()| Route::AdminRegistries)
         }
