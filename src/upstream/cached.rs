@@ -113,7 +113,7 @@ impl CachedUpstream {
         index: IndexCache,
         crates: Arc<CrateFiles>,
     ) -> Result<Arc<Self>, UpstreamError> {
-        let client = UpstreamClient::new(&settings.upstream_url, UpstreamSettings::default())?;
+        let client = UpstreamClient::new(&settings.upstream_url, UpstreamSettings::default(), &settings.registry)?;
         Ok(Arc::new(CachedUpstream {
             settings,
             client,

@@ -7,6 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use reqwest::header;
 
+use crate::telemetry::METRICS;
+
 use super::classify::{classify_index_status, Fetched, StatusClass, UpstreamError};
 
 /// Tunables of an upstream client.
@@ -39,6 +41,7 @@ pub struct UpstreamClient {
     /// Index base without `sparse+`, with a trailing slash.
     base: String,
     settings: UpstreamSettings,
+    label: String,
 }
 
 /// A download response whose body is still to be read.
@@ -77,7 +80,8 @@ fn header_string(resp: &reqwest::Response, name: header::HeaderName) -> Option<S
 
 impl UpstreamClient {
     /// A client for the index at `index_url` (`sparse+` prefix optional).
-    pub fn new(index_url: &str, settings: UpstreamSettings) -> Result<Self, UpstreamError> {
+    /// `label` names the registry in metrics.
+    pub fn new(index_url: &str, settings: UpstreamSettings, label: &str) -> Result<Self, UpstreamError> {
         let bare = index_url.strip_prefix("sparse+").unwrap_or(index_url);
         let base = if bare.ends_with('/') {
             bare.to_owned()
@@ -92,7 +96,7 @@ impl UpstreamClient {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| UpstreamError::Internal(format!("cannot build the upstream client: {e}")))?;
-        Ok(UpstreamClient { http, base, settings })
+        Ok(UpstreamClient { http, base, settings, label: label.to_owned() })
     }
 
     /// The index base URL (no `sparse+`, trailing slash).
@@ -100,7 +104,7 @@ impl UpstreamClient {
         &self.base
     }
 
-    async fn with_retries<T, F, Fut>(&self, mut attempt: F) -> Result<T, UpstreamError>
+    async fn with_retries<T, F, Fut>(&self, kind: &'static str, mut attempt: F) -> Result<T, UpstreamError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, UpstreamError>>,
@@ -108,7 +112,22 @@ impl UpstreamClient {
         let mut delay = self.settings.backoff;
         let mut tries = 0;
         loop {
-            match attempt().await {
+            let start = std::time::Instant::now();
+            let result = attempt().await;
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(UpstreamError::Timeout { .. }) => "timeout",
+                Err(UpstreamError::Status { .. }) => "status",
+                Err(_) => "error",
+            };
+            let labels = [("registry", self.label.as_str()), ("kind", kind)];
+            METRICS.observe("cargohold_upstream_request_duration_seconds", &labels, start.elapsed().as_secs_f64());
+            METRICS.add(
+                "cargohold_upstream_requests_total",
+                &[("registry", self.label.as_str()), ("kind", kind), ("outcome", outcome)],
+                1,
+            );
+            match result {
                 Err(e) if e.is_retryable() && tries < self.settings.retries => {
                     tries += 1;
                     tracing::debug!(error = %e, tries, "retrying upstream request");
@@ -128,7 +147,7 @@ impl UpstreamClient {
         last_modified: Option<&str>,
     ) -> Result<Fetched, UpstreamError> {
         let url = format!("{}{path}", self.base);
-        self.with_retries(|| async {
+        self.with_retries("index", || async {
             let mut req = self
                 .http
                 .get(&url)
@@ -167,7 +186,7 @@ impl UpstreamClient {
     pub async fn dl_template(&self) -> Result<String, UpstreamError> {
         let url = format!("{}config.json", self.base);
         let body: Bytes = self
-            .with_retries(|| async {
+            .with_retries("config", || async {
                 let resp = self.http.get(&url).send().await.map_err(|e| map_err(&url, e))?;
                 let status = resp.status().as_u16();
                 if status != 200 {
@@ -194,7 +213,7 @@ impl UpstreamClient {
 
     /// Starts a download; the body is read by the caller. 200 only; 404 becomes `Ok(None)`.
     pub async fn download(&self, url: &str) -> Result<Option<DownloadStream>, UpstreamError> {
-        self.with_retries(|| async {
+        self.with_retries("download", || async {
             let resp = self.http.get(url).send().await.map_err(|e| map_err(url, e))?;
             let status = resp.status().as_u16();
             match status {
