@@ -1,4 +1,6 @@
 //! The single integration-test binary.
-mod support;
-mod e2e;
 mod crash;
+mod e2e;
+mod proxy;
+mod proxy_e2e;
+mod support;

@@ -5,6 +5,7 @@
 
 pub mod cargo;
 pub mod daemon;
+pub mod fake_upstream;
 pub mod http;
 pub mod package;
 

@@ -53,6 +53,8 @@ pub struct CargoEnv {
     fake_crates: Vec<FakeCrate>,
     env: Vec<(String, String)>,
     daemon_log: Option<Log>,
+    /// `[source.crates-io] replace-with` target; `None` = the fake directory source.
+    crates_io_replacement: Option<String>,
 }
 
 impl CargoEnv {
@@ -84,6 +86,7 @@ impl CargoEnv {
             fake_crates: Vec::new(),
             env: Vec::new(),
             daemon_log: None,
+            crates_io_replacement: None,
         };
         env.add_fake_crate(
             "fakedep",
@@ -98,6 +101,14 @@ impl CargoEnv {
     pub fn add_registry(&mut self, name: &str, index_url: &str) -> &mut Self {
         self.registries.retain(|(n, _)| n != name);
         self.registries.push((name.to_owned(), index_url.to_owned()));
+        self.write_config();
+        self
+    }
+
+    /// Replaces crates.io with the `[registries]` entry `name` (e.g. the daemon's proxy)
+    /// instead of the fake directory source.
+    pub fn replace_crates_io_with(&mut self, name: &str) -> &mut Self {
+        self.crates_io_replacement = Some(name.to_owned());
         self.write_config();
         self
     }
@@ -174,12 +185,19 @@ impl CargoEnv {
     fn write_config(&self) {
         let mut c = String::new();
         c.push_str("# written by the cargohold test suite\n");
-        c.push_str("[source.crates-io]\nreplace-with = \"fake-crates-io\"\n\n");
-        let _ = writeln!(
-            c,
-            "[source.fake-crates-io]\ndirectory = {}\n",
-            toml_str(&self.fake_registry_dir().to_string_lossy())
-        );
+        match &self.crates_io_replacement {
+            Some(name) => {
+                let _ = writeln!(c, "[source.crates-io]\nreplace-with = {}\n", toml_str(name));
+            }
+            None => {
+                c.push_str("[source.crates-io]\nreplace-with = \"fake-crates-io\"\n\n");
+                let _ = writeln!(
+                    c,
+                    "[source.fake-crates-io]\ndirectory = {}\n",
+                    toml_str(&self.fake_registry_dir().to_string_lossy())
+                );
+            }
+        }
         for (name, url) in &self.registries {
             let _ = writeln!(c, "[registries.{name}]\nindex = {}\n", toml_str(url));
         }
