@@ -111,11 +111,15 @@ pub async fn read_body(req: Request<Incoming>, limit: u64) -> Result<Bytes, ApiE
     }
 }
 
+/// A 413 that also closes the connection: the rest of the body is never read, so the
+/// connection cannot carry another request.
 fn too_large(limit: u64) -> ApiError {
-    ApiError::new(
+    let mut e = ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("the request body is larger than the limit of {limit} bytes; ask the registry administrator to raise `limits` in the config"),
-    )
+    );
+    e.close = true;
+    e
 }
 
 /// Reads a JSON request body of at most 1 MiB.

@@ -19,6 +19,8 @@ pub struct ApiError {
     pub allow: Option<&'static str>,
     /// `x-cache` header (index and download errors).
     pub x_cache: Option<&'static str>,
+    /// Close the connection after answering (the request body was left unread).
+    pub close: bool,
 }
 
 impl ApiError {
@@ -30,6 +32,7 @@ impl ApiError {
             challenge: None,
             allow: None,
             x_cache: None,
+            close: false,
         }
     }
 
@@ -47,6 +50,9 @@ impl ApiError {
         }
         if let Some(x) = self.x_cache {
             resp = resp.header("x-cache", x);
+        }
+        if self.close {
+            resp = resp.header(header::CONNECTION, "close");
         }
         resp.body(full(body))
             .unwrap_or_else(|_| Response::new(full("internal error")))
@@ -77,6 +83,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::Upstream(u) => format!("{u}; nothing cached can answer this request, try again later"),
             other => other.to_string(),
         };
+        let allow = matches!(e, RegistryError::MethodNotAllowed(_)).then_some("GET, HEAD");
         let challenge = match e {
             RegistryError::Unauthorized {
                 login_url: Some(url), ..
@@ -87,8 +94,9 @@ impl From<RegistryError> for ApiError {
             status,
             detail,
             challenge,
-            allow: None,
+            allow,
             x_cache: None,
+            close: false,
         }
     }
 }
