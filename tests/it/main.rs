@@ -1,6 +1,8 @@
 //! The single integration-test binary.
+mod bad_input;
 mod crash;
 mod e2e;
+mod fake_upstream_selftest;
 mod proxy;
 mod proxy_e2e;
 mod support;
