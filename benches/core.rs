@@ -1,1 +1,162 @@
-fn main() {}
+//! Micro-benchmarks of the hot and pure paths: index-line parsing and building, the merge of
+//! local and upstream files, route parsing, memory-hit and disk-hit index lookups, and
+//! single-flight under contention. Run with `cargo bench --bench core` (add `-- --quick` for a
+//! short run). Inputs are the real crates.io index files in `../shared/data/index` when present.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cargohold::cache::index_cache::{IndexCache, IndexEntry};
+use cargohold::cache::single_flight::SingleFlight;
+use cargohold::http::route::route;
+use cargohold::index::publish_frame::NewCrate;
+use cargohold::index::IndexLine;
+use cargohold::registry::merge::merge_versions;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use hyper::Method;
+
+fn shared_file(path: &str) -> Option<Vec<u8>> {
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/data/index")
+            .join(path),
+    )
+    .ok()
+}
+
+/// A synthetic index file of `n` versions.
+fn synthetic_file(name: &str, n: usize, origin: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.extend_from_slice(
+            format!(
+                r#"{{"name":"{name}","vers":"{}.{}.0","deps":[{{"name":"serde","req":"^1","features":[],"optional":false,"default_features":true,"target":null,"kind":"normal","registry":null,"package":null}}],"cksum":"{origin}{:060}","features":{{}},"yanked":false,"links":null,"v":1}}"#,
+                i / 100,
+                i % 100,
+                i
+            )
+            .as_bytes(),
+        );
+        out.push(b'\n');
+    }
+    out
+}
+
+fn index_lines(c: &mut Criterion) {
+    let mut g = c.benchmark_group("index_line");
+    let big = shared_file("se/rd/serde").unwrap_or_else(|| synthetic_file("serde", 300, "aaaa"));
+    g.throughput(Throughput::Bytes(big.len() as u64));
+    g.bench_function("parse_file_serde", |b| {
+        b.iter(|| {
+            let n = black_box(&big)
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
+                .count();
+            black_box(n)
+        })
+    });
+    g.bench_function("find_cksum_serde_last", |b| {
+        b.iter(|| cargohold::upstream::cached::find_cksum(black_box(&big), black_box("1.0.228")))
+    });
+    let meta: NewCrate = serde_json::from_str(
+        r#"{"name":"acme-core","vers":"0.3.1","deps":[{"name":"serde","version_req":"^1.0","features":["derive"],"optional":false,"default_features":true,"target":null,"kind":"normal","registry":"https://example.com/index"}],"features":{"extra":[]},"authors":[],"description":null,"documentation":null,"homepage":null,"readme":null,"readme_file":null,"keywords":[],"categories":[],"license":"MIT","license_file":null,"repository":null,"badges":{},"links":null,"rust_version":"1.74"}"#,
+    )
+    .unwrap();
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("build_line_from_publish", |b| {
+        b.iter(|| {
+            let line = IndexLine::from_publish(black_box(&meta), "ab".repeat(32), &[], "2026-05-01T12:00:00Z".into());
+            black_box(line.to_json())
+        })
+    });
+    g.finish();
+}
+
+fn merge(c: &mut Criterion) {
+    let mut g = c.benchmark_group("merge_versions");
+    for n in [10usize, 1000] {
+        let upstream = synthetic_file("x", n, "uuuu");
+        let local = synthetic_file("x", n / 10 + 1, "llll");
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| black_box(merge_versions(black_box(&local), black_box(&upstream))))
+        });
+    }
+    g.finish();
+}
+
+fn routes(c: &mut Criterion) {
+    let mut g = c.benchmark_group("route");
+    for path in [
+        "/crates-io/index/se/rd/serde",
+        "/local/api/v1/crates/serde/1.0.0+build/download",
+        "/-/healthz",
+    ] {
+        g.bench_with_input(BenchmarkId::from_parameter(path), path, |b, p| {
+            b.iter(|| black_box(route(&Method::GET, black_box(p))))
+        });
+    }
+    g.finish();
+}
+
+fn lookups(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = IndexCache::open(dir.path(), 64 << 20).unwrap();
+    let body = Bytes::from(shared_file("se/rd/serde").unwrap_or_else(|| synthetic_file("serde", 300, "aaaa")));
+    rt.block_on(cache.put("p", "serde", Arc::new(IndexEntry::found(body, None, None, 1))));
+    let mut g = c.benchmark_group("index_lookup");
+    g.bench_function("memory_hit", |b| {
+        b.iter(|| black_box(cache.memory_get("p", black_box("serde"))))
+    });
+    // Reopen so the memory tier is empty; each disk hit is read from sled and decoded.
+    rt.block_on(cache.flush());
+    drop(cache);
+    let cold = IndexCache::open(dir.path(), 1 << 20).unwrap();
+    g.bench_function("disk_hit", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(cold.disk_get("p", "serde").await) })
+    });
+    g.finish();
+}
+
+fn single_flight(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut g = c.benchmark_group("single_flight");
+    for waiters in [1usize, 64] {
+        g.throughput(Throughput::Elements(waiters as u64));
+        g.bench_with_input(BenchmarkId::new("waiters", waiters), &waiters, |b, &n| {
+            b.to_async(&rt).iter(|| async move {
+                let sf = Arc::new(SingleFlight::<u32, u32>::default());
+                let mut tasks = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let sf = sf.clone();
+                    tasks.push(tokio::spawn(async move {
+                        sf.run(7, || async {
+                            tokio::task::yield_now().await;
+                            1
+                        })
+                        .await
+                    }));
+                }
+                for t in tasks {
+                    black_box(t.await.unwrap().unwrap());
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, index_lines, merge, routes, lookups, single_flight);
+criterion_main!(benches);
