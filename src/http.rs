@@ -33,15 +33,12 @@ pub type HandlerResult = Result<Response<Body>, ApiError>;
 
 /// Handles one request and says which route template it matched (for the access log).
 /// Also returns the registry label for metrics: a known registry's name, or `-`.
-pub async fn handle(state: &HttpState, req: Request<Incoming>) -> (Response<Body>, &'static str, String) {
+pub async fn handle(state: &HttpState, req: Request<Incoming>) -> (Response<Body>, &'static str, &'static str) {
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     match route::route(&method, &path) {
         Ok(r) => {
             let template = r.template();
-            let label = match r.registry() {
-                Some(name) if state.registry.registry(name).is_ok() => name.to_owned(),
-                _ => "-".to_owned(),
-            };
+            let label = r.registry().map_or("-", |name| state.registry.registry_label(name));
             let resp = dispatch(state, r, req).await.unwrap_or_else(ApiError::into_response);
             (resp, template, label)
         }
@@ -52,7 +49,7 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>) -> (Response<Body
             )
             .into_response(),
             "unmatched",
-            "-".to_owned(),
+            "-",
         ),
         Err(RouteError::MethodNotAllowed(allow)) => {
             let mut e = ApiError::new(
@@ -60,7 +57,7 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>) -> (Response<Body
                 format!("`{method}` is not allowed on `{path}`; use {allow}"),
             );
             e.allow = Some(allow);
-            (e.into_response(), "unmatched", "-".to_owned())
+            (e.into_response(), "unmatched", "-")
         }
     }
 }

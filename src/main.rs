@@ -17,19 +17,25 @@ fn load_config(args: &ConfigArgs) -> Result<(Config, Provenance), ConfigError> {
     Config::load_layered(args.config.as_deref(), &ov, &ProcessEnv)
 }
 
-fn init_logging(format: &str) {
+/// Logs go to stderr through a background writer, so request handling never waits for the
+/// terminal or the log file; the guard flushes it at exit. Lines are never dropped.
+fn init_logging(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(ansi);
     if format == "json" {
         builder.json().init();
     } else {
         builder.init();
     }
+    guard
 }
 
 fn exit(code: i32) -> ExitCode {
@@ -74,7 +80,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     message: "--log-format must be `text` or `json`".into(),
                 });
             }
-            init_logging(&cli.log_format);
+            let _log_guard = init_logging(&cli.log_format);
             let (config, _) = load_config(&args).map_err(config_err)?;
             serve(config).await
         }

@@ -23,6 +23,7 @@ use crate::cache::CacheStatus;
 use crate::config::{Limits, RegistryKind, RegistrySpec, Shadow};
 use crate::index::config_json::ConfigJson;
 use crate::index::etag::strong_etag;
+use crate::index::gzip::GzipCell;
 use crate::index::line::render_file;
 use crate::index::{canonical_name, IndexLine};
 use crate::store::{CrateRecord, Store};
@@ -36,6 +37,8 @@ pub use error::{RegistryError, RegistryResult};
 pub struct IndexFile {
     pub body: Bytes,
     pub etag: String,
+    /// The gzip of `body`, computed on first use.
+    pub gzip: GzipCell,
 }
 
 impl IndexFile {
@@ -43,7 +46,11 @@ impl IndexFile {
     pub fn render<'a>(lines: impl IntoIterator<Item = &'a IndexLine>) -> Self {
         let body = Bytes::from(render_file(lines));
         let etag = strong_etag(&body);
-        IndexFile { body, etag }
+        IndexFile {
+            body,
+            etag,
+            gzip: GzipCell::default(),
+        }
     }
 }
 
@@ -68,6 +75,14 @@ impl IndexBody {
         match self {
             IndexBody::Local(f) => &f.etag,
             IndexBody::Upstream(e) => &e.etag,
+        }
+    }
+
+    /// The gzip of the file, computed once per cached file.
+    pub fn gzip(&self) -> &Bytes {
+        match self {
+            IndexBody::Local(f) => f.gzip.get(&f.body),
+            IndexBody::Upstream(e) => e.gzip.get(&e.body),
         }
     }
 }
@@ -127,6 +142,8 @@ pub struct RegistryService {
     proxies: RwLock<Arc<HashMap<String, Arc<CachedUpstream>>>>,
     /// Results of `shadow = "version"` merges.
     merged: moka::sync::Cache<String, Arc<MergedFile>>,
+    /// Interned metric labels of the registries.
+    labels: RwLock<Arc<HashMap<String, &'static str>>>,
 }
 
 fn cache_key(registry: &str, lower: &str) -> String {
@@ -152,6 +169,7 @@ impl RegistryService {
             write_lock: tokio::sync::Mutex::new(()),
             caches,
             proxies: RwLock::new(Arc::new(HashMap::new())),
+            labels: RwLock::new(Arc::new(HashMap::new())),
             merged: moka::sync::Cache::builder()
                 .max_capacity((settings_memory / 4).max(1 << 20))
                 .weigher(|k: &String, v: &Arc<MergedFile>| {
@@ -210,10 +228,25 @@ impl RegistryService {
             };
             proxies.insert(spec.name.clone(), proxy);
         }
+        let labels = specs
+            .iter()
+            .map(|s| (s.name.clone(), crate::telemetry::intern(&s.name)))
+            .collect();
+        *self.labels.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(labels);
         let map = specs.into_iter().map(|s| (s.name.clone(), Arc::new(s))).collect();
         *self.registries.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(map);
         *self.proxies.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(proxies);
         Ok(())
+    }
+
+    /// The metric label of a registry: its name if it exists, else `-` (bounded label set).
+    pub fn registry_label(&self, name: &str) -> &'static str {
+        self.labels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .copied()
+            .unwrap_or("-")
     }
 
     fn proxies(&self) -> Arc<HashMap<String, Arc<CachedUpstream>>> {
@@ -353,7 +386,11 @@ impl RegistryService {
                 }
                 let body = Bytes::from(merge::merge_versions(&local.body, &up.body));
                 let etag = strong_etag(&body);
-                let file = Arc::new(IndexFile { body, etag });
+                let file = Arc::new(IndexFile {
+                    body,
+                    etag,
+                    gzip: GzipCell::default(),
+                });
                 self.merged.insert(
                     key,
                     Arc::new(MergedFile {

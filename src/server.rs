@@ -45,50 +45,34 @@ async fn serve_request(state: HttpState, settings: Arc<ServerSettings>, req: Req
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("the request took longer than {:?}; try again", settings.request_timeout),
             );
-            (e.into_response(), "timeout", "-".to_owned())
+            (e.into_response(), "timeout", "-")
         }
     };
     let elapsed = start.elapsed().as_secs_f64();
     let status = resp.status().as_u16();
-    let x_cache = resp
-        .headers()
-        .get("x-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
+    let x_cache = resp.headers().get("x-cache").map(|v| match v.as_bytes() {
+        b"HIT" => "HIT",
+        b"MISS" => "MISS",
+        b"REVALIDATED" => "REVALIDATED",
+        b"STALE" => "STALE",
+        _ => "BYPASS",
+    });
     let bytes = hyper::body::Body::size_hint(resp.body()).exact();
-    METRICS.add(
-        "cargohold_http_requests_total",
-        &[
-            ("registry", &registry),
-            ("route", route),
-            ("status", &status.to_string()),
-        ],
-        1,
-    );
-    METRICS.observe("cargohold_http_request_duration_seconds", &[("route", route)], elapsed);
-    if let Some(b) = bytes {
-        METRICS.add("cargohold_http_response_bytes_total", &[("route", route)], b);
-    }
-    if x_cache != "-" {
-        let tier = if route.ends_with("/download") { "crate" } else { "index" };
-        METRICS.add(
-            "cargohold_cache_lookups_total",
-            &[("registry", &registry), ("tier", tier), ("status", x_cache)],
-            1,
-        );
-    }
+    let tier = if route.ends_with("/download") { "crate" } else { "index" };
+    METRICS.record_request(registry, route, status, elapsed, bytes, x_cache.map(|x| (tier, x)));
     if route.ends_with("/crates/new") {
         let outcome = if resp.status().is_success() { "ok" } else { "refused" };
         METRICS.add(
             "cargohold_publishes_total",
-            &[("registry", &registry), ("outcome", outcome)],
+            &[("registry", registry), ("outcome", outcome)],
             1,
         );
     }
+    let x_cache = x_cache.unwrap_or("-");
     tracing::info!(
         http.method = %method,
         http.route = route,
-        registry = %registry,
+        registry,
         http.status = status,
         duration_ms = elapsed * 1000.0,
         cache.status = x_cache,

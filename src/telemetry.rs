@@ -2,10 +2,10 @@
 //! histograms with bounded label sets (registry names, route templates, status codes, cache
 //! statuses — never crate names). A leaf: anyone may record; `/-/metrics` renders.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex, RwLock};
 
 /// Latency buckets, seconds.
 const BUCKETS: [f64; 14] = [
@@ -33,9 +33,48 @@ impl Histogram {
 
 type Labels = Vec<(&'static str, String)>;
 
+/// Per-request series keyed by static labels: lookups take a shared read lock and bump
+/// atomics, with no allocation (the hot path).
+#[derive(Default)]
+struct RequestSeries {
+    /// (registry, route, status) -> count
+    requests: RwLock<HashMap<(&'static str, &'static str, u16), AtomicU64>>,
+    /// route -> latency histogram
+    durations: RwLock<HashMap<&'static str, Histogram>>,
+    /// route -> bytes
+    bytes: RwLock<HashMap<&'static str, AtomicU64>>,
+    /// (registry, tier, cache status) -> count
+    cache: RwLock<HashMap<(&'static str, &'static str, &'static str), AtomicU64>>,
+}
+
+fn bump<K: std::hash::Hash + Eq + Copy>(map: &RwLock<HashMap<K, AtomicU64>>, key: K, n: u64) {
+    if let Some(c) = map.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        c.fetch_add(n, Ordering::Relaxed);
+        return;
+    }
+    map.write()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key)
+        .or_default()
+        .fetch_add(n, Ordering::Relaxed);
+}
+
+/// Interns a label value (registry names: a small, bounded set) so series keys are `Copy`.
+pub fn intern(value: &str) -> &'static str {
+    static INTERNED: LazyLock<Mutex<HashSet<&'static str>>> = LazyLock::new(Default::default);
+    let mut set = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(v) = set.get(value) {
+        return v;
+    }
+    let leaked: &'static str = Box::leak(value.to_owned().into_boxed_str());
+    set.insert(leaked);
+    leaked
+}
+
 /// All metrics of the process.
 #[derive(Default)]
 pub struct Metrics {
+    series: RequestSeries,
     counters: Mutex<BTreeMap<(&'static str, Labels), u64>>,
     histograms: Mutex<BTreeMap<(&'static str, Labels), &'static Histogram>>,
     in_flight: AtomicI64,
@@ -136,6 +175,41 @@ impl Metrics {
             .or_default() += delta;
     }
 
+    /// Records one served request (the hot path: no allocation once a series exists).
+    pub fn record_request(
+        &self,
+        registry: &'static str,
+        route: &'static str,
+        status: u16,
+        secs: f64,
+        bytes: Option<u64>,
+        cache: Option<(&'static str, &'static str)>,
+    ) {
+        bump(&self.series.requests, (registry, route, status), 1);
+        {
+            let read = self.series.durations.read().unwrap_or_else(|e| e.into_inner());
+            match read.get(route) {
+                Some(h) => h.observe(secs),
+                None => {
+                    drop(read);
+                    self.series
+                        .durations
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(route)
+                        .or_default()
+                        .observe(secs);
+                }
+            }
+        }
+        if let Some(b) = bytes {
+            bump(&self.series.bytes, route, b);
+        }
+        if let Some((tier, status)) = cache {
+            bump(&self.series.cache, (registry, tier, status), 1);
+        }
+    }
+
     /// A request started; the guard ends it.
     pub fn request_started(&self) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -144,6 +218,14 @@ impl Metrics {
 
     /// The value of a counter (tests).
     pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> u64 {
+        let rendered = self.render();
+        let want = format!(
+            "{name}{} ",
+            fmt_labels(&labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(), None)
+        );
+        if let Some(line) = rendered.lines().find(|l| l.starts_with(&want)) {
+            return line[want.len()..].trim().parse().unwrap_or(0);
+        }
         let key = (
             name,
             labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect::<Labels>(),
@@ -168,6 +250,45 @@ impl Metrics {
             .map(|(k, v)| (k.clone(), *v))
             .collect();
         let gauges = self.gauges.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut counters = counters;
+        let s = &self.series;
+        for ((reg, route, status), v) in s.requests.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            let labels = vec![
+                ("registry", (*reg).to_owned()),
+                ("route", (*route).to_owned()),
+                ("status", status.to_string()),
+            ];
+            counters.insert(("cargohold_http_requests_total", labels), v.load(Ordering::Relaxed));
+        }
+        for (route, v) in s.bytes.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            counters.insert(
+                (
+                    "cargohold_http_response_bytes_total",
+                    vec![("route", (*route).to_owned())],
+                ),
+                v.load(Ordering::Relaxed),
+            );
+        }
+        for ((reg, tier, status), v) in s.cache.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            let labels = vec![
+                ("registry", (*reg).to_owned()),
+                ("tier", (*tier).to_owned()),
+                ("status", (*status).to_owned()),
+            ];
+            counters.insert(("cargohold_cache_lookups_total", labels), v.load(Ordering::Relaxed));
+        }
+        let durations = s.durations.read().unwrap_or_else(|e| e.into_inner());
+        let mut histograms = histograms;
+        for (route, h) in durations.iter() {
+            histograms.push((
+                (
+                    "cargohold_http_request_duration_seconds",
+                    vec![("route", (*route).to_owned())],
+                ),
+                h,
+            ));
+        }
+        histograms.sort_by(|a, b| a.0.cmp(&b.0));
         for (name, kind, help) in HELP {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             match *kind {

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::index::etag::strong_etag;
+use crate::index::gzip::GzipCell;
 
 const FORMAT_VERSION: u8 = 1;
 
@@ -38,6 +39,8 @@ pub struct IndexEntry {
     pub not_found: bool,
     /// Memory only: after an upstream failure, serve stale without asking until then (unix ms).
     pub stale_until: u64,
+    /// Memory only: the gzip of `body`, computed on first use.
+    pub gzip: GzipCell,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -61,6 +64,7 @@ impl IndexEntry {
             fetched_at: now,
             not_found: false,
             stale_until: 0,
+            gzip: GzipCell::default(),
         }
     }
 
@@ -74,6 +78,7 @@ impl IndexEntry {
             fetched_at: now,
             not_found: true,
             stale_until: 0,
+            gzip: GzipCell::default(),
         }
     }
 
@@ -111,6 +116,7 @@ impl IndexEntry {
             fetched_at: header.fetched_at,
             not_found: header.not_found,
             stale_until: 0,
+            gzip: GzipCell::default(),
         })
     }
 }

@@ -12,6 +12,7 @@ use super::HandlerResult;
 use crate::cache::crate_files::FillFailure;
 use crate::cache::CacheStatus;
 use crate::index::etag::if_none_match;
+use crate::index::gzip::{accepts_gzip, gzip_etag, MIN_GZIP_BYTES};
 use crate::index::name::name_from_index_path;
 use crate::registry::{Download, RegistryService};
 use futures_util::TryStreamExt;
@@ -68,18 +69,34 @@ pub async fn index_file(
         e.x_cache = Some(x_cache);
         e
     })?;
-    let inm = req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+    let headers = req.headers();
+    let gzip = file.body().len() >= MIN_GZIP_BYTES
+        && headers
+            .get(header::ACCEPT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(accepts_gzip);
+    // The gzip representation has its own strong ETag; either validator proves the client's
+    // copy current, since both stand for the same file.
+    let gz_etag = gzip.then(|| gzip_etag(file.etag()));
+    let etag = gz_etag.as_deref().unwrap_or(file.etag());
     let builder = Response::builder()
-        .header(header::ETAG, file.etag())
+        .header(header::ETAG, etag)
         .header(header::CACHE_CONTROL, "no-cache")
+        .header(header::VARY, "Accept-Encoding")
         .header("x-cache", x_cache);
-    if inm.is_some_and(|v| if_none_match(v, file.etag())) {
+    let inm = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+    if inm.is_some_and(|v| if_none_match(v, file.etag()) || if_none_match(v, &gzip_etag(file.etag()))) {
         return builder.status(StatusCode::NOT_MODIFIED).body(empty()).map_err(internal);
     }
+    let builder = builder.header(header::CONTENT_TYPE, "text/plain; charset=utf-8");
+    let (builder, body) = if gzip {
+        (builder.header(header::CONTENT_ENCODING, "gzip"), file.gzip().clone())
+    } else {
+        (builder, file.body().clone())
+    };
     builder
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .header(header::CONTENT_LENGTH, file.body().len())
-        .body(full(file.body().clone()))
+        .header(header::CONTENT_LENGTH, body.len())
+        .body(full(body))
         .map_err(internal)
 }
 

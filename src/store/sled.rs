@@ -66,7 +66,10 @@ impl SledStore {
     /// Opens (creating) the store under `dir`.
     pub fn open(dir: &Path) -> StoreResult<Self> {
         std::fs::create_dir_all(dir)?;
-        let db = sled::Config::new().path(dir.join("db")).open()?;
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .cache_capacity(32 << 20)
+            .open()?;
         let inner = Inner {
             registries: db.open_tree("registries")?,
             crates: db.open_tree("crates")?,

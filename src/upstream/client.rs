@@ -96,7 +96,12 @@ impl UpstreamClient {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| UpstreamError::Internal(format!("cannot build the upstream client: {e}")))?;
-        Ok(UpstreamClient { http, base, settings, label: label.to_owned() })
+        Ok(UpstreamClient {
+            http,
+            base,
+            settings,
+            label: label.to_owned(),
+        })
     }
 
     /// The index base URL (no `sparse+`, trailing slash).
@@ -121,7 +126,11 @@ impl UpstreamClient {
                 Err(_) => "error",
             };
             let labels = [("registry", self.label.as_str()), ("kind", kind)];
-            METRICS.observe("cargohold_upstream_request_duration_seconds", &labels, start.elapsed().as_secs_f64());
+            METRICS.observe(
+                "cargohold_upstream_request_duration_seconds",
+                &labels,
+                start.elapsed().as_secs_f64(),
+            );
             METRICS.add(
                 "cargohold_upstream_requests_total",
                 &[("registry", self.label.as_str()), ("kind", kind), ("outcome", outcome)],
