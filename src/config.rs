@@ -79,6 +79,9 @@ pub struct RegistrySpec {
     /// Proxy: seconds an upstream 404 is remembered.
     #[serde(default = "default_negative_ttl")]
     pub negative_ttl_secs: u64,
+    /// Proxy: seconds to wait for the upstream to connect or to send data.
+    #[serde(default = "default_upstream_timeout")]
+    pub upstream_timeout_secs: u64,
     /// Hosted: proxy registries merged under the local crates, in order.
     #[serde(default)]
     pub upstreams: Vec<String>,
@@ -92,6 +95,9 @@ pub struct RegistrySpec {
 
 fn default_index_ttl() -> u64 {
     120
+}
+fn default_upstream_timeout() -> u64 {
+    15
 }
 fn default_negative_ttl() -> u64 {
     60
@@ -110,6 +116,7 @@ impl RegistrySpec {
             offline: false,
             index_ttl_secs: default_index_ttl(),
             negative_ttl_secs: default_negative_ttl(),
+            upstream_timeout_secs: default_upstream_timeout(),
             upstreams: Vec::new(),
             shadow: Shadow::Crate,
             allow_upstream_names: false,
@@ -128,6 +135,7 @@ impl RegistrySpec {
             offline: (!hosted).then_some(self.offline),
             index_ttl: (!hosted).then(|| format!("{}s", self.index_ttl_secs)),
             negative_ttl: (!hosted).then(|| format!("{}s", self.negative_ttl_secs)),
+            upstream_timeout: (!hosted).then(|| format!("{}s", self.upstream_timeout_secs)),
             upstreams: hosted.then(|| self.upstreams.clone()),
             shadow: hosted.then(|| {
                 if self.shadow == Shadow::Crate {
@@ -600,6 +608,7 @@ impl Config {
             for (k, v, into) in [
                 ("index_ttl", r.index_ttl, &mut spec.index_ttl_secs),
                 ("negative_ttl", r.negative_ttl, &mut spec.negative_ttl_secs),
+                ("upstream_timeout", r.upstream_timeout, &mut spec.upstream_timeout_secs),
             ] {
                 if let Some(v) = v {
                     match units::parse_duration(&v) {

@@ -214,6 +214,7 @@ impl RegistryService {
                     .unwrap_or_else(|| tame_index::CRATES_IO_HTTP_INDEX.to_owned()),
                 index_ttl: Duration::from_secs(spec.index_ttl_secs),
                 negative_ttl: Duration::from_secs(spec.negative_ttl_secs),
+                timeout: Duration::from_secs(spec.upstream_timeout_secs.max(1)),
                 offline: spec.offline,
             };
             let proxy = match old.get(&spec.name) {

@@ -62,6 +62,7 @@ pub struct RawRegistry {
     pub offline: Option<bool>,
     pub index_ttl: Option<String>,
     pub negative_ttl: Option<String>,
+    pub upstream_timeout: Option<String>,
     pub upstreams: Option<Vec<String>>,
     pub shadow: Option<String>,
     pub allow_upstream_names: Option<bool>,

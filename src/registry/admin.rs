@@ -29,6 +29,7 @@ pub struct RegistryPatch {
     pub offline: Option<bool>,
     pub index_ttl_secs: Option<u64>,
     pub negative_ttl_secs: Option<u64>,
+    pub upstream_timeout_secs: Option<u64>,
     pub upstreams: Option<Vec<String>>,
     pub shadow: Option<Shadow>,
     pub allow_upstream_names: Option<bool>,
@@ -203,6 +204,7 @@ impl RegistryService {
             offline,
             index_ttl_secs,
             negative_ttl_secs,
+            upstream_timeout_secs,
             upstreams,
             shadow,
             allow_upstream_names

@@ -36,6 +36,8 @@ pub struct ProxySettings {
     pub upstream_url: String,
     pub index_ttl: Duration,
     pub negative_ttl: Duration,
+    /// Connect and read timeout towards the upstream.
+    pub timeout: Duration,
     pub offline: bool,
 }
 
@@ -113,7 +115,15 @@ impl CachedUpstream {
         index: IndexCache,
         crates: Arc<CrateFiles>,
     ) -> Result<Arc<Self>, UpstreamError> {
-        let client = UpstreamClient::new(&settings.upstream_url, UpstreamSettings::default(), &settings.registry)?;
+        let client = UpstreamClient::new(
+            &settings.upstream_url,
+            UpstreamSettings {
+                connect_timeout: settings.timeout.min(Duration::from_secs(10)),
+                read_timeout: settings.timeout,
+                ..UpstreamSettings::default()
+            },
+            &settings.registry,
+        )?;
         Ok(Arc::new(CachedUpstream {
             settings,
             client,

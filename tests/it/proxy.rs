@@ -433,3 +433,15 @@ fn proxies_refuse_writes_with_a_clear_error() {
     );
     assert_eq!(y.status, 405);
 }
+
+#[test]
+fn a_slow_upstream_gives_504_and_a_fast_one_afterwards_works() {
+    let up = FakeUpstream::start_with_shared_index_blocking();
+    up.set_latency(Duration::from_secs(3));
+    let d = daemon_over(&up, "upstream_timeout = \"1s\"");
+    let slow = get(&d, "/crates-io/index/it/oa/itoa");
+    assert_eq!(slow.status, 504, "{}", slow.text());
+    assert!(slow.json()["errors"][0]["detail"].as_str().unwrap().contains("in time"));
+    up.set_latency(Duration::ZERO);
+    assert_eq!(get(&d, "/crates-io/index/it/oa/itoa").status, 200);
+}
