@@ -3,6 +3,7 @@
 //! header-read timeout (slowloris), per-request timeout; one access-log line and the metrics
 //! of every request; graceful shutdown bounded by a grace period.
 
+pub mod prefixed;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -128,43 +129,48 @@ pub async fn run(
             async move { Ok::<_, Infallible>(serve_request(state, settings, req).await) }
         });
         METRICS.add_gauge("cargohold_connections_open", 1);
-        match &tls {
-            None => {
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        let first_bytes_timeout = settings.header_read_timeout;
+        tokio::spawn(async move {
+            // Both branches read the connection's first bytes under the header-read timeout, so
+            // a peer that connects and stays silent cannot hold a connection slot.
+            let outcome = match tls {
+                None => match prefixed::first_bytes(stream, first_bytes_timeout).await {
+                    Ok(Some(io)) => {
+                        watcher
+                            .watch(
+                                builder
+                                    .serve_connection_with_upgrades(TokioIo::new(io), service)
+                                    .into_owned(),
+                            )
+                            .await
                     }
-                    METRICS.add_gauge("cargohold_connections_open", -1);
-                    drop(permit);
-                });
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let builder = builder.clone();
-                let watcher = graceful.watcher();
-                let handshake_timeout = settings.header_read_timeout;
-                tokio::spawn(async move {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => {
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e.into()),
+                },
+                Some(acceptor) => match tokio::time::timeout(first_bytes_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls_stream)) => match prefixed::first_bytes(tls_stream, first_bytes_timeout).await {
+                        Ok(Some(io)) => {
                             let conn = builder
-                                .serve_connection_with_upgrades(TokioIo::new(tls_stream), service)
+                                .serve_connection_with_upgrades(TokioIo::new(io), service)
                                 .into_owned();
-                            if let Err(e) = watcher.watch(conn).await {
-                                tracing::debug!(%peer, error = %e, "connection ended with an error");
-                            }
+                            watcher.watch(conn).await
                         }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                    METRICS.add_gauge("cargohold_connections_open", -1);
-                    drop(permit);
-                });
+                        Ok(None) => Ok(()),
+                        Err(e) => Err(e.into()),
+                    },
+                    Ok(Err(e)) => Err(e.into()),
+                    Err(_) => Ok(()),
+                },
+            };
+            if let Err(e) = outcome {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
-        }
+            METRICS.add_gauge("cargohold_connections_open", -1);
+            drop(permit);
+        });
     }
     drop(listener);
     if tokio::time::timeout(settings.grace, graceful.shutdown()).await.is_err() {
