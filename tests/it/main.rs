@@ -3,6 +3,7 @@ mod bad_input;
 mod crash;
 mod e2e;
 mod fake_upstream_selftest;
+mod ops;
 mod proxy;
 mod proxy_e2e;
 mod support;
