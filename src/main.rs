@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use cargohold::cli::{run_admin, Cli, CliError, Command, ConfigArgs, EXIT_FAILURE, EXIT_USAGE};
 use cargohold::config::env::{ProcessEnv, Provenance};
 use cargohold::config::{Config, ConfigError, Overrides};
+use cargohold::telemetry::access::{self, AccessGuard};
 use clap::Parser;
 
 fn load_config(args: &ConfigArgs) -> Result<(Config, Provenance), ConfigError> {
@@ -17,25 +18,34 @@ fn load_config(args: &ConfigArgs) -> Result<(Config, Provenance), ConfigError> {
     Config::load_layered(args.config.as_deref(), &ov, &ProcessEnv)
 }
 
-/// Logs go to stderr through a background writer, so request handling never waits for the
-/// terminal or the log file; the guard flushes it at exit. Lines are never dropped.
-fn init_logging(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs go to stderr through background writers, so request handling never waits for the
+/// terminal or the log file; the guards flush them at exit. Lines are never dropped. Access
+/// lines (one per request) go through their own fast layer (`telemetry::access`).
+fn init_logging(format: &str) -> (tracing_appender::non_blocking::WorkerGuard, AccessGuard) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let json = format == "json";
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .finish(std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(ansi);
-    if format == "json" {
-        builder.json().init();
+    let not_access = tracing_subscriber::filter::filter_fn(|m| m.target() != access::TARGET);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(ansi);
+    let fmt = if json {
+        fmt.json().with_filter(not_access).boxed()
     } else {
-        builder.init();
-    }
-    guard
+        fmt.with_filter(not_access).boxed()
+    };
+    let (access_layer, access_guard) = access::layer(json);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(access_layer)
+        .init();
+    (guard, access_guard)
 }
 
 fn exit(code: i32) -> ExitCode {

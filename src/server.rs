@@ -70,15 +70,14 @@ async fn serve_request(state: HttpState, settings: Arc<ServerSettings>, req: Req
         );
     }
     let x_cache = x_cache.unwrap_or("-");
-    tracing::info!(
-        http.method = %method,
-        http.route = route,
+    crate::telemetry::access::request(
+        method.as_str(),
+        route,
         registry,
-        http.status = status,
-        duration_ms = elapsed * 1000.0,
-        cache.status = x_cache,
-        size_bytes = bytes,
-        "request"
+        status,
+        elapsed * 1000.0,
+        x_cache,
+        bytes,
     );
     resp
 }

@@ -1,6 +1,9 @@
 //! Metrics in Prometheus text format. A process-wide registry of counters, gauges and
 //! histograms with bounded label sets (registry names, route templates, status codes, cache
 //! statuses — never crate names). A leaf: anyone may record; `/-/metrics` renders.
+//! `access` is the fast per-request log layer.
+
+pub mod access;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
