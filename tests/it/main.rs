@@ -1,4 +1,5 @@
 //! The single integration-test binary.
+mod admin_cli;
 mod bad_input;
 mod crash;
 mod e2e;
