@@ -364,7 +364,19 @@ impl RegistryService {
                         status: CacheStatus::Bypass,
                     });
                 }
-                let Some((up, status)) = self.first_upstream_with(reg, lower).await? else {
+                let found = match self.first_upstream_with(reg, lower).await {
+                    Ok(found) => found,
+                    // The upstreams cannot answer: a local crate is still served, on its own.
+                    Err(e) if local.is_some() => {
+                        tracing::warn!(registry = %reg.name, krate.name = lower, error = %e, "upstream failed; serving the local versions only");
+                        return Ok(IndexAnswer {
+                            file: local.map(IndexBody::Local),
+                            status: CacheStatus::Stale,
+                        });
+                    }
+                    Err(e) => return Err(e),
+                };
+                let Some((up, status)) = found else {
                     return Ok(IndexAnswer {
                         file: local.map(IndexBody::Local),
                         status: CacheStatus::Bypass,

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::body::{full, Body};
 use crate::registry::RegistryError;
-use crate::upstream::Fault;
+use crate::upstream::{Fault, UpstreamError};
 
 /// An error ready to be sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +80,7 @@ impl From<RegistryError> for ApiError {
                 tracing::error!(error = %inner, "storage failure");
                 "internal storage error; the operation was not applied (see the server log)".to_owned()
             }
+            RegistryError::Upstream(UpstreamError::Internal(m)) => m.clone(),
             RegistryError::Upstream(u) => format!("{u}; nothing cached can answer this request, try again later"),
             other => other.to_string(),
         };

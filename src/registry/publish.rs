@@ -14,6 +14,7 @@ use crate::index::name::validate_dep_name;
 use crate::index::publish_frame::{parse_frame, FrameError, NewCrate};
 use crate::index::{canonical_name, validate_crate_name, IndexLine};
 use crate::store::{CrateRecord, VersionRecord};
+use crate::upstream::UpstreamError;
 
 /// Longest version string accepted (crates.io's limit).
 const MAX_VERSION_LEN: usize = 150;
@@ -182,7 +183,14 @@ impl RegistryService {
         let prior = self.load_crate(registry, &meta.name).await?;
         check_publish_allowed(prior.as_ref(), &meta, &version, &who)?;
         if prior.is_none() && !reg.allow_upstream_names {
-            if let Some(up) = self.upstream_having(&reg, &meta.name).await? {
+            let upstream = self.upstream_having(&reg, &meta.name).await.map_err(|e| match e {
+                RegistryError::Upstream(u) => RegistryError::Upstream(UpstreamError::Internal(format!(
+                    "cannot check the upstreams of `{registry}` for a crate named `{}` (the dependency-confusion guard): {u}. Retry when the upstream is reachable, or set `offline = true` on the proxy, or `allow_upstream_names = true` on `{registry}`",
+                    meta.name
+                ))),
+                other => other,
+            })?;
+            if let Some(up) = upstream {
                 return Err(RegistryError::Forbidden(format!(
                     "a crate named `{}` exists in upstream registry `{up}`; publishing a new crate under an upstream name is refused to prevent dependency confusion. Pick another name, or set `allow_upstream_names = true` on registry `{registry}`",
                     meta.name

@@ -445,3 +445,52 @@ fn a_slow_upstream_gives_504_and_a_fast_one_afterwards_works() {
     up.set_latency(Duration::ZERO);
     assert_eq!(get(&d, "/crates-io/index/it/oa/itoa").status, 200);
 }
+
+#[test]
+fn upstream_outage_degrades_the_merged_view_to_local_crates_and_explains_the_publish_guard() {
+    let mut up = FakeUpstream::start_blocking();
+    let d = Daemon::start_with_config(&format!(
+        r#"
+[registries.crates-io]
+kind = "proxy"
+upstream = "{}"
+
+[registries.local]
+kind = "hosted"
+upstreams = ["crates-io"]
+
+[registries.union]
+kind = "hosted"
+upstreams = ["crates-io"]
+shadow = "version"
+allow_upstream_names = true
+"#,
+        up.index_url()
+    ));
+    let token = d.user_token("alice", &["read", "publish"]);
+    // allow_upstream_names: the publish does not consult (or cache) the upstream.
+    assert_eq!(publish(&d, "union", &token, "ours", "1.0.0").status, 200);
+    up.go_down_blocking();
+
+    let ours = get(&d, "/union/index/ou/rs/ours");
+    assert_eq!(
+        (ours.status, x_cache(&ours)),
+        (200, "STALE".to_owned()),
+        "{}",
+        ours.text()
+    );
+    assert!(ours.text().contains("\"1.0.0\""));
+
+    let refused = publish(&d, "local", &token, "brandnew", "1.0.0");
+    assert_eq!(refused.status, 502, "{}", refused.text());
+    let detail = &refused.error_details()[0];
+    assert!(
+        detail.contains("allow_upstream_names") && detail.contains("offline"),
+        "{detail}"
+    );
+    assert_eq!(
+        get(&d, "/local/index/br/an/brandnew").status,
+        502,
+        "nothing was published"
+    );
+}
