@@ -133,9 +133,8 @@ pub async fn start(config: Config, env_admin_token: Option<String>) -> anyhow::R
         Some(cert) => Some(cert.acceptor().map_err(anyhow::Error::msg)?),
         None => None,
     };
-    if let Some(cert) = tls.clone() {
-        tokio::spawn(reload_on_sighup(cert));
-    }
+    // Always handled: without TLS a SIGHUP (e.g. `systemctl reload`) must not kill the daemon.
+    tokio::spawn(reload_on_sighup(tls.clone()));
     let settings = ServerSettings {
         grace: config.shutdown_grace,
         header_read_timeout: config.limits.header_read_timeout,
@@ -162,17 +161,19 @@ pub async fn start(config: Config, env_admin_token: Option<String>) -> anyhow::R
     })
 }
 
-/// Reloads the TLS certificate whenever SIGHUP arrives; open connections are untouched.
-async fn reload_on_sighup(cert: Arc<ReloadableCert>) {
+/// Reloads the TLS certificate whenever SIGHUP arrives (open connections are untouched);
+/// without TLS, SIGHUP is logged and ignored.
+async fn reload_on_sighup(cert: Option<Arc<ReloadableCert>>) {
     #[cfg(unix)]
     {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
             return;
         };
         while hup.recv().await.is_some() {
-            match cert.reload() {
-                Ok(()) => tracing::info!("TLS certificate reloaded"),
-                Err(e) => tracing::error!(error = %e, "TLS certificate reload failed; keeping the old one"),
+            match cert.as_ref().map(|c| c.reload()) {
+                Some(Ok(())) => tracing::info!("TLS certificate reloaded"),
+                Some(Err(e)) => tracing::error!(error = %e, "TLS certificate reload failed; keeping the old one"),
+                None => tracing::info!("SIGHUP received; nothing to reload (no [tls])"),
             }
         }
     }

@@ -34,7 +34,8 @@ pub struct Cli {
 /// Where the config comes from.
 #[derive(Debug, Args, Clone)]
 pub struct ConfigArgs {
-    /// TOML config file; without it the embedded default is used (one hosted registry `local`).
+    /// TOML config file; without it the embedded default is used (a `crates-io` proxy and a hosted
+    /// registry `local` merged over it).
     #[arg(long, env = "CARGOHOLD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Address to listen on (overrides the file).

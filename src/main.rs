@@ -95,7 +95,13 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             serve(config).await
         }
         Command::CheckConfig(args) => {
-            load_config(&args).map_err(config_err)?;
+            let (config, _) = load_config(&args).map_err(config_err)?;
+            if let Some(tls) = &config.tls {
+                cargohold::server::tls::load_certified_key(&tls.cert, &tls.key).map_err(|e| CliError {
+                    code: EXIT_USAGE,
+                    message: format!("invalid configuration:\n  - tls: {e}"),
+                })?;
+            }
             println!("configuration is valid");
             Ok(())
         }

@@ -1416,3 +1416,19 @@ fn tokens_never_reach_the_text_log() {
         assert!(!out.contains(secret), "the {what} appears in the daemon's stdout");
     }
 }
+
+#[test]
+fn sighup_without_tls_is_logged_and_harmless() {
+    let mut d = Proc::start(HERMETIC_DEFAULT, &[]);
+    d.signal("HUP");
+    let deadline = Instant::now() + WAIT;
+    while !d.log().contains("nothing to reload") {
+        assert!(Instant::now() < deadline, "SIGHUP was not logged\n{}", d.log());
+        assert!(d.try_exit_status().is_none(), "SIGHUP stopped the daemon\n{}", d.log());
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(d.try_exit_status().is_none());
+    assert_eq!(http::get(&format!("{}/-/healthz", d.url), None).status, 200);
+    d.signal("TERM");
+    assert!(d.wait_exit(WAIT).success());
+}
