@@ -2,6 +2,7 @@
 mod admin_cli;
 mod bad_input;
 mod crash;
+mod deploy;
 mod e2e;
 mod fake_upstream_selftest;
 mod ops;
