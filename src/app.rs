@@ -119,9 +119,10 @@ pub async fn start(config: Config, env_admin_token: Option<String>) -> anyhow::R
     };
     let cache_dir = config.data_dir.join("cache");
     let caches = CacheHandles {
-        index: IndexCache::open(&cache_dir, config.cache.memory_bytes)?,
+        index: IndexCache::open(&cache_dir, config.cache.memory_bytes / 2)?,
         crates: CrateFiles::open(&cache_dir.join("crates"), config.cache.disk_bytes)
             .with_context(|| format!("cannot open the crate cache in {}", cache_dir.display()))?,
+        crate_bytes: CacheHandles::crate_memory(config.cache.memory_bytes / 4),
     };
     let registry = Arc::new(RegistryService::new(Arc::new(store) as Arc<dyn Store>, caches, settings).await?);
     registry.apply_configured(config.registries.values().cloned()).await?;

@@ -96,7 +96,9 @@ pub struct IndexAnswer {
 
 /// Where a download's bytes are.
 pub enum Download {
-    /// A file on disk (hosted blob or cached upstream crate).
+    /// In memory (the crate-bytes tier).
+    Bytes { bytes: Bytes, status: CacheStatus },
+    /// A file on disk too large for the memory tier (hosted blob or cached upstream crate).
     File { path: PathBuf, status: CacheStatus },
     /// A streamed fill from upstream.
     Stream(FillReader),
@@ -107,6 +109,21 @@ pub enum Download {
 pub struct CacheHandles {
     pub index: IndexCache,
     pub crates: Arc<CrateFiles>,
+    /// Crate files in memory by SHA-256 (hosted blobs and proxied files alike).
+    pub crate_bytes: moka::sync::Cache<String, Bytes>,
+}
+
+/// Crate files up to this size are served from memory (read once, then cached by SHA-256).
+pub const MEMORY_CRATE_MAX: u64 = 32 << 20;
+
+impl CacheHandles {
+    /// A bytes-bounded memory tier for crate files.
+    pub fn crate_memory(bytes: u64) -> moka::sync::Cache<String, Bytes> {
+        moka::sync::Cache::builder()
+            .max_capacity(bytes.max(1 << 20))
+            .weigher(|k: &String, v: &Bytes| u32::try_from(k.len() + v.len() + 64).unwrap_or(u32::MAX))
+            .build()
+    }
 }
 
 /// A merged (`shadow = "version"`) file and the two ETags it was built from.
@@ -144,6 +161,9 @@ pub struct RegistryService {
     merged: moka::sync::Cache<String, Arc<MergedFile>>,
     /// Interned metric labels of the registries.
     labels: RwLock<Arc<HashMap<String, &'static str>>>,
+    /// `{registry}\0{lowercase name}\0{version}` -> cksum of hosted versions (immutable once
+    /// published; cleared when registries change).
+    hosted_cksums: moka::sync::Cache<String, String>,
 }
 
 fn cache_key(registry: &str, lower: &str) -> String {
@@ -154,7 +174,7 @@ impl RegistryService {
     /// Builds the service and loads the stored registry definitions.
     pub async fn new(store: Arc<dyn Store>, caches: CacheHandles, settings: ServiceSettings) -> RegistryResult<Self> {
         let index_cache = moka::sync::Cache::builder()
-            .max_capacity((settings.memory_bytes / 4).max(1 << 20))
+            .max_capacity((settings.memory_bytes / 8).max(1 << 20))
             .weigher(|k: &String, v: &Option<Arc<IndexFile>>| {
                 let n = k.len() + v.as_ref().map_or(0, |f| f.body.len() + f.etag.len()) + 64;
                 u32::try_from(n).unwrap_or(u32::MAX)
@@ -170,8 +190,9 @@ impl RegistryService {
             caches,
             proxies: RwLock::new(Arc::new(HashMap::new())),
             labels: RwLock::new(Arc::new(HashMap::new())),
+            hosted_cksums: moka::sync::Cache::new(200_000),
             merged: moka::sync::Cache::builder()
-                .max_capacity((settings_memory / 4).max(1 << 20))
+                .max_capacity((settings_memory / 8).max(1 << 20))
                 .weigher(|k: &String, v: &Arc<MergedFile>| {
                     u32::try_from(k.len() + v.file.body.len() + 256).unwrap_or(u32::MAX)
                 })
@@ -481,6 +502,7 @@ impl RegistryService {
         // Rare (admin changes): dropping everything is simpler than a prefix sweep.
         let _ = registry;
         self.index_cache.invalidate_all();
+        self.hosted_cksums.invalidate_all();
     }
 
     /// Loads a crate record by any spelling of its name.
@@ -500,18 +522,26 @@ impl RegistryService {
         let upstreams: Vec<String> = match reg.kind {
             RegistryKind::Proxy => vec![reg.name.clone()],
             RegistryKind::Hosted => {
+                let key = format!("{}\0{}\0{version}", reg.name, name.to_ascii_lowercase());
+                if let Some(cksum) = self.hosted_cksums.get(&key) {
+                    return self
+                        .hosted_blob(&cksum, CacheStatus::Bypass)
+                        .await?
+                        .ok_or_else(not_found);
+                }
                 let rec = self
                     .load_crate(&reg.name, name)
                     .await?
                     .filter(|r| r.name.eq_ignore_ascii_case(name));
                 if let Some(rec) = &rec {
                     if let Some(v) = krate::find_version(rec, version) {
-                        let cksum = &rec.versions[v].line.cksum;
-                        let path = self.store.blob_path(cksum).await?.ok_or_else(not_found)?;
-                        return Ok(Download::File {
-                            path,
-                            status: CacheStatus::Bypass,
-                        });
+                        let cksum = rec.versions[v].line.cksum.clone();
+                        let found = self
+                            .hosted_blob(&cksum, CacheStatus::Bypass)
+                            .await?
+                            .ok_or_else(not_found)?;
+                        self.hosted_cksums.insert(key, cksum);
+                        return Ok(found);
                     }
                     if reg.shadow == Shadow::Crate {
                         return Err(not_found());
@@ -523,14 +553,67 @@ impl RegistryService {
         let mut last = not_found();
         for up in upstreams {
             let proxy = self.proxy(&up)?;
+            if let Ok((_, cksum)) = proxy.locate(name, version).await {
+                if let Some(bytes) = self.caches.crate_bytes.get(&cksum) {
+                    return Ok(Download::Bytes {
+                        bytes,
+                        status: CacheStatus::Hit,
+                    });
+                }
+            }
             match proxy.download(name, version).await {
-                Ok((ProxyDownload::File { path, .. }, status)) => return Ok(Download::File { path, status }),
+                Ok((ProxyDownload::File { path, len }, status)) => {
+                    let cksum = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+                    return self.file_download(&cksum, path, Some(len), status).await;
+                }
                 Ok((ProxyDownload::Stream(reader), _)) => return Ok(Download::Stream(reader)),
                 Err(DownloadError::NotFound(m)) => last = RegistryError::NotFound(m),
                 Err(DownloadError::Upstream(e)) => last = e.into(),
             }
         }
         Err(last)
+    }
+
+    /// A hosted blob, from memory or disk; `None` if the file is missing.
+    async fn hosted_blob(&self, cksum: &str, status: CacheStatus) -> RegistryResult<Option<Download>> {
+        if let Some(bytes) = self.caches.crate_bytes.get(cksum) {
+            return Ok(Some(Download::Bytes { bytes, status }));
+        }
+        let Some(path) = self.store.blob_path(cksum).await? else {
+            return Ok(None);
+        };
+        let len = (self.settings.limits.max_crate_bytes <= MEMORY_CRATE_MAX).then_some(0);
+        self.file_download(cksum, path, len, status).await.map(Some)
+    }
+
+    /// Serves a crate file: files that fit the memory tier are read once (one blocking call)
+    /// and cached by SHA-256; larger ones are streamed. `len` is the size if known (`Some(0)`
+    /// means "known to be small enough").
+    async fn file_download(
+        &self,
+        cksum: &str,
+        path: PathBuf,
+        len: Option<u64>,
+        status: CacheStatus,
+    ) -> RegistryResult<Download> {
+        if len.is_some_and(|l| l <= MEMORY_CRATE_MAX) {
+            match tokio::fs::read(&path).await {
+                Ok(data) => {
+                    let bytes = Bytes::from(data);
+                    if !cksum.is_empty() {
+                        self.caches.crate_bytes.insert(cksum.to_owned(), bytes.clone());
+                    }
+                    return Ok(Download::Bytes { bytes, status });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(RegistryError::NotFound(format!(
+                        "crate file {cksum} is gone from the cache; try again"
+                    )))
+                }
+                Err(e) => return Err(RegistryError::Store(crate::store::StoreError::Io(e.to_string()))),
+            }
+        }
+        Ok(Download::File { path, status })
     }
 }
 

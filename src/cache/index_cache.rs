@@ -131,6 +131,8 @@ pub struct CacheError(pub String);
 pub struct IndexCache {
     memory: moka::sync::Cache<String, Arc<IndexEntry>>,
     tree: sled::Tree,
+    /// Background disk writes not finished yet (flush waits for them).
+    pending: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn key(registry: &str, name: &str) -> String {
@@ -152,7 +154,11 @@ impl IndexCache {
             .weigher(|k: &String, v: &Arc<IndexEntry>| u32::try_from(k.len() + v.body.len() + 256).unwrap_or(u32::MAX))
             .support_invalidation_closures()
             .build();
-        Ok(IndexCache { memory, tree })
+        Ok(IndexCache {
+            memory,
+            tree,
+            pending: Arc::default(),
+        })
     }
 
     /// Memory tier only (the hot path).
@@ -182,16 +188,22 @@ impl IndexCache {
         }
     }
 
-    /// Stores in both tiers.
+    /// Stores in both tiers. The memory tier is updated at once; the disk write happens in
+    /// the background, off the response path (the disk tier is a cache: losing a write costs a
+    /// refetch, nothing more).
     pub async fn put(&self, registry: &str, name: &str, entry: Arc<IndexEntry>) {
         let k = key(registry, name);
         self.memory.insert(k.clone(), entry.clone());
         let tree = self.tree.clone();
-        let bytes = entry.encode();
-        let res = tokio::task::spawn_blocking(move || tree.insert(k.as_bytes(), bytes)).await;
-        if !matches!(res, Ok(Ok(_))) {
-            tracing::warn!(registry, name, "could not write an index entry to the disk cache");
-        }
+        let (registry, name) = (registry.to_owned(), name.to_owned());
+        let pending = self.pending.clone();
+        pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::task::spawn_blocking(move || {
+            if tree.insert(k.as_bytes(), entry.encode()).is_err() {
+                tracing::warn!(registry, name, "could not write an index entry to the disk cache");
+            }
+            pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        });
     }
 
     /// Stores in memory only (stale back-off marks).
@@ -228,8 +240,14 @@ impl IndexCache {
         .await;
     }
 
-    /// Flushes the disk tier (shutdown).
+    /// Waits (briefly) for background writes, then flushes the disk tier (shutdown).
     pub async fn flush(&self) {
+        for _ in 0..1000 {
+            if self.pending.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
         let tree = self.tree.clone();
         let _ = tokio::task::spawn_blocking(move || tree.flush()).await;
     }

@@ -114,10 +114,15 @@ pub async fn download(
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CACHE_CONTROL, "public, max-age=31536000, immutable");
     match svc.download(&spec, name, version).await? {
+        Download::Bytes { bytes, status } => builder
+            .header(header::CONTENT_LENGTH, bytes.len())
+            .header("x-cache", status.as_str())
+            .body(full(bytes))
+            .map_err(internal),
         Download::File { path, status } => {
             let file = tokio::fs::File::open(&path).await.map_err(internal)?;
             let len = file.metadata().await.map_err(internal)?.len();
-            let stream = TryStreamExt::map_ok(ReaderStream::with_capacity(file, 64 * 1024), Frame::data);
+            let stream = TryStreamExt::map_ok(ReaderStream::with_capacity(file, 256 * 1024), Frame::data);
             builder
                 .header(header::CONTENT_LENGTH, len)
                 .header("x-cache", status.as_str())
