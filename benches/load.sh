@@ -48,13 +48,13 @@ INDEX_TTL="${BENCH_INDEX_TTL:-1h}"
 if [ "$QUICK" = 1 ]; then
     DURATION="${BENCH_DURATION:-2s}"
     CONNS=(${BENCH_CONNS:-16})
-    SCENARIOS=(hot rotate 304 dl-1mb dl-10mb)
+    SCENARIOS=(hot merged rotate 304 dl-1mb dl-10mb)
     COLD_FILES="${BENCH_COLD_FILES:-10}"
     FETCH_RUNS="${BENCH_FETCH_RUNS:-1}"
 else
     DURATION="${BENCH_DURATION:-5s}"
     CONNS=(${BENCH_CONNS:-1 16 64})
-    SCENARIOS=(hot rotate 304 dl-1kb dl-1mb dl-10mb)
+    SCENARIOS=(hot merged rotate 304 dl-1kb dl-1mb dl-10mb)
     COLD_FILES="${BENCH_COLD_FILES:-50}"
     FETCH_RUNS="${BENCH_FETCH_RUNS:-3}"
 fi
@@ -299,6 +299,11 @@ disk = "$CACHE_DISK"
 kind = "proxy"
 upstream = "sparse+$NURL/index/"
 index_ttl = "$INDEX_TTL"
+
+# The merged view over the proxy (issue 4: merged hot hits must cost what proxied ones do).
+[registries.local]
+kind = "hosted"
+upstreams = ["crates-io"]
 EOF
 for v in $(compgen -e | grep '^CARGOHOLD_' || true); do unset "$v"; done
 DLOG="$TMP/daemon.log"
@@ -439,7 +444,7 @@ for c in 1kb 1mb 10mb; do echo "bench-$c/1.0.0/download" >"$TMP/list-dl-$c.txt";
 scenario_args() { # scenario server -> "LIST PREFIX"
     local sc=$1 srv=$2 list prefix
     case "$sc" in
-        hot) list="$TMP/list-hot.txt" ;;
+        hot | merged) list="$TMP/list-hot.txt" ;;
         rotate) list="$TMP/list-rotate.txt" ;;
         304) list="$TMP/list-304-$srv.txt" ;;
         dl-*) list="$TMP/list-${sc}.txt" ;;
@@ -447,6 +452,7 @@ scenario_args() { # scenario server -> "LIST PREFIX"
     case "$sc:$srv" in
         dl-*:daemon) prefix=/crates-io/api/v1/crates/ ;;
         dl-*:nginx) prefix=/dl/ ;;
+        merged:daemon) prefix=/local/index/ ;;
         *:daemon) prefix=/crates-io/index/ ;;
         *:nginx) prefix=/index/ ;;
     esac
@@ -455,6 +461,7 @@ scenario_args() { # scenario server -> "LIST PREFIX"
 scenario_label() {
     case "$1" in
         hot) echo "hot index file ($HOT_PATH, $((HOT_BYTES / 1024)) KiB)" ;;
+        merged) echo "same hot file through the merged view (/local over crates-io)" ;;
         rotate) echo "all $NPATHS index files in rotation" ;;
         304) echo "If-None-Match -> 304, all files" ;;
         dl-1kb) echo "download 1 KB .crate (cached)" ;;
