@@ -134,12 +134,19 @@ pub async fn start(config: Config, env_admin_token: Option<String>) -> anyhow::R
         Some(cert) => Some(cert.acceptor().map_err(anyhow::Error::msg)?),
         None => None,
     };
-    // Always handled: without TLS a SIGHUP (e.g. `systemctl reload`) must not kill the daemon.
-    tokio::spawn(reload_on_sighup(tls.clone()));
+    // Always handled, and registered before the daemon announces itself: without TLS a SIGHUP (e.g. `systemctl
+    // reload`) must not kill the daemon.
+    #[cfg(unix)]
+    {
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot install the SIGHUP handler")?;
+        tokio::spawn(reload_on_sighup(hup, tls.clone()));
+    }
     let settings = ServerSettings {
         grace: config.shutdown_grace,
         header_read_timeout: config.limits.header_read_timeout,
         request_timeout: config.limits.request_timeout,
+        idle_timeout: config.limits.idle_timeout,
         max_connections: usize::try_from(config.limits.max_connections).unwrap_or(usize::MAX),
     };
     let (stop, stopped) = oneshot::channel::<()>();
@@ -164,22 +171,15 @@ pub async fn start(config: Config, env_admin_token: Option<String>) -> anyhow::R
 
 /// Reloads the TLS certificate whenever SIGHUP arrives (open connections are untouched);
 /// without TLS, SIGHUP is logged and ignored.
-async fn reload_on_sighup(cert: Option<Arc<ReloadableCert>>) {
-    #[cfg(unix)]
-    {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-            return;
-        };
-        while hup.recv().await.is_some() {
-            match cert.as_ref().map(|c| c.reload()) {
-                Some(Ok(())) => tracing::info!("TLS certificate reloaded"),
-                Some(Err(e)) => tracing::error!(error = %e, "TLS certificate reload failed; keeping the old one"),
-                None => tracing::info!("SIGHUP received; nothing to reload (no [tls])"),
-            }
+#[cfg(unix)]
+async fn reload_on_sighup(mut hup: tokio::signal::unix::Signal, cert: Option<Arc<ReloadableCert>>) {
+    while hup.recv().await.is_some() {
+        match cert.as_ref().map(|c| c.reload()) {
+            Some(Ok(())) => tracing::info!("TLS certificate reloaded"),
+            Some(Err(e)) => tracing::error!(error = %e, "TLS certificate reload failed; keeping the old one"),
+            None => tracing::info!("SIGHUP received; nothing to reload (no [tls])"),
         }
     }
-    #[cfg(not(unix))]
-    let _ = cert;
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.

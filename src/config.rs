@@ -242,6 +242,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Time a handler has to produce a response (streamed bodies may take longer).
     pub request_timeout: Duration,
+    /// Time a connection may sit idle between requests before it is closed.
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -254,6 +256,7 @@ impl Default for Limits {
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(75),
         }
     }
 }
@@ -427,6 +430,12 @@ impl Config {
             "limits.request_timeout",
             format!("\"{}ms\"", l.request_timeout.as_millis()),
         );
+        kv(
+            o,
+            prov,
+            "limits.idle_timeout",
+            format!("\"{}ms\"", l.idle_timeout.as_millis()),
+        );
         o.push_str("\n[cache]\n");
         kv(o, prov, "cache.memory", self.cache.memory_bytes.to_string());
         kv(o, prov, "cache.disk", self.cache.disk_bytes.to_string());
@@ -530,6 +539,7 @@ impl Config {
                     &mut limits.header_read_timeout,
                 ),
                 ("limits.request_timeout", l.request_timeout, &mut limits.request_timeout),
+                ("limits.idle_timeout", l.idle_timeout, &mut limits.idle_timeout),
             ] {
                 if let Some(v) = v {
                     match units::parse_duration(&v) {

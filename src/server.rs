@@ -31,6 +31,7 @@ pub struct ServerSettings {
     pub grace: Duration,
     pub header_read_timeout: Duration,
     pub request_timeout: Duration,
+    pub idle_timeout: Duration,
     pub max_connections: usize,
 }
 
@@ -123,21 +124,31 @@ pub async fn run(
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let settings2 = settings.clone();
+        // Requests in progress on this connection: the idle timer runs only while it is zero.
+        let busy = prefixed::Busy::default();
+        let busy2 = busy.clone();
         let service = service_fn(move |req| {
-            let (state, settings) = (state.clone(), settings2.clone());
-            async move { Ok::<_, Infallible>(serve_request(state, settings, req).await) }
+            let (state, settings, busy) = (state.clone(), settings2.clone(), busy2.clone());
+            async move {
+                busy.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                let resp = serve_request(state, settings, req).await;
+                busy.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                Ok::<_, Infallible>(resp)
+            }
         });
         METRICS.add_gauge("cargohold_connections_open", 1);
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
         let first_bytes_timeout = settings.header_read_timeout;
+        let idle_timeout = settings.idle_timeout;
         tokio::spawn(async move {
             // Both branches read the connection's first bytes under the header-read timeout, so
             // a peer that connects and stays silent cannot hold a connection slot.
             let outcome = match tls {
                 None => match prefixed::first_bytes(stream, first_bytes_timeout).await {
                     Ok(Some(io)) => {
+                        let io = io.with_idle_timeout(idle_timeout, busy);
                         watcher
                             .watch(
                                 builder
@@ -152,6 +163,7 @@ pub async fn run(
                 Some(acceptor) => match tokio::time::timeout(first_bytes_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(tls_stream)) => match prefixed::first_bytes(tls_stream, first_bytes_timeout).await {
                         Ok(Some(io)) => {
+                            let io = io.with_idle_timeout(idle_timeout, busy);
                             let conn = builder
                                 .serve_connection_with_upgrades(TokioIo::new(io), service)
                                 .into_owned();

@@ -65,6 +65,7 @@ pub const KEYS: &[&str] = &[
     "limits.max_connections",
     "limits.header_read_timeout",
     "limits.request_timeout",
+    "limits.idle_timeout",
     "cache.memory",
     "cache.disk",
 ];
@@ -100,6 +101,7 @@ pub fn is_set(raw: &RawConfig, key: &str) -> bool {
         "limits.max_connections" => l.is_some_and(|l| l.max_connections.is_some()),
         "limits.header_read_timeout" => l.is_some_and(|l| l.header_read_timeout.is_some()),
         "limits.request_timeout" => l.is_some_and(|l| l.request_timeout.is_some()),
+        "limits.idle_timeout" => l.is_some_and(|l| l.idle_timeout.is_some()),
         "cache.memory" => c.and_then(|c| size(&c.memory)).is_some(),
         "cache.disk" => c.and_then(|c| size(&c.disk)).is_some(),
         _ => false,
@@ -130,6 +132,7 @@ pub fn set(raw: &mut RawConfig, key: &str, value: String) -> Result<(), String> 
         }
         "limits.header_read_timeout" => raw.limits.get_or_insert_with(limits).header_read_timeout = Some(value),
         "limits.request_timeout" => raw.limits.get_or_insert_with(limits).request_timeout = Some(value),
+        "limits.idle_timeout" => raw.limits.get_or_insert_with(limits).idle_timeout = Some(value),
         "cache.memory" => raw.cache.get_or_insert_with(RawCache::default).memory = Some(Size::Text(value)),
         "cache.disk" => raw.cache.get_or_insert_with(RawCache::default).disk = Some(Size::Text(value)),
         other => return Err(format!("`{other}` is not a configuration key")),

@@ -40,6 +40,7 @@ pub struct RawLimits {
     pub max_connections: Option<u64>,
     pub header_read_timeout: Option<String>,
     pub request_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
 }
 
 /// `[cache]`.

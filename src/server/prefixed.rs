@@ -1,19 +1,58 @@
-//! A stream that replays bytes already read from it. The accept loop reads a connection's
-//! first bytes itself, under the header-read timeout (hyper's own timer only starts once some
-//! bytes have arrived, so a silent connection would otherwise be held forever), then hands
-//! hyper the stream with those bytes put back in front.
+//! A stream that replays bytes already read from it, and ends idle connections. The accept loop
+//! reads a connection's first bytes itself, under the header-read timeout (hyper's own timer
+//! only starts once some bytes have arrived, so a silent connection would otherwise be held
+//! forever), then hands hyper the stream with those bytes put back in front. Between requests
+//! ([`Busy`] at zero) a connection that neither reads nor writes for the idle timeout reads as
+//! closed, so idle keep-alive connections cannot pin connection slots.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// Requests in progress on one connection; the idle timer only runs while it is zero.
+pub type Busy = Arc<AtomicUsize>;
+
+struct Idle {
+    timeout: Duration,
+    busy: Busy,
+    sleep: Pin<Box<Sleep>>,
+    armed: bool,
+}
 
 /// `prefix` first, then `inner`.
 pub struct Prefixed<S> {
     prefix: Bytes,
     inner: S,
+    idle: Option<Idle>,
+}
+
+impl<S> Prefixed<S> {
+    /// Ends the connection (reads report end of stream) after `timeout` without traffic while
+    /// no request is in progress.
+    pub fn with_idle_timeout(mut self, timeout: Duration, busy: Busy) -> Self {
+        self.idle = Some(Idle {
+            timeout,
+            busy,
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+            armed: false,
+        });
+        self
+    }
+
+    fn activity(&mut self) {
+        if let Some(idle) = &mut self.idle {
+            idle.armed = false;
+        }
+    }
 }
 
 /// Waits at most `timeout` for the first bytes of `stream`. `Ok(None)` if the peer closed or
@@ -30,6 +69,7 @@ pub async fn first_bytes<S: AsyncRead + Unpin>(
             Ok(Some(Prefixed {
                 prefix: Bytes::from(buf),
                 inner: stream,
+                idle: None,
             }))
         }
         Ok(Err(e)) => Err(e),
@@ -44,13 +84,44 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
             self.prefix.advance(n);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    self.activity();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let Some(idle) = &mut self.idle else {
+                    return Poll::Pending;
+                };
+                if idle.busy.load(Ordering::Acquire) > 0 {
+                    idle.armed = false;
+                    return Poll::Pending;
+                }
+                if !idle.armed {
+                    let deadline = Instant::now() + idle.timeout;
+                    idle.sleep.as_mut().reset(deadline);
+                    idle.armed = true;
+                }
+                match idle.sleep.as_mut().poll(cx) {
+                    // End of stream: hyper closes the connection quietly.
+                    Poll::Ready(()) => Poll::Ready(Ok(())),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
     }
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity();
+        }
+        r
     }
 
     fn poll_write_vectored(
@@ -58,7 +129,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity();
+        }
+        r
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -92,6 +167,27 @@ mod tests {
         let mut all = Vec::new();
         s.read_to_end(&mut all).await.unwrap();
         assert_eq!(all, b"GET / HTTP/1.1\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn idle_connections_end_unless_a_request_is_in_progress() {
+        let (mut client, server) = tokio::io::duplex(64);
+        client.write_all(b"x").await.unwrap();
+        let busy = Busy::default();
+        let s = first_bytes(server, Duration::from_secs(5)).await.unwrap().unwrap();
+        let mut s = s.with_idle_timeout(Duration::from_millis(50), busy.clone());
+        let mut one = [0u8; 1];
+        s.read_exact(&mut one).await.unwrap();
+        busy.fetch_add(1, Ordering::SeqCst);
+        let r = tokio::time::timeout(Duration::from_millis(150), s.read(&mut one)).await;
+        assert!(r.is_err(), "a busy connection is not ended");
+        busy.fetch_sub(1, Ordering::SeqCst);
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut one))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 0, "an idle connection reads as closed");
+        drop(client);
     }
 
     #[tokio::test]

@@ -1432,3 +1432,23 @@ fn sighup_without_tls_is_logged_and_harmless() {
     d.signal("TERM");
     assert!(d.wait_exit(WAIT).success());
 }
+
+#[test]
+fn idle_keep_alive_connections_are_closed_but_busy_ones_are_not() {
+    let d = Daemon::start_with_config(&format!("[limits]\nidle_timeout = \"1s\"\n\n{HERMETIC_DEFAULT}"));
+    let addr = d.base_url().trim_start_matches("http://").to_owned();
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    use std::io::{Read, Write};
+    conn.write_all(b"GET /-/healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = [0u8; 4096];
+    let n = conn.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Now idle: the server closes the connection (read returns 0) well before our 20 s guard.
+    let started = Instant::now();
+    let n = conn.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the idle connection was closed");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // A slow but progressing download is not cut: covered by the SIGTERM test's slow reader.
+    assert_eq!(http::get(&d.url("/-/healthz"), None).status, 200);
+}
