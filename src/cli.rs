@@ -2,6 +2,8 @@
 //! (`registry`, `user`, `token`), which talk to a running daemon's admin API.
 //! Exit codes: 0 ok, 64 bad usage or config, 1 other failure.
 
+pub mod warm;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -67,6 +69,24 @@ pub enum Command {
     /// Manage API tokens (through the admin API).
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Fill a registry's caches with the crates of lockfiles or a list (through the daemon).
+    Warm {
+        /// The registry to warm (a proxy, or a hosted registry with upstreams).
+        #[arg(long)]
+        registry: String,
+        /// A Cargo.lock whose registry packages to fetch (repeatable).
+        #[arg(long = "lockfile")]
+        lockfiles: Vec<PathBuf>,
+        /// A file with one crate per line: `name`, `name@version` or `name version`.
+        #[arg(long = "crates")]
+        crates: Option<PathBuf>,
+        /// For names without a version: every version instead of the newest.
+        #[arg(long)]
+        all_versions: bool,
+        /// Downloads in parallel.
+        #[arg(long, default_value_t = 8)]
+        jobs: usize,
+    },
 }
 
 /// Registry settings shared by create and update.
@@ -427,7 +447,35 @@ pub async fn run_admin(server: &str, command: Command) -> Result<(), CliError> {
                 println!("{}", r["msg"].as_str().unwrap_or("revoked"));
             }
         },
-        Command::Serve(_) | Command::CheckConfig(_) | Command::PrintConfig(_) => {}
+        Command::Serve(_) | Command::CheckConfig(_) | Command::PrintConfig(_) | Command::Warm { .. } => {}
     }
     Ok(())
+}
+
+/// Runs `cargohold warm`. The token (for auth-required registries) comes from
+/// `CARGOHOLD_TOKEN`, else `CARGOHOLD_ADMIN_TOKEN`.
+pub async fn run_warm(server: &str, command: Command) -> Result<(), CliError> {
+    let Command::Warm {
+        registry,
+        lockfiles,
+        crates,
+        all_versions,
+        jobs,
+    } = command
+    else {
+        return Ok(());
+    };
+    let wants = warm::wants(&lockfiles, crates.as_ref())?;
+    let token = ["CARGOHOLD_TOKEN", "CARGOHOLD_ADMIN_TOKEN"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|t| !t.trim().is_empty()));
+    warm::run(warm::WarmArgs {
+        server: server.to_owned(),
+        registry,
+        token,
+        wants,
+        all_versions,
+        jobs,
+    })
+    .await
 }

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use cargohold::cli::{run_admin, Cli, CliError, Command, ConfigArgs, EXIT_FAILURE, EXIT_USAGE};
+use cargohold::cli::{run_admin, run_warm, Cli, CliError, Command, ConfigArgs, EXIT_FAILURE, EXIT_USAGE};
 use cargohold::config::env::{ProcessEnv, Provenance};
 use cargohold::config::{Config, ConfigError, Overrides};
 use cargohold::telemetry::access::{self, AccessGuard};
@@ -110,6 +110,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             print!("{}", config.describe(&prov));
             Ok(())
         }
+        warm @ Command::Warm { .. } => run_warm(&cli.server, warm).await,
         other => run_admin(&cli.server, other).await,
     }
 }

@@ -9,3 +9,4 @@ mod ops;
 mod proxy;
 mod proxy_e2e;
 mod support;
+mod warm;

@@ -1,0 +1,306 @@
+//! `cargohold warm`: fills a registry's caches (a proxy, or a merged view over one) with the
+//! crates a set of lockfiles or a list names, through the running daemon's ordinary registry
+//! routes — so the same checks as any download apply (the daemon verifies SHA-256 before
+//! caching) and this command verifies every file again against the index. Typical use: warm a
+//! mirror, then carry its data directory to an air-gapped site and run it `offline = true`.
+
+use std::path::PathBuf;
+
+use futures_util::StreamExt;
+use semver::Version;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::CliError;
+use crate::index::index_path;
+
+/// What to fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Want {
+    pub name: String,
+    /// `None`: the newest version (or every version with `--all-versions`).
+    pub version: Option<String>,
+    /// The checksum a lockfile recorded, checked too.
+    pub checksum: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Lock {
+    #[serde(default)]
+    package: Vec<LockPackage>,
+}
+
+#[derive(Deserialize)]
+struct LockPackage {
+    name: String,
+    version: String,
+    source: Option<String>,
+    checksum: Option<String>,
+}
+
+/// The registry packages of a `Cargo.lock` (path and git dependencies are skipped).
+pub fn from_lockfile(text: &str) -> Result<Vec<Want>, String> {
+    let lock: Lock = toml::from_str(text).map_err(|e| format!("not a Cargo.lock: {e}"))?;
+    Ok(lock
+        .package
+        .into_iter()
+        .filter(|p| {
+            p.source
+                .as_deref()
+                .is_some_and(|s| s.starts_with("registry+") || s.starts_with("sparse+"))
+        })
+        .map(|p| Want {
+            name: p.name,
+            version: Some(p.version),
+            checksum: p.checksum,
+        })
+        .collect())
+}
+
+/// A list: one crate per line, `name`, `name@version` or `name version`; `#` comments.
+pub fn from_list(text: &str) -> Vec<Want> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let mut parts = l.splitn(2, ['@', ' ']);
+            let name = parts.next().unwrap_or("").trim().to_owned();
+            let version = parts.next().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+            Want {
+                name,
+                version,
+                checksum: None,
+            }
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct Line {
+    name: String,
+    vers: String,
+    cksum: String,
+    #[serde(default)]
+    yanked: bool,
+}
+
+/// Options of one run.
+pub struct WarmArgs {
+    pub server: String,
+    pub registry: String,
+    pub token: Option<String>,
+    pub wants: Vec<Want>,
+    pub all_versions: bool,
+    pub jobs: usize,
+}
+
+/// Fetches every wanted crate; prints one progress line each and a summary.
+pub async fn run(args: WarmArgs) -> Result<(), CliError> {
+    let failure = |m: String| CliError {
+        code: super::EXIT_FAILURE,
+        message: m,
+    };
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| failure(e.to_string()))?;
+    let root = format!("{}/{}", args.server.trim_end_matches('/'), args.registry);
+    let get = |url: String| {
+        let mut req = http.get(url);
+        if let Some(t) = &args.token {
+            req = req.header("Authorization", t);
+        }
+        req.send()
+    };
+    // Resolve index files first (one request per name), then download.
+    let mut names: Vec<String> = args.wants.iter().map(|w| w.name.to_ascii_lowercase()).collect();
+    names.sort();
+    names.dedup();
+    let mut files = std::collections::HashMap::new();
+    let mut failed: Vec<String> = Vec::new();
+    for name in &names {
+        let url = format!("{root}/index/{}", index_path(name));
+        match get(url.clone()).await {
+            Ok(r) if r.status().is_success() => {
+                let body = r.text().await.unwrap_or_default();
+                let lines: Vec<Line> = body.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+                files.insert(name.clone(), lines);
+            }
+            Ok(r) => failed.push(format!("{name}: the index answered {} for {url}", r.status())),
+            Err(e) => {
+                return Err(failure(format!(
+                    "cannot reach cargohold at {}: {e}; is `cargohold serve` running? (set --server)",
+                    args.server
+                )))
+            }
+        }
+    }
+    let mut jobs: Vec<(String, String, String)> = Vec::new();
+    for w in &args.wants {
+        let Some(lines) = files.get(&w.name.to_ascii_lowercase()) else {
+            continue;
+        };
+        let picked: Vec<&Line> = match &w.version {
+            Some(v) => match lines.iter().find(|l| &l.vers == v) {
+                Some(l) => vec![l],
+                None => {
+                    failed.push(format!("{}@{v}: no such version in the index", w.name));
+                    continue;
+                }
+            },
+            None if args.all_versions => lines.iter().collect(),
+            None => lines
+                .iter()
+                .filter(|l| !l.yanked)
+                .max_by_key(|l| Version::parse(&l.vers).ok())
+                .into_iter()
+                .collect(),
+        };
+        for l in picked {
+            if let Some(c) = w.checksum.as_ref().filter(|c| **c != l.cksum) {
+                failed.push(format!(
+                    "{}@{}: the lockfile's checksum {c} differs from the index's {}",
+                    l.name, l.vers, l.cksum
+                ));
+                continue;
+            }
+            jobs.push((l.name.clone(), l.vers.clone(), l.cksum.clone()));
+        }
+    }
+    jobs.sort();
+    jobs.dedup();
+    let total = jobs.len();
+    let results: Vec<Result<(String, &'static str, usize), String>> = futures_util::stream::iter(jobs)
+        .map(|(name, vers, cksum)| {
+            let url = format!("{root}/api/v1/crates/{name}/{vers}/download");
+            let fut = get(url);
+            async move {
+                let r = fut.await.map_err(|e| format!("{name}@{vers}: {e}"))?;
+                if !r.status().is_success() {
+                    return Err(format!("{name}@{vers}: the download answered {}", r.status()));
+                }
+                let cache = match r.headers().get("x-cache").and_then(|v| v.to_str().ok()) {
+                    Some("HIT") => "cached",
+                    _ => "fetched",
+                };
+                let bytes = r
+                    .bytes()
+                    .await
+                    .map_err(|e| format!("{name}@{vers}: the transfer broke: {e}"))?;
+                if hex::encode(Sha256::digest(&bytes)) != cksum {
+                    return Err(format!("{name}@{vers}: the bytes do not match the index checksum"));
+                }
+                Ok((format!("{name}@{vers}"), cache, bytes.len()))
+            }
+        })
+        .buffer_unordered(args.jobs.max(1))
+        .collect()
+        .await;
+    let (mut fetched, mut cached) = (0, 0);
+    for (i, r) in results.iter().enumerate() {
+        match r {
+            Ok((what, how, len)) => {
+                eprintln!("[{}/{total}] {what}: {how} ({len} bytes)", i + 1);
+                if *how == "cached" {
+                    cached += 1;
+                } else {
+                    fetched += 1;
+                }
+            }
+            Err(e) => failed.push(e.clone()),
+        }
+    }
+    for f in &failed {
+        eprintln!("failed: {f}");
+    }
+    println!(
+        "warmed {} crate file(s) in registry `{}`: {fetched} fetched from upstream, {cached} already cached, {} failed",
+        fetched + cached,
+        args.registry,
+        failed.len()
+    );
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failure(format!(
+            "{} crate(s) could not be warmed (listed above)",
+            failed.len()
+        )))
+    }
+}
+
+/// Reads the wanted crates from lockfiles and/or a list file.
+pub fn wants(lockfiles: &[PathBuf], list: Option<&PathBuf>) -> Result<Vec<Want>, CliError> {
+    let usage = |m: String| CliError {
+        code: super::EXIT_USAGE,
+        message: m,
+    };
+    let mut out = Vec::new();
+    for p in lockfiles {
+        let text = std::fs::read_to_string(p).map_err(|e| usage(format!("cannot read {}: {e}", p.display())))?;
+        out.extend(from_lockfile(&text).map_err(|e| usage(format!("{}: {e}", p.display())))?);
+    }
+    if let Some(p) = list {
+        let text = std::fs::read_to_string(p).map_err(|e| usage(format!("cannot read {}: {e}", p.display())))?;
+        out.extend(from_list(&text));
+    }
+    if out.is_empty() {
+        return Err(usage(
+            "nothing to warm: pass --lockfile Cargo.lock (repeatable) or --crates FILE".into(),
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lockfile_registry_packages_only() {
+        let lock = r#"
+version = 4
+[[package]]
+name = "app"
+version = "0.1.0"
+dependencies = ["serde"]
+
+[[package]]
+name = "serde"
+version = "1.0.200"
+source = "registry+https://example.com/index"
+checksum = "abc"
+
+[[package]]
+name = "private"
+version = "0.2.0"
+source = "sparse+http://127.0.0.1:8080/local/index/"
+
+[[package]]
+name = "gitdep"
+version = "0.1.0"
+source = "git+https://example.com/x.git#abc"
+"#;
+        let w = from_lockfile(lock).unwrap();
+        assert_eq!(w.len(), 2);
+        assert_eq!(
+            w[0],
+            Want {
+                name: "serde".into(),
+                version: Some("1.0.200".into()),
+                checksum: Some("abc".into())
+            }
+        );
+        assert!(from_lockfile("not = [toml").is_err());
+    }
+
+    #[test]
+    fn lists() {
+        let w = from_list("serde\n# comment\nlibc@0.2.150\nitoa 1.0.0  # trailing\n\n");
+        assert_eq!(w.len(), 3);
+        assert_eq!(w[0].version, None);
+        assert_eq!(w[1].version.as_deref(), Some("0.2.150"));
+        assert_eq!(w[2].name, "itoa");
+        assert_eq!(w[2].version.as_deref(), Some("1.0.0"));
+    }
+}

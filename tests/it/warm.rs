@@ -1,0 +1,97 @@
+//! `cargohold warm`: filling a proxy from a lockfile and a list, through the running daemon.
+
+use crate::support::daemon::Daemon;
+use crate::support::fake_upstream::{FakeUpstream, Package};
+use crate::support::http;
+
+fn warm(d: &Daemon, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_cargohold"))
+        .args(["--server", d.base_url(), "warm"])
+        .args(args)
+        .env_remove("CARGOHOLD_TOKEN")
+        .env_remove("CARGOHOLD_ADMIN_TOKEN")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn warm_from_a_lockfile_and_a_list_then_serve_offline() {
+    let mut up = FakeUpstream::start_blocking();
+    let pkgs = [
+        Package::new("alpha", "1.0.0"),
+        Package::new("beta", "2.0.0"),
+        Package::new("beta", "2.1.0"),
+    ];
+    for p in &pkgs {
+        up.add_crate(p);
+    }
+    let d = Daemon::start_with_config(&format!(
+        "[registries.crates-io]\nkind = \"proxy\"\nupstream = \"{}\"\nindex_ttl = \"1s\"\n",
+        up.index_url()
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("Cargo.lock");
+    std::fs::write(
+        &lock,
+        format!(
+            "version = 4\n\n[[package]]\nname = \"app\"\nversion = \"0.1.0\"\n\n[[package]]\nname = \"alpha\"\nversion = \"1.0.0\"\nsource = \"registry+{}\"\nchecksum = \"{}\"\n",
+            tame_index::CRATES_IO_INDEX,
+            pkgs[0].cksum()
+        ),
+    )
+    .unwrap();
+    let list = dir.path().join("crates.txt");
+    std::fs::write(&list, "# newest beta\nbeta\n").unwrap();
+
+    let out = warm(
+        &d,
+        &[
+            "--registry",
+            "crates-io",
+            "--lockfile",
+            lock.to_str().unwrap(),
+            "--crates",
+            list.to_str().unwrap(),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("2 fetched from upstream"), "{stdout}");
+    assert_eq!(up.download_hits(), 2, "alpha 1.0.0 and the newest beta (2.1.0)");
+
+    let again = warm(
+        &d,
+        &[
+            "--registry",
+            "crates-io",
+            "--crates",
+            list.to_str().unwrap(),
+            "--all-versions",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&again.stdout).contains("1 fetched from upstream, 1 already cached"));
+
+    // Warmed crates are served with the upstream gone.
+    up.go_down_blocking();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    for (name, vers) in [("alpha", "1.0.0"), ("beta", "2.0.0"), ("beta", "2.1.0")] {
+        let r = http::get(
+            &d.url(&format!("/crates-io/api/v1/crates/{name}/{vers}/download")),
+            None,
+        );
+        assert_eq!(r.status, 200, "{name}@{vers}");
+    }
+
+    // Missing versions and bad input are reported, with the right exit codes.
+    std::fs::write(&list, "alpha@9.9.9\n").unwrap();
+    let missing = warm(&d, &["--registry", "crates-io", "--crates", list.to_str().unwrap()]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("alpha@9.9.9: no such version"));
+    let nothing = warm(&d, &["--registry", "crates-io"]);
+    assert_eq!(nothing.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&nothing.stderr).contains("--lockfile"));
+}
