@@ -691,7 +691,7 @@ mod tests {
         let c = parse(
             r#"
 listen = "0.0.0.0:9000"
-public_url = "https://cargo.example.com"
+public_url = "https://cargo.example"
 data_dir = "/var/lib/cargohold"
 [limits]
 max_crate_size = "20MiB"

@@ -42,21 +42,21 @@ mod tests {
     #[test]
     fn dl_templates() {
         assert_eq!(
-            expand_dl("http://h/api/v1/crates", "foo", "1.0.0", "x"),
-            "http://h/api/v1/crates/foo/1.0.0/download"
+            expand_dl("http://h.example/api/v1/crates", "foo", "1.0.0", "x"),
+            "http://h.example/api/v1/crates/foo/1.0.0/download"
         );
         assert_eq!(
             expand_dl(
-                "https://h/dl/{lowerprefix}/{crate}/{crate}-{version}.crate",
+                "https://h.example/dl/{lowerprefix}/{crate}/{crate}-{version}.crate",
                 "Serde_Json",
                 "1.0.0+x",
                 "c"
             ),
-            "https://h/dl/se/rd/Serde_Json/Serde_Json-1.0.0+x.crate"
+            "https://h.example/dl/se/rd/Serde_Json/Serde_Json-1.0.0+x.crate"
         );
         assert_eq!(
-            expand_dl("https://h/{prefix}/{sha256-checksum}", "abc", "1", "ff"),
-            "https://h/3/a/ff"
+            expand_dl("https://h.example/{prefix}/{sha256-checksum}", "abc", "1", "ff"),
+            "https://h.example/3/a/ff"
         );
     }
 }

@@ -41,7 +41,7 @@ mod tests {
             String::from_utf8(c.to_bytes()).unwrap(),
             r#"{"dl":"http://127.0.0.1:8080/local/api/v1/crates","api":"http://127.0.0.1:8080/local"}"#
         );
-        let c = ConfigJson::for_root("http://h/x", true);
+        let c = ConfigJson::for_root("http://h.example/x", true);
         assert!(String::from_utf8(c.to_bytes())
             .unwrap()
             .ends_with(r#""auth-required":true}"#));

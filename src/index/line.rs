@@ -122,7 +122,7 @@ mod tests {
             r#"{{"name":"acme-core","vers":"0.3.1","deps":[
                 {{"name":"serde","version_req":"^1.0","features":["derive"],"optional":false,"default_features":true,"target":null,"kind":"normal","registry":"{CRATES_IO_GIT}"}},
                 {{"name":"acme-util","version_req":"^0.2","features":[],"optional":true,"default_features":true,"target":null,"kind":"normal","explicit_name_in_toml":"util"}},
-                {{"name":"own","version_req":"^1","features":[],"optional":false,"default_features":false,"target":"cfg(unix)","kind":"dev","registry":"sparse+http://h/local/index/"}}
+                {{"name":"own","version_req":"^1","features":[],"optional":false,"default_features":false,"target":"cfg(unix)","kind":"dev","registry":"sparse+http://h.example/local/index/"}}
               ],"features":{{"extra":["dep:util"]}},"authors":[],"description":null,"documentation":null,"homepage":null,
               "readme":null,"readme_file":null,"keywords":[],"categories":[],"license":"MIT","license_file":null,
               "repository":null,"badges":{{}},"links":null,"rust_version":"1.74"}}"#
@@ -135,7 +135,7 @@ mod tests {
         let line = IndexLine::from_publish(
             &meta(),
             "ab".repeat(32),
-            &["sparse+http://h/local/index".to_owned()],
+            &["sparse+http://h.example/local/index".to_owned()],
             "2026-05-01T12:00:00Z".to_owned(),
         );
         let json = line.to_json();

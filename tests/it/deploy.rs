@@ -97,7 +97,7 @@ fn example_config_parses_and_validates_with_documented_defaults() {
     let c = the_example();
     assert_eq!(c.listen.to_string(), format!("0.0.0.0:{PORT}"));
     assert_eq!(c.data_dir, Path::new(DATA_DIR));
-    assert_eq!(c.public_url.as_deref(), Some("https://cargo.example.com"));
+    assert_eq!(c.public_url.as_deref(), Some("https://cargo.example"));
     assert_eq!(
         c.tls, None,
         "[tls] is commented out so the example runs without certificate files"
@@ -201,7 +201,7 @@ fn example_config_declares_every_key() {
     let c = load(&full_text, "deploy/config.example.toml (uncommented)");
     assert!(c.tls.is_some());
     let upstream = c.registries["crates-io"].upstream.as_deref().expect("upstream");
-    assert!(upstream.contains(".example.com"), "{upstream}");
+    assert!(upstream.contains(".example/"), "{upstream}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -333,7 +333,7 @@ kind = "hosted"
 
 [registries.local]
 kind = "hosted"
-upstream = "sparse+https://mirror.example.com/index/"
+upstream = "sparse+https://mirror.example/index/"
 upstreams = ["crates-io", "missing"]
 "#,
     );

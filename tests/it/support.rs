@@ -94,21 +94,21 @@ mod tests {
     #[test]
     fn dl_templates() {
         assert_eq!(
-            expand_dl("http://h/r/api/v1/crates", "x", "1.0.0+b", "c"),
-            "http://h/r/api/v1/crates/x/1.0.0+b/download"
+            expand_dl("http://h.example/r/api/v1/crates", "x", "1.0.0+b", "c"),
+            "http://h.example/r/api/v1/crates/x/1.0.0+b/download"
         );
         assert_eq!(
             expand_dl(
-                "http://h/dl/{lowerprefix}/{prefix}/{crate}-{version}.crate?{sha256-checksum}",
+                "http://h.example/dl/{lowerprefix}/{prefix}/{crate}-{version}.crate?{sha256-checksum}",
                 "Serde_Json",
                 "1.0.0+x",
                 "ab"
             ),
-            "http://h/dl/se/rd/Se/rd/Serde_Json-1.0.0+x.crate?ab"
+            "http://h.example/dl/se/rd/Se/rd/Serde_Json-1.0.0+x.crate?ab"
         );
         assert_eq!(
-            expand_dl("http://h/{prefix}/{crate}", "Abc", "1", "c"),
-            "http://h/3/A/Abc"
+            expand_dl("http://h.example/{prefix}/{crate}", "Abc", "1", "c"),
+            "http://h.example/3/A/Abc"
         );
     }
 }
