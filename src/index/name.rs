@@ -116,6 +116,11 @@ pub fn validate_dep_name(name: &str) -> Result<(), NameError> {
 }
 
 /// The form two names are compared in for uniqueness: lowercase, `-` replaced by `_`.
+///
+/// ```
+/// use cargohold::index::canonical_name;
+/// assert_eq!(canonical_name("Foo-Bar"), canonical_name("foo_bar"));
+/// ```
 pub fn canonical_name(name: &str) -> String {
     name.chars()
         .map(|c| if c == '-' { '_' } else { c.to_ascii_lowercase() })
@@ -124,6 +129,13 @@ pub fn canonical_name(name: &str) -> String {
 
 /// The sparse-index path of a name (cargo's `make_dep_path`), lowercased.
 /// Only meaningful for ASCII names (the only ones accepted).
+///
+/// ```
+/// use cargohold::index::index_path;
+/// assert_eq!(index_path("a"), "1/a");
+/// assert_eq!(index_path("abc"), "3/a/abc");
+/// assert_eq!(index_path("MyCrate"), "my/cr/mycrate");
+/// ```
 pub fn index_path(name: &str) -> String {
     let lower = name.to_ascii_lowercase();
     match lower.len() {

@@ -39,6 +39,14 @@ fn read_len(body: &[u8], at: usize, part: &'static str) -> Result<u64, FrameErro
 }
 
 /// Splits a publish body, enforcing the size limits before looking at the parts.
+///
+/// ```
+/// use cargohold::index::publish_frame::{build_frame, parse_frame};
+/// let body = build_frame(b"{}", b"crate bytes");
+/// let frame = parse_frame(&body, 1024, 1024).unwrap();
+/// assert_eq!(frame.krate, b"crate bytes");
+/// assert!(parse_frame(&body[..body.len() - 1], 1024, 1024).is_err());
+/// ```
 pub fn parse_frame(body: &[u8], max_json: u64, max_crate: u64) -> Result<Frame<'_>, FrameError> {
     let json_len = read_len(body, 0, "metadata length")?;
     if json_len > max_json {
