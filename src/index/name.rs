@@ -71,22 +71,7 @@ pub enum NameError {
 /// Checks a crate name against crates.io's rules: ASCII, first char a letter, then letters,
 /// digits, `-`, `_`; at most 64 characters; not a reserved name.
 pub fn validate_crate_name(name: &str) -> Result<(), NameError> {
-    let first = name.chars().next().ok_or(NameError::Empty)?;
-    if name.len() > MAX_CRATE_NAME_LEN {
-        return Err(NameError::TooLong(name.to_owned()));
-    }
-    if !first.is_ascii_alphabetic() {
-        return Err(NameError::BadStart(name.to_owned()));
-    }
-    if let Some(ch) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
-    {
-        return Err(NameError::BadChar {
-            name: name.to_owned(),
-            ch,
-        });
-    }
+    check_shape(name, false)?;
     let canon = canonical_name(name);
     if RESERVED.iter().any(|r| canonical_name(r) == canon) {
         return Err(NameError::Reserved(name.to_owned()));
@@ -96,11 +81,16 @@ pub fn validate_crate_name(name: &str) -> Result<(), NameError> {
 
 /// Checks a dependency name (an alias may also start with `_`). Non-ASCII is refused.
 pub fn validate_dep_name(name: &str) -> Result<(), NameError> {
+    check_shape(name, true)
+}
+
+/// Length, first character (a letter, or also `_`), then ASCII alphanumerics, `-`, `_`.
+fn check_shape(name: &str, underscore_start: bool) -> Result<(), NameError> {
     let first = name.chars().next().ok_or(NameError::Empty)?;
     if name.len() > MAX_CRATE_NAME_LEN {
         return Err(NameError::TooLong(name.to_owned()));
     }
-    if !(first.is_ascii_alphabetic() || first == '_') {
+    if !(first.is_ascii_alphabetic() || (underscore_start && first == '_')) {
         return Err(NameError::BadStart(name.to_owned()));
     }
     if let Some(ch) = name

@@ -75,14 +75,16 @@ fn max_version(rec: &CrateRecord) -> Option<String> {
 }
 
 impl RegistryService {
-    async fn owned_crate(&self, registry: &str, name: &str, who: &Principal) -> RegistryResult<CrateRecord> {
-        let rec = self
-            .load_crate(registry, name)
+    /// The crate named `name` (any case, `-`/`_` as published), or 404.
+    async fn existing_crate(&self, registry: &str, name: &str) -> RegistryResult<CrateRecord> {
+        self.load_crate(registry, name)
             .await?
             .filter(|r| r.name.eq_ignore_ascii_case(name))
-            .ok_or_else(|| {
-                RegistryError::NotFound(format!("crate `{name}` does not exist in registry `{registry}`"))
-            })?;
+            .ok_or_else(|| RegistryError::NotFound(format!("crate `{name}` does not exist in registry `{registry}`")))
+    }
+
+    async fn owned_crate(&self, registry: &str, name: &str, who: &Principal) -> RegistryResult<CrateRecord> {
+        let rec = self.existing_crate(registry, name).await?;
         if !rec.owners.contains(&who.user) && !who.is_admin() {
             return Err(RegistryError::Forbidden(format!(
                 "`{}` is not an owner of crate `{}`",
@@ -126,13 +128,7 @@ impl RegistryService {
         if reg.auth_required {
             who.require(Scope::Read, Some(registry))?;
         }
-        let rec = self
-            .load_crate(registry, name)
-            .await?
-            .filter(|r| r.name.eq_ignore_ascii_case(name))
-            .ok_or_else(|| {
-                RegistryError::NotFound(format!("crate `{name}` does not exist in registry `{registry}`"))
-            })?;
+        let rec = self.existing_crate(registry, name).await?;
         let mut users = Vec::new();
         for login in &rec.owners {
             let user = self.store.get_user(login).await?;
