@@ -15,7 +15,7 @@ use crate::cache::index_cache::IndexCache;
 use crate::config::{Config, RegistryKind};
 use crate::http::HttpState;
 use crate::registry::auth::hash_token;
-use crate::registry::{CacheHandles, RegistryService, ServiceSettings};
+use crate::registry::{client_registry_name, CacheHandles, RegistryService, ServiceSettings};
 use crate::server::tls::ReloadableCert;
 use crate::server::ServerSettings;
 use crate::store::sled::SledStore;
@@ -61,15 +61,19 @@ impl Running {
         for spec in regs.values() {
             out.push_str(&format!(
                 "[registries.{}]\nindex = \"{}\"\n",
-                spec.name,
+                client_registry_name(&spec.name),
                 self.registry.index_url(&spec.name)
             ));
             auth |= spec.auth_required;
         }
-        if let Some(proxy) = regs.values().find(|s| s.kind == RegistryKind::Proxy) {
+        // Only a proxy of crates.io itself may stand in for crates.io.
+        if let Some(proxy) = regs
+            .values()
+            .find(|s| s.kind == RegistryKind::Proxy && s.upstream.is_none())
+        {
             out.push_str(&format!(
                 "\n# to fetch crates.io crates through cargohold:\n[source.crates-io]\nreplace-with = \"{}\"\n",
-                proxy.name
+                client_registry_name(&proxy.name)
             ));
         }
         if auth {

@@ -32,6 +32,22 @@ use crate::upstream::cached::{CachedUpstream, DownloadError, ProxyDownload, Prox
 pub use auth::{Principal, Scope};
 pub use error::{RegistryError, RegistryResult};
 
+/// The name users give a registry in `~/.cargo/config.toml`: its own name, except that cargo
+/// reserves `crates-io` for crates.io itself (`[registries.crates-io]` cannot set an index).
+///
+/// ```
+/// use cargohold::registry::client_registry_name;
+/// assert_eq!(client_registry_name("local"), "local");
+/// assert_eq!(client_registry_name("crates-io"), "cargohold-crates-io");
+/// ```
+pub fn client_registry_name(name: &str) -> String {
+    if name == "crates-io" {
+        format!("cargohold-{name}")
+    } else {
+        name.to_owned()
+    }
+}
+
 /// A rendered index file with its strong ETag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexFile {

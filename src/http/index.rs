@@ -14,7 +14,7 @@ use crate::cache::CacheStatus;
 use crate::index::etag::if_none_match;
 use crate::index::gzip::{accepts_gzip, gzip_etag, MIN_GZIP_BYTES};
 use crate::index::name::name_from_index_path;
-use crate::registry::{Download, RegistryService};
+use crate::registry::{client_registry_name, Download, RegistryService};
 use futures_util::TryStreamExt;
 use hyper::body::Frame;
 
@@ -151,8 +151,9 @@ pub fn me(svc: &RegistryService, reg: &str) -> HandlerResult {
 <h1>Getting a token for registry <code>{reg}</code></h1>\n\
 <p>Tokens are issued by a cargohold administrator. Ask them to run:</p>\n\
 <pre>cargohold user add YOUR_LOGIN\ncargohold token create --user YOUR_LOGIN --registry {reg} --scope read,publish,yank,owners</pre>\n\
-<p>Then paste the token into <code>cargo login --registry {reg}</code>, with this in <code>~/.cargo/config.toml</code>:</p>\n\
-<pre>[registries.{reg}]\nindex = \"{index}\"\n{cred}</pre>\n",
+<p>Then paste the token into <code>cargo login --registry {client}</code>, with this in <code>~/.cargo/config.toml</code>:</p>\n\
+<pre>[registries.{client}]\nindex = \"{index}\"\n{cred}</pre>\n",
+        client = client_registry_name(&spec.name),
         cred = if spec.auth_required { "\n[registry]\nglobal-credential-providers = [\"cargo:token\"]\n" } else { "" }
     );
     Response::builder()
