@@ -1,7 +1,7 @@
 //! Self-tests of the fake upstream sparse registry ([`crate::support::fake_upstream`]).
 
 use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -647,30 +647,10 @@ fn fake_upstream_http_dates() {
 // Real cargo against the fake upstream (blocking API, sync test)
 // ---------------------------------------------------------------------------------------------
 
-fn cargo_bin() -> PathBuf {
-    std::env::var_os("CARGO")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("cargo"))
-}
-
 /// `cargo <args>` in `dir` with only our CARGO_HOME/target dir and no proxies.
 fn run_cargo(home: &Path, target: &Path, dir: &Path, args: &[&str]) -> std::process::Output {
-    let mut cmd = Command::new(cargo_bin());
-    for (key, _) in std::env::vars_os() {
-        let Some(k) = key.to_str() else { continue };
-        let upper = k.to_ascii_uppercase();
-        if upper.starts_with("CARGO")
-            || upper.starts_with("__CARGO")
-            || upper.starts_with("RUSTC")
-            || upper.starts_with("RUSTDOC")
-            || upper == "RUSTFLAGS"
-            || upper.ends_with("_PROXY")
-            || upper == "MAKEFLAGS"
-            || upper == "MFLAGS"
-        {
-            cmd.env_remove(&key);
-        }
-    }
+    let mut cmd = Command::new(crate::support::cargo::cargo_bin());
+    crate::support::daemon::scrub_env(&mut cmd);
     cmd.args(args)
         .current_dir(dir)
         .env("CARGO_HOME", home)

@@ -8,7 +8,7 @@
 //! generous deadline that only guards against hangs; no test asserts how long anything took.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 
 use crate::support::cargo::CargoEnv;
-use crate::support::daemon::{format_log_tail, scrub_env, Daemon, Log, BIN, HERMETIC_DEFAULT};
+use crate::support::daemon::{drain, format_log_tail, scrub_env, Daemon, Log, BIN, HERMETIC_DEFAULT};
 use crate::support::{http, index_path, package, random_secret, sha256_hex};
 
 /// Deadline for events we wait for (a daemon starting, a signal taking effect). A liveness
@@ -109,11 +109,11 @@ impl Proc {
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
         let err = child.stderr.take().expect("stderr piped");
         let err_log = Arc::clone(&self.stderr);
-        thread::spawn(move || pump(err, &err_log, None));
+        thread::spawn(move || drain(err, &err_log, None));
         let out = child.stdout.take().expect("stdout piped");
         let out_log = Arc::clone(&self.stdout);
         let (tx, rx) = mpsc::channel::<String>();
-        thread::spawn(move || pump(out, &out_log, Some(tx)));
+        thread::spawn(move || drain(out, &out_log, Some(tx)));
         let deadline = Instant::now() + WAIT;
         let url = loop {
             match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
@@ -211,30 +211,6 @@ impl Drop for Proc {
         }
         if thread::panicking() || std::env::var_os("CARGOHOLD_TEST_LOG").is_some() {
             eprintln!("--- stdout ---\n{}\n{}", self.stdout_log(), self.log_tail());
-        }
-    }
-}
-
-/// Copies a child's stream into `log` line by line (and to `tx`, if given).
-fn pump(stream: impl Read, log: &Log, tx: Option<mpsc::Sender<String>>) {
-    let mut reader = BufReader::new(stream);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                let line = String::from_utf8_lossy(&buf).into_owned();
-                if let Ok(mut l) = log.lock() {
-                    l.push_str(&line);
-                    if !line.ends_with('\n') {
-                        l.push('\n');
-                    }
-                }
-                if let Some(tx) = &tx {
-                    let _ = tx.send(line);
-                }
-            }
         }
     }
 }

@@ -37,17 +37,9 @@ pub fn random_secret() -> String {
     sha256_hex(seed.as_bytes())
 }
 
-/// The sparse-index path of a crate (`1/a`, `2/ab`, `3/a/abc`, `ab/cd/abcd`), computed from the
-/// lower-cased name as cargo does.
+/// The sparse-index path of a crate (`1/a`, `2/ab`, `3/a/abc`, `ab/cd/abcd`): the library's own.
 pub fn index_path(name: &str) -> String {
-    let lower = name.to_ascii_lowercase();
-    match lower.len() {
-        0 => panic!("empty crate name"),
-        1 => format!("1/{lower}"),
-        2 => format!("2/{lower}"),
-        3 => format!("3/{}/{lower}", &lower[..1]),
-        _ => format!("{}/{}/{lower}", &lower[..2], &lower[2..4]),
-    }
+    cargohold::index::index_path(name)
 }
 
 /// Expands a `config.json` `dl` template for one version (cargo's algorithm: append

@@ -336,7 +336,8 @@ pub fn scrub_env(cmd: &mut Command) {
     }
 }
 
-fn drain(stream: impl Read, log: &Log, tx: Option<mpsc::Sender<String>>) {
+/// Copies a child's stream into `log` line by line (and to `tx`, if given).
+pub fn drain(stream: impl Read, log: &Log, tx: Option<mpsc::Sender<String>>) {
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::new();
     loop {

@@ -517,7 +517,7 @@ impl FakeUpstream {
 
     /// The request path of `name`'s index file, e.g. `/index/3/f/foo` (for [`FakeUpstream::hits`]).
     pub fn index_path(name: &str) -> String {
-        format!("/index/{}", sparse_path(name))
+        format!("/index/{}", cargohold::index::index_path(name))
     }
 
     /// Full URL of `name`'s index file.
@@ -594,7 +594,7 @@ impl FakeUpstream {
 
     /// The current body of `name`'s index file (overlay, else shared index), if any.
     pub fn index_body(&self, name: &str) -> Option<Vec<u8>> {
-        let path = sparse_path(name);
+        let path = cargohold::index::index_path(name);
         if let Some(f) = lock(&self.state.files).get(&path) {
             return Some(f.body.to_vec());
         }
@@ -602,7 +602,7 @@ impl FakeUpstream {
     }
 
     fn modify_index(&self, name: &str, f: impl FnOnce(&mut Vec<u8>)) {
-        let path = sparse_path(name);
+        let path = cargohold::index::index_path(name);
         let mut files = lock(&self.state.files);
         let (mut body, prev_lm) = match files.get(&path) {
             Some(file) => (file.body.to_vec(), file.last_modified),
@@ -837,18 +837,6 @@ async fn serve_connection(stream: tokio::net::TcpStream, state: Arc<State>) {
     let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
 }
 
-/// The lowercase sparse path of a crate name (`1/a`, `2/ab`, `3/a/abc`, `ab/cd/abcd`).
-fn sparse_path(name: &str) -> String {
-    let lower = name.to_ascii_lowercase();
-    match lower.len() {
-        0 => panic!("empty crate name"),
-        1 => format!("1/{lower}"),
-        2 => format!("2/{lower}"),
-        3 => format!("3/{}/{lower}", &lower[..1]),
-        _ => format!("{}/{}/{lower}", &lower[..2], &lower[2..4]),
-    }
-}
-
 /// Whether `rel` is a well-formed lowercase sparse path (also rules out `..` and friends).
 fn is_sparse_path(rel: &str) -> bool {
     let Some(name) = rel.rsplit('/').next() else {
@@ -858,7 +846,7 @@ fn is_sparse_path(rel: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        && sparse_path(name) == rel
+        && cargohold::index::index_path(name) == rel
 }
 
 fn percent_decode(s: &str) -> String {
