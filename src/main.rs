@@ -20,7 +20,7 @@ fn load_config(args: &ConfigArgs) -> Result<(Config, Provenance), ConfigError> {
 
 /// Logs go to stderr through background writers, so request handling never waits for the
 /// terminal or the log file; the guards flush them at exit. Lines are never dropped. Access
-/// lines (one per request) go through their own fast layer (`telemetry::access`).
+/// lines (one per request) go through their own fast writer (`telemetry::access`).
 fn init_logging(format: &str) -> (tracing_appender::non_blocking::WorkerGuard, AccessGuard) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -32,19 +32,10 @@ fn init_logging(format: &str) -> (tracing_appender::non_blocking::WorkerGuard, A
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .finish(std::io::stderr());
-    let not_access = tracing_subscriber::filter::filter_fn(|m| m.target() != access::TARGET);
     let fmt = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(ansi);
-    let fmt = if json {
-        fmt.json().with_filter(not_access).boxed()
-    } else {
-        fmt.with_filter(not_access).boxed()
-    };
-    let (access_layer, access_guard) = access::layer(json);
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(access_layer)
-        .init();
+    let fmt = if json { fmt.json().boxed() } else { fmt.boxed() };
+    let access_guard = access::install(json);
+    tracing_subscriber::registry().with(filter).with(fmt).init();
     (guard, access_guard)
 }
 

@@ -50,7 +50,7 @@ async fn serve_request(state: HttpState, settings: Arc<ServerSettings>, req: Req
             (e.into_response(), "timeout", "-")
         }
     };
-    let elapsed = start.elapsed().as_secs_f64();
+    let elapsed = start.elapsed();
     let status = resp.status().as_u16();
     let x_cache = resp.headers().get("x-cache").map(|v| match v.as_bytes() {
         b"HIT" => "HIT",
@@ -61,7 +61,14 @@ async fn serve_request(state: HttpState, settings: Arc<ServerSettings>, req: Req
     });
     let bytes = hyper::body::Body::size_hint(resp.body()).exact();
     let tier = if route.ends_with("/download") { "crate" } else { "index" };
-    METRICS.record_request(registry, route, status, elapsed, bytes, x_cache.map(|x| (tier, x)));
+    METRICS.record_request(
+        registry,
+        route,
+        status,
+        elapsed.as_secs_f64(),
+        bytes,
+        x_cache.map(|x| (tier, x)),
+    );
     if route.ends_with("/crates/new") {
         let outcome = if resp.status().is_success() { "ok" } else { "refused" };
         METRICS.add(
@@ -71,15 +78,15 @@ async fn serve_request(state: HttpState, settings: Arc<ServerSettings>, req: Req
         );
     }
     let x_cache = x_cache.unwrap_or("-");
-    crate::telemetry::access::request(
-        method.as_str(),
+    crate::telemetry::access::request(&crate::telemetry::access::Line {
+        method: method.as_str(),
         route,
         registry,
         status,
-        elapsed * 1000.0,
-        x_cache,
-        bytes,
-    );
+        duration: elapsed,
+        cache: x_cache,
+        size: bytes,
+    });
     resp
 }
 

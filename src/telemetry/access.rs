@@ -1,45 +1,65 @@
-//! The access log: one line per request, as a `tracing` event on target
-//! [`TARGET`] (so `RUST_LOG` filters it like any other, e.g. `cargohold::telemetry::access=off`), written
-//! by a dedicated layer that formats the few known fields directly into a shared buffer; a
-//! background thread writes the buffer out in batches. The general `fmt` layer's per-event
-//! formatting cost more than the rest of a hot index hit, so access events skip it. Lines are
-//! never dropped: when the writer falls far behind, producers write the backlog themselves.
-//! Text and JSON lines have the same shape as the `fmt` layer's.
+//! The access log: one line per request. Each line is formatted straight into a shared buffer
+//! (no `tracing` event, no field visitor, no `fmt` machinery) and a background thread writes the
+//! buffer out in batches: the general `fmt` layer's per-event cost was more than the rest of a hot
+//! index hit. `RUST_LOG` still decides, through an ordinary callsite on target [`TARGET`]
+//! (`RUST_LOG=cargohold::telemetry::access=off` turns the access log off). Lines are never
+//! dropped: when the writer falls far behind, producers write the backlog themselves. Text and
+//! JSON lines have the same shape as the `fmt` layer's. Without [`install`] (a library user's own
+//! subscriber), each line is an ordinary `tracing` event instead.
 
-use std::fmt::Write as _;
+use std::cell::Cell;
 use std::io::Write as _;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
-use tracing_subscriber::layer::{Context, Layer};
-
-/// The target of access events (this module's path): `RUST_LOG=cargohold::telemetry::access=off`
-/// turns the access log off.
+/// The target of access lines (this module's path).
 pub const TARGET: &str = module_path!();
 
-/// Logs one served request.
-pub fn request(
-    method: &str,
-    route: &str,
-    registry: &str,
-    status: u16,
-    duration_ms: f64,
-    cache: &str,
-    size: Option<u64>,
-) {
-    tracing::info!(
-        http.method = method,
-        http.route = route,
-        registry,
-        http.status = status,
-        duration_ms,
-        cache.status = cache,
-        size_bytes = size,
-        "request"
-    );
+/// One served request.
+#[derive(Debug, Clone, Copy)]
+pub struct Line<'a> {
+    pub method: &'a str,
+    pub route: &'a str,
+    pub registry: &'a str,
+    pub status: u16,
+    pub duration: Duration,
+    pub cache: &'a str,
+    pub size: Option<u64>,
+}
+
+struct Sink {
+    json: bool,
+    shared: Arc<Shared>,
+}
+
+static SINK: OnceLock<Sink> = OnceLock::new();
+
+/// Logs one served request (if `RUST_LOG` lets access lines through).
+pub fn request(line: &Line<'_>) {
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return;
+    }
+    match SINK.get() {
+        Some(sink) => {
+            let mut guard = sink.shared.buf.lock().unwrap_or_else(|e| e.into_inner());
+            format(sink.json, line, SystemTime::now(), &mut guard.0);
+            if guard.0.len() > MAX_BACKLOG {
+                Shared::drain_to_stderr(&mut guard.0);
+            }
+        }
+        // This module's path is the default target, i.e. TARGET.
+        None => tracing::info!(
+            http.method = line.method,
+            http.route = line.route,
+            registry = line.registry,
+            http.status = line.status,
+            duration_ms = line.duration.as_secs_f64() * 1000.0,
+            cache.status = line.cache,
+            size_bytes = line.size,
+            "request"
+        ),
+    }
 }
 
 /// Backlog above which producers write synchronously.
@@ -76,14 +96,9 @@ impl Drop for AccessGuard {
     }
 }
 
-/// The access-log layer.
-pub struct AccessLayer {
-    json: bool,
-    shared: Arc<Shared>,
-}
-
-/// A layer writing access lines (text or JSON) and the guard that flushes it.
-pub fn layer(json: bool) -> (AccessLayer, AccessGuard) {
+/// Starts the access-log writer (text or JSON lines to stderr) and routes access lines to it;
+/// the guard flushes it. A second call returns a guard for a writer nothing uses.
+pub fn install(json: bool) -> AccessGuard {
     let shared = Arc::new(Shared::default());
     let s2 = shared.clone();
     let thread = std::thread::Builder::new()
@@ -114,127 +129,136 @@ pub fn layer(json: bool) -> (AccessLayer, AccessGuard) {
             }
         })
         .ok();
-    (
-        AccessLayer {
-            json,
-            shared: shared.clone(),
-        },
-        AccessGuard { shared, thread },
-    )
+    let _ = SINK.set(Sink {
+        json,
+        shared: shared.clone(),
+    });
+    AccessGuard { shared, thread }
 }
 
-#[derive(Default)]
-struct Fields {
-    message: String,
-    method: String,
-    route: String,
-    registry: String,
-    cache: String,
-    status: u64,
-    duration_ms: f64,
-    size: Option<u64>,
-}
-
-impl Visit for Fields {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        let slot = match field.name() {
-            "http.method" => &mut self.method,
-            "http.route" => &mut self.route,
-            "registry" => &mut self.registry,
-            "cache.status" => &mut self.cache,
-            "message" => &mut self.message,
-            _ => return,
-        };
-        slot.push_str(value);
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        match field.name() {
-            "http.status" => self.status = value,
-            "size_bytes" => self.size = Some(value),
-            _ => {}
-        }
-    }
-
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        if field.name() == "duration_ms" {
-            self.duration_ms = value;
-        }
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            let _ = write!(self.message, "{value:?}");
-        }
-    }
-}
-
-fn json_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    for &b in s.as_bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b if b < 0x20 => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 15)]);
             }
-            c => out.push(c),
+            b => out.push(b),
         }
     }
-    out.push('"');
+    out.push(b'"');
 }
 
-impl AccessLayer {
-    fn format(&self, f: &Fields, line: &mut String) {
-        let ts = humantime::format_rfc3339_micros(std::time::SystemTime::now());
-        if self.json {
-            let _ = write!(
-                line,
-                "{{\"timestamp\":\"{ts}\",\"level\":\"INFO\",\"fields\":{{\"message\":"
-            );
-            json_str(line, &f.message);
-            for (k, v) in [
-                ("http.method", &f.method),
-                ("http.route", &f.route),
-                ("registry", &f.registry),
-                ("cache.status", &f.cache),
-            ] {
-                let _ = write!(line, ",\"{k}\":");
-                json_str(line, v);
-            }
-            let _ = write!(line, ",\"http.status\":{},\"duration_ms\":{}", f.status, f.duration_ms);
-            if let Some(s) = f.size {
-                let _ = write!(line, ",\"size_bytes\":{s}");
-            }
-            let _ = writeln!(line, "}},\"target\":\"{TARGET}\"}}");
-        } else {
-            let _ = write!(
-                line,
-                "{ts}  INFO {TARGET}: {} http.method={} http.route={} registry={} http.status={} duration_ms={:.3} cache.status={}",
-                f.message, f.method, f.route, f.registry, f.status, f.duration_ms, f.cache
-            );
-            if let Some(s) = f.size {
-                let _ = write!(line, " size_bytes={s}");
-            }
-            line.push('\n');
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
         }
     }
+    out.extend_from_slice(&digits[i..]);
 }
 
-impl<S: Subscriber> Layer<S> for AccessLayer {
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        if event.metadata().target() != TARGET {
-            return;
+/// Milliseconds with three decimals (`0.123`), from whole microseconds.
+fn push_millis(out: &mut Vec<u8>, d: Duration) {
+    let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    push_u64(out, us / 1000);
+    let frac = us % 1000;
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
+}
+
+thread_local! {
+    /// The formatted `YYYY-MM-DDTHH:MM:SS` of the last second this thread logged in.
+    static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
+}
+
+/// RFC 3339 with microseconds (`2026-11-24T09:10:11.123456Z`); the date and time part is
+/// formatted once a second per thread.
+fn push_timestamp(out: &mut Vec<u8>, now: SystemTime) {
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (cached, mut text) = SECOND.get();
+    if cached != secs {
+        let full = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string();
+        if let Some(prefix) = full.as_bytes().get(..19) {
+            text.copy_from_slice(prefix);
         }
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        let mut line = String::with_capacity(256);
-        self.format(&fields, &mut line);
-        let mut guard = self.shared.buf.lock().unwrap_or_else(|e| e.into_inner());
-        guard.0.extend_from_slice(line.as_bytes());
-        if guard.0.len() > MAX_BACKLOG {
-            Shared::drain_to_stderr(&mut guard.0);
+        SECOND.set((secs, text));
+    }
+    out.extend_from_slice(&text);
+    out.push(b'.');
+    let us = since.subsec_micros();
+    let mut digits = [b'0'; 6];
+    let mut n = us;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.extend_from_slice(&digits);
+    out.push(b'Z');
+}
+
+/// Appends one access line (ending in a newline) to `out`.
+fn format(json: bool, l: &Line<'_>, now: SystemTime, out: &mut Vec<u8>) {
+    if json {
+        out.extend_from_slice(b"{\"timestamp\":\"");
+        push_timestamp(out, now);
+        out.extend_from_slice(b"\",\"level\":\"INFO\",\"fields\":{\"message\":\"request\"");
+        for (k, v) in [
+            (&b",\"http.method\":"[..], l.method),
+            (b",\"http.route\":", l.route),
+            (b",\"registry\":", l.registry),
+            (b",\"cache.status\":", l.cache),
+        ] {
+            out.extend_from_slice(k);
+            json_str(out, v);
         }
+        out.extend_from_slice(b",\"http.status\":");
+        push_u64(out, u64::from(l.status));
+        out.extend_from_slice(b",\"duration_ms\":");
+        push_millis(out, l.duration);
+        if let Some(s) = l.size {
+            out.extend_from_slice(b",\"size_bytes\":");
+            push_u64(out, s);
+        }
+        out.extend_from_slice(b"},\"target\":\"");
+        out.extend_from_slice(TARGET.as_bytes());
+        out.extend_from_slice(b"\"}\n");
+    } else {
+        push_timestamp(out, now);
+        out.extend_from_slice(b"  INFO ");
+        out.extend_from_slice(TARGET.as_bytes());
+        out.extend_from_slice(b": request http.method=");
+        out.extend_from_slice(l.method.as_bytes());
+        out.extend_from_slice(b" http.route=");
+        out.extend_from_slice(l.route.as_bytes());
+        out.extend_from_slice(b" registry=");
+        out.extend_from_slice(l.registry.as_bytes());
+        out.extend_from_slice(b" http.status=");
+        push_u64(out, u64::from(l.status));
+        out.extend_from_slice(b" duration_ms=");
+        push_millis(out, l.duration);
+        out.extend_from_slice(b" cache.status=");
+        out.extend_from_slice(l.cache.as_bytes());
+        if let Some(s) = l.size {
+            out.extend_from_slice(b" size_bytes=");
+            push_u64(out, s);
+        }
+        out.push(b'\n');
     }
 }
 
@@ -242,40 +266,80 @@ impl<S: Subscriber> Layer<S> for AccessLayer {
 mod tests {
     use super::*;
 
+    fn line() -> Line<'static> {
+        Line {
+            method: "GET",
+            route: "/{reg}/index/{path}",
+            registry: "lo\"cal",
+            status: 200,
+            duration: Duration::from_micros(250),
+            cache: "HIT",
+            size: Some(10),
+        }
+    }
+
     #[test]
     fn json_lines_have_the_fmt_shape() {
-        let (layer, _guard) = layer(true);
-        let f = Fields {
-            message: "request".into(),
-            method: "GET".into(),
-            route: "/{reg}/index/{path}".into(),
-            registry: "lo\"cal".into(),
-            cache: "HIT".into(),
-            status: 200,
-            duration_ms: 0.25,
-            size: Some(10),
-        };
-        let mut line = String::new();
-        layer.format(&f, &mut line);
-        let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        let now = UNIX_EPOCH + Duration::from_micros(1_795_000_000_000_042);
+        let mut out = Vec::new();
+        format(true, &line(), now, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with('\n'));
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
         assert_eq!(v["fields"]["message"], "request");
         assert_eq!(v["fields"]["http.status"], 200);
         assert_eq!(v["fields"]["registry"], "lo\"cal");
         assert_eq!(v["fields"]["duration_ms"], 0.25);
+        assert_eq!(v["fields"]["size_bytes"], 10);
         assert_eq!(v["target"], TARGET);
+        let ts = v["timestamp"].as_str().unwrap();
+        assert_eq!(
+            ts,
+            humantime::format_rfc3339_micros(now).to_string(),
+            "same timestamp as the fmt layer's"
+        );
     }
 
     #[test]
     fn text_lines_carry_every_field() {
-        let (layer, _guard) = layer(false);
-        let f = Fields {
-            message: "request".into(),
-            method: "PUT".into(),
+        let l = Line {
+            method: "PUT",
             status: 401,
-            ..Default::default()
+            size: None,
+            duration: Duration::from_micros(12_345_678),
+            ..line()
         };
-        let mut line = String::new();
-        layer.format(&f, &mut line);
-        assert!(line.contains("http.method=PUT") && line.contains("http.status=401") && line.ends_with('\n'));
+        let mut out = Vec::new();
+        format(false, &l, SystemTime::now(), &mut out);
+        let text = String::from_utf8(out).unwrap();
+        for part in [
+            "http.method=PUT",
+            "http.status=401",
+            "duration_ms=12345.678",
+            "cache.status=HIT",
+        ] {
+            assert!(text.contains(part), "{part} in {text}");
+        }
+        assert!(!text.contains("size_bytes") && text.ends_with('\n'));
+    }
+
+    #[test]
+    fn timestamps_follow_the_clock_across_seconds() {
+        for us in [0u64, 999_999, 1_000_000, 1_795_000_000_999_999, 1_795_000_001_000_000] {
+            let now = UNIX_EPOCH + Duration::from_micros(us);
+            let mut out = Vec::new();
+            push_timestamp(&mut out, now);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                humantime::format_rfc3339_micros(now).to_string()
+            );
+        }
+    }
+
+    #[test]
+    fn control_bytes_are_escaped_in_json() {
+        let mut out = Vec::new();
+        json_str(&mut out, "a\u{1}\\");
+        assert_eq!(out, b"\"a\\u0001\\\\\"");
     }
 }
