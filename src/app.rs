@@ -152,6 +152,7 @@ pub async fn start(config: Config, env_admin_token: Option<String>) -> anyhow::R
         request_timeout: config.limits.request_timeout,
         idle_timeout: config.limits.idle_timeout,
         max_connections: usize::try_from(config.limits.max_connections).unwrap_or(usize::MAX),
+        workers: config.workers,
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(crate::server::run(

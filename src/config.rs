@@ -279,6 +279,9 @@ impl Default for CacheConfig {
     }
 }
 
+/// Most edge worker threads `workers` accepts.
+pub const MAX_WORKERS: u64 = 1024;
+
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Config {
@@ -290,6 +293,8 @@ pub struct Config {
     pub limits: Limits,
     pub cache: CacheConfig,
     pub shutdown_grace: Duration,
+    /// Edge worker threads serving connections (`workers = 0` or unset: one per CPU core).
+    pub workers: usize,
     /// Registries declared in the file (or the embedded default), by name.
     pub registries: BTreeMap<String, RegistrySpec>,
 }
@@ -411,6 +416,7 @@ impl Config {
             "shutdown_grace",
             format!("\"{}ms\"", self.shutdown_grace.as_millis()),
         );
+        kv(o, prov, "workers", self.workers.to_string());
         o.push_str("\n[limits]\n");
         let l = &self.limits;
         kv(o, prov, "limits.max_crate_size", l.max_crate_bytes.to_string());
@@ -578,6 +584,19 @@ impl Config {
             }
         }
 
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let workers = match raw.workers {
+            None | Some(0) => cores,
+            Some(n) if n <= MAX_WORKERS => usize::try_from(n).unwrap_or(cores),
+            Some(n) => {
+                problem(
+                    "workers",
+                    format!("{n} worker threads is more than the limit of {MAX_WORKERS}; use about one per CPU core (0 = one per core)"),
+                );
+                cores
+            }
+        };
+
         let mut registries = BTreeMap::new();
         for (name, r) in raw.registries.unwrap_or_default() {
             let key = format!("registries.{name}");
@@ -659,6 +678,7 @@ impl Config {
             limits,
             cache,
             shutdown_grace,
+            workers,
             registries,
         })
     }
@@ -743,10 +763,19 @@ auth_required = false
     }
 
     #[test]
+    fn workers_default_to_one_per_core() {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        assert_eq!(parse("").unwrap().workers, cores);
+        assert_eq!(parse("workers = 0").unwrap().workers, cores);
+        assert_eq!(parse("workers = 3").unwrap().workers, 3);
+    }
+
+    #[test]
     fn every_problem_is_listed() {
         let e = parse(
             r#"
 listen = "nowhere"
+workers = 100000
 [limits]
 max_crate_size = "ten"
 [registries.Bad]
@@ -769,6 +798,7 @@ kind = "warehouse"
         let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
         for k in [
             "listen",
+            "workers",
             "limits.max_crate_size",
             "registries.Bad.name",
             "registries.p.upstreams",

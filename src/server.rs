@@ -3,6 +3,7 @@
 //! header-read timeout (slowloris), per-request timeout; one access-log line and the metrics
 //! of every request; graceful shutdown bounded by a grace period.
 
+pub mod edge;
 pub mod prefixed;
 pub mod tls;
 
@@ -33,6 +34,8 @@ pub struct ServerSettings {
     pub request_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// Edge worker threads (each a single-threaded runtime); at least 1.
+    pub workers: usize,
 }
 
 async fn serve_request(state: HttpState, settings: Arc<ServerSettings>, req: Request<Incoming>) -> Response<Body> {
@@ -110,6 +113,13 @@ pub async fn run(
     let builder = Arc::new(builder);
     let permits = Arc::new(Semaphore::new(settings.max_connections.max(1)));
     let settings = Arc::new(settings);
+    let edge = match edge::Edge::start(settings.workers) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the edge workers");
+            return;
+        }
+    };
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -149,45 +159,42 @@ pub async fn run(
         let tls = tls.clone();
         let first_bytes_timeout = settings.header_read_timeout;
         let idle_timeout = settings.idle_timeout;
-        tokio::spawn(async move {
-            // Both branches read the connection's first bytes under the header-read timeout, so
-            // a peer that connects and stays silent cannot hold a connection slot.
-            let outcome = match tls {
-                None => match prefixed::first_bytes(stream, first_bytes_timeout).await {
-                    Ok(Some(io)) => {
-                        let io = io.with_idle_timeout(idle_timeout, busy);
-                        watcher
-                            .watch(
-                                builder
-                                    .serve_connection_with_upgrades(TokioIo::new(io), service)
-                                    .into_owned(),
+        // Leave the main runtime's reactor: the worker registers the socket with its own.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "cannot hand the connection to a worker");
+                METRICS.add_gauge("cargohold_connections_open", -1);
+                continue;
+            }
+        };
+        edge.dispatch(move |open| {
+            Box::new(move || {
+                Box::pin(async move {
+                    let _open = open;
+                    let outcome = match tokio::net::TcpStream::from_std(stream) {
+                        Ok(stream) => {
+                            serve_connection(
+                                stream,
+                                tls,
+                                builder,
+                                service,
+                                watcher,
+                                busy,
+                                first_bytes_timeout,
+                                idle_timeout,
                             )
                             .await
-                    }
-                    Ok(None) => Ok(()),
-                    Err(e) => Err(e.into()),
-                },
-                Some(acceptor) => match tokio::time::timeout(first_bytes_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => match prefixed::first_bytes(tls_stream, first_bytes_timeout).await {
-                        Ok(Some(io)) => {
-                            let io = io.with_idle_timeout(idle_timeout, busy);
-                            let conn = builder
-                                .serve_connection_with_upgrades(TokioIo::new(io), service)
-                                .into_owned();
-                            watcher.watch(conn).await
                         }
-                        Ok(None) => Ok(()),
                         Err(e) => Err(e.into()),
-                    },
-                    Ok(Err(e)) => Err(e.into()),
-                    Err(_) => Ok(()),
-                },
-            };
-            if let Err(e) = outcome {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-            METRICS.add_gauge("cargohold_connections_open", -1);
-            drop(permit);
+                    };
+                    if let Err(e) = outcome {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    METRICS.add_gauge("cargohold_connections_open", -1);
+                    drop(permit);
+                })
+            })
         });
     }
     drop(listener);
@@ -196,5 +203,60 @@ pub async fn run(
             grace_secs = settings.grace.as_secs(),
             "grace period over; closing remaining connections"
         );
+    }
+    let _ = tokio::task::spawn_blocking(move || edge.stop()).await;
+}
+
+type ConnResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// Serves one accepted connection (on an edge worker): TLS handshake if configured, then
+/// HTTP/1.1 or HTTP/2 until the peer or the graceful shutdown ends it. Both branches read the
+/// connection's first bytes under the header-read timeout, so a peer that connects and stays
+/// silent cannot hold a connection slot.
+#[allow(clippy::too_many_arguments)]
+async fn serve_connection<S>(
+    stream: tokio::net::TcpStream,
+    tls: Option<TlsAcceptor>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    service: S,
+    watcher: hyper_util::server::graceful::Watcher,
+    busy: prefixed::Busy,
+    first_bytes_timeout: Duration,
+    idle_timeout: Duration,
+) -> ConnResult
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    match tls {
+        None => match prefixed::first_bytes(stream, first_bytes_timeout).await {
+            Ok(Some(io)) => {
+                let io = io.with_idle_timeout(idle_timeout, busy);
+                watcher
+                    .watch(
+                        builder
+                            .serve_connection_with_upgrades(TokioIo::new(io), service)
+                            .into_owned(),
+                    )
+                    .await
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(e.into()),
+        },
+        Some(acceptor) => match tokio::time::timeout(first_bytes_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls_stream)) => match prefixed::first_bytes(tls_stream, first_bytes_timeout).await {
+                Ok(Some(io)) => {
+                    let io = io.with_idle_timeout(idle_timeout, busy);
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(io), service)
+                        .into_owned();
+                    watcher.watch(conn).await
+                }
+                Ok(None) => Ok(()),
+                Err(e) => Err(e.into()),
+            },
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Ok(()),
+        },
     }
 }

@@ -56,6 +56,7 @@ pub const KEYS: &[&str] = &[
     "public_url",
     "data_dir",
     "shutdown_grace",
+    "workers",
     "tls.cert",
     "tls.key",
     "limits.max_crate_size",
@@ -92,6 +93,7 @@ pub fn is_set(raw: &RawConfig, key: &str) -> bool {
         "public_url" => raw.public_url.is_some(),
         "data_dir" => raw.data_dir.is_some(),
         "shutdown_grace" => raw.shutdown_grace.is_some(),
+        "workers" => raw.workers.is_some(),
         "tls.cert" => t.is_some_and(|t| t.cert.is_some()),
         "tls.key" => t.is_some_and(|t| t.key.is_some()),
         "limits.max_crate_size" => l.and_then(|l| size(&l.max_crate_size)).is_some(),
@@ -117,6 +119,14 @@ pub fn set(raw: &mut RawConfig, key: &str, value: String) -> Result<(), String> 
         "public_url" => raw.public_url = Some(value),
         "data_dir" => raw.data_dir = Some(value.into()),
         "shutdown_grace" => raw.shutdown_grace = Some(value),
+        "workers" => {
+            raw.workers = Some(
+                value
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("`{value}` is not a whole number"))?,
+            );
+        }
         "tls.cert" => raw.tls.get_or_insert_with(RawTls::default).cert = Some(value.into()),
         "tls.key" => raw.tls.get_or_insert_with(RawTls::default).key = Some(value.into()),
         "limits.max_crate_size" => raw.limits.get_or_insert_with(limits).max_crate_size = Some(Size::Text(value)),

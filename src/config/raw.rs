@@ -15,6 +15,7 @@ pub struct RawConfig {
     pub public_url: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub shutdown_grace: Option<String>,
+    pub workers: Option<u64>,
     pub tls: Option<RawTls>,
     pub limits: Option<RawLimits>,
     pub cache: Option<RawCache>,
