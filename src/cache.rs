@@ -9,6 +9,14 @@ pub mod freshness;
 pub mod index_cache;
 pub mod single_flight;
 
+/// The hasher of the memory caches and per-request maps: seeded per process (so crate names
+/// from requests cannot be chosen to collide) and several times cheaper than SipHash on the short
+/// keys looked up on every request.
+pub type FastHasher = foldhash::fast::RandomState;
+
+/// A bounded in-memory cache (moka) with [`FastHasher`].
+pub type MemCache<K, V> = moka::sync::Cache<K, V, FastHasher>;
+
 /// What a cache lookup did; sent as `x-cache` and logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheStatus {

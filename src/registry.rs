@@ -10,7 +10,7 @@ pub mod merge;
 pub mod publish;
 pub mod tarball;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -19,7 +19,10 @@ use bytes::Bytes;
 
 use crate::cache::crate_files::{CrateFiles, FillReader};
 use crate::cache::index_cache::{IndexCache, IndexEntry};
-use crate::cache::CacheStatus;
+use crate::cache::{CacheStatus, FastHasher, MemCache};
+
+/// A map looked up on every request.
+type FastMap<K, V> = std::collections::HashMap<K, V, FastHasher>;
 use crate::config::{Limits, RegistryKind, RegistrySpec, Shadow};
 use crate::index::config_json::ConfigJson;
 use crate::index::etag::strong_etag;
@@ -126,7 +129,7 @@ pub struct CacheHandles {
     pub index: IndexCache,
     pub crates: Arc<CrateFiles>,
     /// Crate files in memory by SHA-256 (hosted blobs and proxied files alike).
-    pub crate_bytes: moka::sync::Cache<String, Bytes>,
+    pub crate_bytes: MemCache<String, Bytes>,
 }
 
 /// Crate files up to this size are served from memory (read once, then cached by SHA-256).
@@ -134,11 +137,11 @@ pub const MEMORY_CRATE_MAX: u64 = 32 << 20;
 
 impl CacheHandles {
     /// A bytes-bounded memory tier for crate files.
-    pub fn crate_memory(bytes: u64) -> moka::sync::Cache<String, Bytes> {
+    pub fn crate_memory(bytes: u64) -> MemCache<String, Bytes> {
         moka::sync::Cache::builder()
             .max_capacity(bytes.max(1 << 20))
             .weigher(|k: &String, v: &Bytes| u32::try_from(k.len() + v.len() + 64).unwrap_or(u32::MAX))
-            .build()
+            .build_with_hasher(FastHasher::default())
     }
 }
 
@@ -167,19 +170,19 @@ pub struct RegistryService {
     settings: ServiceSettings,
     registries: RwLock<Arc<BTreeMap<String, Arc<RegistrySpec>>>>,
     /// Rendered local index files by `{registry}\0{lowercase name}`; `None` caches a 404.
-    index_cache: moka::sync::Cache<String, Option<Arc<IndexFile>>>,
+    index_cache: MemCache<String, Option<Arc<IndexFile>>>,
     /// Serialises read-modify-write of crate records (publish, yank, owners).
     write_lock: tokio::sync::Mutex<()>,
     caches: CacheHandles,
     /// One cached upstream per proxy registry.
-    proxies: RwLock<Arc<HashMap<String, Arc<CachedUpstream>>>>,
+    proxies: RwLock<Arc<FastMap<String, Arc<CachedUpstream>>>>,
     /// Results of `shadow = "version"` merges.
-    merged: moka::sync::Cache<String, Arc<MergedFile>>,
+    merged: MemCache<String, Arc<MergedFile>>,
     /// Interned metric labels of the registries.
-    labels: RwLock<Arc<HashMap<String, &'static str>>>,
+    labels: RwLock<Arc<FastMap<String, &'static str>>>,
     /// `{registry}\0{lowercase name}\0{version}` -> cksum of hosted versions (immutable once
     /// published; cleared when registries change).
-    hosted_cksums: moka::sync::Cache<String, String>,
+    hosted_cksums: MemCache<String, String>,
 }
 
 fn cache_key(registry: &str, lower: &str) -> String {
@@ -195,7 +198,7 @@ impl RegistryService {
                 let n = k.len() + v.as_ref().map_or(0, |f| f.body.len() + f.etag.len()) + 64;
                 u32::try_from(n).unwrap_or(u32::MAX)
             })
-            .build();
+            .build_with_hasher(FastHasher::default());
         let settings_memory = settings.memory_bytes;
         let svc = RegistryService {
             store,
@@ -204,15 +207,17 @@ impl RegistryService {
             index_cache,
             write_lock: tokio::sync::Mutex::new(()),
             caches,
-            proxies: RwLock::new(Arc::new(HashMap::new())),
-            labels: RwLock::new(Arc::new(HashMap::new())),
-            hosted_cksums: moka::sync::Cache::new(200_000),
+            proxies: RwLock::new(Arc::new(FastMap::default())),
+            labels: RwLock::new(Arc::new(FastMap::default())),
+            hosted_cksums: moka::sync::Cache::builder()
+                .max_capacity(200_000)
+                .build_with_hasher(FastHasher::default()),
             merged: moka::sync::Cache::builder()
                 .max_capacity((settings_memory / 8).max(1 << 20))
                 .weigher(|k: &String, v: &Arc<MergedFile>| {
                     u32::try_from(k.len() + v.file.body.len() + 256).unwrap_or(u32::MAX)
                 })
-                .build(),
+                .build_with_hasher(FastHasher::default()),
         };
         svc.reload_registries().await?;
         Ok(svc)
@@ -241,7 +246,7 @@ impl RegistryService {
     async fn reload_registries(&self) -> RegistryResult<()> {
         let specs = self.store.registries().await?;
         let old = self.proxies();
-        let mut proxies = HashMap::new();
+        let mut proxies = FastMap::default();
         for spec in specs.iter().filter(|s| s.kind == RegistryKind::Proxy) {
             let settings = ProxySettings {
                 registry: spec.name.clone(),
@@ -287,7 +292,7 @@ impl RegistryService {
             .unwrap_or("-")
     }
 
-    fn proxies(&self) -> Arc<HashMap<String, Arc<CachedUpstream>>> {
+    fn proxies(&self) -> Arc<FastMap<String, Arc<CachedUpstream>>> {
         self.proxies.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 

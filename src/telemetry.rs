@@ -10,6 +10,9 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex, RwLock};
 
+/// The per-request series maps: seeded foldhash, several times cheaper than SipHash.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Latency buckets, seconds.
 const BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
@@ -41,16 +44,16 @@ type Labels = Vec<(&'static str, String)>;
 #[derive(Default)]
 struct RequestSeries {
     /// (registry, route, status) -> count
-    requests: RwLock<HashMap<(&'static str, &'static str, u16), AtomicU64>>,
+    requests: RwLock<FastMap<(&'static str, &'static str, u16), AtomicU64>>,
     /// route -> latency histogram
-    durations: RwLock<HashMap<&'static str, Histogram>>,
+    durations: RwLock<FastMap<&'static str, Histogram>>,
     /// route -> bytes
-    bytes: RwLock<HashMap<&'static str, AtomicU64>>,
+    bytes: RwLock<FastMap<&'static str, AtomicU64>>,
     /// (registry, tier, cache status) -> count
-    cache: RwLock<HashMap<(&'static str, &'static str, &'static str), AtomicU64>>,
+    cache: RwLock<FastMap<(&'static str, &'static str, &'static str), AtomicU64>>,
 }
 
-fn bump<K: std::hash::Hash + Eq + Copy>(map: &RwLock<HashMap<K, AtomicU64>>, key: K, n: u64) {
+fn bump<K: std::hash::Hash + Eq + Copy>(map: &RwLock<FastMap<K, AtomicU64>>, key: K, n: u64) {
     if let Some(c) = map.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
         c.fetch_add(n, Ordering::Relaxed);
         return;

@@ -129,14 +129,18 @@ pub struct CacheError(pub String);
 /// The two tiers.
 #[derive(Clone)]
 pub struct IndexCache {
-    memory: moka::sync::Cache<String, Arc<IndexEntry>>,
+    memory: super::MemCache<String, Arc<IndexEntry>>,
     tree: sled::Tree,
     /// Background disk writes not finished yet (flush waits for them).
     pending: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn key(registry: &str, name: &str) -> String {
-    format!("{registry}\0{name}")
+    let mut k = String::with_capacity(registry.len() + 1 + name.len());
+    k.push_str(registry);
+    k.push('\0');
+    k.push_str(name);
+    k
 }
 
 impl IndexCache {
@@ -153,7 +157,7 @@ impl IndexCache {
             .max_capacity(memory_bytes.max(1 << 20))
             .weigher(|k: &String, v: &Arc<IndexEntry>| u32::try_from(k.len() + v.body.len() + 256).unwrap_or(u32::MAX))
             .support_invalidation_closures()
-            .build();
+            .build_with_hasher(super::FastHasher::default());
         Ok(IndexCache {
             memory,
             tree,
