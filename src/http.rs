@@ -34,8 +34,7 @@ pub type HandlerResult = Result<Response<Body>, ApiError>;
 /// Handles one request and says which route template it matched (for the access log).
 /// Also returns the registry label for metrics: a known registry's name, or `-`.
 pub async fn handle(state: &HttpState, req: Request<Incoming>) -> (Response<Body>, &'static str, &'static str) {
-    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-    match route::route(&method, &path) {
+    match route::route(req.method(), req.uri().path()) {
         Ok(r) => {
             let template = r.template();
             let label = r.registry().map_or("-", |name| state.registry.registry_label(name));
@@ -45,7 +44,10 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>) -> (Response<Body
         Err(RouteError::NotFound) => (
             ApiError::new(
                 StatusCode::NOT_FOUND,
-                format!("no endpoint at `{path}`; registry URLs look like /<registry>/index/"),
+                format!(
+                    "no endpoint at `{}`; registry URLs look like /<registry>/index/",
+                    req.uri().path()
+                ),
             )
             .into_response(),
             "unmatched",
@@ -54,7 +56,11 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>) -> (Response<Body
         Err(RouteError::MethodNotAllowed(allow)) => {
             let mut e = ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
-                format!("`{method}` is not allowed on `{path}`; use {allow}"),
+                format!(
+                    "`{}` is not allowed on `{}`; use {allow}",
+                    req.method(),
+                    req.uri().path()
+                ),
             );
             e.allow = Some(allow);
             (e.into_response(), "unmatched", "-")

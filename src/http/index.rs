@@ -15,8 +15,13 @@ use crate::index::etag::if_none_match;
 use crate::index::gzip::{accepts_gzip, gzip_etag, MIN_GZIP_BYTES};
 use crate::index::name::name_from_index_path;
 use crate::registry::{client_registry_name, Download, RegistryService};
+use bytes::Bytes;
 use futures_util::TryStreamExt;
 use hyper::body::Frame;
+use hyper::header::{HeaderName, HeaderValue};
+
+/// Says whether a response came from the cache (`HIT`, `MISS`, `REVALIDATED`, `STALE`).
+const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
 fn fill_error(f: FillFailure) -> ApiError {
     let status = match &f {
@@ -79,25 +84,35 @@ pub async fn index_file(
     // copy current, since both stand for the same file.
     let gz_etag = gzip.then(|| gzip_etag(file.etag()));
     let etag = gz_etag.as_deref().unwrap_or(file.etag());
-    let builder = Response::builder()
-        .header(header::ETAG, etag)
-        .header(header::CACHE_CONTROL, "no-cache")
-        .header(header::VARY, "Accept-Encoding")
-        .header("x-cache", x_cache);
     let inm = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
-    if inm.is_some_and(|v| if_none_match(v, file.etag()) || if_none_match(v, &gzip_etag(file.etag()))) {
-        return builder.status(StatusCode::NOT_MODIFIED).body(empty()).map_err(internal);
-    }
-    let builder = builder.header(header::CONTENT_TYPE, "text/plain; charset=utf-8");
-    let (builder, body) = if gzip {
-        (builder.header(header::CONTENT_ENCODING, "gzip"), file.gzip().clone())
+    let not_modified = inm.is_some_and(|v| if_none_match(v, file.etag()) || if_none_match(v, &gzip_etag(file.etag())));
+    // Built field by field with pre-validated values: this runs on every hit and 304.
+    let (status, body) = if not_modified {
+        (StatusCode::NOT_MODIFIED, None)
+    } else if gzip {
+        (StatusCode::OK, Some(file.gzip().clone()))
     } else {
-        (builder, file.body().clone())
+        (StatusCode::OK, Some(file.body().clone()))
     };
-    builder
-        .header(header::CONTENT_LENGTH, body.len())
-        .body(full(body))
-        .map_err(internal)
+    let len = body.as_ref().map(Bytes::len);
+    let mut resp = Response::new(body.map_or_else(empty, full));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::ETAG, HeaderValue::from_str(etag).map_err(internal)?);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    h.insert(X_CACHE, HeaderValue::from_static(x_cache));
+    if let Some(len) = len {
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if gzip {
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    Ok(resp)
 }
 
 /// `GET /{reg}/api/v1/crates/{name}/{version}/download`.
@@ -114,11 +129,23 @@ pub async fn download(
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CACHE_CONTROL, "public, max-age=31536000, immutable");
     match svc.download(&spec, name, version).await? {
-        Download::Bytes { bytes, status } => builder
-            .header(header::CONTENT_LENGTH, bytes.len())
-            .header("x-cache", status.as_str())
-            .body(full(bytes))
-            .map_err(internal),
+        Download::Bytes { bytes, status } => {
+            // The memory-tier hit: built with pre-validated values, like an index hit.
+            let len = bytes.len();
+            let mut resp = Response::new(full(bytes));
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=31536000, immutable"),
+            );
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            h.insert(X_CACHE, HeaderValue::from_static(status.as_str()));
+            Ok(resp)
+        }
         Download::File { path, status } => {
             let file = tokio::fs::File::open(&path).await.map_err(internal)?;
             let len = file.metadata().await.map_err(internal)?.len();

@@ -128,23 +128,43 @@ pub fn canonical_name(name: &str) -> String {
 /// ```
 pub fn index_path(name: &str) -> String {
     let lower = name.to_ascii_lowercase();
+    let mut out = String::with_capacity(lower.len() + 6);
     match lower.len() {
-        0 => String::new(),
-        1 => format!("1/{lower}"),
-        2 => format!("2/{lower}"),
-        3 => format!("3/{}/{lower}", &lower[..1]),
-        _ => format!("{}/{}/{lower}", &lower[..2], &lower[2..4]),
+        0 => return out,
+        1 => out.push_str("1/"),
+        2 => out.push_str("2/"),
+        3 => {
+            out.push_str("3/");
+            out.push_str(&lower[..1]);
+            out.push('/');
+        }
+        _ => {
+            out.push_str(&lower[..2]);
+            out.push('/');
+            out.push_str(&lower[2..4]);
+            out.push('/');
+        }
     }
+    out.push_str(&lower);
+    out
 }
 
 /// Parses a sparse-index path back to the (lowercase) name it names, if the prefix is the one
 /// cargo would compute for that name. `None` for anything else (answered 404 by the caller).
+/// Allocation-free: it runs on every index request.
 pub fn name_from_index_path(path: &str) -> Option<&str> {
-    let name = path.rsplit('/').next()?;
+    let (prefix, name) = path.rsplit_once('/')?;
     if name.is_empty() || !name.is_ascii() || name.bytes().any(|b| b.is_ascii_uppercase()) {
         return None;
     }
-    (index_path(name) == path).then_some(name)
+    let (p, n) = (prefix.as_bytes(), name.as_bytes());
+    let ok = match n.len() {
+        1 => p == b"1",
+        2 => p == b"2",
+        3 => p.len() == 3 && p[..2] == *b"3/" && p[2] == n[0],
+        _ => p.len() == 5 && p[2] == b'/' && p[..2] == n[..2] && p[3..] == n[2..4],
+    };
+    ok.then_some(name)
 }
 
 /// Checks a registry name against [`REGISTRY_NAME_RULE`].
@@ -176,6 +196,11 @@ mod tests {
 
     #[test]
     fn index_path_round_trips_and_rejects_wrong_prefix() {
+        assert_eq!(name_from_index_path("cargo"), None);
+        assert_eq!(name_from_index_path("1/a"), Some("a"));
+        assert_eq!(name_from_index_path("2/ab"), Some("ab"));
+        assert_eq!(name_from_index_path("x/1/a"), None);
+        assert_eq!(name_from_index_path("é/ab/abcd"), None);
         assert_eq!(name_from_index_path("ca/rg/cargo"), Some("cargo"));
         assert_eq!(name_from_index_path("3/a/abc"), Some("abc"));
         assert_eq!(name_from_index_path("ca/rx/cargo"), None);
@@ -235,6 +260,15 @@ mod tests {
         fn valid_names_have_parseable_paths(s in "[a-z][a-z0-9_-]{0,63}") {
             let p = index_path(&s);
             prop_assert_eq!(name_from_index_path(&p), Some(s.as_str()));
+        }
+
+        /// The allocation-free parser agrees with "the path cargo computes for the last segment".
+        #[test]
+        fn parser_matches_the_index_path_oracle(s in "([0-9a-zA-Z]{1,3}/){0,3}[a-zA-Z0-9_é-]{0,6}") {
+            let oracle = s.rsplit('/').next().filter(|n| {
+                !n.is_empty() && n.is_ascii() && !n.bytes().any(|b| b.is_ascii_uppercase()) && index_path(n) == s
+            });
+            prop_assert_eq!(name_from_index_path(&s), oracle);
         }
 
         #[test]
