@@ -540,8 +540,8 @@ impl RegistryService {
                 reg.name
             ))
         };
-        let upstreams: Vec<String> = match reg.kind {
-            RegistryKind::Proxy => vec![reg.name.clone()],
+        let upstreams: &[String] = match reg.kind {
+            RegistryKind::Proxy => std::slice::from_ref(&reg.name),
             RegistryKind::Hosted => {
                 let key = format!("{}\0{}\0{version}", reg.name, name.to_ascii_lowercase());
                 if let Some(cksum) = self.hosted_cksums.get(&key) {
@@ -568,12 +568,12 @@ impl RegistryService {
                         return Err(not_found());
                     }
                 }
-                reg.upstreams.clone()
+                &reg.upstreams
             }
         };
-        let mut last = not_found();
+        let mut last = None;
         for up in upstreams {
-            let proxy = self.proxy(&up)?;
+            let proxy = self.proxy(up)?;
             if let Ok((_, cksum)) = proxy.locate(name, version).await {
                 if let Some(bytes) = self.caches.crate_bytes.get(&cksum) {
                     return Ok(Download::Bytes {
@@ -588,11 +588,11 @@ impl RegistryService {
                     return self.file_download(&cksum, path, Some(len), status).await;
                 }
                 Ok((ProxyDownload::Stream(reader), _)) => return Ok(Download::Stream(reader)),
-                Err(DownloadError::NotFound(m)) => last = RegistryError::NotFound(m),
-                Err(DownloadError::Upstream(e)) => last = e.into(),
+                Err(DownloadError::NotFound(m)) => last = Some(RegistryError::NotFound(m)),
+                Err(DownloadError::Upstream(e)) => last = Some(e.into()),
             }
         }
-        Err(last)
+        Err(last.unwrap_or_else(not_found))
     }
 
     /// A hosted blob, from memory or disk; `None` if the file is missing.

@@ -125,9 +125,11 @@ pub async fn download(
 ) -> HandlerResult {
     let spec = svc.registry(reg)?;
     svc.authorize_read(&spec, auth).await?;
-    let builder = Response::builder()
-        .header(header::CONTENT_TYPE, "application/octet-stream")
-        .header(header::CACHE_CONTROL, "public, max-age=31536000, immutable");
+    let builder = || {
+        Response::builder()
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::CACHE_CONTROL, "public, max-age=31536000, immutable")
+    };
     match svc.download(&spec, name, version).await? {
         Download::Bytes { bytes, status } => {
             // The memory-tier hit: built with pre-validated values, like an index hit.
@@ -150,15 +152,15 @@ pub async fn download(
             let file = tokio::fs::File::open(&path).await.map_err(internal)?;
             let len = file.metadata().await.map_err(internal)?.len();
             let stream = TryStreamExt::map_ok(ReaderStream::with_capacity(file, 256 * 1024), Frame::data);
-            builder
+            builder()
                 .header(header::CONTENT_LENGTH, len)
-                .header("x-cache", status.as_str())
+                .header(X_CACHE, status.as_str())
                 .body(StreamBody::new(stream).boxed())
                 .map_err(internal)
         }
         Download::Stream(mut reader) => {
             let len = reader.headers().await.map_err(fill_error)?;
-            let builder = builder.header("x-cache", CacheStatus::Miss.as_str());
+            let builder = builder().header(X_CACHE, CacheStatus::Miss.as_str());
             let builder = match len {
                 Some(len) => builder.header(header::CONTENT_LENGTH, len),
                 None => builder,

@@ -23,7 +23,7 @@ use crate::cache::crate_files::{CrateFiles, CrateLookup, FillFailure, FillReader
 use crate::cache::freshness::{freshness, Freshness};
 use crate::cache::index_cache::{IndexCache, IndexEntry};
 use crate::cache::single_flight::SingleFlight;
-use crate::cache::{now_ms, CacheStatus};
+use crate::cache::{now_ms, CacheStatus, FastHasher, MemCache};
 use crate::index::index_path;
 
 /// How long the upstream is left alone after it failed for a file (stale copies are served).
@@ -104,7 +104,7 @@ pub struct CachedUpstream {
     index: IndexCache,
     crates: Arc<CrateFiles>,
     flights: SingleFlight<String, Result<Lookup, UpstreamError>>,
-    cksums: moka::sync::Cache<String, (String, String)>,
+    cksums: MemCache<String, (String, String)>,
     dl: tokio::sync::RwLock<Option<String>>,
 }
 
@@ -130,7 +130,9 @@ impl CachedUpstream {
             index,
             crates,
             flights: SingleFlight::default(),
-            cksums: moka::sync::Cache::new(100_000),
+            cksums: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .build_with_hasher(FastHasher::default()),
             dl: tokio::sync::RwLock::new(None),
         }))
     }
@@ -276,11 +278,15 @@ impl CachedUpstream {
 
     /// Finds the checksum of `name@version` (through the index cache).
     pub async fn locate(self: &Arc<Self>, name: &str, version: &str) -> Result<(String, String), DownloadError> {
-        let lower = name.to_ascii_lowercase();
-        let key = format!("{lower}\0{version}");
+        let mut key = String::with_capacity(name.len() + 1 + version.len());
+        key.push_str(name);
+        key.make_ascii_lowercase();
+        key.push('\0');
+        key.push_str(version);
         if let Some(hit) = self.cksums.get(&key) {
             return Ok(hit);
         }
+        let lower = name.to_ascii_lowercase();
         let not_found = || {
             DownloadError::NotFound(format!(
                 "crate `{name}` version `{version}` is not in the upstream index"
