@@ -10,6 +10,7 @@ pub mod tls;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
@@ -42,8 +43,15 @@ async fn serve_request(state: HttpState, settings: Arc<ServerSettings>, req: Req
     let _in_flight = METRICS.request_started();
     let start = Instant::now();
     let method = req.method().clone();
-    let (resp, route, registry) = match tokio::time::timeout(settings.request_timeout, http::handle(&state, req)).await
-    {
+    // Most requests (cache hits, 304s) complete on their first poll: only the others get a
+    // timer, which saves a timer-wheel insert and removal per hit.
+    let mut handled = std::pin::pin!(http::handle(&state, req));
+    let first = std::future::poll_fn(|cx| Poll::Ready(handled.as_mut().poll(cx))).await;
+    let outcome = match first {
+        Poll::Ready(x) => Ok(x),
+        Poll::Pending => tokio::time::timeout(settings.request_timeout, handled).await,
+    };
+    let (resp, route, registry) = match outcome {
         Ok(x) => x,
         Err(_) => {
             let e = ApiError::new(

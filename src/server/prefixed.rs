@@ -24,7 +24,11 @@ pub type Busy = Arc<AtomicUsize>;
 struct Idle {
     timeout: Duration,
     busy: Busy,
+    /// Fires at or before `deadline`; moved forward only when it fires early, because
+    /// resetting a timer on every request cost more than the rest of this wrapper.
     sleep: Pin<Box<Sleep>>,
+    /// When the connection may be closed: `timeout` after it last went idle.
+    deadline: Instant,
     armed: bool,
 }
 
@@ -43,6 +47,7 @@ impl<S> Prefixed<S> {
             timeout,
             busy,
             sleep: Box::pin(tokio::time::sleep(timeout)),
+            deadline: Instant::now() + timeout,
             armed: false,
         });
         self
@@ -101,14 +106,24 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
                     return Poll::Pending;
                 }
                 if !idle.armed {
-                    let deadline = Instant::now() + idle.timeout;
-                    idle.sleep.as_mut().reset(deadline);
+                    idle.deadline = Instant::now() + idle.timeout;
                     idle.armed = true;
+                    if idle.sleep.deadline() > idle.deadline {
+                        idle.sleep.as_mut().reset(idle.deadline);
+                    }
                 }
-                match idle.sleep.as_mut().poll(cx) {
-                    // End of stream: hyper closes the connection quietly.
-                    Poll::Ready(()) => Poll::Ready(Ok(())),
-                    Poll::Pending => Poll::Pending,
+                loop {
+                    match idle.sleep.as_mut().poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        // Idle for the whole timeout. End of stream: hyper closes the
+                        // connection quietly.
+                        Poll::Ready(()) if Instant::now() >= idle.deadline => return Poll::Ready(Ok(())),
+                        // Set for an earlier idle period: wait for this one's deadline.
+                        Poll::Ready(()) => {
+                            let deadline = idle.deadline;
+                            idle.sleep.as_mut().reset(deadline);
+                        }
+                    }
                 }
             }
         }
@@ -188,6 +203,36 @@ mod tests {
             .unwrap();
         assert_eq!(n, 0, "an idle connection reads as closed");
         drop(client);
+    }
+
+    /// Traffic pushes the close back by a whole timeout, even though the timer itself is only
+    /// moved when it fires.
+    #[tokio::test(start_paused = true)]
+    async fn each_idle_period_gets_the_whole_timeout() {
+        let (mut client, server) = tokio::io::duplex(64);
+        client.write_all(b"x").await.unwrap();
+        let s = first_bytes(server, Duration::from_secs(5)).await.unwrap().unwrap();
+        let mut s = s.with_idle_timeout(Duration::from_secs(10), Busy::default());
+        let mut one = [0u8; 1];
+        s.read_exact(&mut one).await.unwrap();
+        for _ in 0..3 {
+            // 8 s of silence, then a byte: never idle for 10 s, so never closed.
+            let read = s.read(&mut one);
+            let write = async {
+                tokio::time::sleep(Duration::from_secs(8)).await;
+                client.write_all(b"y").await.unwrap();
+            };
+            let (n, ()) = tokio::join!(read, write);
+            assert_eq!(n.unwrap(), 1, "still open after 8 s idle");
+        }
+        let start = Instant::now();
+        let n = s.read(&mut one).await.unwrap();
+        assert_eq!(n, 0, "closed after a full idle timeout");
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(10) && waited < Duration::from_secs(11),
+            "{waited:?}"
+        );
     }
 
     #[tokio::test]
