@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Load benchmark: cargohold (release build) vs nginx serving the same files from disk.
 #
-#   benches/load.sh [--quick] [--no-access-log] [--keep] [--skip-idle-check]
+#   benches/load.sh [--quick] [--pin] [--no-access-log] [--keep] [--skip-idle-check]
 #
 # Everything runs on this machine and talks to 127.0.0.1 only. nginx serves a static sparse
 # registry written by `examples/bench_fixture.rs` (the real index files of ../shared/data/index
 # plus synthetic .crate files); it is both the baseline and the upstream of the daemon's
 # `crates-io` proxy registry. wrk drives both with the same Lua script, alternating rounds.
-# Prints one Markdown table. See benches/load/README.md.
+# Prints one Markdown table. See benches/load/README.md. --pin gives the servers and the load
+# generator separate cores (taskset): the servers the first half of the CPUs (daemon `workers`
+# and nginx `worker_processes` = that many), wrk, curl and cargo the other half.
 #
 # Installs `nginx`, `wrk` and `curl` with apt-get when they are missing. Every loop and wait is
 # bounded; the EXIT trap stops the daemon and nginx and removes the temp dir (unless --keep).
@@ -20,17 +22,19 @@ LOADDIR="$HERE/load"
 CMDLINE="benches/load.sh${*:+ $*}"
 
 QUICK=0
+PIN=0
 ACCESS_LOG=1
 KEEP=0
 IDLE_CHECK=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
+        --pin) PIN=1 ;;
         --no-access-log) ACCESS_LOG=0 ;;
         --keep) KEEP=1 ;;
         --skip-idle-check) IDLE_CHECK=0 ;;
         -h | --help)
-            sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -58,7 +62,28 @@ else
     COLD_FILES="${BENCH_COLD_FILES:-50}"
     FETCH_RUNS="${BENCH_FETCH_RUNS:-3}"
 fi
+if [ -n "${BENCH_SCENARIOS:-}" ]; then
+    read -r -a SCENARIOS <<<"$BENCH_SCENARIOS"
+fi
 WRK_TIMEOUT=10s
+NCPU="$(nproc)"
+SERVER_RUN=()
+CLIENT_RUN=()
+SERVER_WORKERS=2
+WRK_MAX_THREADS=2
+if [ "$PIN" = 1 ]; then
+    [ "$NCPU" -ge 2 ] || { echo "load.sh: --pin needs at least 2 CPUs" >&2; exit 64; }
+    command -v taskset >/dev/null || { echo "load.sh: --pin needs taskset (util-linux)" >&2; exit 64; }
+    SERVER_WORKERS=$((NCPU / 2))
+    WRK_MAX_THREADS=$((NCPU - SERVER_WORKERS))
+    SERVER_CPUS="0-$((SERVER_WORKERS - 1))"
+    CLIENT_CPUS="$SERVER_WORKERS-$((NCPU - 1))"
+    SERVER_RUN=(taskset -c "$SERVER_CPUS")
+    CLIENT_RUN=(taskset -c "$CLIENT_CPUS")
+    PIN_NOTE="pinned: servers on CPUs $SERVER_CPUS, wrk/curl/cargo on CPUs $CLIENT_CPUS"
+else
+    PIN_NOTE="not pinned: servers and wrk share all $NCPU CPUs"
+fi
 HOT_PATH="se/rd/serde"
 ROW_RETRY_PCT=20
 
@@ -274,11 +299,11 @@ else
     DAEMON_RUST_LOG="warn"
 fi
 sed -e "s|@PREFIX@|$NGX|g" -e "s|@ROOT@|$WWW|g" -e "s|@PORT@|$NPORT|g" \
-    -e "s|@USER_LINE@|$USER_LINE|" -e "s|@ACCESS_LOG@|$NGX_ACCESS|" \
+    -e "s|@USER_LINE@|$USER_LINE|" -e "s|@ACCESS_LOG@|$NGX_ACCESS|" -e "s|@WORKERS@|$SERVER_WORKERS|" \
     "$LOADDIR/nginx.conf.in" >"$NGX/nginx.conf"
 "$NGINX_BIN" -p "$NGX" -c "$NGX/nginx.conf" -e "$NGX/error.log" -t >/dev/null 2>&1 ||
     { "$NGINX_BIN" -p "$NGX" -c "$NGX/nginx.conf" -e "$NGX/error.log" -t; die "bad nginx config"; }
-"$NGINX_BIN" -p "$NGX" -c "$NGX/nginx.conf" -e "$NGX/error.log" </dev/null >"$NGX/stdout.log" 2>&1 &
+${SERVER_RUN[@]+"${SERVER_RUN[@]}"} "$NGINX_BIN" -p "$NGX" -c "$NGX/nginx.conf" -e "$NGX/error.log" </dev/null >"$NGX/stdout.log" 2>&1 &
 NPID=$!
 NURL="http://127.0.0.1:$NPORT"
 wait_http "$NURL/index/config.json" 20 || { cat "$NGX/error.log" >&2; die "nginx did not start"; }
@@ -290,6 +315,8 @@ DCONF="$TMP/cargohold.toml"
 cat >"$DCONF" <<EOF
 listen = "127.0.0.1:0"
 data_dir = "$TMP/daemon-data"
+# as many edge workers as nginx has worker processes
+workers = $SERVER_WORKERS
 
 [cache]
 memory = "$CACHE_MEMORY"
@@ -310,7 +337,7 @@ DLOG="$TMP/daemon.log"
 DWARN="$TMP/daemon-warnings.log"
 : >"$DWARN"
 CARGOHOLD_ADMIN_TOKEN="bench-$RANDOM$RANDOM$RANDOM" RUST_LOG="$DAEMON_RUST_LOG" \
-    "$DAEMON_BIN" serve --config "$DCONF" </dev/null >"$TMP/daemon.out" 2>>"$DLOG" &
+    ${SERVER_RUN[@]+"${SERVER_RUN[@]}"} "$DAEMON_BIN" serve --config "$DCONF" </dev/null >"$TMP/daemon.out" 2>>"$DLOG" &
 DPID=$!
 DURL=""
 for i in $(seq 1 300); do
@@ -365,8 +392,8 @@ for idx in $(seq 1 "$step" "$NPATHS"); do
     [ "$cold_n" -ge "$COLD_FILES" ] && break
     p="$(sed -n "${idx}p" "$PATHS")"
     [ "$p" = "$HOT_PATH" ] && continue
-    n="$(curl -sS -o /dev/null --max-time 10 -w '%{time_starttransfer} %{http_code}' "$NURL/index/$p" || true)"
-    d="$(curl -sS -o /dev/null --max-time 20 -w '%{time_starttransfer} %{http_code} %header{x-cache}' \
+    n="$(${CLIENT_RUN[@]+"${CLIENT_RUN[@]}"} curl -sS -o /dev/null --max-time 10 -w '%{time_starttransfer} %{http_code}' "$NURL/index/$p" || true)"
+    d="$(${CLIENT_RUN[@]+"${CLIENT_RUN[@]}"} curl -sS -o /dev/null --max-time 20 -w '%{time_starttransfer} %{http_code} %header{x-cache}' \
         "$DURL/crates-io/index/$p" || true)"
     read -r n_t n_code _ <<<"$n x x"
     read -r d_t d_code d_cache _ <<<"$d x x x"
@@ -481,7 +508,7 @@ OURS0=$OURS
 round=0
 for sc in "${SCENARIOS[@]}"; do
     for c in "${CONNS[@]}"; do
-        t=$((c < 2 ? c : 2))
+        t=$((c < WRK_MAX_THREADS ? c : WRK_MAX_THREADS))
         order=(daemon nginx)
         [ $((round % 2)) = 1 ] && order=(nginx daemon)
         # One retry (after a pause) when other processes took much of the CPU during the row.
@@ -495,7 +522,7 @@ for sc in "${SCENARIOS[@]}"; do
                 base="$([ "$srv" = daemon ] && echo "$DURL" || echo "$NURL")"
                 out="$WRKDIR/$sc-c$c-$srv.txt"
                 log "wrk $sc c=$c $srv"
-                timeout 120 wrk -t "$t" -c "$c" -d "$DURATION" --timeout "$WRK_TIMEOUT" --latency \
+                ${CLIENT_RUN[@]+"${CLIENT_RUN[@]}"} timeout 120 wrk -t "$t" -c "$c" -d "$DURATION" --timeout "$WRK_TIMEOUT" --latency \
                     -s "$LOADDIR/rotate.lua" "$base" -- "$list" "$prefix" >"$out" 2>&1 ||
                     log "warning: wrk exited non-zero ($out)"
                 R[$srv]="$(parse_wrk <"$out")"
@@ -553,7 +580,7 @@ retry = 0
 EOF
     local t0 t1
     t0=$(date +%s%N)
-    if (cd "$dir/project" && CARGO_HOME="$dir/home" timeout 300 "$CARGO_BIN" fetch --quiet) >"$dir/out.log" 2>&1; then
+    if (cd "$dir/project" && CARGO_HOME="$dir/home" ${CLIENT_RUN[@]+"${CLIENT_RUN[@]}"} timeout 300 "$CARGO_BIN" fetch --quiet) >"$dir/out.log" 2>&1; then
         t1=$(date +%s%N)
         local got
         got=$(find "$dir/home/registry/cache" -name '*.crate' 2>/dev/null | wc -l || true)
@@ -604,7 +631,7 @@ ratio_time() { awk -v d="$1" -v n="$2" 'BEGIN { if (d > 0 && n > 0) printf "%.2f
     echo
     echo "### cargohold vs nginx — $(date -u '+%Y-%m-%d %H:%M UTC'), nproc $(nproc), ${CPU_MODEL:-unknown CPU}"
     echo
-    echo "Command: \`$CMDLINE\` · wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}') \`-t min(2,c) -d $DURATION --latency\`, rounds alternate daemon/nginx · nginx $NGINX_VERSION (\`worker_processes 2\`, sendfile, tcp_nopush) · $LOG_NOTE · CPU busy before the run ${BUSY_BEFORE}%, other processes during the wrk rounds ${FOREIGN}%, after ${BUSY_AFTER}% (loadavg at start $LOAD_BEFORE)"
+    echo "Command: \`$CMDLINE\` · wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}') \`-t min($WRK_MAX_THREADS,c) -d $DURATION --latency\`, rounds alternate daemon/nginx · nginx $NGINX_VERSION (\`worker_processes $SERVER_WORKERS\`, sendfile, tcp_nopush) · $PIN_NOTE · $LOG_NOTE · CPU busy before the run ${BUSY_BEFORE}%, other processes during the wrk rounds ${FOREIGN}%, after ${BUSY_AFTER}% (loadavg at start $LOAD_BEFORE)"
     echo
     echo "| scenario | conns | req/s daemon | req/s nginx | daemon/nginx | p50 daemon ms | p50 nginx ms | p99 daemon ms | p99 nginx ms | other CPU |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
