@@ -153,16 +153,20 @@ impl RegistryService {
             ))
         })?;
         let version = validate_metadata(&meta)?;
-        tarball::inspect(
-            frame.krate,
-            &meta.name,
-            &meta.vers,
-            TarballLimits {
-                max_unpacked_bytes: limits.max_unpacked_bytes,
-            },
-        )
-        .map_err(|e| bad(format!("invalid crate file: {e}")))?;
-        let cksum = hex::encode(Sha256::digest(frame.krate));
+        // Decompressing and hashing a crate of up to `max_crate_size` takes a while: off the
+        // connection's thread, so an edge worker keeps serving its other connections meanwhile.
+        let krate = body.slice_ref(frame.krate);
+        let (name, vers) = (meta.name.clone(), meta.vers.clone());
+        let tarball_limits = TarballLimits {
+            max_unpacked_bytes: limits.max_unpacked_bytes,
+        };
+        let cksum = tokio::task::spawn_blocking(move || {
+            tarball::inspect(&krate, &name, &vers, tarball_limits)
+                .map(|_| hex::encode(Sha256::digest(&krate)))
+                .map_err(|e| bad(format!("invalid crate file: {e}")))
+        })
+        .await
+        .map_err(|e| RegistryError::Store(crate::store::StoreError::Io(format!("crate inspection failed: {e}"))))??;
 
         // Same-registry dependencies must exist here (locally, or upstream in a merged view).
         let own_urls = vec![self.index_url(registry)];
