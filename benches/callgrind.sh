@@ -99,8 +99,10 @@ measure() {
 # The daemon, on a copy of the kept warm data directory.
 DPORT="$(free_port)"
 cp -r "$KEPT/daemon-data" "$WORK/daemon-data"
+# A long index_ttl: the kept entries stay fresh however old the kept run is (nginx, their
+# upstream, is not running while the daemon is measured).
 sed -e "s|^listen = .*|listen = \"127.0.0.1:$DPORT\"|" -e "s|^data_dir = .*|data_dir = \"$WORK/daemon-data\"|" \
-    "$KEPT/cargohold.toml" >"$WORK/cargohold.toml"
+    -e "s|^index_ttl = .*|index_ttl = \"10000h\"|" "$KEPT/cargohold.toml" >"$WORK/cargohold.toml"
 log "daemon under callgrind ($SC, ${SECS}s)"
 D="$(CARGOHOLD_ADMIN_TOKEN="callgrind-$RANDOM$RANDOM" RUST_LOG=info measure daemon "http://127.0.0.1:$DPORT" "$LD" "$PD" -- \
     "$TARGET_DIR/release/cargohold" serve --config "$WORK/cargohold.toml")"
