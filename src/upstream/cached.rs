@@ -3,12 +3,14 @@
 //! Index files: memory -> disk -> (single-flight) conditional fetch. Fresh for `index_ttl`
 //! (404s for `negative_ttl`), then revalidated with the upstream's validators (or refetched and
 //! compared by hash when it sent none). When the upstream fails, the stale copy is served and
-//! the upstream is left alone for [`STALE_BACKOFF_MS`]. `offline` never contacts the upstream.
+//! the upstream is left alone for [`STALE_BACKOFF_MS`] (for that file; for every expired file
+//! when it could not be reached at all or timed out). `offline` never contacts the upstream.
 //!
 //! Crate files: looked up by the index `cksum`; a miss starts one streamed, verified fill
 //! (see `cache::crate_files`) driven by a spawned task, so it completes and is cached even if
 //! the client that caused it goes away.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,6 +108,10 @@ pub struct CachedUpstream {
     flights: SingleFlight<String, Result<Lookup, UpstreamError>>,
     cksums: MemCache<String, (String, String)>,
     dl: tokio::sync::RwLock<Option<String>>,
+    /// Until when (unix ms) the upstream counts as unreachable after a connection failure or
+    /// a timeout: expired index entries are then served stale at once instead of each waiting
+    /// out its own retries (a build resolving hundreds of files during an outage).
+    unreachable_until: AtomicU64,
 }
 
 impl CachedUpstream {
@@ -134,6 +140,7 @@ impl CachedUpstream {
                 .max_capacity(100_000)
                 .build_with_hasher(FastHasher::default()),
             dl: tokio::sync::RwLock::new(None),
+            unreachable_until: AtomicU64::new(0),
         }))
     }
 
@@ -176,6 +183,12 @@ impl CachedUpstream {
                     })
                 }
                 Freshness::StaleBackoff => {
+                    return Ok(Lookup {
+                        entry: e.clone(),
+                        status: CacheStatus::Stale,
+                    })
+                }
+                Freshness::Expired if now < self.unreachable_until.load(Ordering::Relaxed) => {
                     return Ok(Lookup {
                         entry: e.clone(),
                         status: CacheStatus::Stale,
@@ -244,6 +257,10 @@ impl CachedUpstream {
             },
             Ok(Fetched::NotFound) => (Arc::new(IndexEntry::not_found(now)), CacheStatus::Miss),
             Err(err) => {
+                if matches!(err, UpstreamError::Connect { .. } | UpstreamError::Timeout { .. }) {
+                    self.unreachable_until
+                        .fetch_max(now + STALE_BACKOFF_MS, Ordering::Relaxed);
+                }
                 let Some(c) = current else { return Err(err) };
                 tracing::warn!(registry = %reg, krate.name = lower, error = %err, "upstream failed; serving the stale copy");
                 let marked = Arc::new(IndexEntry {

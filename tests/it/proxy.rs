@@ -199,6 +199,37 @@ fn upstream_outage_serves_cached_content_and_fails_uncached_clearly() {
     assert_eq!(sha256_hex(&back.body), cold.cksum());
 }
 
+/// After one file found the upstream unreachable (here: timing out), other expired files are
+/// served stale without asking it, instead of each waiting out its own retries; once the
+/// back-off is over the upstream is asked again.
+#[test]
+fn an_unreachable_upstream_is_left_alone_for_every_expired_file() {
+    let up = FakeUpstream::start_with_shared_index_blocking();
+    let d = daemon_over(&up, "index_ttl = \"1s\"\nupstream_timeout = \"300ms\"");
+    let files = ["se/rd/serde", "2/cc", "ru/st/rustls"];
+    for f in files {
+        let r = get(&d, &format!("/crates-io/index/{f}"));
+        assert_eq!(r.status, 200, "{f}: {}", r.text());
+    }
+    up.set_latency(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_millis(1100));
+
+    let first = get(&d, "/crates-io/index/se/rd/serde");
+    assert_eq!((first.status, x_cache(&first)), (200, "STALE".to_owned()));
+    up.reset_hits();
+    for f in &files[1..] {
+        let r = get(&d, &format!("/crates-io/index/{f}"));
+        assert_eq!((r.status, x_cache(&r)), (200, "STALE".to_owned()), "{f}");
+    }
+    assert_eq!(up.index_hits(), 0, "no upstream request while it is known unreachable");
+
+    up.set_latency(Duration::ZERO);
+    std::thread::sleep(Duration::from_millis(10_500));
+    let back = get(&d, "/crates-io/index/ru/st/rustls");
+    assert_eq!((back.status, x_cache(&back)), (200, "REVALIDATED".to_owned()));
+    assert!(up.index_hits() >= 1);
+}
+
 #[test]
 fn a_wrong_checksum_is_never_cached_or_completed() {
     let up = FakeUpstream::start_blocking();
