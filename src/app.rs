@@ -152,11 +152,14 @@ pub async fn start(config: Config, env_admin_token: Option<String>) -> anyhow::R
         request_timeout: config.limits.request_timeout,
         idle_timeout: config.limits.idle_timeout,
         max_connections: usize::try_from(config.limits.max_connections).unwrap_or(usize::MAX),
-        workers: config.workers,
     };
+    // Started before the daemon announces itself: failing to start them is a startup error.
+    let edge = crate::server::edge::Edge::start(config.workers)
+        .with_context(|| format!("cannot start {} edge worker threads", config.workers))?;
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(crate::server::run(
         listener,
+        edge,
         acceptor,
         state,
         async move {

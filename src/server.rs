@@ -35,8 +35,6 @@ pub struct ServerSettings {
     pub request_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
-    /// Edge worker threads (each a single-threaded runtime); at least 1.
-    pub workers: usize,
 }
 
 async fn serve_request(state: HttpState, settings: Arc<ServerSettings>, req: Request<Incoming>) -> Response<Body> {
@@ -101,10 +99,11 @@ async fn serve_request(state: HttpState, settings: Arc<ServerSettings>, req: Req
     resp
 }
 
-/// Serves connections from `listener` until `shutdown` completes, then lets in-flight
-/// requests finish for at most the grace period.
+/// Serves connections from `listener` on the `edge` workers until `shutdown` completes, then
+/// lets in-flight requests finish for at most the grace period and stops the workers.
 pub async fn run(
     listener: TcpListener,
+    edge: edge::Edge,
     tls: Option<TlsAcceptor>,
     state: HttpState,
     shutdown: impl Future<Output = ()>,
@@ -121,13 +120,6 @@ pub async fn run(
     let builder = Arc::new(builder);
     let permits = Arc::new(Semaphore::new(settings.max_connections.max(1)));
     let settings = Arc::new(settings);
-    let edge = match edge::Edge::start(settings.workers) {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the edge workers");
-            return;
-        }
-    };
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
