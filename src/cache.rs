@@ -17,6 +17,18 @@ pub type FastHasher = foldhash::fast::RandomState;
 /// A bounded in-memory cache (moka) with [`FastHasher`].
 pub type MemCache<K, V> = moka::sync::Cache<K, V, FastHasher>;
 
+/// A hash map looked up on every request, with [`FastHasher`].
+pub type FastMap<K, V> = std::collections::HashMap<K, V, FastHasher>;
+
+/// The key of a registry's entry for `name` in the memory caches: `{registry}\0{name}`.
+pub fn registry_key(registry: &str, name: &str) -> String {
+    let mut k = String::with_capacity(registry.len() + 1 + name.len());
+    k.push_str(registry);
+    k.push('\0');
+    k.push_str(name);
+    k
+}
+
 /// What a cache lookup did; sent as `x-cache` and logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheStatus {

@@ -22,6 +22,10 @@ pub use error::ApiError;
 
 use route::{query_param, Route, RouteError};
 
+/// The response header saying what the cache did (`HIT`, `MISS`, `REVALIDATED`, `STALE`,
+/// `BYPASS`).
+pub const X_CACHE: header::HeaderName = header::HeaderName::from_static("x-cache");
+
 /// What handlers need; cloned per connection.
 #[derive(Clone)]
 pub struct HttpState {

@@ -19,10 +19,7 @@ use bytes::Bytes;
 
 use crate::cache::crate_files::{CrateFiles, FillReader};
 use crate::cache::index_cache::{IndexCache, IndexEntry};
-use crate::cache::{CacheStatus, FastHasher, MemCache};
-
-/// A map looked up on every request.
-type FastMap<K, V> = std::collections::HashMap<K, V, FastHasher>;
+use crate::cache::{registry_key as cache_key, CacheStatus, FastHasher, FastMap, MemCache};
 use crate::config::{Limits, RegistryKind, RegistrySpec, Shadow};
 use crate::index::config_json::ConfigJson;
 use crate::index::etag::strong_etag;
@@ -183,10 +180,6 @@ pub struct RegistryService {
     /// `{registry}\0{lowercase name}\0{version}` -> cksum of hosted versions (immutable once
     /// published; cleared when registries change).
     hosted_cksums: MemCache<String, String>,
-}
-
-fn cache_key(registry: &str, lower: &str) -> String {
-    format!("{registry}\0{lower}")
 }
 
 impl RegistryService {

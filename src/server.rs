@@ -61,7 +61,7 @@ async fn serve_request(state: HttpState, settings: Arc<ServerSettings>, req: Req
     };
     let elapsed = start.elapsed();
     let status = resp.status().as_u16();
-    let x_cache = resp.headers().get("x-cache").map(|v| match v.as_bytes() {
+    let x_cache = resp.headers().get(http::X_CACHE).map(|v| match v.as_bytes() {
         b"HIT" => "HIT",
         b"MISS" => "MISS",
         b"REVALIDATED" => "REVALIDATED",

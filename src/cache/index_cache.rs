@@ -135,13 +135,7 @@ pub struct IndexCache {
     pending: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-fn key(registry: &str, name: &str) -> String {
-    let mut k = String::with_capacity(registry.len() + 1 + name.len());
-    k.push_str(registry);
-    k.push('\0');
-    k.push_str(name);
-    k
-}
+use super::registry_key as key;
 
 impl IndexCache {
     /// Opens the disk tier in `dir` with a memory tier of `memory_bytes`.

@@ -49,7 +49,7 @@ impl ApiError {
             resp = resp.header(header::ALLOW, a);
         }
         if let Some(x) = self.x_cache {
-            resp = resp.header("x-cache", x);
+            resp = resp.header(super::X_CACHE, x);
         }
         if self.close {
             resp = resp.header(header::CONNECTION, "close");

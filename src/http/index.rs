@@ -18,10 +18,9 @@ use crate::registry::{client_registry_name, Download, RegistryService};
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use hyper::body::Frame;
-use hyper::header::{HeaderName, HeaderValue};
+use hyper::header::{HeaderMap, HeaderValue};
 
-/// Says whether a response came from the cache (`HIT`, `MISS`, `REVALIDATED`, `STALE`).
-const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+use super::X_CACHE;
 
 fn fill_error(f: FillFailure) -> ApiError {
     let status = match &f {
@@ -125,50 +124,44 @@ pub async fn download(
 ) -> HandlerResult {
     let spec = svc.registry(reg)?;
     svc.authorize_read(&spec, auth).await?;
-    let builder = || {
-        Response::builder()
-            .header(header::CONTENT_TYPE, "application/octet-stream")
-            .header(header::CACHE_CONTROL, "public, max-age=31536000, immutable")
-    };
-    match svc.download(&spec, name, version).await? {
+    let (body, len, x_cache) = match svc.download(&spec, name, version).await? {
+        // The memory-tier hit, the hot one.
         Download::Bytes { bytes, status } => {
-            // The memory-tier hit: built with pre-validated values, like an index hit.
-            let len = bytes.len();
-            let mut resp = Response::new(full(bytes));
-            let h = resp.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
-            h.insert(
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("public, max-age=31536000, immutable"),
-            );
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-            h.insert(X_CACHE, HeaderValue::from_static(status.as_str()));
-            Ok(resp)
+            let len = bytes.len() as u64;
+            (full(bytes), Some(len), status.as_str())
         }
         Download::File { path, status } => {
             let file = tokio::fs::File::open(&path).await.map_err(internal)?;
             let len = file.metadata().await.map_err(internal)?.len();
             let stream = TryStreamExt::map_ok(ReaderStream::with_capacity(file, 256 * 1024), Frame::data);
-            builder()
-                .header(header::CONTENT_LENGTH, len)
-                .header(X_CACHE, status.as_str())
-                .body(StreamBody::new(stream).boxed())
-                .map_err(internal)
+            (StreamBody::new(stream).boxed(), Some(len), status.as_str())
         }
         Download::Stream(mut reader) => {
             let len = reader.headers().await.map_err(fill_error)?;
-            let builder = builder().header(X_CACHE, CacheStatus::Miss.as_str());
-            let builder = match len {
-                Some(len) => builder.header(header::CONTENT_LENGTH, len),
-                None => builder,
-            };
             let stream = TryStreamExt::map_ok(reader.into_stream(), Frame::data);
-            builder.body(StreamBody::new(stream).boxed()).map_err(internal)
+            (StreamBody::new(stream).boxed(), len, CacheStatus::Miss.as_str())
         }
+    };
+    let mut resp = Response::new(body);
+    crate_headers(resp.headers_mut(), len, x_cache);
+    Ok(resp)
+}
+
+/// The headers of a `.crate` response, from pre-validated values (never `Content-Encoding`:
+/// the file already is gzip and cargo checks its bytes).
+fn crate_headers(h: &mut HeaderMap, len: Option<u64>, x_cache: &'static str) {
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    if let Some(len) = len {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
+    h.insert(X_CACHE, HeaderValue::from_static(x_cache));
 }
 
 /// `GET /{reg}/me`: how to get a token (what `cargo login` points users at).

@@ -303,13 +303,13 @@ impl CachedUpstream {
         if let Some(hit) = self.cksums.get(&key) {
             return Ok(hit);
         }
-        let lower = name.to_ascii_lowercase();
+        let lower = &key[..name.len()];
         let not_found = || {
             DownloadError::NotFound(format!(
                 "crate `{name}` version `{version}` is not in the upstream index"
             ))
         };
-        let lookup = self.index_file(&lower).await?;
+        let lookup = self.index_file(lower).await?;
         if lookup.entry.not_found {
             return Err(not_found());
         }
