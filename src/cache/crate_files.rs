@@ -570,4 +570,41 @@ mod tests {
         let reopened = CrateFiles::open(dir.path(), 1_500).unwrap();
         assert!(reopened.disk_bytes() <= 1_500);
     }
+    #[tokio::test]
+    async fn a_writer_dropped_before_headers_or_with_its_aborted_task_releases_the_fill() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = CrateFiles::open(dir.path(), 1 << 20).unwrap();
+        let s = sha(b"never sent");
+        // Dropped before the upstream answered: a reader waiting for the headers fails.
+        let mut writer = None;
+        let CrateLookup::Fill(mut r) = files.get_or_fill(&s, |w| writer = Some(w)).unwrap() else {
+            panic!()
+        };
+        drop(writer);
+        assert!(r.headers().await.is_err());
+        // The transfer task holding the writer is aborted mid-body (runtime shutdown, abort).
+        let CrateLookup::Fill(mut r) = files
+            .get_or_fill(&s, |mut w| {
+                let task = tokio::spawn(async move {
+                    w.headers(Some(10)).await.unwrap();
+                    w.write(b"12345").await.unwrap();
+                    std::future::pending::<()>().await;
+                });
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    task.abort();
+                });
+            })
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(r.headers().await.unwrap(), Some(10));
+        assert!(collect(r).await.is_err(), "a reader of an aborted fill fails");
+        assert!(files.fills.lock().unwrap().is_empty(), "no fill entry left");
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        let mut started = false;
+        let _ = files.get_or_fill(&s, |_| started = true).unwrap();
+        assert!(started, "a new fill can start");
+    }
 }

@@ -24,7 +24,7 @@ use super::expand_dl;
 use crate::cache::crate_files::{CrateFiles, CrateLookup, FillFailure, FillReader, FillWriter};
 use crate::cache::freshness::{freshness, Freshness};
 use crate::cache::index_cache::{IndexCache, IndexEntry};
-use crate::cache::single_flight::SingleFlight;
+use crate::cache::single_flight::{FlightError, SingleFlight};
 use crate::cache::{now_ms, CacheStatus, FastHasher, MemCache};
 use crate::index::index_path;
 
@@ -97,6 +97,14 @@ pub fn find_cksum(body: &[u8], version: &str) -> Option<(String, String)> {
         }
     }
     semver_match
+}
+
+/// The error a client sees when a shared fetch failed without an upstream error: generic on
+/// purpose (a panic's text goes to the log once, never to clients).
+fn flight_failed(e: FlightError) -> UpstreamError {
+    UpstreamError::Internal(format!(
+        "{e} (internal error; the server log has the details); try again"
+    ))
 }
 
 /// A proxy registry's cached upstream.
@@ -202,15 +210,20 @@ impl CachedUpstream {
                 status: CacheStatus::Bypass,
             });
         }
-        let this = self.clone();
-        let name = lower.to_owned();
-        self.flights
-            .run(
-                lower.to_owned(),
-                move || async move { this.refresh(&name, current).await },
-            )
-            .await
-            .map_err(UpstreamError::Internal)?
+        let work = || {
+            let (this, name, current) = (self.clone(), lower.to_owned(), current.clone());
+            move || async move { this.refresh(&name, current).await }
+        };
+        match self.flights.run(lower.to_owned(), work()).await {
+            Ok(result) => result,
+            // The leader's task was dropped (its edge worker stopping): one more try, led by us.
+            Err(FlightError::Aborted) => self
+                .flights
+                .run(lower.to_owned(), work())
+                .await
+                .map_err(flight_failed)?,
+            Err(e) => Err(flight_failed(e)),
+        }
     }
 
     async fn refresh(&self, lower: &str, current: Option<Arc<IndexEntry>>) -> Result<Lookup, UpstreamError> {
