@@ -108,7 +108,7 @@ fn lookups(c: &mut Criterion) {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cache = IndexCache::open(dir.path(), 64 << 20).unwrap();
+    let cache = IndexCache::open(dir.path(), 64 << 20, 1 << 30).unwrap();
     let body = Bytes::from(shared_file("se/rd/serde").unwrap_or_else(|| synthetic_file("serde", 300, "aaaa")));
     rt.block_on(cache.put("p", "serde", Arc::new(IndexEntry::found(body, None, None, 1))));
     let mut g = c.benchmark_group("index_lookup");
@@ -118,7 +118,7 @@ fn lookups(c: &mut Criterion) {
     // Reopen so the memory tier is empty; each disk hit is read from sled and decoded.
     rt.block_on(cache.flush());
     drop(cache);
-    let cold = IndexCache::open(dir.path(), 1 << 20).unwrap();
+    let cold = IndexCache::open(dir.path(), 1 << 20, 1 << 30).unwrap();
     g.bench_function("disk_hit", |b| {
         b.to_async(&rt)
             .iter(|| async { black_box(cold.disk_get("p", "serde").await) })

@@ -268,6 +268,8 @@ pub struct CacheConfig {
     pub memory_bytes: u64,
     /// Bytes of proxied `.crate` files kept on disk.
     pub disk_bytes: u64,
+    /// Bytes of cached upstream index files (and 404s) kept on disk.
+    pub index_disk_bytes: u64,
 }
 
 impl Default for CacheConfig {
@@ -275,6 +277,7 @@ impl Default for CacheConfig {
         CacheConfig {
             memory_bytes: 256 << 20,
             disk_bytes: 50 << 30,
+            index_disk_bytes: 1 << 30,
         }
     }
 }
@@ -445,6 +448,7 @@ impl Config {
         o.push_str("\n[cache]\n");
         kv(o, prov, "cache.memory", self.cache.memory_bytes.to_string());
         kv(o, prov, "cache.disk", self.cache.disk_bytes.to_string());
+        kv(o, prov, "cache.index_disk", self.cache.index_disk_bytes.to_string());
         if let Some(tls) = &self.tls {
             o.push_str("\n[tls]\n");
             kv(o, prov, "tls.cert", format!("{:?}", tls.cert.display().to_string()));
@@ -567,6 +571,7 @@ impl Config {
             for (key, v, into) in [
                 ("cache.memory", c.memory, &mut cache.memory_bytes),
                 ("cache.disk", c.disk, &mut cache.disk_bytes),
+                ("cache.index_disk", c.index_disk, &mut cache.index_disk_bytes),
             ] {
                 if let Some(v) = v {
                     match v.bytes() {

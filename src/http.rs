@@ -151,6 +151,10 @@ async fn dispatch(state: &HttpState, route: Route, req: Request<Incoming>) -> Ha
                 "cargohold_disk_cache_files",
                 i64::try_from(crates.files()).unwrap_or(i64::MAX),
             );
+            METRICS.set_gauge(
+                "cargohold_index_disk_cache_bytes",
+                i64::try_from(svc.caches().index.disk_bytes()).unwrap_or(i64::MAX),
+            );
             let mut r = Response::new(full(METRICS.render()));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

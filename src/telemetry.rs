@@ -138,6 +138,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "Bytes of proxied crate files on disk.",
     ),
     ("cargohold_disk_cache_files", "gauge", "Proxied crate files on disk."),
+    (
+        "cargohold_index_disk_cache_bytes",
+        "gauge",
+        "Bytes of cached upstream index files and 404s on disk (bounded by `[cache] index_disk`).",
+    ),
     ("cargohold_connections_open", "gauge", "Client connections open now."),
 ];
 

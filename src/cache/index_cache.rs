@@ -10,11 +10,24 @@
 //! | H | header JSON: `etag`, `upstream_etag`, `upstream_last_modified`, `fetched_at` (unix ms), `not_found` |
 //! | rest | the index file, byte for byte as the upstream sent it |
 //!
-//! Entries of another version are ignored (treated as missing), so the format can change by
-//! bumping the version; the whole cache directory may be deleted at any time.
+//! Entries of another version are ignored (treated as missing) and deleted at open, so the
+//! format can change by bumping the version; the whole cache directory may be deleted at any
+//! time.
+//!
+//! The disk tier is bounded in bytes (`[cache] index_disk`): every entry costs its key, its
+//! value and its row in a second tree, `order`, keyed `{class}{fetched_at, u64 BE}{key}`, where
+//! class 0 holds cached 404s and class 1 index files. Over budget, entries are evicted from the
+//! front of `order`: 404s first, oldest first, then index files, oldest fetched first (an entry
+//! in use is refetched or revalidated every `index_ttl`, which moves it to the back). A flood
+//! of misses therefore never evicts a real index file. Cached 404s are also dropped from disk
+//! (and memory) once older than the longest `negative_ttl` of any proxy. The byte count is
+//! rebuilt by a scan at open, together with `order` (so a crash between the two trees' writes
+//! costs nothing).
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -126,11 +139,83 @@ impl IndexEntry {
 #[error("cache storage failed: {0}")]
 pub struct CacheError(pub String);
 
+/// Memory-tier weight of an entry: its key, its body and a fixed overhead (never zero, so a
+/// cached 404 with its long key counts too).
+pub fn memory_weight(key: &str, entry: &IndexEntry) -> u32 {
+    u32::try_from(key.len() + entry.body.len() + 256).unwrap_or(u32::MAX)
+}
+
+/// Cached 404s leave the memory tier once they expire (or their stale back-off ends).
+struct NegativeExpiry {
+    keep_ms: Arc<AtomicU64>,
+}
+
+impl NegativeExpiry {
+    fn left(&self, v: &IndexEntry) -> Option<Duration> {
+        if !v.not_found {
+            return None;
+        }
+        let until = v
+            .fetched_at
+            .saturating_add(self.keep_ms.load(Ordering::Relaxed))
+            .max(v.stale_until);
+        Some(Duration::from_millis(until.saturating_sub(super::now_ms()).max(1)))
+    }
+}
+
+impl moka::Expiry<String, Arc<IndexEntry>> for NegativeExpiry {
+    fn expire_after_create(&self, _: &String, v: &Arc<IndexEntry>, _: Instant) -> Option<Duration> {
+        self.left(v)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        v: &Arc<IndexEntry>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        self.left(v)
+    }
+}
+
+/// Disk bytes of one entry: key and value in `index`, plus its row in `order`.
+fn disk_cost(key_len: usize, value_len: usize) -> u64 {
+    (key_len + value_len + ORDER_KEY_EXTRA + key_len) as u64
+}
+
+/// Bytes an `order` key adds to the cache key: class and time.
+const ORDER_KEY_EXTRA: usize = 9;
+
+fn order_key(key: &[u8], not_found: bool, fetched_at: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(ORDER_KEY_EXTRA + key.len());
+    k.push(u8::from(!not_found));
+    k.extend_from_slice(&fetched_at.to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+/// The order key of a stored value (`None` if it does not decode).
+fn order_key_of(key: &[u8], value: &[u8]) -> Option<Vec<u8>> {
+    let e = IndexEntry::decode(value)?;
+    Some(order_key(key, e.not_found, e.fetched_at))
+}
+
 /// The two tiers.
 #[derive(Clone)]
 pub struct IndexCache {
     memory: super::MemCache<String, Arc<IndexEntry>>,
     tree: sled::Tree,
+    /// Eviction order of `tree` (see the module docs).
+    order: sled::Tree,
+    /// Byte budget of the disk tier.
+    disk_budget: u64,
+    /// Bytes of the disk tier now.
+    disk_bytes: Arc<AtomicU64>,
+    /// How long cached 404s are kept (the longest `negative_ttl` of any proxy), ms.
+    negative_keep_ms: Arc<AtomicU64>,
+    /// Serialises disk writes (both trees and the byte count).
+    writing: Arc<Mutex<()>>,
     /// Background disk writes not finished yet (flush waits for them).
     pending: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -138,8 +223,10 @@ pub struct IndexCache {
 use super::registry_key as key;
 
 impl IndexCache {
-    /// Opens the disk tier in `dir` with a memory tier of `memory_bytes`.
-    pub fn open(dir: &Path, memory_bytes: u64) -> Result<Self, CacheError> {
+    /// Opens the disk tier in `dir` with a memory tier of `memory_bytes` and a disk budget of
+    /// `disk_bytes`; rebuilds the eviction order and the byte count, dropping unreadable
+    /// entries and evicting down to the budget.
+    pub fn open(dir: &Path, memory_bytes: u64, disk_bytes: u64) -> Result<Self, CacheError> {
         std::fs::create_dir_all(dir).map_err(|e| CacheError(e.to_string()))?;
         let db = sled::Config::new()
             .path(dir.join("index-db"))
@@ -147,15 +234,157 @@ impl IndexCache {
             .open()
             .map_err(|e| CacheError(format!("cannot open the index cache in {}: {e}", dir.display())))?;
         let tree = db.open_tree("index").map_err(|e| CacheError(e.to_string()))?;
+        let order = db.open_tree("order").map_err(|e| CacheError(e.to_string()))?;
+        let negative_keep_ms = Arc::new(AtomicU64::new(0));
         let memory = moka::sync::Cache::builder()
             .max_capacity(memory_bytes.max(1 << 20))
-            .weigher(|k: &String, v: &Arc<IndexEntry>| u32::try_from(k.len() + v.body.len() + 256).unwrap_or(u32::MAX))
+            .weigher(|k: &String, v: &Arc<IndexEntry>| memory_weight(k, v))
+            .expire_after(NegativeExpiry {
+                keep_ms: negative_keep_ms.clone(),
+            })
             .support_invalidation_closures()
             .build_with_hasher(super::FastHasher::default());
-        Ok(IndexCache {
+        let cache = IndexCache {
             memory,
             tree,
+            order,
+            disk_budget: disk_bytes,
+            disk_bytes: Arc::default(),
+            negative_keep_ms,
+            writing: Arc::default(),
             pending: Arc::default(),
+        };
+        cache
+            .rebuild()
+            .map_err(|e| CacheError(format!("cannot read the index cache: {e}")))?;
+        Ok(cache)
+    }
+
+    fn rebuild(&self) -> sled::Result<()> {
+        let _w = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        self.order.clear()?;
+        let mut total = 0u64;
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for item in self.tree.iter() {
+            let (k, v) = item?;
+            match order_key_of(&k, &v) {
+                Some(ok) => {
+                    batch.insert(ok, &[]);
+                    total += disk_cost(k.len(), v.len());
+                    n += 1;
+                    if n % 10_000 == 0 {
+                        self.order.apply_batch(std::mem::take(&mut batch))?;
+                    }
+                }
+                None => {
+                    self.tree.remove(&k)?;
+                }
+            }
+        }
+        self.order.apply_batch(batch)?;
+        self.disk_bytes.store(total, Ordering::SeqCst);
+        self.evict_locked(super::now_ms());
+        Ok(())
+    }
+
+    /// Bytes the disk tier holds now (keys, values and eviction order).
+    pub fn disk_bytes(&self) -> u64 {
+        self.disk_bytes.load(Ordering::SeqCst)
+    }
+
+    /// Keeps cached 404s at least `ttl` (each proxy declares its `negative_ttl`).
+    pub fn keep_negatives_for(&self, ttl: Duration) {
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        self.negative_keep_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Removes expired 404s and evicts down to the budget (blocking; the lock is held).
+    fn evict_locked(&self, now: u64) {
+        let keep = self.negative_keep_ms.load(Ordering::Relaxed);
+        let mut expired = Vec::new();
+        // No proxy has said how long its 404s live yet (at open): keep them for now.
+        let negatives = if keep == 0 { 0..0 } else { 0..1 };
+        for item in self.order.range(vec![negatives.start]..vec![negatives.end]) {
+            let Ok((ok, _)) = item else { break };
+            let fetched_at = ok
+                .get(1..ORDER_KEY_EXTRA)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_be_bytes);
+            if fetched_at.saturating_add(keep) > now || expired.len() >= 100_000 {
+                break;
+            }
+            expired.push(ok);
+        }
+        for ok in expired {
+            if let Some(k) = self.remove_entry(&ok) {
+                // Memory too, unless a newer entry replaced it there.
+                if let Ok(k) = String::from_utf8(k) {
+                    if self
+                        .memory
+                        .get(&k)
+                        .is_some_and(|e| e.not_found && e.fetched_at.saturating_add(keep) <= now)
+                    {
+                        self.memory.invalidate(&k);
+                    }
+                }
+            }
+        }
+        while self.disk_bytes.load(Ordering::SeqCst) > self.disk_budget {
+            let Ok(Some((ok, _))) = self.order.first() else { break };
+            if self.remove_entry(&ok).is_none() {
+                let _ = self.order.remove(&ok);
+            }
+        }
+    }
+
+    /// Removes the entry an `order` key names, from both trees; returns its cache key.
+    fn remove_entry(&self, ok: &[u8]) -> Option<Vec<u8>> {
+        let k = ok.get(ORDER_KEY_EXTRA..)?.to_vec();
+        let _ = self.order.remove(ok);
+        if let Ok(Some(v)) = self.tree.remove(&k) {
+            self.disk_bytes.fetch_sub(disk_cost(k.len(), v.len()), Ordering::SeqCst);
+        }
+        Some(k)
+    }
+
+    /// Writes one entry to disk (blocking), keeping `order` and the byte count exact.
+    fn store_blocking(&self, k: &str, entry: &IndexEntry) -> sled::Result<()> {
+        let value = entry.encode();
+        let _w = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = self.tree.insert(k.as_bytes(), value.as_slice())? {
+            self.disk_bytes
+                .fetch_sub(disk_cost(k.len(), old.len()), Ordering::SeqCst);
+            if let Some(ok) = order_key_of(k.as_bytes(), &old) {
+                self.order.remove(ok)?;
+            }
+        }
+        self.order
+            .insert(order_key(k.as_bytes(), entry.not_found, entry.fetched_at), &[])?;
+        self.disk_bytes
+            .fetch_add(disk_cost(k.len(), value.len()), Ordering::SeqCst);
+        self.evict_locked(super::now_ms());
+        Ok(())
+    }
+
+    /// Drops expired 404s from disk and memory (also done on every disk write).
+    pub async fn sweep(&self) {
+        let this = self.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let _w = this.writing.lock().unwrap_or_else(|e| e.into_inner());
+            this.evict_locked(super::now_ms());
+        })
+        .await;
+    }
+
+    /// Runs [`sweep`](Self::sweep) every `every`, for as long as the runtime runs.
+    pub fn spawn_sweeper(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                this.sweep().await;
+            }
         })
     }
 
@@ -192,12 +421,12 @@ impl IndexCache {
     pub async fn put(&self, registry: &str, name: &str, entry: Arc<IndexEntry>) {
         let k = key(registry, name);
         self.memory.insert(k.clone(), entry.clone());
-        let tree = self.tree.clone();
+        let this = self.clone();
         let (registry, name) = (registry.to_owned(), name.to_owned());
         let pending = self.pending.clone();
         pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         tokio::task::spawn_blocking(move || {
-            if tree.insert(k.as_bytes(), entry.encode()).is_err() {
+            if this.store_blocking(&k, &entry).is_err() {
                 tracing::warn!(registry, name, "could not write an index entry to the disk cache");
             }
             pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
@@ -229,10 +458,17 @@ impl IndexCache {
         let prefix = key(registry, "");
         let p2 = prefix.clone();
         let _ = self.memory.invalidate_entries_if(move |k, _| k.starts_with(&p2));
-        let tree = self.tree.clone();
+        let this = self.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            for k in tree.scan_prefix(prefix.as_bytes()).keys().filter_map(Result::ok) {
-                let _ = tree.remove(k);
+            let _w = this.writing.lock().unwrap_or_else(|e| e.into_inner());
+            for (k, v) in this.tree.scan_prefix(prefix.as_bytes()).filter_map(Result::ok) {
+                if let Some(ok) = order_key_of(&k, &v) {
+                    let _ = this.order.remove(ok);
+                }
+                if let Ok(Some(old)) = this.tree.remove(&k) {
+                    this.disk_bytes
+                        .fetch_sub(disk_cost(k.len(), old.len()), Ordering::SeqCst);
+                }
             }
         })
         .await;
@@ -246,8 +482,12 @@ impl IndexCache {
             }
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
-        let tree = self.tree.clone();
-        let _ = tokio::task::spawn_blocking(move || tree.flush()).await;
+        let (tree, order) = (self.tree.clone(), self.order.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = order.flush();
+            tree.flush()
+        })
+        .await;
     }
 }
 
@@ -270,7 +510,7 @@ mod tests {
     async fn tiers_backfill_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let c = IndexCache::open(dir.path(), 1 << 20).unwrap();
+            let c = IndexCache::open(dir.path(), 1 << 20, 1 << 30).unwrap();
             c.put(
                 "p",
                 "serde",
@@ -287,7 +527,7 @@ mod tests {
             assert!(c.memory_get("p", "serde").is_some());
             c.flush().await;
         }
-        let c = IndexCache::open(dir.path(), 1 << 20).unwrap();
+        let c = IndexCache::open(dir.path(), 1 << 20, 1 << 30).unwrap();
         assert!(c.memory_get("p", "serde").is_none());
         assert_eq!(c.get("p", "serde").await.unwrap().body, Bytes::from_static(b"x\n"));
         assert!(c.memory_get("p", "serde").is_some());
@@ -295,5 +535,105 @@ mod tests {
         c.clear("p").await;
         assert!(c.get("p", "serde").await.is_none());
         assert!(c.get("q", "other").await.is_some());
+    }
+
+    fn entry_of(len: usize, at: u64) -> Arc<IndexEntry> {
+        Arc::new(IndexEntry::found(Bytes::from(vec![b'x'; len]), None, None, at))
+    }
+
+    #[test]
+    fn a_cached_404_weighs_its_key() {
+        let long = "p\0".to_owned() + &"a".repeat(10_000);
+        let w = memory_weight(&long, &IndexEntry::not_found(1));
+        assert!(w as usize > 10_000, "{w}");
+        assert!(memory_weight("p\0a", &IndexEntry::not_found(1)) > 0);
+    }
+
+    #[tokio::test]
+    async fn the_disk_tier_stays_within_its_budget_404s_first_and_counts_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = 200_000;
+        let c = IndexCache::open(dir.path(), 1 << 20, budget).unwrap();
+        c.keep_negatives_for(Duration::from_secs(3600));
+        let now = crate::cache::now_ms();
+        // Real index files first, then a flood of distinct 404s with 64-character names.
+        for i in 0..10u64 {
+            c.put("p", &format!("real-{i}"), entry_of(10_000, now + i)).await;
+        }
+        for i in 0..10_000u64 {
+            let name = format!("{i:0>64}");
+            c.put("p", &name, Arc::new(IndexEntry::not_found(now + 100 + i))).await;
+        }
+        c.flush().await;
+        let bytes = c.disk_bytes();
+        assert!(bytes <= budget, "{bytes} > {budget}");
+        assert!(bytes > budget / 2, "{bytes}");
+        for i in 0..10u64 {
+            assert!(
+                c.disk_get("p", &format!("real-{i}")).await.is_some(),
+                "404s never evict index files"
+            );
+        }
+        assert!(
+            c.disk_get("p", &format!("{:0>64}", 9_999)).await.is_some(),
+            "newest 404 kept"
+        );
+        assert!(
+            c.disk_get("p", &format!("{:0>64}", 0)).await.is_none(),
+            "oldest 404 evicted"
+        );
+        let n = c.tree.len();
+        drop(c);
+        // The count is rebuilt at open, and a smaller budget evicts at once (404s first).
+        let c = IndexCache::open(dir.path(), 1 << 20, budget).unwrap();
+        assert_eq!(c.disk_bytes(), bytes);
+        assert_eq!(c.tree.len(), n);
+        assert_eq!(c.order.len(), n);
+        drop(c);
+        let c = IndexCache::open(dir.path(), 1 << 20, 60_000).unwrap();
+        assert!(c.disk_bytes() <= 60_000);
+        assert_eq!(c.tree.len(), c.order.len());
+        assert!(c.disk_get("p", "real-9").await.is_some());
+        // Index files are evicted oldest-fetched first once only they are left.
+        for i in 0..10u64 {
+            c.put("p", &format!("new-{i}"), entry_of(10_000, now + 1_000_000 + i))
+                .await;
+        }
+        c.flush().await;
+        assert!(c.disk_bytes() <= 60_000);
+        assert!(c.disk_get("p", "real-0").await.is_none());
+        assert!(c.disk_get("p", "new-9").await.is_some());
+        assert_eq!(c.tree.len(), c.order.len());
+    }
+
+    #[tokio::test]
+    async fn expired_404s_leave_disk_and_memory_and_rewrites_count_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = IndexCache::open(dir.path(), 1 << 20, 1 << 30).unwrap();
+        c.keep_negatives_for(Duration::from_secs(60));
+        let now = crate::cache::now_ms();
+        c.put("p", "old", Arc::new(IndexEntry::not_found(now - 61_000))).await;
+        c.put("p", "new", Arc::new(IndexEntry::not_found(now))).await;
+        c.put("p", "file", entry_of(100, now - 61_000)).await;
+        // Rewriting an entry replaces its cost and its place in the order.
+        c.put("p", "file", entry_of(100, now)).await;
+        c.flush().await;
+        c.sweep().await;
+        assert!(
+            c.disk_get("p", "old").await.is_none(),
+            "an expired 404 is removed from disk"
+        );
+        assert!(c.memory_get("p", "old").is_none(), "and from memory");
+        assert!(c.disk_get("p", "new").await.is_some());
+        assert!(c.disk_get("p", "file").await.is_some(), "index files do not expire");
+        assert_eq!(c.tree.len(), 2);
+        assert_eq!(c.order.len(), 2);
+        let k = |n: &str| key("p", n).len();
+        let want = disk_cost(k("new"), IndexEntry::not_found(now).encode().len())
+            + disk_cost(k("file"), entry_of(100, now).encode().len());
+        assert_eq!(c.disk_bytes(), want);
+        c.clear("p").await;
+        assert_eq!(c.disk_bytes(), 0);
+        assert_eq!(c.order.len(), 0);
     }
 }

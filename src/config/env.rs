@@ -69,6 +69,7 @@ pub const KEYS: &[&str] = &[
     "limits.idle_timeout",
     "cache.memory",
     "cache.disk",
+    "cache.index_disk",
 ];
 
 /// The environment variable of a key.
@@ -106,6 +107,7 @@ pub fn is_set(raw: &RawConfig, key: &str) -> bool {
         "limits.idle_timeout" => l.is_some_and(|l| l.idle_timeout.is_some()),
         "cache.memory" => c.and_then(|c| size(&c.memory)).is_some(),
         "cache.disk" => c.and_then(|c| size(&c.disk)).is_some(),
+        "cache.index_disk" => c.and_then(|c| size(&c.index_disk)).is_some(),
         _ => false,
     }
 }
@@ -145,6 +147,7 @@ pub fn set(raw: &mut RawConfig, key: &str, value: String) -> Result<(), String> 
         "limits.idle_timeout" => raw.limits.get_or_insert_with(limits).idle_timeout = Some(value),
         "cache.memory" => raw.cache.get_or_insert_with(RawCache::default).memory = Some(Size::Text(value)),
         "cache.disk" => raw.cache.get_or_insert_with(RawCache::default).disk = Some(Size::Text(value)),
+        "cache.index_disk" => raw.cache.get_or_insert_with(RawCache::default).index_disk = Some(Size::Text(value)),
         other => return Err(format!("`{other}` is not a configuration key")),
     }
     Ok(())

@@ -50,6 +50,7 @@ pub struct RawLimits {
 pub struct RawCache {
     pub memory: Option<Size>,
     pub disk: Option<Size>,
+    pub index_disk: Option<Size>,
 }
 
 /// `[registries.NAME]`.

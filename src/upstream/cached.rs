@@ -138,6 +138,7 @@ impl CachedUpstream {
             },
             &settings.registry,
         )?;
+        index.keep_negatives_for(settings.negative_ttl);
         Ok(Arc::new(CachedUpstream {
             settings,
             client,

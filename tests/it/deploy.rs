@@ -568,8 +568,8 @@ fn statefulset_and_service_agree_with_the_config() {
     assert!(k8s_bytes(at_str(c, "resources.limits.memory")) > config.cache.memory_bytes);
     let storage = at_str(&sts, "spec.volumeClaimTemplates.0.spec.resources.requests.storage");
     assert!(
-        k8s_bytes(storage) > config.cache.disk_bytes,
-        "the volume must hold [cache] disk and the store"
+        k8s_bytes(storage) > config.cache.disk_bytes + config.cache.index_disk_bytes,
+        "the volume must hold [cache] disk, [cache] index_disk and the store"
     );
     assert_eq!(
         at(pod, "enableServiceLinks").as_bool(),

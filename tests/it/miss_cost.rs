@@ -58,3 +58,79 @@ fn a_failing_shared_fetch_leaks_no_internals_and_sticks_nowhere() {
     let r = get(&d, "/crates-io/index/3/a/abc");
     assert_eq!(r.status, 404, "{}", r.text());
 }
+
+/// The `/metrics` value of an unlabelled gauge.
+fn gauge(d: &Daemon, name: &str) -> u64 {
+    let text = get(d, "/-/metrics").text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok()))
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}")) as u64
+}
+
+/// Bytes of the files under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(meta) = e.metadata() else { continue };
+        total += if meta.is_dir() { dir_bytes(&e.path()) } else { meta.len() };
+    }
+    total
+}
+
+/// `n` distinct valid 64-character names, each asked once (16 at a time); returns the statuses.
+fn ask_distinct(d: &Daemon, n: usize, tag: &str) -> Vec<u16> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let base = d.url("/crates-io/index/");
+    rt.block_on(async {
+        let client = http::client();
+        let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
+        let mut tasks = Vec::new();
+        for i in 0..n {
+            let name = format!("{tag}-{i:0>width$}", width = 63 - tag.len());
+            let url = format!("{base}{}", crate::support::index_path(&name));
+            let (client, sem) = (client.clone(), sem.clone());
+            tasks.push(tokio::spawn(async move {
+                let _p = sem.acquire_owned().await.unwrap();
+                client.get(&url).send().await.map_or(0, |r| r.status().as_u16())
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    })
+}
+
+/// Confirmed defect: every distinct miss added an entry to the disk index cache for ever
+/// (2,300 names grew it from 224 B to 20 MB, surviving restarts). Now the cache is bounded
+/// by `[cache] index_disk`, before and after a restart, with one upstream request per name.
+#[test]
+fn distinct_misses_keep_the_disk_index_cache_within_its_budget() {
+    let up = FakeUpstream::start_blocking();
+    let budget: u64 = 256 << 10;
+    let mut d = daemon_over(&up, "[cache]\nindex_disk = \"256KiB\"", "");
+    let statuses = ask_distinct(&d, 3_000, "miss");
+    assert!(statuses.iter().all(|s| *s == 404), "{:?}", &statuses[..10]);
+    assert_eq!(up.index_hits(), 3_000, "one upstream request per distinct name");
+    let bytes = gauge(&d, "cargohold_index_disk_cache_bytes");
+    assert!(bytes <= budget, "{bytes} > {budget}");
+    assert!(bytes > budget / 2, "the budget is used: {bytes}");
+    d.restart();
+    let after = gauge(&d, "cargohold_index_disk_cache_bytes");
+    assert!(after <= budget, "after a restart: {after} > {budget}");
+    let on_disk = dir_bytes(&d.data_dir().join("cache/index-db"));
+    eprintln!("index cache: {bytes} B counted, {after} B after restart, {on_disk} B of sled files");
+    // sled's files hold a fixed few MiB of segments on top (5 MiB here, the same for 3,000 and
+    // for 12,000 names); without the bound they grew by ~250 bytes per name for ever.
+    assert!(on_disk < 16 << 20, "{on_disk}");
+    // A name asked again is still answered from the cache when it was kept.
+    let before = up.index_hits();
+    let again = ask_distinct(&d, 1, "miss");
+    assert_eq!(again, vec![404]);
+    assert!(up.index_hits() <= before + 1);
+}
