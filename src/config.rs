@@ -82,6 +82,10 @@ pub struct RegistrySpec {
     /// Proxy: seconds to wait for the upstream to connect or to send data.
     #[serde(default = "default_upstream_timeout")]
     pub upstream_timeout_secs: u64,
+    /// Proxy: upstream requests (index fetches and crate transfers) in flight at once; more
+    /// wait briefly in a bounded queue, then get 503 with `Retry-After`.
+    #[serde(default = "default_upstream_concurrency")]
+    pub upstream_concurrency: u32,
     /// Hosted: proxy registries merged under the local crates, in order.
     #[serde(default)]
     pub upstreams: Vec<String>,
@@ -102,6 +106,12 @@ fn default_upstream_timeout() -> u64 {
 fn default_negative_ttl() -> u64 {
     60
 }
+fn default_upstream_concurrency() -> u32 {
+    32
+}
+
+/// Most `upstream_concurrency` accepts.
+pub const MAX_UPSTREAM_CONCURRENCY: u64 = 4096;
 
 impl RegistrySpec {
     /// A registry of `kind` with every other field at its default.
@@ -117,6 +127,7 @@ impl RegistrySpec {
             index_ttl_secs: default_index_ttl(),
             negative_ttl_secs: default_negative_ttl(),
             upstream_timeout_secs: default_upstream_timeout(),
+            upstream_concurrency: default_upstream_concurrency(),
             upstreams: Vec::new(),
             shadow: Shadow::Crate,
             allow_upstream_names: false,
@@ -136,6 +147,7 @@ impl RegistrySpec {
             index_ttl: (!hosted).then(|| format!("{}s", self.index_ttl_secs)),
             negative_ttl: (!hosted).then(|| format!("{}s", self.negative_ttl_secs)),
             upstream_timeout: (!hosted).then(|| format!("{}s", self.upstream_timeout_secs)),
+            upstream_concurrency: (!hosted).then_some(u64::from(self.upstream_concurrency)),
             upstreams: hosted.then(|| self.upstreams.clone()),
             shadow: hosted.then(|| {
                 if self.shadow == Shadow::Crate {
@@ -187,6 +199,15 @@ impl RegistrySpec {
                     if let Err(e) = check_upstream_url(u) {
                         p("upstream", e);
                     }
+                }
+                if self.upstream_concurrency == 0 || u64::from(self.upstream_concurrency) > MAX_UPSTREAM_CONCURRENCY {
+                    p(
+                        "upstream_concurrency",
+                        format!(
+                            "{} is not between 1 and {MAX_UPSTREAM_CONCURRENCY}",
+                            self.upstream_concurrency
+                        ),
+                    );
                 }
             }
         }
@@ -631,6 +652,15 @@ impl Config {
             spec.offline = r.offline.unwrap_or(false);
             spec.upstreams = r.upstreams.unwrap_or_default();
             spec.allow_upstream_names = r.allow_upstream_names.unwrap_or(false);
+            if let Some(n) = r.upstream_concurrency {
+                match u32::try_from(n) {
+                    Ok(v) if (1..=MAX_UPSTREAM_CONCURRENCY).contains(&n) => spec.upstream_concurrency = v,
+                    _ => problem(
+                        &format!("{key}.upstream_concurrency"),
+                        format!("{n} is not between 1 and {MAX_UPSTREAM_CONCURRENCY}"),
+                    ),
+                }
+            }
             match r.shadow.as_deref() {
                 None | Some("crate") => spec.shadow = Shadow::Crate,
                 Some("version") => spec.shadow = Shadow::Version,
@@ -788,6 +818,7 @@ kind = "hosted"
 [registries.p]
 kind = "proxy"
 upstreams = ["x"]
+upstream_concurrency = 0
 [registries.h]
 kind = "hosted"
 upstreams = ["missing"]
@@ -807,6 +838,7 @@ kind = "warehouse"
             "limits.max_crate_size",
             "registries.Bad.name",
             "registries.p.upstreams",
+            "registries.p.upstream_concurrency",
             "registries.h.upstreams",
             "registries.h.shadow",
             "registries.k.kind",

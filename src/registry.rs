@@ -251,6 +251,7 @@ impl RegistryService {
                 negative_ttl: Duration::from_secs(spec.negative_ttl_secs),
                 timeout: Duration::from_secs(spec.upstream_timeout_secs.max(1)),
                 offline: spec.offline,
+                upstream_concurrency: usize::try_from(spec.upstream_concurrency).unwrap_or(usize::MAX),
             };
             let proxy = match old.get(&spec.name) {
                 Some(p) if *p.settings() == settings => p.clone(),

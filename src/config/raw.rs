@@ -66,6 +66,7 @@ pub struct RawRegistry {
     pub index_ttl: Option<String>,
     pub negative_ttl: Option<String>,
     pub upstream_timeout: Option<String>,
+    pub upstream_concurrency: Option<u64>,
     pub upstreams: Option<Vec<String>>,
     pub shadow: Option<String>,
     pub allow_upstream_names: Option<bool>,

@@ -21,6 +21,8 @@ pub struct ApiError {
     pub x_cache: Option<&'static str>,
     /// Close the connection after answering (the request body was left unread).
     pub close: bool,
+    /// `Retry-After` seconds (503 only).
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -33,6 +35,7 @@ impl ApiError {
             allow: None,
             x_cache: None,
             close: false,
+            retry_after: None,
         }
     }
 
@@ -54,6 +57,9 @@ impl ApiError {
         if self.close {
             resp = resp.header(header::CONNECTION, "close");
         }
+        if let Some(secs) = self.retry_after {
+            resp = resp.header(header::RETRY_AFTER, secs);
+        }
         resp.body(full(body))
             .unwrap_or_else(|_| Response::new(full("internal error")))
     }
@@ -72,6 +78,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             RegistryError::Upstream(u) => match u.fault() {
                 Fault::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                Fault::Busy => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::BAD_GATEWAY,
             },
         };
@@ -81,10 +88,15 @@ impl From<RegistryError> for ApiError {
                 "internal storage error; the operation was not applied (see the server log)".to_owned()
             }
             RegistryError::Upstream(UpstreamError::Internal(m)) => m.clone(),
+            RegistryError::Upstream(u @ UpstreamError::Busy { .. }) => u.to_string(),
             RegistryError::Upstream(u) => format!("{u}; nothing cached can answer this request, try again later"),
             other => other.to_string(),
         };
         let allow = matches!(e, RegistryError::MethodNotAllowed(_)).then_some("GET, HEAD");
+        let retry_after = match &e {
+            RegistryError::Upstream(UpstreamError::Busy { retry_after_secs, .. }) => Some(*retry_after_secs),
+            _ => None,
+        };
         let challenge = match e {
             RegistryError::Unauthorized {
                 login_url: Some(url), ..
@@ -98,6 +110,7 @@ impl From<RegistryError> for ApiError {
             allow,
             x_cache: None,
             close: false,
+            retry_after,
         }
     }
 }

@@ -28,8 +28,11 @@ fn fill_error(f: FillFailure) -> ApiError {
         FillFailure::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         FillFailure::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         FillFailure::Upstream(_) | FillFailure::Checksum(_) => StatusCode::BAD_GATEWAY,
+        FillFailure::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
+    let busy = matches!(f, FillFailure::Busy(_));
     let mut e = ApiError::new(status, f.to_string());
+    e.retry_after = busy.then_some(crate::upstream::cached::BUSY_RETRY_AFTER_SECS);
     e.x_cache = Some(CacheStatus::Miss.as_str());
     e
 }

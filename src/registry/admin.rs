@@ -30,6 +30,7 @@ pub struct RegistryPatch {
     pub index_ttl_secs: Option<u64>,
     pub negative_ttl_secs: Option<u64>,
     pub upstream_timeout_secs: Option<u64>,
+    pub upstream_concurrency: Option<u32>,
     pub upstreams: Option<Vec<String>>,
     pub shadow: Option<Shadow>,
     pub allow_upstream_names: Option<bool>,
@@ -205,6 +206,7 @@ impl RegistryService {
             index_ttl_secs,
             negative_ttl_secs,
             upstream_timeout_secs,
+            upstream_concurrency,
             upstreams,
             shadow,
             allow_upstream_names

@@ -9,6 +9,12 @@
 //! Crate files: looked up by the index `cksum`; a miss starts one streamed, verified fill
 //! (see `cache::crate_files`) driven by a spawned task, so it completes and is cached even if
 //! the client that caused it goes away.
+//!
+//! Upstream traffic is capped per proxy: at most `upstream_concurrency` index fetches and
+//! crate transfers at once ([`UpstreamGate`]). Up to [`QUEUE_PER_SLOT`] times as many wait, each
+//! at most [`QUEUE_WAIT`]; beyond that the request fails with [`UpstreamError::Busy`] (503 with
+//! `Retry-After`), or an expired cached copy is served stale. Coalesced requests (one flight
+//! per index file, one fill per crate file) take one slot between them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,6 +37,75 @@ use crate::index::index_path;
 /// How long the upstream is left alone after it failed for a file (stale copies are served).
 pub const STALE_BACKOFF_MS: u64 = 10_000;
 
+/// Default of `upstream_concurrency`: upstream requests of one proxy in flight at once.
+pub const DEFAULT_UPSTREAM_CONCURRENCY: u32 = 32;
+/// Requests that may wait for an upstream slot, per slot.
+pub const QUEUE_PER_SLOT: usize = 4;
+/// Longest wait for an upstream slot before answering 503.
+pub const QUEUE_WAIT: Duration = Duration::from_secs(5);
+/// The `Retry-After` of a 503 for a full upstream queue.
+pub const BUSY_RETRY_AFTER_SECS: u32 = 5;
+
+/// The cap on one proxy's concurrent upstream requests, with a bounded, time-limited queue.
+pub struct UpstreamGate {
+    registry: String,
+    slots: Arc<tokio::sync::Semaphore>,
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
+    queue: usize,
+    wait: Duration,
+}
+
+/// Gives back a queue place when dropped (also when the waiter is cancelled).
+struct Waiting(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl UpstreamGate {
+    /// `slots` requests at once (at least 1), `queue` waiting at most `wait` each.
+    pub fn new(registry: &str, slots: usize, queue: usize, wait: Duration) -> Self {
+        UpstreamGate {
+            registry: registry.to_owned(),
+            slots: Arc::new(tokio::sync::Semaphore::new(slots.max(1))),
+            waiting: Arc::default(),
+            queue,
+            wait,
+        }
+    }
+
+    fn busy(&self) -> UpstreamError {
+        UpstreamError::Busy {
+            registry: self.registry.clone(),
+            retry_after_secs: BUSY_RETRY_AFTER_SECS,
+        }
+    }
+
+    /// A slot, after waiting in the queue if need be; `Busy` when the queue is full or the wait
+    /// runs out.
+    pub async fn enter(&self) -> Result<tokio::sync::OwnedSemaphorePermit, UpstreamError> {
+        if let Ok(p) = self.slots.clone().try_acquire_owned() {
+            return Ok(p);
+        }
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.queue {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(self.busy());
+        }
+        let _place = Waiting(self.waiting.clone());
+        match tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(p)) => Ok(p),
+            _ => Err(self.busy()),
+        }
+    }
+
+    /// Requests waiting now (for tests).
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+}
+
 /// Settings of one proxy registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxySettings {
@@ -41,6 +116,8 @@ pub struct ProxySettings {
     /// Connect and read timeout towards the upstream.
     pub timeout: Duration,
     pub offline: bool,
+    /// Upstream requests in flight at once (index fetches and crate transfers).
+    pub upstream_concurrency: usize,
 }
 
 /// An index lookup: the entry (maybe a cached 404) and what the cache did.
@@ -114,6 +191,7 @@ pub struct CachedUpstream {
     index: IndexCache,
     crates: Arc<CrateFiles>,
     flights: SingleFlight<String, Result<Lookup, UpstreamError>>,
+    gate: UpstreamGate,
     cksums: MemCache<String, (String, String)>,
     dl: tokio::sync::RwLock<Option<String>>,
     /// Until when (unix ms) the upstream counts as unreachable after a connection failure or
@@ -139,7 +217,10 @@ impl CachedUpstream {
             &settings.registry,
         )?;
         index.keep_negatives_for(settings.negative_ttl);
+        let slots = settings.upstream_concurrency.max(1);
+        let gate = UpstreamGate::new(&settings.registry, slots, slots * QUEUE_PER_SLOT, QUEUE_WAIT);
         Ok(Arc::new(CachedUpstream {
+            gate,
             settings,
             client,
             index,
@@ -230,14 +311,21 @@ impl CachedUpstream {
     async fn refresh(&self, lower: &str, current: Option<Arc<IndexEntry>>) -> Result<Lookup, UpstreamError> {
         let reg = &self.settings.registry;
         let prior = current.as_ref().filter(|e| !e.not_found);
-        let fetched = self
-            .client
-            .index_file(
-                &index_path(lower),
-                prior.and_then(|p| p.upstream_etag.as_deref()),
-                prior.and_then(|p| p.upstream_last_modified.as_deref()),
-            )
-            .await;
+        let fetched = match self.gate.enter().await {
+            Ok(slot) => {
+                let fetched = self
+                    .client
+                    .index_file(
+                        &index_path(lower),
+                        prior.and_then(|p| p.upstream_etag.as_deref()),
+                        prior.and_then(|p| p.upstream_last_modified.as_deref()),
+                    )
+                    .await;
+                drop(slot);
+                fetched
+            }
+            Err(busy) => Err(busy),
+        };
         let now = now_ms();
         let (entry, status) = match fetched {
             Ok(Fetched::Fresh {
@@ -348,7 +436,15 @@ impl CachedUpstream {
                 if offline {
                     writer.fail(FillFailure::NotFound("not cached, and the registry is offline".into()));
                 } else {
-                    tokio::spawn(async move { this.transfer(writer, &orig, &version_owned).await });
+                    tokio::spawn(async move {
+                        match this.gate.enter().await {
+                            Ok(slot) => {
+                                this.transfer(writer, &orig, &version_owned).await;
+                                drop(slot);
+                            }
+                            Err(busy) => writer.fail(FillFailure::Busy(busy.to_string())),
+                        }
+                    });
                 }
             })
             .map_err(|e| DownloadError::NotFound(format!("invalid checksum in the upstream index: {e}")))?;
@@ -419,5 +515,45 @@ mod tests {
         assert_eq!(find_cksum(body, "1.0.0"), Some(("Foo".into(), "aa".into())));
         assert_eq!(find_cksum(body, "1.1.0+b"), Some(("Foo".into(), "bb".into())));
         assert_eq!(find_cksum(body, "2.0.0"), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_gate_queues_a_bounded_number_for_a_bounded_time() {
+        let g = Arc::new(UpstreamGate::new("p", 1, 2, Duration::from_secs(5)));
+        let slot = g.enter().await.unwrap();
+        let wait = |g: &Arc<UpstreamGate>| {
+            let g = g.clone();
+            tokio::spawn(async move { g.enter().await.map(drop) })
+        };
+        let (w1, w2) = (wait(&g), wait(&g));
+        while g.waiting() < 2 {
+            tokio::task::yield_now().await;
+        }
+        // The queue is full: refused at once, with the retry hint.
+        match g.enter().await {
+            Err(UpstreamError::Busy { retry_after_secs, .. }) => assert_eq!(retry_after_secs, BUSY_RETRY_AFTER_SECS),
+            other => panic!("{other:?}"),
+        }
+        // A freed slot goes to the waiters in turn.
+        drop(slot);
+        let (r1, r2) = (w1.await.unwrap(), w2.await.unwrap());
+        assert!(r1.is_ok() && r2.is_ok(), "{r1:?} {r2:?}");
+        assert_eq!(g.waiting(), 0);
+        // A waiter that gives up frees its place.
+        let slot = g.enter().await.unwrap();
+        let w = wait(&g);
+        while g.waiting() < 1 {
+            tokio::task::yield_now().await;
+        }
+        w.abort();
+        let _ = w.await;
+        assert_eq!(g.waiting(), 0);
+        // A wait that runs out is refused.
+        assert!(
+            matches!(g.enter().await, Err(UpstreamError::Busy { .. })),
+            "the slot is still taken"
+        );
+        drop(slot);
+        assert!(g.enter().await.is_ok());
     }
 }

@@ -11,6 +11,8 @@ pub enum Fault {
     Timeout,
     /// Something on our side.
     Internal,
+    /// Too many requests to the upstream are in progress: try again shortly.
+    Busy,
 }
 
 /// Why an upstream request failed.
@@ -28,6 +30,10 @@ pub enum UpstreamError {
     Invalid { url: String, detail: String },
     #[error("{0}")]
     Internal(String),
+    /// The proxy's cap on concurrent upstream requests (`upstream_concurrency`) is reached and
+    /// its queue is full or the wait ran out.
+    #[error("too many requests to the upstream of `{registry}` are in progress; retry in {retry_after_secs} s")]
+    Busy { registry: String, retry_after_secs: u32 },
 }
 
 impl UpstreamError {
@@ -36,7 +42,7 @@ impl UpstreamError {
         match self {
             UpstreamError::Status { status, .. } => *status >= 500 || *status == 429,
             UpstreamError::Timeout { .. } | UpstreamError::Connect { .. } | UpstreamError::Body { .. } => true,
-            UpstreamError::Invalid { .. } | UpstreamError::Internal(_) => false,
+            UpstreamError::Invalid { .. } | UpstreamError::Internal(_) | UpstreamError::Busy { .. } => false,
         }
     }
 
@@ -45,6 +51,7 @@ impl UpstreamError {
         match self {
             UpstreamError::Timeout { .. } => Fault::Timeout,
             UpstreamError::Internal(_) => Fault::Internal,
+            UpstreamError::Busy { .. } => Fault::Busy,
             _ => Fault::Upstream,
         }
     }

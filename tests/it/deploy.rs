@@ -30,7 +30,14 @@ const CONFIG_PATH: &str = "/etc/cargohold/config.toml";
 
 /// Registry keys that only a proxy takes, and those that only a hosted registry takes; every
 /// other key of `RawRegistry` applies to both (checked to be a partition of its fields).
-const PROXY_ONLY: &[&str] = &["upstream", "offline", "index_ttl", "negative_ttl", "upstream_timeout"];
+const PROXY_ONLY: &[&str] = &[
+    "upstream",
+    "offline",
+    "index_ttl",
+    "negative_ttl",
+    "upstream_timeout",
+    "upstream_concurrency",
+];
 const HOSTED_ONLY: &[&str] = &["upstreams", "shadow", "allow_upstream_names"];
 const COMMON: &[&str] = &["kind", "description", "labels", "auth_required"];
 

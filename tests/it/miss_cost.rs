@@ -72,7 +72,11 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
     let mut total = 0;
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let Ok(meta) = e.metadata() else { continue };
-        total += if meta.is_dir() { dir_bytes(&e.path()) } else { meta.len() };
+        total += if meta.is_dir() {
+            dir_bytes(&e.path())
+        } else {
+            meta.len()
+        };
     }
     total
 }
@@ -133,4 +137,144 @@ fn distinct_misses_keep_the_disk_index_cache_within_its_budget() {
     let again = ask_distinct(&d, 1, "miss");
     assert_eq!(again, vec![404]);
     assert!(up.index_hits() <= before + 1);
+}
+
+/// One answer of [`fire`]: status, `Retry-After`, body.
+type Answer = (u16, Option<String>, Vec<u8>);
+
+/// Sends one GET per URL, all at once.
+fn fire(urls: Vec<String>) -> Vec<Answer> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = http::client();
+        let tasks: Vec<_> = urls
+            .into_iter()
+            .map(|url| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    match client.get(&url).send().await {
+                        Ok(r) => {
+                            let status = r.status().as_u16();
+                            let retry = r
+                                .headers()
+                                .get("retry-after")
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned);
+                            (status, retry, r.bytes().await.map(|b| b.to_vec()).unwrap_or_default())
+                        }
+                        Err(_) => (0, None, Vec::new()),
+                    }
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    })
+}
+
+/// Checks a 503 for a full upstream queue: `Retry-After` and Cargo's JSON error.
+fn assert_busy(a: &Answer) {
+    assert!(
+        a.1.as_deref().is_some_and(|s| s.parse::<u32>().is_ok_and(|n| n > 0)),
+        "Retry-After: {:?}",
+        a.1
+    );
+    let v: serde_json::Value = serde_json::from_slice(&a.2).expect("a JSON error body");
+    let detail = v["errors"][0]["detail"].as_str().expect("errors[0].detail");
+    assert!(detail.contains("too many requests"), "{detail}");
+}
+
+/// Many distinct misses at once cost at most `upstream_concurrency` upstream requests at a
+/// time; the excess waits in a bounded queue, and beyond it is answered 503 + `Retry-After`.
+#[test]
+fn distinct_misses_are_capped_by_upstream_concurrency() {
+    let up = FakeUpstream::start_blocking();
+    let d = daemon_over(&up, "", "upstream_concurrency = 2");
+    up.set_latency(std::time::Duration::from_secs(2));
+    let urls = (0..30)
+        .map(|i| {
+            d.url(&format!(
+                "/crates-io/index/{}",
+                crate::support::index_path(&format!("capped-{i}"))
+            ))
+        })
+        .collect();
+    let answers = fire(urls);
+    let found = answers.iter().filter(|a| a.0 == 404).count();
+    let busy: Vec<_> = answers.iter().filter(|a| a.0 == 503).collect();
+    assert_eq!(
+        found + busy.len(),
+        30,
+        "only 404 or 503: {:?}",
+        answers.iter().map(|a| a.0).collect::<Vec<_>>()
+    );
+    assert!(
+        up.max_concurrent() <= 2,
+        "{} upstream requests at once",
+        up.max_concurrent()
+    );
+    assert!(found >= 2, "{found}");
+    assert!(
+        busy.len() >= 30 - 2 - 8,
+        "the queue holds 4 per slot: {} refused",
+        busy.len()
+    );
+    busy.iter().for_each(|a| assert_busy(a));
+    assert_eq!(
+        up.index_hits(),
+        found,
+        "an upstream request for each 404, none for a 503"
+    );
+    // The gate recovers.
+    up.set_latency(std::time::Duration::ZERO);
+    assert_eq!(get(&d, "/crates-io/index/ca/pp/capped-after").status, 404);
+}
+
+/// Crate transfers pass the same gate; clients of one fill share its slot.
+#[test]
+fn crate_transfers_are_capped_by_upstream_concurrency() {
+    use crate::support::fake_upstream::Package;
+    let up = FakeUpstream::start_blocking();
+    let d = daemon_over(&up, "", "upstream_concurrency = 1");
+    let pkgs: Vec<Package> = (0..4).map(|i| Package::new(&format!("gated-{i}"), "1.0.0")).collect();
+    for p in &pkgs {
+        up.add_crate(p);
+        // Index files cached first: only transfers are measured.
+        assert_eq!(
+            get(
+                &d,
+                &format!("/crates-io/index/{}", crate::support::index_path(p.name()))
+            )
+            .status,
+            200
+        );
+    }
+    up.set_latency(std::time::Duration::from_millis(700));
+    up.reset_max_concurrent();
+    let url = |p: &Package| d.url(&format!("/crates-io/api/v1/crates/{}/1.0.0/download", p.name()));
+    let mut urls: Vec<String> = pkgs.iter().map(url).collect();
+    urls.extend((0..6).map(|_| url(&pkgs[0])));
+    let answers = fire(urls);
+    assert!(
+        up.max_concurrent() <= 1,
+        "{} upstream requests at once",
+        up.max_concurrent()
+    );
+    for (i, a) in answers.iter().enumerate() {
+        let p = &pkgs[if i < 4 { i } else { 0 }];
+        match a.0 {
+            200 => assert_eq!(a.2, p.crate_bytes(), "{}", p.name()),
+            503 => assert_busy(a),
+            other => panic!("{}: {other} {}", p.name(), String::from_utf8_lossy(&a.2)),
+        }
+    }
+    assert!(answers.iter().any(|a| a.0 == 200));
+    assert!(up.download_hits() <= 4, "one transfer per file: {}", up.download_hits());
 }

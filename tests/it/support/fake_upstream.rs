@@ -349,6 +349,26 @@ struct State {
     drop_mid_body: AtomicBool,
     corrupt: AtomicBool,
     slow_body: Mutex<Option<Duration>>,
+    /// Requests being handled now (until the response head is sent), and the most at once.
+    concurrent: AtomicUsize,
+    max_concurrent: AtomicUsize,
+}
+
+/// Counts one request in `State::concurrent` until dropped.
+struct Concurrent<'a>(&'a State);
+
+impl<'a> Concurrent<'a> {
+    fn enter(state: &'a State) -> Self {
+        let now = state.concurrent.fetch_add(1, Ordering::SeqCst) + 1;
+        state.max_concurrent.fetch_max(now, Ordering::SeqCst);
+        Concurrent(state)
+    }
+}
+
+impl Drop for Concurrent<'_> {
+    fn drop(&mut self) {
+        self.0.concurrent.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -457,6 +477,8 @@ impl FakeUpstream {
             drop_mid_body: AtomicBool::new(false),
             corrupt: AtomicBool::new(false),
             slow_body: Mutex::new(None),
+            concurrent: AtomicUsize::new(0),
+            max_concurrent: AtomicUsize::new(0),
         });
         let mut up = FakeUpstream {
             state,
@@ -678,6 +700,19 @@ impl FakeUpstream {
     }
 
     // -- chaos knobs --------------------------------------------------------------------------
+
+    /// The most requests handled at once (each counted from arrival to its response head,
+    /// so latency from [`FakeUpstream::set_latency`] counts) since start or the last
+    /// [`FakeUpstream::reset_max_concurrent`].
+    pub fn max_concurrent(&self) -> usize {
+        self.state.max_concurrent.load(Ordering::SeqCst)
+    }
+
+    /// Restarts [`FakeUpstream::max_concurrent`] from the requests in progress now.
+    pub fn reset_max_concurrent(&self) {
+        let now = self.state.concurrent.load(Ordering::SeqCst);
+        self.state.max_concurrent.store(now, Ordering::SeqCst);
+    }
 
     /// Delay before the response headers of every request.
     pub fn set_latency(&self, d: Duration) {
@@ -977,6 +1012,7 @@ fn not_found(path: &str) -> Response<RespBody> {
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<RespBody> {
     state.record(&req);
+    let _concurrent = Concurrent::enter(&state);
     let latency = *lock(&state.latency);
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
