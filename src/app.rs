@@ -128,8 +128,6 @@ pub async fn start(config: Config, env_admin_token: Option<String>) -> anyhow::R
             .with_context(|| format!("cannot open the crate cache in {}", cache_dir.display()))?,
         crate_bytes: CacheHandles::crate_memory(config.cache.memory_bytes / 4),
     };
-    // Expired cached 404s leave disk and memory even when nothing else is written.
-    caches.index.spawn_sweeper(std::time::Duration::from_secs(10));
     let registry = Arc::new(RegistryService::new(Arc::new(store) as Arc<dyn Store>, caches, settings).await?);
     registry.apply_configured(config.registries.values().cloned()).await?;
     let admin_token_file = registry.bootstrap_admin(&config.data_dir).await?;

@@ -289,7 +289,7 @@ pub struct CacheConfig {
     pub memory_bytes: u64,
     /// Bytes of proxied `.crate` files kept on disk.
     pub disk_bytes: u64,
-    /// Bytes of cached upstream index files (and 404s) kept on disk.
+    /// Bytes of cached upstream index files kept on disk.
     pub index_disk_bytes: u64,
 }
 

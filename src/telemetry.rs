@@ -141,7 +141,7 @@ const HELP: &[(&str, &str, &str)] = &[
     (
         "cargohold_index_disk_cache_bytes",
         "gauge",
-        "Bytes of cached upstream index files and 404s on disk (bounded by `[cache] index_disk`).",
+        "Bytes of cached upstream index files on disk (bounded by `[cache] index_disk`).",
     ),
     ("cargohold_connections_open", "gauge", "Client connections open now."),
 ];

@@ -14,13 +14,16 @@
 //! format can change by bumping the version; the whole cache directory may be deleted at any
 //! time.
 //!
+//! Cached 404s live in memory only, where they weigh their key and expire once older than the
+//! longest `negative_ttl` of any proxy: a miss writes nothing to disk (it removes a stale copy
+//! of a file the upstream no longer has), so requests for made-up names cannot grow the disk
+//! tier, evict real files, or survive a restart. (Entries flagged `not_found` by older versions
+//! are dropped at open.)
+//!
 //! The disk tier is bounded in bytes (`[cache] index_disk`): every entry costs its key, its
-//! value and its row in a second tree, `order`, keyed `{class}{fetched_at, u64 BE}{key}`, where
-//! class 0 holds cached 404s and class 1 index files. Over budget, entries are evicted from the
-//! front of `order`: 404s first, oldest first, then index files, oldest fetched first (an entry
-//! in use is refetched or revalidated every `index_ttl`, which moves it to the back). A flood
-//! of misses therefore never evicts a real index file. Cached 404s are also dropped from disk
-//! (and memory) once older than the longest `negative_ttl` of any proxy. The byte count is
+//! value and its row in a second tree, `order`, keyed `{fetched_at, u64 BE}{key}`. Over budget,
+//! the oldest-fetched entries are evicted (an entry in use is refetched or revalidated every
+//! `index_ttl`, which moves it to the back: LRU at that granularity). The byte count is
 //! rebuilt by a scan at open, together with `order` (so a crash between the two trees' writes
 //! costs nothing).
 
@@ -184,21 +187,20 @@ fn disk_cost(key_len: usize, value_len: usize) -> u64 {
     (key_len + value_len + ORDER_KEY_EXTRA + key_len) as u64
 }
 
-/// Bytes an `order` key adds to the cache key: class and time.
-const ORDER_KEY_EXTRA: usize = 9;
+/// Bytes an `order` key adds to the cache key: the fetch time.
+const ORDER_KEY_EXTRA: usize = 8;
 
-fn order_key(key: &[u8], not_found: bool, fetched_at: u64) -> Vec<u8> {
+fn order_key(key: &[u8], fetched_at: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(ORDER_KEY_EXTRA + key.len());
-    k.push(u8::from(!not_found));
     k.extend_from_slice(&fetched_at.to_be_bytes());
     k.extend_from_slice(key);
     k
 }
 
-/// The order key of a stored value (`None` if it does not decode).
+/// The order key of a stored value (`None` if it does not decode or is a legacy 404).
 fn order_key_of(key: &[u8], value: &[u8]) -> Option<Vec<u8>> {
     let e = IndexEntry::decode(value)?;
-    Some(order_key(key, e.not_found, e.fetched_at))
+    (!e.not_found).then(|| order_key(key, e.fetched_at))
 }
 
 /// The two tiers.
@@ -212,7 +214,7 @@ pub struct IndexCache {
     disk_budget: u64,
     /// Bytes of the disk tier now.
     disk_bytes: Arc<AtomicU64>,
-    /// How long cached 404s are kept (the longest `negative_ttl` of any proxy), ms.
+    /// How long cached 404s stay in memory (the longest `negative_ttl` of any proxy), ms.
     negative_keep_ms: Arc<AtomicU64>,
     /// Serialises disk writes (both trees and the byte count).
     writing: Arc<Mutex<()>>,
@@ -225,7 +227,7 @@ use super::registry_key as key;
 impl IndexCache {
     /// Opens the disk tier in `dir` with a memory tier of `memory_bytes` and a disk budget of
     /// `disk_bytes`; rebuilds the eviction order and the byte count, dropping unreadable
-    /// entries and evicting down to the budget.
+    /// entries (and legacy 404s) and evicting down to the budget.
     pub fn open(dir: &Path, memory_bytes: u64, disk_bytes: u64) -> Result<Self, CacheError> {
         std::fs::create_dir_all(dir).map_err(|e| CacheError(e.to_string()))?;
         let db = sled::Config::new()
@@ -284,7 +286,7 @@ impl IndexCache {
         }
         self.order.apply_batch(batch)?;
         self.disk_bytes.store(total, Ordering::SeqCst);
-        self.evict_locked(super::now_ms());
+        self.evict_locked();
         Ok(())
     }
 
@@ -293,43 +295,14 @@ impl IndexCache {
         self.disk_bytes.load(Ordering::SeqCst)
     }
 
-    /// Keeps cached 404s at least `ttl` (each proxy declares its `negative_ttl`).
+    /// Keeps cached 404s in memory at least `ttl` (each proxy declares its `negative_ttl`).
     pub fn keep_negatives_for(&self, ttl: Duration) {
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         self.negative_keep_ms.fetch_max(ms, Ordering::Relaxed);
     }
 
-    /// Removes expired 404s and evicts down to the budget (blocking; the lock is held).
-    fn evict_locked(&self, now: u64) {
-        let keep = self.negative_keep_ms.load(Ordering::Relaxed);
-        let mut expired = Vec::new();
-        // No proxy has said how long its 404s live yet (at open): keep them for now.
-        let negatives = if keep == 0 { 0..0 } else { 0..1 };
-        for item in self.order.range(vec![negatives.start]..vec![negatives.end]) {
-            let Ok((ok, _)) = item else { break };
-            let fetched_at = ok
-                .get(1..ORDER_KEY_EXTRA)
-                .and_then(|b| b.try_into().ok())
-                .map_or(0, u64::from_be_bytes);
-            if fetched_at.saturating_add(keep) > now || expired.len() >= 100_000 {
-                break;
-            }
-            expired.push(ok);
-        }
-        for ok in expired {
-            if let Some(k) = self.remove_entry(&ok) {
-                // Memory too, unless a newer entry replaced it there.
-                if let Ok(k) = String::from_utf8(k) {
-                    if self
-                        .memory
-                        .get(&k)
-                        .is_some_and(|e| e.not_found && e.fetched_at.saturating_add(keep) <= now)
-                    {
-                        self.memory.invalidate(&k);
-                    }
-                }
-            }
-        }
+    /// Evicts the oldest-fetched entries down to the budget (blocking; the lock is held).
+    fn evict_locked(&self) {
         while self.disk_bytes.load(Ordering::SeqCst) > self.disk_budget {
             let Ok(Some((ok, _))) = self.order.first() else { break };
             if self.remove_entry(&ok).is_none() {
@@ -348,8 +321,23 @@ impl IndexCache {
         Some(k)
     }
 
-    /// Writes one entry to disk (blocking), keeping `order` and the byte count exact.
+    /// Writes one index file to disk, or for a 404 removes what the disk holds for its key
+    /// (blocking), keeping `order` and the byte count exact.
     fn store_blocking(&self, k: &str, entry: &IndexEntry) -> sled::Result<()> {
+        if entry.not_found {
+            if !self.tree.contains_key(k.as_bytes())? {
+                return Ok(());
+            }
+            let _w = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(old) = self.tree.remove(k.as_bytes())? {
+                self.disk_bytes
+                    .fetch_sub(disk_cost(k.len(), old.len()), Ordering::SeqCst);
+                if let Some(ok) = order_key_of(k.as_bytes(), &old) {
+                    self.order.remove(ok)?;
+                }
+            }
+            return Ok(());
+        }
         let value = entry.encode();
         let _w = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(old) = self.tree.insert(k.as_bytes(), value.as_slice())? {
@@ -359,33 +347,11 @@ impl IndexCache {
                 self.order.remove(ok)?;
             }
         }
-        self.order
-            .insert(order_key(k.as_bytes(), entry.not_found, entry.fetched_at), &[])?;
+        self.order.insert(order_key(k.as_bytes(), entry.fetched_at), &[])?;
         self.disk_bytes
             .fetch_add(disk_cost(k.len(), value.len()), Ordering::SeqCst);
-        self.evict_locked(super::now_ms());
+        self.evict_locked();
         Ok(())
-    }
-
-    /// Drops expired 404s from disk and memory (also done on every disk write).
-    pub async fn sweep(&self) {
-        let this = self.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            let _w = this.writing.lock().unwrap_or_else(|e| e.into_inner());
-            this.evict_locked(super::now_ms());
-        })
-        .await;
-    }
-
-    /// Runs [`sweep`](Self::sweep) every `every`, for as long as the runtime runs.
-    pub fn spawn_sweeper(&self, every: Duration) -> tokio::task::JoinHandle<()> {
-        let this = self.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                this.sweep().await;
-            }
-        })
     }
 
     /// Memory tier only (the hot path).
@@ -415,9 +381,9 @@ impl IndexCache {
         }
     }
 
-    /// Stores in both tiers. The memory tier is updated at once; the disk write happens in
-    /// the background, off the response path (the disk tier is a cache: losing a write costs a
-    /// refetch, nothing more).
+    /// Stores in both tiers (a 404 in memory only; on disk it removes an older copy). The
+    /// memory tier is updated at once; the disk write happens in the background, off the
+    /// response path (the disk tier is a cache: losing a write costs a refetch, nothing more).
     pub async fn put(&self, registry: &str, name: &str, entry: Arc<IndexEntry>) {
         let k = key(registry, name);
         self.memory.insert(k.clone(), entry.clone());
@@ -550,88 +516,105 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_disk_tier_stays_within_its_budget_404s_first_and_counts_across_restarts() {
+    async fn misses_never_reach_the_disk_and_remove_a_stale_file() {
         let dir = tempfile::tempdir().unwrap();
-        let budget = 200_000;
-        let c = IndexCache::open(dir.path(), 1 << 20, budget).unwrap();
+        let c = IndexCache::open(dir.path(), 1 << 20, 1 << 30).unwrap();
         c.keep_negatives_for(Duration::from_secs(3600));
         let now = crate::cache::now_ms();
-        // Real index files first, then a flood of distinct 404s with 64-character names.
         for i in 0..10u64 {
-            c.put("p", &format!("real-{i}"), entry_of(10_000, now + i)).await;
-        }
-        for i in 0..10_000u64 {
-            let name = format!("{i:0>64}");
-            c.put("p", &name, Arc::new(IndexEntry::not_found(now + 100 + i))).await;
+            c.put("p", &format!("real-{i}"), entry_of(1_000, now + i)).await;
         }
         c.flush().await;
-        let bytes = c.disk_bytes();
-        assert!(bytes <= budget, "{bytes} > {budget}");
-        assert!(bytes > budget / 2, "{bytes}");
-        for i in 0..10u64 {
-            assert!(
-                c.disk_get("p", &format!("real-{i}")).await.is_some(),
-                "404s never evict index files"
-            );
-        }
-        assert!(
-            c.disk_get("p", &format!("{:0>64}", 9_999)).await.is_some(),
-            "newest 404 kept"
-        );
-        assert!(
-            c.disk_get("p", &format!("{:0>64}", 0)).await.is_none(),
-            "oldest 404 evicted"
-        );
-        let n = c.tree.len();
-        drop(c);
-        // The count is rebuilt at open, and a smaller budget evicts at once (404s first).
-        let c = IndexCache::open(dir.path(), 1 << 20, budget).unwrap();
-        assert_eq!(c.disk_bytes(), bytes);
-        assert_eq!(c.tree.len(), n);
-        assert_eq!(c.order.len(), n);
-        drop(c);
-        let c = IndexCache::open(dir.path(), 1 << 20, 60_000).unwrap();
-        assert!(c.disk_bytes() <= 60_000);
-        assert_eq!(c.tree.len(), c.order.len());
-        assert!(c.disk_get("p", "real-9").await.is_some());
-        // Index files are evicted oldest-fetched first once only they are left.
-        for i in 0..10u64 {
-            c.put("p", &format!("new-{i}"), entry_of(10_000, now + 1_000_000 + i))
+        let files = c.disk_bytes();
+        for i in 0..10_000u64 {
+            c.put("p", &format!("{i:0>64}"), Arc::new(IndexEntry::not_found(now)))
                 .await;
         }
         c.flush().await;
-        assert!(c.disk_bytes() <= 60_000);
-        assert!(c.disk_get("p", "real-0").await.is_none());
-        assert!(c.disk_get("p", "new-9").await.is_some());
-        assert_eq!(c.tree.len(), c.order.len());
+        assert_eq!(c.disk_bytes(), files, "10,000 misses wrote nothing to disk");
+        assert_eq!(c.tree.len(), 10);
+        assert!(
+            c.memory_get("p", &format!("{:0>64}", 9_999)).is_some(),
+            "404s are cached in memory"
+        );
+        // The upstream no longer has a file: its 404 removes the disk copy.
+        c.put("p", "real-3", Arc::new(IndexEntry::not_found(now + 100))).await;
+        c.flush().await;
+        assert_eq!(c.tree.len(), 9);
+        assert_eq!(c.order.len(), 9);
+        assert!(c.disk_bytes() < files);
+        drop(c);
+        let c = IndexCache::open(dir.path(), 1 << 20, 1 << 30).unwrap();
+        assert!(c.disk_get("p", "real-3").await.is_none());
+        assert!(c.disk_get("p", "real-4").await.is_some());
     }
 
     #[tokio::test]
-    async fn expired_404s_leave_disk_and_memory_and_rewrites_count_once() {
+    async fn the_disk_tier_stays_within_its_budget_and_counts_across_restarts() {
         let dir = tempfile::tempdir().unwrap();
-        let c = IndexCache::open(dir.path(), 1 << 20, 1 << 30).unwrap();
-        c.keep_negatives_for(Duration::from_secs(60));
+        let budget = 60_000;
         let now = crate::cache::now_ms();
+        let c = IndexCache::open(dir.path(), 1 << 20, budget).unwrap();
+        for i in 0..10u64 {
+            c.put("p", &format!("file-{i}"), entry_of(10_000, now + i)).await;
+        }
+        c.flush().await;
+        let bytes = c.disk_bytes();
+        assert!(bytes <= budget && bytes > budget / 2, "{bytes}");
+        assert!(c.disk_get("p", "file-0").await.is_none(), "oldest fetched evicted");
+        assert!(c.disk_get("p", "file-9").await.is_some(), "newest kept");
+        // A refetch moves a file to the back.
+        c.put("p", "file-5", entry_of(10_000, now + 100)).await;
+        c.put("p", "file-10", entry_of(10_000, now + 101)).await;
+        c.flush().await;
+        assert!(c.disk_get("p", "file-5").await.is_some());
+        assert!(c.disk_get("p", "file-6").await.is_none());
+        let (bytes, n) = (c.disk_bytes(), c.tree.len());
+        assert!(bytes <= budget);
+        drop(c);
+        // The count is rebuilt at open, and a smaller budget evicts at once.
+        let c = IndexCache::open(dir.path(), 1 << 20, budget).unwrap();
+        assert_eq!(c.disk_bytes(), bytes);
+        assert_eq!((c.tree.len(), c.order.len()), (n, n));
+        drop(c);
+        let c = IndexCache::open(dir.path(), 1 << 20, 25_000).unwrap();
+        assert!(c.disk_bytes() <= 25_000);
+        assert_eq!(c.tree.len(), c.order.len());
+        assert!(c.disk_get("p", "file-10").await.is_some());
+    }
+
+    #[tokio::test]
+    async fn expired_404s_leave_memory_and_legacy_ones_leave_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = crate::cache::now_ms();
+        {
+            let c = IndexCache::open(dir.path(), 1 << 20, 1 << 30).unwrap();
+            // A 404 written to disk by an older version.
+            c.tree
+                .insert(key("p", "legacy").as_bytes(), IndexEntry::not_found(now).encode())
+                .unwrap();
+            c.tree.flush().unwrap();
+        }
+        let c = IndexCache::open(dir.path(), 1 << 20, 1 << 30).unwrap();
+        assert!(c.disk_get("p", "legacy").await.is_none());
+        assert_eq!(c.tree.len(), 0);
+        assert_eq!(c.disk_bytes(), 0);
+        c.keep_negatives_for(Duration::from_secs(60));
         c.put("p", "old", Arc::new(IndexEntry::not_found(now - 61_000))).await;
         c.put("p", "new", Arc::new(IndexEntry::not_found(now))).await;
         c.put("p", "file", entry_of(100, now - 61_000)).await;
-        // Rewriting an entry replaces its cost and its place in the order.
         c.put("p", "file", entry_of(100, now)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(c.memory_get("p", "old").is_none(), "an expired 404 leaves memory");
+        assert!(c.memory_get("p", "new").is_some());
+        assert!(c.memory_get("p", "file").is_some(), "index files do not expire");
         c.flush().await;
-        c.sweep().await;
-        assert!(
-            c.disk_get("p", "old").await.is_none(),
-            "an expired 404 is removed from disk"
+        // Rewriting an entry replaces its cost and its place in the order.
+        assert_eq!((c.tree.len(), c.order.len()), (1, 1));
+        assert_eq!(
+            c.disk_bytes(),
+            disk_cost(key("p", "file").len(), entry_of(100, now).encode().len())
         );
-        assert!(c.memory_get("p", "old").is_none(), "and from memory");
-        assert!(c.disk_get("p", "new").await.is_some());
-        assert!(c.disk_get("p", "file").await.is_some(), "index files do not expire");
-        assert_eq!(c.tree.len(), 2);
-        assert_eq!(c.order.len(), 2);
-        let k = |n: &str| key("p", n).len();
-        let want = disk_cost(k("new"), IndexEntry::not_found(now).encode().len())
-            + disk_cost(k("file"), entry_of(100, now).encode().len());
-        assert_eq!(c.disk_bytes(), want);
         c.clear("p").await;
         assert_eq!(c.disk_bytes(), 0);
         assert_eq!(c.order.len(), 0);
