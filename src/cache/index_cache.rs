@@ -148,6 +148,9 @@ pub fn memory_weight(key: &str, entry: &IndexEntry) -> u32 {
     u32::try_from(key.len() + entry.body.len() + 256).unwrap_or(u32::MAX)
 }
 
+/// The share of the memory budget for cached 404s: 1/`NEGATIVE_SHARE`.
+const NEGATIVE_SHARE: u64 = 4;
+
 /// Cached 404s leave the memory tier once they expire (or their stale back-off ends).
 struct NegativeExpiry {
     keep_ms: Arc<AtomicU64>,
@@ -206,7 +209,11 @@ fn order_key_of(key: &[u8], value: &[u8]) -> Option<Vec<u8>> {
 /// The two tiers.
 #[derive(Clone)]
 pub struct IndexCache {
+    /// Index files (never expire by time; evicted by weight).
     memory: super::MemCache<String, Arc<IndexEntry>>,
+    /// Cached 404s, apart so that only they pay for per-entry expiry (the index-file hit path
+    /// stays one plain lookup) and a flood of them cannot push index files out of memory.
+    negatives: super::MemCache<String, Arc<IndexEntry>>,
     tree: sled::Tree,
     /// Eviction order of `tree` (see the module docs).
     order: sled::Tree,
@@ -239,7 +246,12 @@ impl IndexCache {
         let order = db.open_tree("order").map_err(|e| CacheError(e.to_string()))?;
         let negative_keep_ms = Arc::new(AtomicU64::new(0));
         let memory = moka::sync::Cache::builder()
-            .max_capacity(memory_bytes.max(1 << 20))
+            .max_capacity((memory_bytes - memory_bytes / NEGATIVE_SHARE).max(1 << 20))
+            .weigher(|k: &String, v: &Arc<IndexEntry>| memory_weight(k, v))
+            .support_invalidation_closures()
+            .build_with_hasher(super::FastHasher::default());
+        let negatives = moka::sync::Cache::builder()
+            .max_capacity((memory_bytes / NEGATIVE_SHARE).max(1 << 20))
             .weigher(|k: &String, v: &Arc<IndexEntry>| memory_weight(k, v))
             .expire_after(NegativeExpiry {
                 keep_ms: negative_keep_ms.clone(),
@@ -248,6 +260,7 @@ impl IndexCache {
             .build_with_hasher(super::FastHasher::default());
         let cache = IndexCache {
             memory,
+            negatives,
             tree,
             order,
             disk_budget: disk_bytes,
@@ -354,9 +367,22 @@ impl IndexCache {
         Ok(())
     }
 
+    /// Puts an entry in the memory tier: a 404 among the 404s, a file among the files, and
+    /// whatever the key held in the other one goes.
+    fn insert_memory(&self, k: String, entry: Arc<IndexEntry>) {
+        if entry.not_found {
+            self.memory.invalidate(&k);
+            self.negatives.insert(k, entry);
+        } else {
+            self.negatives.invalidate(&k);
+            self.memory.insert(k, entry);
+        }
+    }
+
     /// Memory tier only (the hot path).
     pub fn memory_get(&self, registry: &str, name: &str) -> Option<Arc<IndexEntry>> {
-        self.memory.get(&key(registry, name))
+        let k = key(registry, name);
+        self.memory.get(&k).or_else(|| self.negatives.get(&k))
     }
 
     /// Disk tier; a hit is copied into memory.
@@ -369,7 +395,7 @@ impl IndexCache {
             .ok()
             .flatten()?;
         let entry = Arc::new(IndexEntry::decode(&bytes)?);
-        self.memory.insert(k, entry.clone());
+        self.insert_memory(k, entry.clone());
         Some(entry)
     }
 
@@ -386,7 +412,7 @@ impl IndexCache {
     /// response path (the disk tier is a cache: losing a write costs a refetch, nothing more).
     pub async fn put(&self, registry: &str, name: &str, entry: Arc<IndexEntry>) {
         let k = key(registry, name);
-        self.memory.insert(k.clone(), entry.clone());
+        self.insert_memory(k.clone(), entry.clone());
         let this = self.clone();
         let (registry, name) = (registry.to_owned(), name.to_owned());
         let pending = self.pending.clone();
@@ -401,7 +427,7 @@ impl IndexCache {
 
     /// Stores in memory only (stale back-off marks).
     pub fn put_memory(&self, registry: &str, name: &str, entry: Arc<IndexEntry>) {
-        self.memory.insert(key(registry, name), entry);
+        self.insert_memory(key(registry, name), entry);
     }
 
     /// Names cached for a registry (found ones only), for search.
@@ -423,7 +449,9 @@ impl IndexCache {
     pub async fn clear(&self, registry: &str) {
         let prefix = key(registry, "");
         let p2 = prefix.clone();
+        let p3 = prefix.clone();
         let _ = self.memory.invalidate_entries_if(move |k, _| k.starts_with(&p2));
+        let _ = self.negatives.invalidate_entries_if(move |k, _| k.starts_with(&p3));
         let this = self.clone();
         let _ = tokio::task::spawn_blocking(move || {
             let _w = this.writing.lock().unwrap_or_else(|e| e.into_inner());
@@ -537,8 +565,23 @@ mod tests {
             c.memory_get("p", &format!("{:0>64}", 9_999)).is_some(),
             "404s are cached in memory"
         );
+        for i in 0..10u64 {
+            assert!(
+                c.memory_get("p", &format!("real-{i}")).is_some(),
+                "404s never push files out of memory"
+            );
+        }
         // The upstream no longer has a file: its 404 removes the disk copy.
         c.put("p", "real-3", Arc::new(IndexEntry::not_found(now + 100))).await;
+        c.flush().await;
+        assert!(c.memory_get("p", "real-3").is_some_and(|e| e.not_found));
+        c.put("p", "real-3", entry_of(1_000, now + 200)).await;
+        assert!(
+            c.memory_get("p", "real-3").is_some_and(|e| !e.not_found),
+            "a file replaces a 404"
+        );
+        c.flush().await;
+        c.put("p", "real-3", Arc::new(IndexEntry::not_found(now + 300))).await;
         c.flush().await;
         assert_eq!(c.tree.len(), 9);
         assert_eq!(c.order.len(), 9);
