@@ -175,10 +175,10 @@ async fn dispatch(state: &HttpState, route: Route, req: Request<Incoming>) -> Ha
         Route::Download { reg, name, version } => index::download(svc, &reg, &name, &version, auth).await,
         Route::Me { reg } => index::me(svc, &reg),
         Route::Publish { reg } => {
-            let limits = svc_limits(svc);
-            let body = read_body(req, limits).await?;
-            let out = svc.publish(&reg, auth, body).await?;
-            Ok(json_ok(&out))
+            // Authorised before a byte of the body is read; a refusal closes the connection.
+            let who = svc.authorize_publish(&reg, auth).await.map_err(refuse_unread)?;
+            let body = read_body(req, svc_limits(svc)).await?;
+            Ok(json_ok(&svc.publish(&reg, &who, body).await?))
         }
         Route::Yank { reg, name, version } => Ok(json_ok(&svc.set_yanked(&reg, auth, &name, &version, true).await?)),
         Route::Unyank { reg, name, version } => Ok(json_ok(&svc.set_yanked(&reg, auth, &name, &version, false).await?)),
@@ -191,13 +191,10 @@ async fn dispatch(state: &HttpState, route: Route, req: Request<Incoming>) -> Ha
             struct Users {
                 users: Vec<String>,
             }
-            let auth_owned = auth.map(str::to_owned);
+            let who = svc.authorize_owners(&reg, auth).await.map_err(refuse_unread)?;
             let users: Users = read_json(req, svc.limits().max_json_bytes).await?;
             let add = method == hyper::Method::PUT;
-            Ok(json_ok(
-                &svc.change_owners(&reg, auth_owned.as_deref(), &name, users.users, add)
-                    .await?,
-            ))
+            Ok(json_ok(&svc.change_owners(&reg, &who, &name, users.users, add).await?))
         }
         Route::Search { reg } => {
             let query = req.uri().query();
@@ -209,6 +206,14 @@ async fn dispatch(state: &HttpState, route: Route, req: Request<Incoming>) -> Ha
             Ok(json_ok(&svc.search(&reg, auth, &q, per_page, page).await?))
         }
     }
+}
+
+/// A refusal sent before the request body was read: the connection is closed after it, as the
+/// unread body cannot be skipped safely.
+fn refuse_unread(e: crate::registry::RegistryError) -> ApiError {
+    let mut e = ApiError::from(e);
+    e.close = true;
+    e
 }
 
 fn svc_limits(svc: &RegistryService) -> u64 {

@@ -364,6 +364,21 @@ impl RegistryService {
             })
     }
 
+    /// The checks of a write (`scope` on a hosted `registry`) that need no request body: the
+    /// registry exists and is hosted, the token is valid and holds `scope` for it.
+    pub(crate) async fn authorize_write(
+        &self,
+        registry: &str,
+        header: Option<&str>,
+        scope: Scope,
+        what: &str,
+    ) -> RegistryResult<Principal> {
+        self.hosted(registry, what)?;
+        let who = self.require_principal(registry, header).await?;
+        who.require(scope, Some(registry))?;
+        Ok(who)
+    }
+
     /// Enforces read access: free unless the registry is `auth_required`, then a token with
     /// `read` scope for this registry.
     pub async fn authorize_read(&self, reg: &RegistrySpec, header: Option<&str>) -> RegistryResult<()> {

@@ -141,17 +141,24 @@ impl RegistryService {
         Ok(json!({ "users": users }))
     }
 
-    /// `PUT`/`DELETE .../owners` with `{"users":[logins]}`. Returns `{"ok":true,"msg":...}`.
+    /// Decides whether the `Authorization` header may change owners in `registry`, before the
+    /// request body is read.
+    pub async fn authorize_owners(&self, registry: &str, header: Option<&str>) -> RegistryResult<Principal> {
+        self.authorize_write(registry, header, Scope::Owners, "changing owners")
+            .await
+    }
+
+    /// `PUT`/`DELETE .../owners` with `{"users":[logins]}` on behalf of `who` (from
+    /// [`authorize_owners`](Self::authorize_owners)). Returns `{"ok":true,"msg":...}`.
     pub async fn change_owners(
         &self,
         registry: &str,
-        header: Option<&str>,
+        who: &Principal,
         name: &str,
         logins: Vec<String>,
         add: bool,
     ) -> RegistryResult<Value> {
         let reg = self.hosted(registry, "changing owners")?;
-        let who = self.require_principal(registry, header).await?;
         who.require(Scope::Owners, Some(registry))?;
         if logins.is_empty() {
             return Err(RegistryError::BadRequest(
@@ -159,7 +166,7 @@ impl RegistryService {
             ));
         }
         let _guard = self.write_lock.lock().await;
-        let mut rec = self.owned_crate(&reg.name, name, &who).await?;
+        let mut rec = self.owned_crate(&reg.name, name, who).await?;
         let msg = if add {
             for login in &logins {
                 if self.store.get_user(login).await?.is_none() {

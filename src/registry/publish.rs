@@ -133,16 +133,17 @@ fn same_release(existing: &str, new: &Version) -> bool {
 }
 
 impl RegistryService {
-    /// Handles a publish body for `registry` on behalf of the `Authorization` header's owner.
-    /// Returns cargo's success body.
-    pub async fn publish(
-        &self,
-        registry: &str,
-        header: Option<&str>,
-        body: Bytes,
-    ) -> RegistryResult<serde_json::Value> {
+    /// Decides whether the `Authorization` header may publish to `registry`, before any of the
+    /// body is read (an anonymous client must not make the server buffer a crate).
+    pub async fn authorize_publish(&self, registry: &str, header: Option<&str>) -> RegistryResult<Principal> {
+        self.authorize_write(registry, header, Scope::Publish, "publishing")
+            .await
+    }
+
+    /// Handles a publish body for `registry` on behalf of `who` (from
+    /// [`authorize_publish`](Self::authorize_publish)). Returns cargo's success body.
+    pub async fn publish(&self, registry: &str, who: &Principal, body: Bytes) -> RegistryResult<serde_json::Value> {
         let reg = self.hosted(registry, "publishing")?;
-        let who: Principal = self.require_principal(registry, header).await?;
         who.require(Scope::Publish, Some(registry))?;
 
         let limits = self.settings.limits;
@@ -185,7 +186,7 @@ impl RegistryService {
         // Cheap pre-checks before writing the blob; repeated under the lock below.
         let canonical = canonical_name(&meta.name);
         let prior = self.load_crate(registry, &meta.name).await?;
-        check_publish_allowed(prior.as_ref(), &meta, &version, &who)?;
+        check_publish_allowed(prior.as_ref(), &meta, &version, who)?;
         if prior.is_none() && !reg.allow_upstream_names {
             let upstream = self.upstream_having(&reg, &meta.name).await.map_err(|e| match e {
                 RegistryError::Upstream(u) => RegistryError::Upstream(UpstreamError::Internal(format!(
@@ -209,7 +210,7 @@ impl RegistryService {
 
         let _guard = self.write_lock.lock().await;
         let prior = self.load_crate(registry, &meta.name).await?;
-        check_publish_allowed(prior.as_ref(), &meta, &version, &who)?;
+        check_publish_allowed(prior.as_ref(), &meta, &version, who)?;
         let mut record = prior.unwrap_or_else(|| CrateRecord {
             name: meta.name.clone(),
             owners: vec![who.user.clone()],

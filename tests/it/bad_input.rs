@@ -1131,7 +1131,7 @@ fn routing_errors_are_json() {
 
 /// Reads one HTTP/1.1 response (head, lowercased, and its `Content-Length` body) from a raw
 /// connection; `None` when the connection ends or fails before a complete response.
-fn read_response(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+pub(crate) fn read_response(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let mut more = |buf: &mut Vec<u8>| match stream.read(&mut chunk) {

@@ -1,0 +1,71 @@
+//! Hardening of the edge (issue "real networks, hostile clients, faulty upstreams"): writes are
+//! authorised before their bodies are read.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::bad_input::read_response;
+use crate::support::daemon::Daemon;
+use crate::support::http;
+
+/// Opens a connection and sends only the head of a request announcing a `len`-byte body.
+fn send_head(d: &Daemon, method: &str, path: &str, token: Option<&str>, len: u64) -> TcpStream {
+    let addr = d.base_url().strip_prefix("http://").expect("http base URL").to_owned();
+    let mut stream = TcpStream::connect(&addr).expect("connect to the daemon");
+    // Guards against a wedged connection (the failure before the fix), not a speed assertion.
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let auth = token.map(|t| format!("Authorization: {t}\r\n")).unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/octet-stream\r\n\
+         Content-Length: {len}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).expect("send the request head");
+    stream
+}
+
+/// The status and `detail` of a response read from a connection whose body was never sent.
+fn answer_without_body(stream: &mut TcpStream, what: &str) -> (u16, String, String) {
+    let (head, body) =
+        read_response(stream).unwrap_or_else(|| panic!("{what}: no answer while the body was still unsent"));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let v: Value = serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{what}: body is not JSON ({e})"));
+    let detail = v["errors"][0]["detail"].as_str().unwrap_or_default().to_owned();
+    (status, detail, head)
+}
+
+/// Publish and owner changes without a valid token are answered 401/403 before the body is
+/// read (it is never sent here), and the connection is closed: before the fix the daemon
+/// waited for (and buffered) the whole announced body, so these connections got no answer.
+#[test]
+fn writes_are_refused_before_their_bodies_are_read() {
+    let d = Daemon::start();
+    let reader = d.user_token("reader", &["read"]);
+    let cases: [(&str, &str, Option<&str>, u16); 5] = [
+        ("PUT", "/local/api/v1/crates/new", None, 401),
+        ("PUT", "/local/api/v1/crates/new", Some("not-a-token"), 401),
+        ("PUT", "/local/api/v1/crates/new", Some(reader.as_str()), 403),
+        ("PUT", "/local/api/v1/crates/demo/owners", None, 401),
+        ("DELETE", "/local/api/v1/crates/demo/owners", Some(reader.as_str()), 403),
+    ];
+    for (method, path, token, want) in cases {
+        let what = format!("{method} {path} (token: {})", token.is_some());
+        // 40 connections at once, each announcing 512 KiB (under every body limit, so only the
+        // order of the checks can refuse them early): none is waited for or buffered.
+        let mut streams: Vec<TcpStream> = (0..40).map(|_| send_head(&d, method, path, token, 512 << 10)).collect();
+        for s in &mut streams {
+            let (status, detail, head) = answer_without_body(s, &what);
+            assert_eq!(status, want, "{what}: {detail}");
+            assert!(!detail.is_empty(), "{what}: empty error detail");
+            assert!(
+                head.lines()
+                    .any(|l| l.starts_with("connection:") && l.contains("close")),
+                "{what}: the unread body must close the connection:\n{head}"
+            );
+        }
+    }
+    // The daemon is still fine.
+    assert_eq!(http::get(&d.url("/-/healthz"), None).status, 200);
+}
