@@ -9,9 +9,12 @@ pub mod krate;
 pub mod merge;
 pub mod publish;
 pub mod tarball;
+#[cfg(test)]
+mod visibility_tests;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -168,6 +171,10 @@ pub struct RegistryService {
     registries: RwLock<Arc<BTreeMap<String, Arc<RegistrySpec>>>>,
     /// Rendered local index files by `{registry}\0{lowercase name}`; `None` caches a 404.
     index_cache: MemCache<String, Option<Arc<IndexFile>>>,
+    /// Bumped by every invalidation of `index_cache`, after the store was changed. A reader
+    /// that rendered a file from the store drops its own insert when a change raced it, so a
+    /// copy read before a publish can never be put back after the publish's invalidation.
+    index_writes: AtomicU64,
     /// Serialises read-modify-write of crate records (publish, yank, owners).
     write_lock: tokio::sync::Mutex<()>,
     caches: CacheHandles,
@@ -198,6 +205,7 @@ impl RegistryService {
             settings,
             registries: RwLock::new(Arc::new(BTreeMap::new())),
             index_cache,
+            index_writes: AtomicU64::new(0),
             write_lock: tokio::sync::Mutex::new(()),
             caches,
             proxies: RwLock::new(Arc::new(FastMap::default())),
@@ -510,18 +518,26 @@ impl RegistryService {
         if let Some(hit) = self.index_cache.get(&key) {
             return Ok(hit);
         }
+        let seen = self.index_writes.load(Ordering::SeqCst);
         let file = self
             .store
             .get_crate(&reg.name, &canonical_name(lower))
             .await?
             .filter(|rec| rec.name.to_ascii_lowercase() == lower && !rec.versions.is_empty())
             .map(|rec| Arc::new(IndexFile::render(rec.versions.iter().map(|v| &v.line))));
-        self.index_cache.insert(key, file.clone());
+        self.index_cache.insert(key.clone(), file.clone());
+        // A write that committed after our read bumped the counter before invalidating: if it
+        // did so before this check we drop our (possibly old) copy; if after, its own
+        // invalidation comes after our insert. Either way no old copy survives the write.
+        if self.index_writes.load(Ordering::SeqCst) != seen {
+            self.index_cache.invalidate(&key);
+        }
         Ok(file)
     }
 
-    /// Forgets the rendered index file of `name` in `registry`.
+    /// Forgets the rendered index file of `name` in `registry`. Called after the store change.
     fn invalidate(&self, registry: &str, name: &str) {
+        self.index_writes.fetch_add(1, Ordering::SeqCst);
         self.index_cache
             .invalidate(&cache_key(registry, &name.to_ascii_lowercase()));
     }
@@ -530,6 +546,7 @@ impl RegistryService {
     fn invalidate_registry(&self, registry: &str) {
         // Rare (admin changes): dropping everything is simpler than a prefix sweep.
         let _ = registry;
+        self.index_writes.fetch_add(1, Ordering::SeqCst);
         self.index_cache.invalidate_all();
         self.hosted_cksums.invalidate_all();
     }

@@ -1,15 +1,19 @@
 //! Hardening of the edge (issue "real networks, hostile clients, faulty upstreams"): writes are
-//! authorised before their bodies are read.
+//! authorised before their bodies are read, and a write is visible to every read after its 200.
 
 use std::io::Write;
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::bad_input::read_response;
-use crate::support::daemon::Daemon;
+use crate::support::daemon::{Daemon, HERMETIC_DEFAULT};
 use crate::support::http;
+use crate::support::index_path;
+use crate::support::package::simple_publish;
 
 /// Opens a connection and sends only the head of a request announcing a `len`-byte body.
 fn send_head(d: &Daemon, method: &str, path: &str, token: Option<&str>, len: u64) -> TcpStream {
@@ -68,4 +72,76 @@ fn writes_are_refused_before_their_bodies_are_read() {
     }
     // The daemon is still fine.
     assert_eq!(http::get(&d.url("/-/healthz"), None).status, 200);
+}
+
+/// After a publish, yank or unyank returns 200, every following read of the index file shows
+/// the change, with readers hammering that file throughout.
+#[test]
+fn a_write_is_visible_to_every_read_after_its_200() {
+    let d = Arc::new(Daemon::start_with_config(HERMETIC_DEFAULT));
+    let token = d.user_token("alice", &[]);
+    let name = "race-demo";
+    let url = d.url(&format!("/local/index/{}", index_path(name)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, stop, reads) = (url.clone(), stop.clone(), reads.clone());
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let client = http::client();
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = rt.block_on(http::send_async(&client, reqwest::Method::GET, &url, None, None, &[]));
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let index_has = |vers: &str, yanked: bool| {
+        let r = http::get(&url, None);
+        assert_eq!(r.status, 200, "index of {name}: {}", r.text());
+        r.text().lines().any(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["vers"] == vers && v["yanked"] == yanked
+        })
+    };
+    let api = d.url("/local/api/v1/crates");
+    for i in 0..40 {
+        let vers = format!("0.{i}.0");
+        let (body, _) = simple_publish(name, &vers);
+        let r = http::publish_raw(&d.url("/local"), Some(&token), body);
+        assert_eq!(r.status, 200, "publish {vers}: {}", r.text());
+        assert!(
+            index_has(&vers, false),
+            "{name}@{vers} missing from the index after its 200"
+        );
+        if i % 8 == 0 {
+            let r = http::delete(&format!("{api}/{name}/{vers}/yank"), Some(&token), None);
+            assert_eq!(r.status, 200, "yank {vers}: {}", r.text());
+            assert!(
+                index_has(&vers, true),
+                "{name}@{vers} not yanked in the index after its 200"
+            );
+            let r = http::send(
+                reqwest::Method::PUT,
+                &format!("{api}/{name}/{vers}/unyank"),
+                Some(&token),
+                None,
+                &[],
+            );
+            assert_eq!(r.status, 200, "unyank {vers}: {}", r.text());
+            assert!(
+                index_has(&vers, false),
+                "{name}@{vers} still yanked after the unyank's 200"
+            );
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+    assert!(reads.load(Ordering::Relaxed) > 0, "the readers never ran");
 }
