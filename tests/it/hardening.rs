@@ -1,5 +1,6 @@
 //! Hardening of the edge (issue "real networks, hostile clients, faulty upstreams"): writes are
-//! authorised before their bodies are read, and a write is visible to every read after its 200.
+//! authorised before their bodies are read, a write is visible to every read after its 200,
+//! and a revoked bootstrap admin token stays revoked.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -144,4 +145,48 @@ fn a_write_is_visible_to_every_read_after_its_200() {
         r.join().unwrap();
     }
     assert!(reads.load(Ordering::Relaxed) > 0, "the readers never ran");
+}
+
+/// A revoked bootstrap admin token stays revoked across restarts: the daemon does not store it
+/// again from `<data_dir>/admin-token` (it did before the fix), and says how to get a new one.
+#[test]
+fn a_revoked_bootstrap_token_stays_revoked() {
+    let mut d = Daemon::start_with_bootstrap_token(HERMETIC_DEFAULT);
+    let bootstrap = d.admin_token().to_owned();
+    assert!(!bootstrap.is_empty(), "no bootstrap token was written");
+    let tokens_url = d.url("/-/api/v1/tokens");
+    // A second admin token, then revoke the bootstrap one with it.
+    let second = d.user_token("ops", &["admin"]);
+    let list = http::get(&tokens_url, Some(&second)).json();
+    let id = list["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "bootstrap admin token")
+        .and_then(|t| t["id"].as_str())
+        .expect("the bootstrap token is listed")
+        .to_owned();
+    let r = http::delete(&format!("{tokens_url}/{id}"), Some(&second), None);
+    assert_eq!(r.status, 200, "revoke: {}", r.text());
+    assert_eq!(http::get(&tokens_url, Some(&bootstrap)).status, 401);
+
+    d.kill9();
+    d.restart();
+    let tokens_url = d.url("/-/api/v1/tokens");
+    assert_eq!(
+        http::get(&tokens_url, Some(&bootstrap)).status,
+        401,
+        "the revoked bootstrap token works again after a restart"
+    );
+    assert_eq!(http::get(&tokens_url, Some(&second)).status, 200);
+    assert!(
+        d.stderr_log().contains("was revoked"),
+        "the start does not say the bootstrap token was revoked:\n{}",
+        d.log_tail()
+    );
+    assert!(
+        d.stdout_log().contains("was revoked"),
+        "the start banner does not say the bootstrap token was revoked:\n{}",
+        d.stdout_log()
+    );
 }

@@ -38,6 +38,9 @@ pub struct Daemon {
     stdout: Log,
     users: Mutex<HashSet<String>>,
     generation: u32,
+    /// Whether the daemon gets `CARGOHOLD_ADMIN_TOKEN`; without it, it bootstraps its own
+    /// token into `<data_dir>/admin-token`, which `admin_token` then holds.
+    env_admin: bool,
 }
 
 /// The embedded default with the crates.io proxy offline (hermetic).
@@ -64,7 +67,17 @@ impl Daemon {
         Self::start_inner(Some(config_toml))
     }
 
+    /// Like [`Daemon::start_with_config`], but without `CARGOHOLD_ADMIN_TOKEN`: the daemon
+    /// generates its bootstrap admin token, which [`Daemon::admin_token`] reads from the file.
+    pub fn start_with_bootstrap_token(config_toml: &str) -> Daemon {
+        Self::start_inner_with(Some(config_toml), false)
+    }
+
     fn start_inner(config_toml: Option<&str>) -> Daemon {
+        Self::start_inner_with(config_toml, true)
+    }
+
+    fn start_inner_with(config_toml: Option<&str>, env_admin: bool) -> Daemon {
         let data = tempfile::Builder::new()
             .prefix("cargohold-data-")
             .tempdir()
@@ -89,6 +102,7 @@ impl Daemon {
             stdout: Arc::default(),
             users: Mutex::default(),
             generation: 0,
+            env_admin,
         };
         d.spawn();
         d
@@ -117,9 +131,13 @@ impl Daemon {
             cmd.arg("--config").arg(cfg);
         }
         scrub_env(&mut cmd);
-        cmd.env("RUST_LOG", "info")
-            .env("CARGOHOLD_ADMIN_TOKEN", &self.admin_token)
-            .current_dir(self.aux.path())
+        cmd.env("RUST_LOG", "info");
+        if self.env_admin {
+            cmd.env("CARGOHOLD_ADMIN_TOKEN", &self.admin_token);
+        } else {
+            cmd.env_remove("CARGOHOLD_ADMIN_TOKEN");
+        }
+        cmd.current_dir(self.aux.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -158,6 +176,11 @@ impl Daemon {
         assert!(url.starts_with("http://127.0.0.1:"), "unexpected listen URL {url:?}");
         self.base_url = url;
         self.child = Some(child);
+        if !self.env_admin {
+            if let Ok(t) = std::fs::read_to_string(self.data.path().join("admin-token")) {
+                self.admin_token = t.trim().to_owned();
+            }
+        }
     }
 
     /// `http://127.0.0.1:PORT` (no trailing slash).
