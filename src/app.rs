@@ -130,6 +130,7 @@ pub async fn start(config: Config, env_admin_token: Option<String>) -> anyhow::R
     };
     let registry = Arc::new(RegistryService::new(Arc::new(store) as Arc<dyn Store>, caches, settings).await?);
     registry.apply_configured(config.registries.values().cloned()).await?;
+    registry.warn_about_shadow_version();
     let admin_token = registry.bootstrap_admin(&config.data_dir).await?;
     let state = HttpState {
         registry: registry.clone(),

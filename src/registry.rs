@@ -51,6 +51,18 @@ pub fn client_registry_name(name: &str) -> String {
     }
 }
 
+/// What the upstreams of a hosted registry say about a crate name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamPresence {
+    /// This upstream has it.
+    Found(String),
+    /// No upstream has it (as far as each said, or its cache remembers).
+    Absent,
+    /// No upstream has it among those that answered; these could not be asked and have
+    /// nothing cached for the name (upstream name, error).
+    Unknown(Vec<(String, String)>),
+}
+
 /// A rendered index file with its strong ETag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexFile {
@@ -388,14 +400,42 @@ impl RegistryService {
     }
 
     /// Enforces read access: free unless the registry is `auth_required`, then a token with
-    /// `read` scope for this registry.
+    /// `read` scope for this registry. A hosted registry that merges `auth_required` proxies
+    /// also needs `read` on each of them: a merged view never shows a client what the client
+    /// could not read from the proxy itself (a token limited to some registries does not
+    /// reach others through it, and anonymous clients never see a private proxy).
     pub async fn authorize_read(&self, reg: &RegistrySpec, header: Option<&str>) -> RegistryResult<()> {
-        if !reg.auth_required {
+        let guarded = self.guarded_upstreams(reg);
+        if !reg.auth_required && guarded.is_empty() {
             return Ok(());
         }
-        self.require_principal(&reg.name, header)
-            .await?
-            .require(Scope::Read, Some(&reg.name))
+        let who = self.require_principal(&reg.name, header).await?;
+        if reg.auth_required {
+            who.require(Scope::Read, Some(&reg.name))?;
+        }
+        for up in &guarded {
+            who.require(Scope::Read, Some(up)).map_err(|e| {
+                RegistryError::Forbidden(format!(
+                    "registry `{}` merges `{up}`, which needs a token with `read` on `{up}`: {e}",
+                    reg.name
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The `auth_required` proxies a hosted registry merges (empty for almost every registry,
+    /// without a lookup when it lists no upstreams).
+    fn guarded_upstreams(&self, reg: &RegistrySpec) -> Vec<String> {
+        if reg.upstreams.is_empty() {
+            return Vec::new();
+        }
+        let regs = self.registries();
+        reg.upstreams
+            .iter()
+            .filter(|u| regs.get(*u).is_some_and(|s| s.auth_required))
+            .cloned()
+            .collect()
     }
 
     /// The registry's `config.json` bytes.
@@ -424,15 +464,17 @@ impl RegistryService {
                 }
                 let found = match self.first_upstream_with(reg, lower).await {
                     Ok(found) => found,
-                    // The upstreams cannot answer: a local crate is still served, on its own.
-                    Err(e) if local.is_some() => {
-                        tracing::warn!(registry = %reg.name, krate.name = lower, error = %e, "upstream failed; serving the local versions only");
+                    // The upstreams cannot answer and have nothing cached: the local crate is
+                    // served on its own, and a name that is not local is not found here (so
+                    // `cargo publish` of a new private crate, which first asks for its index
+                    // file, works during an upstream outage). See docs/OPERATIONS.md.
+                    Err(e) => {
+                        tracing::warn!(registry = %reg.name, krate.name = lower, error = %e, "upstreams failed; answering from the local crates only");
                         return Ok(IndexAnswer {
                             file: local.map(IndexBody::Local),
                             status: CacheStatus::Stale,
                         });
                     }
-                    Err(e) => return Err(e),
                 };
                 let Some((up, status)) = found else {
                     return Ok(IndexAnswer {
@@ -500,16 +542,25 @@ impl RegistryService {
         }
     }
 
-    /// Which upstream (if any) of a hosted registry has a crate named `name` (cache or upstream).
-    pub(crate) async fn upstream_having(&self, reg: &RegistrySpec, name: &str) -> RegistryResult<Option<String>> {
+    /// Whether an upstream of a hosted registry has a crate named `name`: asked upstream, or
+    /// answered from the cache (stale copies and remembered 404s included) when the upstream
+    /// cannot be reached.
+    pub(crate) async fn upstream_presence(&self, reg: &RegistrySpec, name: &str) -> UpstreamPresence {
         let lower = name.to_ascii_lowercase();
+        let mut unknown = Vec::new();
         for up in &reg.upstreams {
             let Ok(proxy) = self.proxy(up) else { continue };
-            if !proxy.index_file(&lower).await?.entry.not_found {
-                return Ok(Some(up.clone()));
+            match proxy.index_file(&lower).await {
+                Ok(l) if !l.entry.not_found => return UpstreamPresence::Found(up.clone()),
+                Ok(_) => {}
+                Err(e) => unknown.push((up.clone(), e.to_string())),
             }
         }
-        Ok(None)
+        if unknown.is_empty() {
+            UpstreamPresence::Absent
+        } else {
+            UpstreamPresence::Unknown(unknown)
+        }
     }
 
     /// The local index file of `lower` (a lowercase name) in a hosted registry, or `None`.

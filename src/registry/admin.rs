@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::auth::{hash_token, new_secret, new_token_id, Principal, Scope};
 use super::error::{RegistryError, RegistryResult};
 use super::RegistryService;
-use crate::config::{units, RegistryKind, RegistrySpec, Shadow};
+use crate::config::{merge_exposure, units, RegistryKind, RegistrySpec, Shadow};
 use crate::store::{now_secs, TokenRecord};
 
 /// Login of the built-in administrator.
@@ -170,9 +170,16 @@ impl RegistryService {
     fn check_spec(&self, spec: &RegistrySpec) -> RegistryResult<()> {
         let mut problems: Vec<String> = spec.problems("registry").into_iter().map(|p| p.message).collect();
         let regs = self.registries();
+        // A proxy made `auth_required` must not be merged by a registry readable without a token.
+        for hosted in regs
+            .values()
+            .filter(|r| r.name != spec.name && r.upstreams.contains(&spec.name))
+        {
+            problems.extend(merge_exposure(hosted, spec));
+        }
         for up in &spec.upstreams {
             match regs.get(up) {
-                Some(u) if u.kind == RegistryKind::Proxy => {}
+                Some(u) if u.kind == RegistryKind::Proxy => problems.extend(merge_exposure(spec, u)),
                 Some(_) => problems.push(format!(
                     "upstream `{up}` is a hosted registry; upstreams must be proxy registries"
                 )),
@@ -183,6 +190,19 @@ impl RegistryService {
             Ok(())
         } else {
             Err(RegistryError::BadRequest(problems.join("; ")))
+        }
+    }
+
+    /// Says plainly, in the log, what `shadow = "version"` means for a registry that has it.
+    pub fn warn_about_shadow_version(&self) {
+        for r in self.registries().values() {
+            if r.shadow == Shadow::Version && !r.upstreams.is_empty() {
+                tracing::warn!(
+                    registry = %r.name,
+                    upstreams = %r.upstreams.join(","),
+                    "shadow = \"version\": anyone who publishes a crate of the same name to an upstream adds versions to your private crate of that name, and cargo may pick theirs; use shadow = \"crate\" unless every upstream is trusted"
+                );
+            }
         }
     }
 
@@ -209,6 +229,7 @@ impl RegistryService {
         self.store.put_registry(&spec).await?;
         self.reload_registries().await?;
         tracing::info!(registry = %spec.name, kind = ?spec.kind, "registry created");
+        self.warn_about_shadow_version();
         self.registry(&spec.name)
     }
 
@@ -238,6 +259,7 @@ impl RegistryService {
         self.reload_registries().await?;
         self.invalidate_registry(name);
         tracing::info!(registry = %name, "registry updated");
+        self.warn_about_shadow_version();
         self.registry(name)
     }
 

@@ -8,13 +8,13 @@ use sha2::{Digest, Sha256};
 
 use super::error::{RegistryError, RegistryResult};
 use super::tarball::{self, TarballLimits};
-use super::{Principal, RegistryService, Scope};
+use super::{Principal, RegistryService, Scope, UpstreamPresence};
+use crate::config::{RegistrySpec, Shadow};
 use crate::index::line::pubtime;
 use crate::index::name::validate_dep_name;
 use crate::index::publish_frame::{parse_frame, FrameError, NewCrate};
 use crate::index::{canonical_name, validate_crate_name, IndexLine};
 use crate::store::{CrateRecord, VersionRecord};
-use crate::upstream::UpstreamError;
 
 /// Longest version string accepted (crates.io's limit).
 const MAX_VERSION_LEN: usize = 150;
@@ -174,8 +174,10 @@ impl RegistryService {
         let line = IndexLine::from_publish(&meta, cksum.clone(), &own_urls, pubtime(std::time::SystemTime::now()));
         for dep in line.deps.iter().filter(|d| d.registry.is_none()) {
             let real = dep.package.as_deref().unwrap_or(&dep.name);
+            // An upstream that cannot be asked does not refuse the dependency: it may well be
+            // there, and a missing one fails loudly at the consumer's resolution.
             let exists = self.load_crate(registry, real).await?.is_some_and(|r| r.name == real)
-                || self.upstream_having(&reg, real).await?.is_some();
+                || !matches!(self.upstream_presence(&reg, real).await, UpstreamPresence::Absent);
             if !exists {
                 return Err(bad(format!(
                     "dependency `{real}` does not exist in registry `{registry}`; publish it first (or declare where it comes from with `registry = ...` in Cargo.toml)"
@@ -188,19 +190,7 @@ impl RegistryService {
         let prior = self.load_crate(registry, &meta.name).await?;
         check_publish_allowed(prior.as_ref(), &meta, &version, who)?;
         if prior.is_none() && !reg.allow_upstream_names {
-            let upstream = self.upstream_having(&reg, &meta.name).await.map_err(|e| match e {
-                RegistryError::Upstream(u) => RegistryError::Upstream(UpstreamError::Internal(format!(
-                    "cannot check the upstreams of `{registry}` for a crate named `{}` (the dependency-confusion guard): {u}. Retry when the upstream is reachable, or set `offline = true` on the proxy, or `allow_upstream_names = true` on `{registry}`",
-                    meta.name
-                ))),
-                other => other,
-            })?;
-            if let Some(up) = upstream {
-                return Err(RegistryError::Forbidden(format!(
-                    "a crate named `{}` exists in upstream registry `{up}`; publishing a new crate under an upstream name is refused to prevent dependency confusion. Pick another name, or set `allow_upstream_names = true` on registry `{registry}`",
-                    meta.name
-                )));
-            }
+            self.dependency_confusion_guard(&reg, &meta.name).await?;
         }
 
         // The blob is durable before the record names it: a crash in between leaves an
@@ -230,6 +220,36 @@ impl RegistryService {
         self.invalidate(&reg.name, &meta.name);
         tracing::info!(registry, krate.name = %meta.name, krate.version = %meta.vers, user = %who.user, "published");
         Ok(json!({"warnings": {"invalid_categories": [], "invalid_badges": [], "other": []}}))
+    }
+}
+
+impl RegistryService {
+    /// Refuses a *new* crate name that exists in an upstream of the registry. When an upstream
+    /// cannot be asked and has nothing cached for the name, what is safe depends on `shadow`:
+    /// with `crate` (the default) the local crate hides every upstream version of its name,
+    /// so no upstream code can ever be mixed into it: the publish goes ahead, logged. With
+    /// `version` a same-named upstream crate would add its versions to the private one, so
+    /// the guard will not publish blind: 503, saying what to do.
+    async fn dependency_confusion_guard(&self, reg: &RegistrySpec, name: &str) -> RegistryResult<()> {
+        let registry = &reg.name;
+        match self.upstream_presence(reg, name).await {
+            UpstreamPresence::Absent => Ok(()),
+            UpstreamPresence::Found(up) => Err(RegistryError::Forbidden(format!(
+                "a crate named `{name}` exists in upstream registry `{up}`; publishing a new crate under an upstream name is refused to prevent dependency confusion. Pick another name, or set `allow_upstream_names = true` on registry `{registry}`"
+            ))),
+            UpstreamPresence::Unknown(failed) => {
+                let ups: Vec<String> = failed.iter().map(|(u, e)| format!("`{u}` ({e})")).collect();
+                let ups = ups.join(", ");
+                if reg.shadow == Shadow::Crate {
+                    tracing::warn!(registry = %registry, krate.name = name, upstreams = %ups, "publishing a new crate without asking the unreachable upstreams whether they have the name; with shadow = \"crate\" the local crate hides every upstream version of it");
+                    Ok(())
+                } else {
+                    Err(RegistryError::Unavailable(format!(
+                        "cannot check whether upstream {ups} has a crate named `{name}`; registry `{registry}` uses shadow = \"version\", where a same-named upstream crate would add its versions to yours, so a new name is not published unchecked. Retry when the upstream is reachable, or have an administrator set `allow_upstream_names = true` on `{registry}`"
+                    )))
+                }
+            }
+        }
     }
 }
 

@@ -1170,6 +1170,9 @@ pub(crate) fn read_response(stream: &mut TcpStream) -> Option<(String, Vec<u8>)>
 #[test]
 fn early_413_keeps_the_connection_usable_or_closes_it() {
     let d = Daemon::start_with_config(&format!("{HERMETIC_DEFAULT}{SMALL_LIMITS}"));
+    // Authorised (writes are authorised before their body is read, so an anonymous one would
+    // get a 401 instead).
+    let token = d.user_token("alice", &[]);
     let addr = d.base_url().strip_prefix("http://").expect("http base URL").to_owned();
     let mut stream = TcpStream::connect(&addr).expect("connect to the daemon");
     // Guards against a wedged connection, not assertions about speed.
@@ -1178,8 +1181,8 @@ fn early_413_keeps_the_connection_usable_or_closes_it() {
 
     let body = vec![0x5a; 80 << 10];
     let mut request = format!(
-        "PUT /{REG}/api/v1/crates/new HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/octet-stream\r\n\
-         Accept: application/json\r\nContent-Length: {}\r\n\r\n",
+        "PUT /{REG}/api/v1/crates/new HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {token}\r\n\
+         Content-Type: application/octet-stream\r\nAccept: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();

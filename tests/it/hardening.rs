@@ -1,6 +1,7 @@
 //! Hardening of the edge (issue "real networks, hostile clients, faulty upstreams"): writes are
-//! authorised before their bodies are read, a write is visible to every read after its 200,
-//! and a revoked bootstrap admin token stays revoked.
+//! authorised before their bodies are read, a write is visible to every read after its 200, a
+//! revoked bootstrap admin token stays revoked, a merged registry keeps working while its
+//! upstream is down, and a merged view never shows what its upstreams' access rules hide.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -11,7 +12,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::bad_input::read_response;
-use crate::support::daemon::{Daemon, HERMETIC_DEFAULT};
+use crate::support::cargo::CargoEnv;
+use crate::support::daemon::{Daemon, BIN, HERMETIC_DEFAULT};
+use crate::support::fake_upstream::{FakeUpstream, Package};
 use crate::support::http;
 use crate::support::index_path;
 use crate::support::package::simple_publish;
@@ -189,4 +192,197 @@ fn a_revoked_bootstrap_token_stays_revoked() {
         "the start banner does not say the bootstrap token was revoked:\n{}",
         d.stdout_log()
     );
+}
+
+/// A `crates-io` proxy over `up` (with `proxy_extra` lines), `local` merged over it with
+/// `local_extra`, and `union` (`shadow = "version"`) over it too.
+fn merged_config(up: &FakeUpstream, proxy_extra: &str, local_extra: &str) -> String {
+    format!(
+        r#"
+[registries.crates-io]
+kind = "proxy"
+upstream = "{}"
+{proxy_extra}
+
+[registries.local]
+kind = "hosted"
+upstreams = ["crates-io"]
+{local_extra}
+
+[registries.union]
+kind = "hosted"
+upstreams = ["crates-io"]
+shadow = "version"
+{local_extra}
+"#,
+        up.index_url()
+    )
+}
+
+/// With the upstream unreachable, a merged registry still takes a new private crate — real
+/// `cargo publish` first asks for the crate's index file, which answered 502 before — and keeps
+/// serving its local crates. The dependency-confusion guard cannot ask the upstream then: with
+/// `shadow = "crate"` (a local crate hides every upstream version of its name) the publish goes
+/// ahead; with `shadow = "version"` it is refused with a 503 that says what to do.
+#[test]
+fn a_merged_registry_works_while_its_upstream_is_down() {
+    let mut up = FakeUpstream::start_blocking();
+    up.add_crate(&Package::new("pubdep", "1.0.0"));
+    let d = Daemon::start_with_config(&merged_config(&up, "", ""));
+    let token = d.user_token("alice", &[]);
+    let env = CargoEnv::new(&d);
+    // Publishing while the upstream is up: the guard asks it.
+    let dir = env.project(
+        "early-0.1.0",
+        "[package]\nname = \"early\"\nversion = \"0.1.0\"\nedition = \"2021\"\nlicense = \"MIT\"\ndescription = \"d\"\n",
+        &[("src/lib.rs", "pub fn early() {}\n")],
+    );
+    env.must_succeed(
+        &dir,
+        &["publish", "--registry", "local", "--allow-dirty", "--token", &token],
+    );
+
+    up.go_down_blocking();
+    // A name that is not local and not cached: 404, not 502.
+    let r = http::get(&d.url(&format!("/local/index/{}", index_path("brand-new"))), None);
+    assert_eq!(
+        r.status,
+        404,
+        "merged index of an unknown name while the upstream is down: {}",
+        r.text()
+    );
+    // Real cargo publishes a brand-new private crate.
+    let dir = env.project(
+        "brand-new-0.1.0",
+        "[package]\nname = \"brand-new\"\nversion = \"0.1.0\"\nedition = \"2021\"\nlicense = \"MIT\"\ndescription = \"d\"\n",
+        &[("src/lib.rs", "pub fn brand_new() {}\n")],
+    );
+    env.must_succeed(
+        &dir,
+        &["publish", "--registry", "local", "--allow-dirty", "--token", &token],
+    );
+    // And resolves local crates through the merged view.
+    let app = env.project(
+        "app",
+        "[package]\nname = \"app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n\
+         brand-new = { version = \"0.1\", registry = \"local\" }\nearly = { version = \"0.1\", registry = \"local\" }\n",
+        &[("src/main.rs", "fn main() { brand_new::brand_new(); early::early(); }\n")],
+    );
+    env.must_succeed(&app, &["build"]);
+
+    // shadow = "version": the guard does not publish a new name blind.
+    let (body, _) = simple_publish("blind-name", "0.1.0");
+    let r = http::publish_raw(&d.url("/union"), Some(&token), body);
+    assert_eq!(
+        r.status,
+        503,
+        "shadow = version publish while the upstream is down: {}",
+        r.text()
+    );
+    assert!(r.header("retry-after").is_some(), "503 without Retry-After");
+    let detail = r.error_details().join(" ");
+    assert!(
+        detail.contains("allow_upstream_names") && detail.contains("shadow"),
+        "the 503 does not say what to do: {detail}"
+    );
+    // The proxy itself has nothing to answer for a never-cached name: 502, as before.
+    let r = http::get(&d.url(&format!("/crates-io/index/{}", index_path("pubdep"))), None);
+    assert_eq!(r.status, 502, "pubdep was never cached: {}", r.text());
+
+    // Once cached, a name that exists upstream is still refused while the upstream is down
+    // (the stale copy answers the guard).
+    up.come_back_blocking();
+    let r = http::get(&d.url(&format!("/crates-io/index/{}", index_path("pubdep"))), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    up.go_down_blocking();
+    let (body, _) = simple_publish("pubdep", "9.0.0");
+    let r = http::publish_raw(&d.url("/local"), Some(&token), body);
+    assert_eq!(r.status, 403, "an upstream name known from the cache: {}", r.text());
+}
+
+/// A registry readable without a token may not merge an `auth_required` proxy: the config is
+/// refused with a message (check-config accepted it before), and so is the same set-up through
+/// the admin API, in either order.
+#[test]
+fn a_public_registry_may_not_merge_a_private_proxy() {
+    let up = FakeUpstream::start_blocking();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(&file, merged_config(&up, "auth_required = true", "")).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check-config", "--config", file.to_str().unwrap()])
+        .env_remove("CARGOHOLD_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "check-config accepted it: {err}");
+    assert!(
+        err.contains("registries.local.upstreams") && err.contains("auth_required"),
+        "check-config does not say what is wrong: {err}"
+    );
+
+    let d = Daemon::start_with_config(&merged_config(&up, "", ""));
+    let admin = |args: &[&str]| d.admin(args);
+    let out = admin(&[
+        "registry",
+        "create",
+        "vault",
+        "--kind",
+        "proxy",
+        "--upstream",
+        &up.index_url(),
+        "--auth-required",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = admin(&["registry", "create", "open", "--kind", "hosted", "--upstreams", "vault"]);
+    assert!(
+        !out.status.success(),
+        "a public registry merging an auth_required proxy was created"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auth_required"));
+    // The other order: making a merged proxy auth_required while a public registry merges it.
+    let r = http::send(
+        reqwest::Method::PATCH,
+        &d.url("/-/api/v1/registries/crates-io"),
+        Some(d.admin_token()),
+        Some(br#"{"auth_required": true}"#.to_vec()),
+        &[("Content-Type", "application/json")],
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("auth_required"), "{}", r.text());
+}
+
+/// A token limited to some registries does not reach an `auth_required` proxy through a merged
+/// view, and anonymous clients get nothing of it: index, download and search.
+#[test]
+fn a_merged_view_honours_its_upstreams_access_rules() {
+    let up = FakeUpstream::start_blocking();
+    let pkg = Package::new("secretdep", "1.0.0");
+    up.add_crate(&pkg);
+    let d = Daemon::start_with_config(&merged_config(&up, "auth_required = true", "auth_required = true"));
+    let only_local = d.user_token_for("carol", &["read"], "local");
+    let everywhere = d.user_token("dave", &["read"]);
+    let index = d.url(&format!("/local/index/{}", index_path("secretdep")));
+    let download = d.url("/local/api/v1/crates/secretdep/1.0.0/download");
+    let search = d.url("/local/api/v1/crates?q=secretdep");
+    for url in [&index, &download, &search] {
+        assert_eq!(http::get(url, None).status, 401, "anonymous {url}");
+        let r = http::get(url, Some(&only_local));
+        assert_eq!(
+            r.status,
+            403,
+            "a token limited to `local` read {url} through it: {}",
+            r.text()
+        );
+        assert!(
+            r.text().contains("crates-io"),
+            "the 403 does not name the proxy: {}",
+            r.text()
+        );
+    }
+    let r = http::get(&index, Some(&everywhere));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = http::get(&download, Some(&everywhere));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, pkg.crate_bytes());
 }
