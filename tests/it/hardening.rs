@@ -386,3 +386,82 @@ fn a_merged_view_honours_its_upstreams_access_rules() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.body, pkg.crate_bytes());
 }
+
+/// Files under `dir` (recursively) and their total size.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else if let Ok(m) = e.metadata() {
+            out.push((p, m.len()));
+        }
+    }
+    out
+}
+
+/// A daemon killed with SIGKILL in the middle of a proxied `.crate` fill serves nothing
+/// half-written after its restart: the partial file is gone, the crate is fetched again and
+/// arrives whole and verified.
+#[test]
+fn a_kill_during_a_proxied_fill_leaves_nothing_half_written() {
+    let up = FakeUpstream::start_blocking();
+    let pkg = Package::new("bigfill", "1.0.0").size_padding(1 << 20);
+    up.add_crate(&pkg);
+    up.set_slow_body(Some(Duration::from_millis(40)));
+    let mut d = Daemon::start_with_config(&merged_config(&up, "", ""));
+    let url = d.url("/crates-io/api/v1/crates/bigfill/1.0.0/download");
+    // A client starts the download and reads whatever arrives until the daemon dies.
+    let client = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let Ok(mut resp) = http::client().get(&url).send().await else {
+                return 0;
+            };
+            let mut got = 0usize;
+            while let Ok(Some(chunk)) = resp.chunk().await {
+                got += chunk.len();
+            }
+            got
+        })
+    });
+    let tmp = d.data_dir().join("cache/crates/tmp");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !files_under(&tmp).iter().any(|(_, len)| *len > 0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fill never started:\n{}",
+            d.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d.kill9();
+    let partial = client.join().unwrap();
+    assert!(
+        partial < pkg.crate_bytes().len(),
+        "the client got the whole file before the kill"
+    );
+
+    up.set_slow_body(None);
+    d.restart();
+    let cached: Vec<_> = files_under(&d.data_dir().join("cache/crates"));
+    assert!(cached.is_empty(), "files left after the restart: {cached:?}");
+    let r = http::get(&d.url("/crates-io/api/v1/crates/bigfill/1.0.0/download"), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        crate::support::sha256_hex(&r.body),
+        pkg.cksum(),
+        "the crate is not whole"
+    );
+    // And now it is cached whole.
+    let r = http::get(&d.url("/crates-io/api/v1/crates/bigfill/1.0.0/download"), None);
+    assert_eq!(r.header("x-cache").as_deref(), Some("HIT"));
+    assert_eq!(crate::support::sha256_hex(&r.body), pkg.cksum());
+}
