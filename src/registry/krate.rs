@@ -255,7 +255,11 @@ impl RegistryService {
         hits.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         let total = hits.len();
         let mut crates = Vec::new();
-        for (_, _, hit) in hits.into_iter().skip(page.saturating_sub(1) * per_page).take(per_page) {
+        for (_, _, hit) in hits
+            .into_iter()
+            .skip(page.saturating_sub(1).saturating_mul(per_page))
+            .take(per_page)
+        {
             crates.push(match hit {
                 SearchHit::Local(r) => {
                     json!({"name": r.name, "max_version": max_version(&r), "description": r.description})

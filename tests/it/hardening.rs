@@ -465,3 +465,20 @@ fn a_kill_during_a_proxied_fill_leaves_nothing_half_written() {
     assert_eq!(r.header("x-cache").as_deref(), Some("HIT"));
     assert_eq!(crate::support::sha256_hex(&r.body), pkg.cksum());
 }
+
+/// Search parameters at the edges of their types answer normally (a page number times the page
+/// size overflowed before, a panic on the request path).
+#[test]
+fn search_paging_at_the_edges_is_answered() {
+    let d = Daemon::start();
+    for query in [
+        "q=&page=18446744073709551615&per_page=100",
+        "q=x&page=0&per_page=0",
+        "q=x&page=-1&per_page=99999999999999999999999",
+        "q=%FF%FE&per_page=abc",
+    ] {
+        let r = http::get(&d.url(&format!("/local/api/v1/crates?{query}")), None);
+        assert_eq!(r.status, 200, "search ?{query}: {}", r.text());
+        assert!(r.json()["crates"].is_array(), "search ?{query}: {}", r.text());
+    }
+}
