@@ -231,16 +231,21 @@ fn a_merged_registry_works_while_its_upstream_is_down() {
     let d = Daemon::start_with_config(&merged_config(&up, "", ""));
     let token = d.user_token("alice", &[]);
     let env = CargoEnv::new(&d);
+    let publish_lib = |name: &str| {
+        let dir = env.project(
+            &format!("{name}-0.1.0"),
+            &format!(
+                "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\nlicense = \"MIT\"\ndescription = \"d\"\n"
+            ),
+            &[("src/lib.rs", &format!("pub fn {}() {{}}\n", name.replace('-', "_")))],
+        );
+        env.must_succeed(
+            &dir,
+            &["publish", "--registry", "local", "--allow-dirty", "--token", &token],
+        );
+    };
     // Publishing while the upstream is up: the guard asks it.
-    let dir = env.project(
-        "early-0.1.0",
-        "[package]\nname = \"early\"\nversion = \"0.1.0\"\nedition = \"2021\"\nlicense = \"MIT\"\ndescription = \"d\"\n",
-        &[("src/lib.rs", "pub fn early() {}\n")],
-    );
-    env.must_succeed(
-        &dir,
-        &["publish", "--registry", "local", "--allow-dirty", "--token", &token],
-    );
+    publish_lib("early");
 
     up.go_down_blocking();
     // A name that is not local and not cached: 404, not 502.
@@ -252,15 +257,7 @@ fn a_merged_registry_works_while_its_upstream_is_down() {
         r.text()
     );
     // Real cargo publishes a brand-new private crate.
-    let dir = env.project(
-        "brand-new-0.1.0",
-        "[package]\nname = \"brand-new\"\nversion = \"0.1.0\"\nedition = \"2021\"\nlicense = \"MIT\"\ndescription = \"d\"\n",
-        &[("src/lib.rs", "pub fn brand_new() {}\n")],
-    );
-    env.must_succeed(
-        &dir,
-        &["publish", "--registry", "local", "--allow-dirty", "--token", &token],
-    );
+    publish_lib("brand-new");
     // And resolves local crates through the merged view.
     let app = env.project(
         "app",
