@@ -7,6 +7,9 @@ pub mod env;
 pub mod raw;
 pub mod units;
 
+#[cfg(test)]
+mod proptests;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
