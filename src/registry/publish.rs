@@ -158,9 +158,7 @@ impl RegistryService {
         // connection's thread, so an edge worker keeps serving its other connections meanwhile.
         let krate = body.slice_ref(frame.krate);
         let (name, vers) = (meta.name.clone(), meta.vers.clone());
-        let tarball_limits = TarballLimits {
-            max_unpacked_bytes: limits.max_unpacked_bytes,
-        };
+        let tarball_limits = TarballLimits::new(limits.max_unpacked_bytes);
         let cksum = tokio::task::spawn_blocking(move || {
             tarball::inspect(&krate, &name, &vers, tarball_limits)
                 .map(|_| hex::encode(Sha256::digest(&krate)))
@@ -260,23 +258,27 @@ fn check_publish_allowed(
     who: &Principal,
 ) -> RegistryResult<()> {
     let Some(rec) = prior else { return Ok(()) };
-    if rec.name != meta.name {
-        return Err(if rec.name.eq_ignore_ascii_case(&meta.name) {
-            bad(format!(
-                "crate was previously named `{}`; publish it under that exact spelling",
-                rec.name
-            ))
-        } else {
-            RegistryError::Conflict(format!(
-                "a crate named `{}` already exists; names are compared case-insensitively with `-` and `_` treated alike",
-                rec.name
-            ))
-        });
+    // Another spelling with `-` and `_` swapped is another name that collides: taken, whoever
+    // asks. A spelling differing only in case is this crate: only its owners may publish, and
+    // only they are told to retry with the exact spelling (a non-owner would only get a 403
+    // on retrying).
+    let same_crate = rec.name.eq_ignore_ascii_case(&meta.name);
+    if !same_crate {
+        return Err(RegistryError::Conflict(format!(
+            "a crate named `{}` already exists; names are compared case-insensitively with `-` and `_` treated alike",
+            rec.name
+        )));
     }
     if !rec.owners.contains(&who.user) && !who.is_admin() {
         return Err(RegistryError::Forbidden(format!(
             "`{}` is not an owner of crate `{}`; an owner can add you with `cargo owner --add {} {}`",
             who.user, rec.name, who.user, rec.name
+        )));
+    }
+    if rec.name != meta.name {
+        return Err(bad(format!(
+            "crate was previously named `{}`; publish it under that exact spelling",
+            rec.name
         )));
     }
     if let Some(v) = rec.versions.iter().find(|v| same_release(&v.line.vers, version)) {

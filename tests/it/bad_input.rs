@@ -867,6 +867,22 @@ fn ownership(d: &Daemon, cx: &Ctx) -> Vec<Accepted> {
             publish_to(d, REG, Some(&bob), body)
         },
     );
+    // Another spelling of the same crate changes nothing: a non-owner is refused as a
+    // non-owner (403), not told to retry with the exact spelling (which would only get a 403).
+    for spelling in ["Owned-Demo", "OWNED-DEMO"] {
+        let label = format!("bob publishes {spelling} over alice's {name}");
+        refused(
+            d,
+            &label,
+            &[(name, "0.1.0"), (name, "0.2.0"), (spelling, "0.2.0")],
+            &[403],
+            &["`bob` is not an owner"],
+            || {
+                let body = publish_body(&metadata(spelling, "0.2.0"), &simple_crate(spelling, "0.2.0"));
+                publish_to(d, REG, Some(&bob), body)
+            },
+        );
+    }
     refused(
         d,
         "bob yanks alice's crate",
@@ -1257,4 +1273,35 @@ fn store_survives_every_bad_input() {
             publish_to(&d, REG, Some(&cx.alice), body)
         },
     );
+}
+
+/// A `.crate` whose `Cargo.toml` is larger than the manifest cap (4 MiB) is refused with a
+/// clear 400, however well it compresses; before, a 300 MiB manifest was read whole and
+/// accepted. A manifest under the cap is still accepted.
+#[test]
+fn oversized_manifests_are_refused() {
+    let d = Daemon::start();
+    let alice = d.user_token("alice", &[]);
+    let (name, vers) = ("big-manifest", "0.1.0");
+    let padded = |bytes: usize| {
+        let m = format!("{}# {}\n", manifest(name, vers), "x".repeat(bytes));
+        crate_tarball(name, vers, &[("Cargo.toml", &m), ("src/lib.rs", "")])
+    };
+    refused(
+        &d,
+        "a 5 MiB Cargo.toml",
+        &[(name, vers)],
+        &[400],
+        &["Cargo.toml", "at most 4194304 bytes"],
+        || {
+            publish_to(
+                &d,
+                REG,
+                Some(&alice),
+                publish_body(&metadata(name, vers), &padded(5 << 20)),
+            )
+        },
+    );
+    let ok = publish_ok(&d, &alice, &metadata(name, vers), padded(1 << 20));
+    assert_served(&d, &[ok]);
 }
