@@ -20,7 +20,7 @@ use crate::telemetry::METRICS;
 use body::{full, Body};
 pub use error::ApiError;
 
-use route::{query_param, Route, RouteError};
+use route::{Route, RouteError};
 
 /// The response header saying what the cache did (`HIT`, `MISS`, `REVALIDATED`, `STALE`,
 /// `BYPASS`).
@@ -197,12 +197,7 @@ async fn dispatch(state: &HttpState, route: Route, req: Request<Incoming>) -> Ha
             Ok(json_ok(&svc.change_owners(&reg, &who, &name, users.users, add).await?))
         }
         Route::Search { reg } => {
-            let query = req.uri().query();
-            let q = query_param(query, "q").unwrap_or_default();
-            let per_page = query_param(query, "per_page")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(10);
-            let page = query_param(query, "page").and_then(|v| v.parse().ok()).unwrap_or(1);
+            let (q, per_page, page) = route::search_params(req.uri().query());
             Ok(json_ok(&svc.search(&reg, auth, &q, per_page, page).await?))
         }
     }

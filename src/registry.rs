@@ -28,6 +28,7 @@ use crate::index::config_json::ConfigJson;
 use crate::index::etag::strong_etag;
 use crate::index::gzip::GzipCell;
 use crate::index::line::render_file;
+use crate::index::name::{is_lookup_name, validate_lookup_name, validate_version};
 use crate::index::{canonical_name, IndexLine};
 use crate::store::{CrateRecord, Store};
 use crate::upstream::cached::{CachedUpstream, DownloadError, ProxyDownload, ProxySettings};
@@ -61,6 +62,16 @@ pub enum UpstreamPresence {
     /// No upstream has it among those that answered; these could not be asked and have
     /// nothing cached for the name (upstream name, error).
     Unknown(Vec<(String, String)>),
+}
+
+/// Checks a crate name (and version) taken from a request path before it reaches a cache key,
+/// the store or an upstream URL: a 400 saying why.
+pub(crate) fn check_name_and_version(name: &str, version: Option<&str>) -> RegistryResult<()> {
+    validate_lookup_name(name).map_err(|e| RegistryError::BadRequest(format!("invalid crate name: {e}")))?;
+    if let Some(v) = version {
+        validate_version(v).map_err(|e| RegistryError::BadRequest(format!("invalid version: {e}")))?;
+    }
+    Ok(())
 }
 
 /// A rendered index file with its strong ETag.
@@ -443,8 +454,15 @@ impl RegistryService {
         Bytes::from(ConfigJson::for_root(&self.registry_root(&reg.name), reg.auth_required).to_bytes())
     }
 
-    /// The index answer for `lower` (a lowercase name) in any kind of registry.
+    /// The index answer for `lower` (a lowercase name) in any kind of registry. A name that is
+    /// not a crate name (see [`is_lookup_name`]) is a 404 without any lookup.
     pub async fn index_file(&self, reg: &RegistrySpec, lower: &str) -> RegistryResult<IndexAnswer> {
+        if !is_lookup_name(lower) {
+            return Ok(IndexAnswer {
+                file: None,
+                status: CacheStatus::Bypass,
+            });
+        }
         match reg.kind {
             RegistryKind::Proxy => {
                 let lookup = self.proxy(&reg.name)?.index_file(lower).await?;
@@ -497,7 +515,9 @@ impl RegistryService {
                         });
                     }
                 }
-                let body = Bytes::from(merge::merge_versions(&local.body, &up.body));
+                let merged = merge::merge_versions(&local.body, &up.body);
+                crate::upstream::garbage::report(&reg.name, lower, &up.etag, merged.skipped, "merge");
+                let body = Bytes::from(merged.file);
                 let etag = strong_etag(&body);
                 let file = Arc::new(IndexFile {
                     body,
@@ -544,8 +564,11 @@ impl RegistryService {
 
     /// Whether an upstream of a hosted registry has a crate named `name`: asked upstream, or
     /// answered from the cache (stale copies and remembered 404s included) when the upstream
-    /// cannot be reached.
+    /// cannot be reached. A name no crate can have is absent everywhere.
     pub(crate) async fn upstream_presence(&self, reg: &RegistrySpec, name: &str) -> UpstreamPresence {
+        if !is_lookup_name(name) {
+            return UpstreamPresence::Absent;
+        }
         let lower = name.to_ascii_lowercase();
         let mut unknown = Vec::new();
         for up in &reg.upstreams {
@@ -610,6 +633,7 @@ impl RegistryService {
     /// Where the `.crate` of `name@version` is: a hosted blob, or (proxy and merged
     /// registries) the upstream's file, cached or streaming in.
     pub async fn download(&self, reg: &RegistrySpec, name: &str, version: &str) -> RegistryResult<Download> {
+        check_name_and_version(name, Some(version))?;
         let not_found = || {
             RegistryError::NotFound(format!(
                 "crate `{name}` version `{version}` does not exist in registry `{}`",

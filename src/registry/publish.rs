@@ -16,8 +16,7 @@ use crate::index::publish_frame::{parse_frame, FrameError, NewCrate};
 use crate::index::{canonical_name, validate_crate_name, IndexLine};
 use crate::store::{CrateRecord, VersionRecord};
 
-/// Longest version string accepted (crates.io's limit).
-const MAX_VERSION_LEN: usize = 150;
+use crate::index::name::MAX_VERSION_LEN;
 const MAX_DEPS: usize = 500;
 const MAX_FEATURES: usize = 300;
 const MAX_KEYWORDS: usize = 5;
@@ -320,6 +319,48 @@ mod tests {
         m.rust_version = Some("1.70".into());
         m.keywords = vec!["a".into(); 6];
         assert!(validate_metadata(&m).is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+        /// Publish metadata: arbitrary bytes, and a good document with one byte changed or any
+        /// string in any field, are refused or accepted, never a panic.
+        #[test]
+        fn metadata_checks_never_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            pos in proptest::prelude::any::<usize>(),
+            byte in proptest::prelude::any::<u8>(),
+            field in 0usize..6,
+            value in proptest::prelude::any::<String>(),
+        ) {
+            let mut good = json!({
+                "name": "ok", "vers": "1.0.0", "deps": [{"name": "dep", "version_req": "^1", "features": [],
+                "optional": false, "default_features": true, "target": null, "kind": "normal",
+                "registry": null, "explicit_name_in_toml": "alias"}], "features": {"f": ["dep"]},
+                "keywords": ["k"], "categories": [], "rust_version": "1.70", "description": null,
+                "documentation": null, "homepage": null, "readme": null, "readme_file": null,
+                "license": null, "license_file": null, "repository": null, "links": null
+            });
+            let v = serde_json::Value::String(value.clone());
+            match field {
+                0 => good["name"] = v,
+                1 => good["vers"] = v,
+                2 => good["deps"][0]["version_req"] = v,
+                3 => good["deps"][0]["explicit_name_in_toml"] = v,
+                4 => good["rust_version"] = v,
+                _ => good["features"] = json!({ value: ["dep"] }),
+            }
+            let text = good.to_string().into_bytes();
+            let i = pos % text.len();
+            let mut mutated = text.clone();
+            mutated[i] = byte;
+            for input in [&bytes, &text, &mutated] {
+                if let Ok(meta) = serde_json::from_slice::<NewCrate>(input) {
+                    let _ = validate_metadata(&meta);
+                }
+            }
+        }
     }
 
     #[test]
