@@ -50,7 +50,7 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>) -> (Response<Body
                 StatusCode::NOT_FOUND,
                 format!(
                     "no endpoint at `{}`; registry URLs look like /<registry>/index/",
-                    req.uri().path()
+                    shown_path(req.uri().path())
                 ),
             )
             .into_response(),
@@ -63,12 +63,20 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>) -> (Response<Body
                 format!(
                     "`{}` is not allowed on `{}`; use {allow}",
                     req.method(),
-                    req.uri().path()
+                    shown_path(req.uri().path())
                 ),
             );
             e.allow = Some(allow);
             (e.into_response(), "unmatched", "-")
         }
+    }
+}
+
+/// A request path as echoed in an error: at most 200 characters, then `…`.
+fn shown_path(path: &str) -> String {
+    match path.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &path[..i]),
+        None => path.to_owned(),
     }
 }
 
