@@ -51,7 +51,7 @@ pub struct NewToken {
 pub const LOGIN_RULE: &str =
     "a login is 1-64 characters: ASCII letters, digits, `_`, `.` or `-`, starting with a letter or digit";
 
-fn check_login(login: &str) -> RegistryResult<()> {
+pub(crate) fn check_login(login: &str) -> RegistryResult<()> {
     let mut chars = login.chars();
     let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
@@ -65,19 +65,29 @@ fn check_login(login: &str) -> RegistryResult<()> {
     }
 }
 
+/// An expiry as unix seconds: a duration from now or an RFC 3339 time, in the future.
 fn parse_expiry(s: &str) -> RegistryResult<u64> {
-    if let Ok(d) = units::parse_duration(s) {
-        return Ok(now_secs() + d.as_secs());
+    let now = now_secs();
+    let at = if let Ok(d) = units::parse_duration(s) {
+        now.checked_add(d.as_secs())
+            .ok_or_else(|| RegistryError::BadRequest(format!("the expiry `{s}` is too far in the future")))?
+    } else {
+        humantime::parse_rfc3339_weak(s)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+            .ok_or_else(|| {
+                RegistryError::BadRequest(format!(
+                    "`{s}` is neither a duration (e.g. 90d) nor a date (e.g. 2027-01-31T00:00:00Z)"
+                ))
+            })?
+    };
+    if at <= now {
+        return Err(RegistryError::BadRequest(format!(
+            "the expiry `{s}` is not in the future; a token must expire later than now"
+        )));
     }
-    humantime::parse_rfc3339_weak(s)
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs())
-        .ok_or_else(|| {
-            RegistryError::BadRequest(format!(
-                "`{s}` is neither a duration (e.g. 90d) nor a date (e.g. 2027-01-31T00:00:00Z)"
-            ))
-        })
+    Ok(at)
 }
 
 fn token_json(t: &TokenRecord) -> Value {
@@ -336,6 +346,16 @@ impl RegistryService {
                 .collect::<RegistryResult<Vec<_>>>()?,
         };
         if let Some(regs) = &req.registries {
+            if regs.is_empty() {
+                return Err(RegistryError::BadRequest(
+                    "`registries` is empty, which would allow no registry; leave it out for a token valid on every registry".into(),
+                ));
+            }
+            if scopes.iter().any(|s| s == Scope::Admin.as_str()) {
+                return Err(RegistryError::BadRequest(
+                    "an `admin` token cannot be limited to registries: admin covers every registry and the admin API. Create it without registries, or without the admin scope".into(),
+                ));
+            }
             for r in regs {
                 self.registry(r)?;
             }
@@ -348,7 +368,7 @@ impl RegistryService {
             user: req.user,
             name: req.name.unwrap_or_else(|| "token".into()),
             scopes,
-            registries: req.registries.filter(|r| !r.is_empty()),
+            registries: req.registries,
             expires,
             created: now_secs(),
         };

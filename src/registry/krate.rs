@@ -3,6 +3,7 @@
 use semver::Version;
 use serde_json::{json, Value};
 
+use super::admin::check_login;
 use super::error::{RegistryError, RegistryResult};
 use super::{check_name_and_version, Principal, RegistryService, Scope};
 use std::collections::HashSet;
@@ -13,6 +14,9 @@ use crate::index::canonical_name;
 use crate::index::line::{line_key, lines};
 use crate::store::CrateRecord;
 use crate::upstream::cached::CachedUpstream;
+
+/// Most users one owners request may add or remove (crates.io takes a handful).
+const MAX_OWNER_CHANGE: usize = 100;
 
 enum SearchHit {
     Local(CrateRecord),
@@ -166,9 +170,21 @@ impl RegistryService {
                 "no users given; send {\"users\":[\"login\"]}".into(),
             ));
         }
-        let _guard = self.write_lock.lock().await;
-        let mut rec = self.owned_crate(&reg.name, name, who).await?;
-        let msg = if add {
+        let mut logins = logins;
+        logins.sort();
+        logins.dedup();
+        if logins.len() > MAX_OWNER_CHANGE {
+            return Err(RegistryError::BadRequest(format!(
+                "at most {MAX_OWNER_CHANGE} users can be added or removed at once; this request names {}",
+                logins.len()
+            )));
+        }
+        for login in &logins {
+            check_login(login)?;
+        }
+        // Users are looked up before the write lock: an owner change never holds up the
+        // writes of other crates while it reads the store.
+        if add {
             for login in &logins {
                 if self.store.get_user(login).await?.is_none() {
                     return Err(RegistryError::NotFound(format!(
@@ -176,6 +192,10 @@ impl RegistryService {
                     )));
                 }
             }
+        }
+        let _guard = self.write_lock.lock().await;
+        let mut rec = self.owned_crate(&reg.name, name, who).await?;
+        let msg = if add {
             for login in &logins {
                 if !rec.owners.contains(login) {
                     rec.owners.push(login.clone());
@@ -202,7 +222,7 @@ impl RegistryService {
         self.store
             .put_crate(&reg.name, &canonical_name(&rec.name), &rec)
             .await?;
-        tracing::info!(registry, krate.name = %rec.name, user = %who.user, add, owners = ?logins, "owners changed");
+        tracing::info!(registry, krate.name = %rec.name, user = %who.user, add, count = logins.len(), "owners changed");
         Ok(json!({"ok": true, "msg": msg}))
     }
 

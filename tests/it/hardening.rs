@@ -479,3 +479,52 @@ fn search_paging_at_the_edges_is_answered() {
         assert!(r.json()["crates"].is_array(), "search ?{query}: {}", r.text());
     }
 }
+
+/// Token and owner requests at the edges get a 400 saying why: an expiry that overflows (a
+/// panic before) or is in the past, an admin token "limited" to registries (it was silently
+/// unlimited), an empty registry list (it meant every registry), and an owners list that is too
+/// long (it held the global write lock for seconds) or names an invalid login.
+#[test]
+fn admin_and_owner_requests_at_the_edges_are_refused() {
+    let d = Daemon::start();
+    d.add_user("bob");
+    let tokens = d.url("/-/api/v1/tokens");
+    let admin = Some(d.admin_token());
+    for (body, why) in [
+        (r#"{"user":"bob","expires":"18446744073709551615s"}"#, "too far"),
+        (
+            r#"{"user":"bob","expires":"1970-01-01T00:00:01Z"}"#,
+            "not in the future",
+        ),
+        (
+            r#"{"user":"bob","scopes":["admin"],"registries":["local"]}"#,
+            "cannot be limited",
+        ),
+        (r#"{"user":"bob","registries":[]}"#, "empty"),
+    ] {
+        let r = http::send(
+            reqwest::Method::POST,
+            &tokens,
+            admin,
+            Some(body.as_bytes().to_vec()),
+            &[("Content-Type", "application/json")],
+        );
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        assert!(r.text().contains(why), "{body}: {}", r.text());
+    }
+    // Owners: publish a crate, then hostile owner lists.
+    let alice = d.user_token("alice", &[]);
+    let (body, _) = simple_publish("owned", "1.0.0");
+    assert_eq!(http::publish_raw(&d.url("/local"), Some(&alice), body).status, 200);
+    let owners = d.url("/local/api/v1/crates/owned/owners");
+    let many: Vec<String> = (0..101).map(|i| format!("user{i}")).collect();
+    for (users, status, why) in [
+        (serde_json::json!(many), 400, "at most 100"),
+        (serde_json::json!(["bad login!"]), 400, "invalid login"),
+        (serde_json::json!(["bob", "bob"]), 200, "bob"),
+    ] {
+        let r = http::put_json(&owners, Some(&alice), &serde_json::json!({ "users": users }));
+        assert_eq!(r.status, status, "{users}: {}", r.text());
+        assert!(r.text().contains(why), "{users}: {}", r.text());
+    }
+}
