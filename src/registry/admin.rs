@@ -236,6 +236,8 @@ impl RegistryService {
             )));
         }
         self.check_spec(&spec)?;
+        // Whatever an earlier registry of this name left in the index cache is not this one's.
+        self.caches.index.clear(&spec.name).await;
         self.store.put_registry(&spec).await?;
         self.reload_registries().await?;
         tracing::info!(registry = %spec.name, kind = ?spec.kind, "registry created");
@@ -298,6 +300,9 @@ impl RegistryService {
         self.store.delete_registry(name).await?;
         self.reload_registries().await?;
         self.invalidate_registry(name);
+        // A deleted proxy's cached index files must not come back under a new registry of the
+        // same name (which may have another upstream and other access rules).
+        self.caches.index.clear(name).await;
         tracing::info!(registry = %name, "registry deleted");
         Ok(())
     }

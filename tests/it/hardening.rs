@@ -528,3 +528,34 @@ fn admin_and_owner_requests_at_the_edges_are_refused() {
         assert!(r.text().contains(why), "{users}: {}", r.text());
     }
 }
+
+/// A deleted proxy's cached index files do not come back under a new proxy of the same name
+/// (they did, even when the old one was `auth_required` and the new one public).
+#[test]
+fn a_deleted_proxy_leaves_nothing_for_its_successor() {
+    let a = FakeUpstream::start_blocking();
+    a.add_crate(&Package::new("privcrate", "1.0.0"));
+    let b = FakeUpstream::start_blocking();
+    let d = Daemon::start();
+    let reader = d.user_token("reader", &["read"]);
+    let create = |upstream: &str, private: bool| {
+        let mut args = vec!["registry", "create", "p3", "--kind", "proxy", "--upstream", upstream];
+        if private {
+            args.push("--auth-required");
+        }
+        d.admin_ok(&args);
+    };
+    create(&a.index_url(), true);
+    let file = d.url(&format!("/p3/index/{}", index_path("privcrate")));
+    assert_eq!(http::get(&file, Some(&reader)).status, 200);
+    d.admin_ok(&["registry", "delete", "p3"]);
+    create(&b.index_url(), false);
+    let r = http::get(&file, None);
+    assert_eq!(r.status, 404, "the old proxy's file was served: {}", r.text());
+    let r = http::get(&d.url("/p3/api/v1/crates?q=privcrate"), None);
+    assert!(
+        !r.text().contains("privcrate"),
+        "search shows the old proxy's crate: {}",
+        r.text()
+    );
+}
