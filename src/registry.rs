@@ -250,6 +250,16 @@ impl RegistryService {
                 index_ttl: Duration::from_secs(spec.index_ttl_secs),
                 negative_ttl: Duration::from_secs(spec.negative_ttl_secs),
                 timeout: Duration::from_secs(spec.upstream_timeout_secs.max(1)),
+                deadline: Duration::from_secs(spec.upstream_deadline_secs.max(1)),
+                max_index_bytes: self.settings.limits.max_upstream_index_bytes,
+                // One cap for every .crate that passes through: what may be published here, or
+                // the (usually larger) upstream limit, whichever is larger.
+                max_crate_bytes: self
+                    .settings
+                    .limits
+                    .max_upstream_crate_bytes
+                    .max(self.settings.limits.max_crate_bytes),
+                ca_file: spec.ca_file.clone(),
                 offline: spec.offline,
             };
             let proxy = match old.get(&spec.name) {

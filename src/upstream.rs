@@ -5,8 +5,9 @@
 pub mod cached;
 pub mod classify;
 pub mod client;
+pub mod tls;
 
-pub use classify::{Fault, Fetched, UpstreamError};
+pub use classify::{redact, Fault, Fetched, UpstreamError};
 pub use client::{UpstreamClient, UpstreamSettings};
 
 /// Expands a `dl` template per cargo's rules: without markers, `{dl}/{crate}/{version}/download`;

@@ -38,6 +38,8 @@ pub struct Daemon {
     stdout: Log,
     users: Mutex<HashSet<String>>,
     generation: u32,
+    /// Variables set on every start (after the scrub), e.g. `HTTPS_PROXY`, `SSL_CERT_FILE`.
+    extra_env: Vec<(String, String)>,
 }
 
 /// The embedded default with the crates.io proxy offline (hermetic).
@@ -64,7 +66,17 @@ impl Daemon {
         Self::start_inner(Some(config_toml))
     }
 
+    /// [`Daemon::start_with_config`] with extra environment variables for the daemon (set after
+    /// [`scrub_env`], so `*_PROXY` given here do reach it).
+    pub fn start_with_config_env(config_toml: &str, env: &[(&str, &str)]) -> Daemon {
+        Self::start_inner_env(Some(config_toml), env)
+    }
+
     fn start_inner(config_toml: Option<&str>) -> Daemon {
+        Self::start_inner_env(config_toml, &[])
+    }
+
+    fn start_inner_env(config_toml: Option<&str>, env: &[(&str, &str)]) -> Daemon {
         let data = tempfile::Builder::new()
             .prefix("cargohold-data-")
             .tempdir()
@@ -89,6 +101,7 @@ impl Daemon {
             stdout: Arc::default(),
             users: Mutex::default(),
             generation: 0,
+            extra_env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         };
         d.spawn();
         d
@@ -117,6 +130,9 @@ impl Daemon {
             cmd.arg("--config").arg(cfg);
         }
         scrub_env(&mut cmd);
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
         cmd.env("RUST_LOG", "info")
             .env("CARGOHOLD_ADMIN_TOKEN", &self.admin_token)
             .current_dir(self.aux.path())
