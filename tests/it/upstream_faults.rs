@@ -112,6 +112,18 @@ fn crate_cache_files(data: &Path) -> (usize, usize) {
     (committed, temp)
 }
 
+/// The daemon's peak resident set size (`VmHWM`), in KiB.
+fn peak_rss_kib(d: &Daemon) -> u64 {
+    let pid = d.pid().expect("daemon running");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM")
+}
+
 /// Polls `cond` for up to 30 s (a liveness guard).
 fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     for _ in 0..300 {
@@ -262,6 +274,23 @@ fn a_100_mib_index_file_is_refused_and_not_cached() {
         let read = up.streamed_bytes() - before;
         assert!(read < 60 << 20, "announce={announce}: {read} bytes were sent");
     }
+    // Four at once (distinct names, so four upstream transfers): memory stays bounded by the
+    // cap. Before the cap, four 100 MiB files peaked at about 1.6 GiB.
+    up.set_huge_index(Some((100 << 20, false)));
+    let urls: Vec<String> = ["aaaa", "bbbb", "cccc", "dddd"]
+        .iter()
+        .map(|n| d.url(&format!("/crates-io/index/{}/{}/{n}", &n[..2], &n[2..])))
+        .collect();
+    let threads: Vec<_> = urls
+        .into_iter()
+        .map(|u| std::thread::spawn(move || fetch(&u).status))
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 502);
+    }
+    let peak = peak_rss_kib(&d);
+    eprintln!("daemon peak RSS after four 100 MiB index files: {peak} KiB");
+    assert!(peak < 400 << 10, "peak RSS {peak} KiB");
     up.set_huge_index(None);
     let ok = fetch(&d.url("/crates-io/index/hu/ge/hugeindex"));
     assert_eq!(

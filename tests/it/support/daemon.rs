@@ -107,6 +107,11 @@ impl Daemon {
         d
     }
 
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The directory the daemon stores its state in (`--data-dir`).
     pub fn data_dir(&self) -> &Path {
         self.data.path()
