@@ -239,7 +239,11 @@ impl AdminClient {
                     "no admin token: set CARGOHOLD_ADMIN_TOKEN (the daemon wrote one to <data_dir>/admin-token on first start)",
                 )
             })?;
+        // The same trust as the daemon's upstream client: the platform's store (a daemon whose
+        // certificate comes from a company CA is trusted wherever curl would trust it).
+        let tls = crate::upstream::tls::client_config(None).map_err(CliError::failure)?;
         let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
             .build()
             .map_err(|e| CliError::failure(e.to_string()))?;
         Ok(AdminClient {

@@ -229,7 +229,8 @@ impl CrateFiles {
             let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
             if lru.reserved.saturating_add(extra) > self.budget {
                 return Err(FillFailure::Busy(format!(
-                    "the crate cache's disk budget ({} bytes, `[cache] disk`) is taken by downloads in progress; try again shortly",
+                    "the crate cache's disk budget ({} bytes, `[cache] disk`) is taken by downloads in \
+                     progress; try again shortly",
                     self.budget
                 )));
             }
@@ -344,7 +345,8 @@ impl FillWriter {
         if let Some(len) = len {
             if len > self.limit {
                 return Err(FillFailure::Upstream(format!(
-                    "the upstream announced a .crate of {len} bytes, more than the limit of {} bytes (`limits.max_upstream_crate_size`); it was refused",
+                    "the upstream announced a .crate of {len} bytes, more than the limit of {} bytes \
+                     (`limits.max_upstream_crate_size`); it was refused",
                     self.limit
                 )));
             }
@@ -364,7 +366,8 @@ impl FillWriter {
         let after = self.written + chunk.len() as u64;
         if after > self.limit {
             return Err(FillFailure::Upstream(format!(
-                "the upstream sent more than the limit of {} bytes (`limits.max_upstream_crate_size`) for a .crate; it was refused",
+                "the upstream sent more than the limit of {} bytes (`limits.max_upstream_crate_size`) \
+                 for a .crate; it was refused",
                 self.limit
             )));
         }

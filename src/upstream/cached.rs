@@ -373,7 +373,8 @@ impl CachedUpstream {
         let result = match tokio::time::timeout(deadline, self.fetch_into(&mut writer, name, version)).await {
             Ok(r) => r,
             Err(_) => Err(FillFailure::Timeout(format!(
-                "the upstream did not deliver `{name}` {version} within the total deadline of {}s (`upstream_deadline`); it was not cached",
+                "the upstream did not deliver `{name}` {version} within the total deadline of {}s \
+                 (`upstream_deadline`); it was not cached",
                 deadline.as_secs_f64()
             ))),
         };

@@ -119,13 +119,12 @@ pub async fn read_capped(
     limit: u64,
     what: &str,
 ) -> Result<Bytes, UpstreamError> {
-    let too_large = |size: String| {
-        UpstreamError::Invalid {
+    let too_large = |size: String| UpstreamError::Invalid {
         url: url.to_owned(),
         detail: format!(
-            "the {what} is {size}, more than the limit of {limit} bytes (`limits.max_upstream_index_size`); it was refused and not cached"
+            "the {what} is {size}, more than the limit of {limit} bytes \
+             (`limits.max_upstream_index_size`); it was refused and not cached"
         ),
-    }
     };
     let announced = resp.content_length();
     if let Some(len) = announced.filter(|l| *l > limit) {
