@@ -306,7 +306,7 @@ fn a_100_mib_index_file_is_refused_and_not_cached() {
 // Broken transfers
 
 #[test]
-fn lying_lengths_resets_bad_checksums_and_500s_never_leave_a_corrupt_entry() {
+fn lying_lengths_resets_bad_checksums_500s_and_stalls_never_leave_a_corrupt_entry() {
     let up = FakeUpstream::start_blocking();
     let pkg = Package::new("faulty", "1.0.0").size_padding(200_000);
     up.add_crate(&pkg);
@@ -314,7 +314,7 @@ fn lying_lengths_resets_bad_checksums_and_500s_never_leave_a_corrupt_entry() {
     let real = pkg.crate_bytes();
     let url = download_url(&d, &pkg);
 
-    let cases: [(&str, &dyn Fn(bool)); 5] = [
+    let cases: [(&str, &dyn Fn(bool)); 6] = [
         ("body shorter than Content-Length", &|on| {
             up.set_content_length_delta(if on { 1000 } else { 0 })
         }),
@@ -324,6 +324,10 @@ fn lying_lengths_resets_bad_checksums_and_500s_never_leave_a_corrupt_entry() {
         ("reset mid-body", &|on| up.set_drop_mid_body(on)),
         ("wrong checksum", &|on| up.set_corrupt_downloads(on)),
         ("HTTP 500", &|on| up.set_status_override(on.then_some(500))),
+        // A body that stops for longer than `upstream_timeout` (3 s).
+        ("stall mid-body", &|on| {
+            up.set_trickle(on.then_some(Duration::from_secs(5)))
+        }),
     ];
     for (case, set) in cases {
         set(true);
@@ -337,6 +341,35 @@ fn lying_lengths_resets_bad_checksums_and_500s_never_leave_a_corrupt_entry() {
         set(false);
     }
     assert_recovers(&d, &up, &pkg, "after every fault");
+}
+
+#[test]
+fn a_daemon_killed_during_a_fill_serves_nothing_half_written_after_restart() {
+    let up = FakeUpstream::start_blocking();
+    let pkg = Package::new("killed", "1.0.0").size_padding(2_000);
+    up.add_crate(&pkg);
+    let mut d = Daemon::start_with_config(&config(&up.index_url(), "", ""));
+    assert_eq!(fetch(&d.url("/crates-io/index/ki/ll/killed")).status, 200);
+    up.set_trickle(Some(Duration::from_millis(50)));
+    let url = download_url(&d, &pkg);
+    let client = std::thread::spawn(move || fetch(&url));
+    eventually("the fill has a partial temp file", || {
+        crate_cache_files(d.data_dir()).1 == 1 && up.streamed_bytes() > 20
+    });
+    d.kill9();
+    let got = client.join().unwrap();
+    assert_refused_or_aborted(&got, &pkg.crate_bytes(), "killed mid-fill");
+    up.set_trickle(None);
+    d.restart();
+    assert_eq!(crate_cache_files(d.data_dir()), (0, 0), "the partial file is gone");
+    let again = fetch(&download_url(&d, &pkg));
+    assert_eq!(
+        (again.status, again.x_cache.as_str()),
+        (200, "MISS"),
+        "{}",
+        again.text()
+    );
+    assert_eq!(again.body.unwrap(), pkg.crate_bytes());
 }
 
 // ---------------------------------------------------------------------------------------------
