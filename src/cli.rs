@@ -113,6 +113,10 @@ pub struct RegistryFields {
     /// Proxy: never contact the upstream.
     #[arg(long)]
     pub offline: Option<bool>,
+    /// Proxy: PEM file (a path on the daemon's host) of extra roots trusted for the upstream;
+    /// `""` removes it.
+    #[arg(long)]
+    pub ca_file: Option<String>,
 }
 
 /// `cargohold registry ...`
@@ -305,6 +309,9 @@ fn fields_json(f: &RegistryFields, out: &mut serde_json::Map<String, Value>) {
     }
     if let Some(o) = f.offline {
         out.insert("offline".into(), json!(o));
+    }
+    if let Some(c) = &f.ca_file {
+        out.insert("ca_file".into(), json!(c));
     }
 }
 

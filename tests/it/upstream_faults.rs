@@ -505,6 +505,15 @@ fn ca_file_is_checked_at_load_and_through_the_admin_api() {
     let dl = fetch(&d.url(&format!("/mirror/api/v1/crates/{}/{}/download", pkg.name(), pkg.vers())));
     assert_eq!(dl.status, 200, "{}", dl.text());
     assert_eq!(dl.body.unwrap(), pkg.crate_bytes());
+
+    // The CLI removes and sets it again (a PATCH); the client is rebuilt each time.
+    up.add_crate(&Package::new("another", "1.0.0"));
+    d.admin_ok(&["registry", "update", "mirror", "--ca-file", ""]);
+    let untrusted = fetch(&d.url("/mirror/index/an/ot/another"));
+    assert_eq!(untrusted.status, 502, "{}", untrusted.text());
+    d.admin_ok(&["registry", "update", "mirror", "--ca-file", ca.to_str().unwrap()]);
+    let trusted = fetch(&d.url("/mirror/index/an/ot/another"));
+    assert_eq!(trusted.status, 200, "{}", trusted.text());
 }
 
 #[test]
