@@ -543,3 +543,18 @@ fn an_upstream_behind_an_https_proxy_is_reached_through_the_tunnel_unless_no_pro
     assert_eq!(proxy.tunnels(), tunnels, "NO_PROXY bypasses the proxy");
     assert_eq!(proxy.refused(), 0);
 }
+
+#[test]
+fn a_plain_http_upstream_goes_through_http_proxy() {
+    let up = FakeUpstream::start_blocking();
+    let pkg = Package::new("plain", "1.0.0");
+    up.add_crate(&pkg);
+    let proxy = ConnectProxy::start();
+    let d = Daemon::start_with_config_env(&config(&up.index_url(), "", ""), &[("HTTP_PROXY", &proxy.url())]);
+    assert_eq!(fetch(&d.url("/crates-io/index/pl/ai/plain")).status, 200);
+    let dl = fetch(&download_url(&d, &pkg));
+    assert_eq!(dl.status, 200, "{}", dl.text());
+    assert_eq!(dl.body.unwrap(), pkg.crate_bytes());
+    assert!(proxy.forwards() > 0, "the upstream was reached through HTTP_PROXY");
+    assert_eq!((proxy.tunnels(), proxy.refused()), (0, 0));
+}

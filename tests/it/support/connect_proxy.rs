@@ -1,6 +1,9 @@
-//! A tiny HTTP `CONNECT` proxy on 127.0.0.1 that counts the tunnels it opened. It only tunnels
-//! to loopback targets (anything else gets 403), so a test can never reach beyond the machine
-//! through it. Plain-HTTP proxy requests (`GET http://...`) are refused with 405 and counted.
+//! A tiny HTTP proxy on 127.0.0.1 that counts what it carried: `CONNECT` tunnels (how HTTPS goes
+//! through `HTTPS_PROXY`) and plain-HTTP forwards (`GET http://host/...`, how `HTTP_PROXY` is
+//! used; the connection is then piped to that host as is — origin servers accept the
+//! absolute-form request target — so one connection serves one target). It only reaches
+//! loopback targets (anything else gets 403), so a test can never reach beyond the machine
+//! through it.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -12,6 +15,7 @@ use std::time::Duration;
 #[derive(Default)]
 struct Counters {
     tunnels: AtomicUsize,
+    forwards: AtomicUsize,
     refused: AtomicUsize,
     stop: AtomicBool,
     targets: Mutex<Vec<String>>,
@@ -57,7 +61,12 @@ impl ConnectProxy {
         self.counters.tunnels.load(Ordering::SeqCst)
     }
 
-    /// Requests refused (non-CONNECT, or a target off loopback).
+    /// Plain-HTTP proxy connections forwarded so far.
+    pub fn forwards(&self) -> usize {
+        self.counters.forwards.load(Ordering::SeqCst)
+    }
+
+    /// Requests refused (not CONNECT nor `http://`, or a target off loopback).
     pub fn refused(&self) -> usize {
         self.counters.refused.load(Ordering::SeqCst)
     }
@@ -91,34 +100,44 @@ fn handle(mut client: TcpStream, c: &Counters) {
     let [method, target, _version] = parts.as_slice() else {
         return;
     };
-    if *method != "CONNECT" {
+    let forward = target
+        .strip_prefix("http://")
+        .map(|rest| rest.split('/').next().unwrap_or(""));
+    if *method != "CONNECT" && forward.is_none() {
         c.refused.fetch_add(1, Ordering::SeqCst);
         let _ = client.write_all(b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
         return;
     }
-    let host = target.rsplit_once(':').map_or(*target, |(h, _)| h);
+    let authority = forward.unwrap_or(target);
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
     if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
         c.refused.fetch_add(1, Ordering::SeqCst);
         let _ = client.write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
         return;
     }
-    c.targets.lock().unwrap().push((*target).to_owned());
-    let Ok(upstream) = TcpStream::connect(target) else {
+    c.targets.lock().unwrap().push(authority.to_owned());
+    let Ok(mut upstream) = TcpStream::connect(authority) else {
         let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
         return;
     };
-    c.tunnels.fetch_add(1, Ordering::SeqCst);
-    if client
-        .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
-        .is_err()
-    {
-        return;
+    if forward.is_some() {
+        c.forwards.fetch_add(1, Ordering::SeqCst);
+        if upstream.write_all(&head).is_err() {
+            return;
+        }
+    } else {
+        c.tunnels.fetch_add(1, Ordering::SeqCst);
+        if client
+            .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            .is_err()
+        {
+            return;
+        }
     }
     let _ = client.set_read_timeout(None);
     let (Ok(mut c2), Ok(mut u2)) = (client.try_clone(), upstream.try_clone()) else {
         return;
     };
-    let mut upstream = upstream;
     let t = thread::spawn(move || {
         let _ = std::io::copy(&mut c2, &mut upstream);
         let _ = upstream.shutdown(Shutdown::Write);
