@@ -7,6 +7,9 @@ pub mod env;
 pub mod raw;
 pub mod units;
 
+#[cfg(test)]
+mod proptests;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -111,6 +114,19 @@ fn default_negative_ttl() -> u64 {
 }
 fn default_upstream_deadline() -> u64 {
     300
+}
+
+/// Why a hosted registry may not merge `upstream`, if it may not: a registry readable without
+/// a token must not merge an `auth_required` proxy, or anonymous clients would read the proxy
+/// through it.
+pub fn merge_exposure(hosted: &RegistrySpec, upstream: &RegistrySpec) -> Option<String> {
+    (!hosted.auth_required && upstream.auth_required).then(|| {
+        format!(
+            "`{h}` is readable without a token but merges `{u}`, which has `auth_required = true`: anonymous clients would read `{u}` through `{h}`. Set `auth_required = true` on `{h}`, or remove `{u}` from its upstreams",
+            h = hosted.name,
+            u = upstream.name
+        )
+    })
 }
 
 impl RegistrySpec {
@@ -736,7 +752,14 @@ impl Config {
         for spec in registries.values() {
             for up in &spec.upstreams {
                 match registries.get(up) {
-                    Some(u) if u.kind == RegistryKind::Proxy => {}
+                    Some(u) if u.kind == RegistryKind::Proxy => {
+                        if let Some(message) = merge_exposure(spec, u) {
+                            problems.push(Problem {
+                                key: format!("registries.{}.upstreams", spec.name),
+                                message,
+                            });
+                        }
+                    }
                     Some(_) => problems.push(Problem {
                         key: format!("registries.{}.upstreams", spec.name),
                         message: format!("`{up}` is a hosted registry; upstreams must be proxy registries"),

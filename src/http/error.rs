@@ -21,6 +21,8 @@ pub struct ApiError {
     pub x_cache: Option<&'static str>,
     /// Close the connection after answering (the request body was left unread).
     pub close: bool,
+    /// `Retry-After` seconds (503 only).
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -33,6 +35,7 @@ impl ApiError {
             allow: None,
             x_cache: None,
             close: false,
+            retry_after: None,
         }
     }
 
@@ -54,6 +57,9 @@ impl ApiError {
         if self.close {
             resp = resp.header(header::CONNECTION, "close");
         }
+        if let Some(secs) = self.retry_after {
+            resp = resp.header(header::RETRY_AFTER, secs);
+        }
         resp.body(full(body))
             .unwrap_or_else(|_| Response::new(full("internal error")))
     }
@@ -69,6 +75,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::Forbidden(_) => StatusCode::FORBIDDEN,
             RegistryError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             RegistryError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            RegistryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             RegistryError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             RegistryError::Upstream(u) => match u.fault() {
                 Fault::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -85,6 +92,7 @@ impl From<RegistryError> for ApiError {
             other => other.to_string(),
         };
         let allow = matches!(e, RegistryError::MethodNotAllowed(_)).then_some("GET, HEAD");
+        let retry_after = matches!(e, RegistryError::Unavailable(_)).then_some(UNAVAILABLE_RETRY_SECS);
         let challenge = match e {
             RegistryError::Unauthorized {
                 login_url: Some(url), ..
@@ -98,6 +106,10 @@ impl From<RegistryError> for ApiError {
             allow,
             x_cache: None,
             close: false,
+            retry_after,
         }
     }
 }
+
+/// `Retry-After` of a 503 whose cause (an unreachable upstream) has no known end.
+const UNAVAILABLE_RETRY_SECS: u32 = 30;

@@ -61,9 +61,11 @@ pub async fn index_file(
     let spec = svc.registry(reg)?;
     svc.authorize_read(&spec, auth).await?;
     let not_found = || {
+        let shown: String = path.chars().take(200).collect();
+        let more = if shown.len() < path.len() { "…" } else { "" };
         ApiError::new(
             StatusCode::NOT_FOUND,
-            format!("no crate at index path `{path}` in registry `{reg}`"),
+            format!("no crate at index path `{shown}{more}` in registry `{reg}`"),
         )
     };
     let name = name_from_index_path(path).ok_or_else(not_found)?;

@@ -5,6 +5,7 @@ mod crash;
 mod deploy;
 mod e2e;
 mod fake_upstream_selftest;
+mod hardening;
 mod ops;
 mod proxy;
 mod proxy_e2e;
