@@ -684,12 +684,24 @@ impl RegistryService {
         let mut last = None;
         for up in upstreams {
             let proxy = self.proxy(up)?;
-            if let Ok((_, cksum)) = proxy.locate(name, version).await {
-                if let Some(bytes) = self.caches.crate_bytes.get(&cksum) {
-                    return Ok(Download::Bytes {
-                        bytes,
-                        status: CacheStatus::Hit,
-                    });
+            // A failed lookup is final for this upstream: `download` would only repeat it (and
+            // its upstream requests, retries and deadline) to fail the same way.
+            match proxy.locate(name, version).await {
+                Ok((_, cksum)) => {
+                    if let Some(bytes) = self.caches.crate_bytes.get(&cksum) {
+                        return Ok(Download::Bytes {
+                            bytes,
+                            status: CacheStatus::Hit,
+                        });
+                    }
+                }
+                Err(DownloadError::NotFound(m)) => {
+                    last = Some(RegistryError::NotFound(m));
+                    continue;
+                }
+                Err(DownloadError::Upstream(e)) => {
+                    last = Some(e.into());
+                    continue;
                 }
             }
             match proxy.download(name, version).await {

@@ -372,6 +372,19 @@ fn a_daemon_killed_during_a_fill_serves_nothing_half_written_after_restart() {
     assert_eq!(again.body.unwrap(), pkg.crate_bytes());
 }
 
+#[test]
+fn a_download_whose_index_lookup_fails_asks_the_upstream_once() {
+    let up = FakeUpstream::start_blocking();
+    let pkg = Package::new("onlyonce", "1.0.0");
+    up.add_crate(&pkg);
+    let d = Daemon::start_with_config(&config(&up.index_url(), "", ""));
+    up.set_status_override(Some(500));
+    let got = fetch(&download_url(&d, &pkg));
+    assert_eq!(got.status, 502, "{}", got.text());
+    // One lookup: the first try and its two retries, not a second round from the download.
+    assert_eq!(up.hits("/index/on/ly/onlyonce"), 3);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Credentials
 
