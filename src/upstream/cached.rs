@@ -265,7 +265,10 @@ impl CachedUpstream {
             },
             Ok(Fetched::NotFound) => (Arc::new(IndexEntry::not_found(now)), CacheStatus::Miss),
             Err(err) => {
-                if matches!(err, UpstreamError::Connect { .. } | UpstreamError::Timeout { .. }) {
+                if matches!(
+                    err,
+                    UpstreamError::Connect { .. } | UpstreamError::Timeout { .. } | UpstreamError::Untrusted { .. }
+                ) {
                     self.unreachable_until
                         .fetch_max(now + STALE_BACKOFF_MS, Ordering::Relaxed);
                 }

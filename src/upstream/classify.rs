@@ -36,6 +36,9 @@ pub enum UpstreamError {
     Timeout { url: String, detail: String },
     #[error("cannot reach upstream ({}): {detail}", redact(.url))]
     Connect { url: String, detail: String },
+    /// The upstream's certificate is not trusted (retrying cannot help).
+    #[error("the upstream's TLS certificate is not trusted ({}): {detail}", redact(.url))]
+    Untrusted { url: String, detail: String },
     #[error("upstream transfer failed ({}): {detail}", redact(.url))]
     Body { url: String, detail: String },
     #[error("upstream sent invalid data ({}): {detail}", redact(.url))]
@@ -50,7 +53,7 @@ impl UpstreamError {
         match self {
             UpstreamError::Status { status, .. } => *status >= 500 || *status == 429,
             UpstreamError::Timeout { .. } | UpstreamError::Connect { .. } | UpstreamError::Body { .. } => true,
-            UpstreamError::Invalid { .. } | UpstreamError::Internal(_) => false,
+            UpstreamError::Invalid { .. } | UpstreamError::Untrusted { .. } | UpstreamError::Internal(_) => false,
         }
     }
 
@@ -151,5 +154,14 @@ mod tests {
         assert!(t.is_retryable());
         assert_eq!(t.fault(), Fault::Timeout);
         assert_eq!(st(502).fault(), Fault::Upstream);
+        let untrusted = UpstreamError::Untrusted {
+            url: String::new(),
+            detail: String::new(),
+        };
+        assert!(
+            !untrusted.is_retryable(),
+            "a certificate does not become trusted by retrying"
+        );
+        assert_eq!(untrusted.fault(), Fault::Upstream);
     }
 }

@@ -89,11 +89,35 @@ fn describe(e: reqwest::Error) -> String {
     detail
 }
 
+/// Whether the failure is a certificate the client does not trust (rustls' verdict, wherever it
+/// sits in the chain of causes, io errors wrapping io errors included).
+fn untrusted_certificate(e: &reqwest::Error) -> bool {
+    fn is_untrusted(e: &(dyn std::error::Error + 'static)) -> bool {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return matches!(
+                tls,
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+            );
+        }
+        if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            return is_untrusted(inner);
+        }
+        e.source().is_some_and(is_untrusted)
+    }
+    std::error::Error::source(e).is_some_and(is_untrusted)
+}
+
 pub(crate) fn map_err(url: &str, e: reqwest::Error) -> UpstreamError {
     let timeout = e.is_timeout();
     let connect = e.is_connect() || e.is_request();
+    let untrusted = untrusted_certificate(&e);
     let detail = describe(e);
-    if timeout {
+    if untrusted {
+        UpstreamError::Untrusted {
+            url: url.to_owned(),
+            detail,
+        }
+    } else if timeout {
         UpstreamError::Timeout {
             url: url.to_owned(),
             detail,
