@@ -85,6 +85,13 @@ pub struct RegistrySpec {
     /// Proxy: seconds to wait for the upstream to connect or to send data.
     #[serde(default = "default_upstream_timeout")]
     pub upstream_timeout_secs: u64,
+    /// Proxy: seconds one upstream transfer (all tries, headers and body) may take in total.
+    #[serde(default = "default_upstream_deadline")]
+    pub upstream_deadline_secs: u64,
+    /// Proxy: PEM file of extra root certificates trusted for the upstream, on top of the
+    /// platform's trust store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Hosted: proxy registries merged under the local crates, in order.
     #[serde(default)]
     pub upstreams: Vec<String>,
@@ -104,6 +111,9 @@ fn default_upstream_timeout() -> u64 {
 }
 fn default_negative_ttl() -> u64 {
     60
+}
+fn default_upstream_deadline() -> u64 {
+    300
 }
 
 /// Why a hosted registry may not merge `upstream`, if it may not: a registry readable without
@@ -133,6 +143,8 @@ impl RegistrySpec {
             index_ttl_secs: default_index_ttl(),
             negative_ttl_secs: default_negative_ttl(),
             upstream_timeout_secs: default_upstream_timeout(),
+            upstream_deadline_secs: default_upstream_deadline(),
+            ca_file: None,
             upstreams: Vec::new(),
             shadow: Shadow::Crate,
             allow_upstream_names: false,
@@ -152,6 +164,8 @@ impl RegistrySpec {
             index_ttl: (!hosted).then(|| format!("{}s", self.index_ttl_secs)),
             negative_ttl: (!hosted).then(|| format!("{}s", self.negative_ttl_secs)),
             upstream_timeout: (!hosted).then(|| format!("{}s", self.upstream_timeout_secs)),
+            upstream_deadline: (!hosted).then(|| format!("{}s", self.upstream_deadline_secs)),
+            ca_file: if hosted { None } else { self.ca_file.clone() },
             upstreams: hosted.then(|| self.upstreams.clone()),
             shadow: hosted.then(|| {
                 if self.shadow == Shadow::Crate {
@@ -191,6 +205,12 @@ impl RegistrySpec {
                 if self.offline {
                     p("offline", "only proxy registries can be `offline`".into());
                 }
+                if self.ca_file.is_some() {
+                    p(
+                        "ca_file",
+                        "only proxy registries have a `ca_file` (it is trusted for their upstream)".into(),
+                    );
+                }
             }
             RegistryKind::Proxy => {
                 if !self.upstreams.is_empty() {
@@ -203,6 +223,14 @@ impl RegistrySpec {
                     if let Err(e) = check_upstream_url(u) {
                         p("upstream", e);
                     }
+                }
+                if let Some(f) = &self.ca_file {
+                    if let Err(e) = check_ca_file(f) {
+                        p("ca_file", e);
+                    }
+                }
+                if self.upstream_deadline_secs == 0 {
+                    p("upstream_deadline", "must be at least 1s".into());
                 }
             }
         }
@@ -234,6 +262,25 @@ pub fn check_upstream_url(url: &str) -> Result<(), String> {
     }
 }
 
+/// A `ca_file` must be readable and hold at least one PEM certificate; returns how many.
+pub fn check_ca_file(path: &Path) -> Result<usize, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read the `ca_file` `{}`: {e}", path.display()))?;
+    let mut n = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        cert.map_err(|e| format!("the `ca_file` `{}` is not valid PEM: {e}", path.display()))?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err(format!(
+            "the `ca_file` `{}` holds no certificate (expected PEM blocks `-----BEGIN CERTIFICATE-----`)",
+            path.display()
+        ));
+    }
+    Ok(n)
+}
+
 /// TLS certificate and key (PEM files).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TlsConfig {
@@ -260,6 +307,11 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Time a connection may sit idle between requests before it is closed.
     pub idle_timeout: Duration,
+    /// Largest index file (or `config.json`) accepted from an upstream.
+    pub max_upstream_index_bytes: u64,
+    /// Largest `.crate` accepted from an upstream (the effective cap is the larger of this and
+    /// `max_crate_bytes`).
+    pub max_upstream_crate_bytes: u64,
 }
 
 impl Default for Limits {
@@ -273,6 +325,8 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(75),
+            max_upstream_index_bytes: 20 << 20,
+            max_upstream_crate_bytes: 256 << 20,
         }
     }
 }
@@ -443,6 +497,18 @@ impl Config {
         kv(
             o,
             prov,
+            "limits.max_upstream_index_size",
+            l.max_upstream_index_bytes.to_string(),
+        );
+        kv(
+            o,
+            prov,
+            "limits.max_upstream_crate_size",
+            l.max_upstream_crate_bytes.to_string(),
+        );
+        kv(
+            o,
+            prov,
             "limits.header_read_timeout",
             format!("\"{}ms\"", l.header_read_timeout.as_millis()),
         );
@@ -549,6 +615,16 @@ impl Config {
                 &mut limits.max_unpacked_bytes,
             );
             size("limits.max_json_body", l.max_json_body, &mut limits.max_json_bytes);
+            size(
+                "limits.max_upstream_index_size",
+                l.max_upstream_index_size,
+                &mut limits.max_upstream_index_bytes,
+            );
+            size(
+                "limits.max_upstream_crate_size",
+                l.max_upstream_crate_size,
+                &mut limits.max_upstream_crate_bytes,
+            );
             match l.max_connections {
                 Some(0) => problem("limits.max_connections", "must be greater than zero".into()),
                 Some(n) => limits.max_connections = n,
@@ -639,6 +715,7 @@ impl Config {
             spec.labels = r.labels.unwrap_or_default();
             spec.auth_required = r.auth_required.unwrap_or(false);
             spec.upstream = r.upstream;
+            spec.ca_file = r.ca_file;
             spec.offline = r.offline.unwrap_or(false);
             spec.upstreams = r.upstreams.unwrap_or_default();
             spec.allow_upstream_names = r.allow_upstream_names.unwrap_or(false);
@@ -654,6 +731,11 @@ impl Config {
                 ("index_ttl", r.index_ttl, &mut spec.index_ttl_secs),
                 ("negative_ttl", r.negative_ttl, &mut spec.negative_ttl_secs),
                 ("upstream_timeout", r.upstream_timeout, &mut spec.upstream_timeout_secs),
+                (
+                    "upstream_deadline",
+                    r.upstream_deadline,
+                    &mut spec.upstream_deadline_secs,
+                ),
             ] {
                 if let Some(v) = v {
                     match units::parse_duration(&v) {
@@ -831,5 +913,43 @@ kind = "warehouse"
         ] {
             assert!(keys.contains(&k), "{k} missing from {keys:?}");
         }
+    }
+
+    #[test]
+    fn ca_file_and_upstream_limits_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "nothing\n").unwrap();
+        for (path, want) in [
+            (dir.path().join("missing.pem"), "cannot read"),
+            (empty, "holds no certificate"),
+        ] {
+            let e = parse(&format!(
+                "[registries.p]\nkind = \"proxy\"\nca_file = {:?}\n",
+                path.to_str().unwrap()
+            ))
+            .unwrap_err();
+            let ConfigError::Invalid(problems) = e else {
+                panic!("{e}")
+            };
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.key == "registries.p.ca_file" && p.message.contains(want)),
+                "{problems:?}"
+            );
+        }
+        let e = parse("[registries.h]\nkind = \"hosted\"\nca_file = \"x.pem\"\n").unwrap_err();
+        assert!(e.to_string().contains("registries.h.ca_file"), "{e}");
+        let c = parse(
+            "[limits]\nmax_upstream_index_size = \"1MiB\"\nmax_upstream_crate_size = \"2MiB\"\n\
+             [registries.p]\nkind = \"proxy\"\nupstream_deadline = \"90s\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_upstream_index_bytes, 1 << 20);
+        assert_eq!(c.limits.max_upstream_crate_bytes, 2 << 20);
+        assert_eq!(c.registries["p"].upstream_deadline_secs, 90);
+        assert_eq!(Limits::default().max_upstream_index_bytes, 20 << 20);
+        assert!(parse("[registries.p]\nkind = \"proxy\"\nupstream_deadline = \"0s\"\n").is_err());
     }
 }

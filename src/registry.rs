@@ -281,6 +281,16 @@ impl RegistryService {
                 index_ttl: Duration::from_secs(spec.index_ttl_secs),
                 negative_ttl: Duration::from_secs(spec.negative_ttl_secs),
                 timeout: Duration::from_secs(spec.upstream_timeout_secs.max(1)),
+                deadline: Duration::from_secs(spec.upstream_deadline_secs.max(1)),
+                max_index_bytes: self.settings.limits.max_upstream_index_bytes,
+                // One cap for every .crate that passes through: what may be published here, or
+                // the (usually larger) upstream limit, whichever is larger.
+                max_crate_bytes: self
+                    .settings
+                    .limits
+                    .max_upstream_crate_bytes
+                    .max(self.settings.limits.max_crate_bytes),
+                ca_file: spec.ca_file.clone(),
                 offline: spec.offline,
             };
             let proxy = match old.get(&spec.name) {
@@ -674,12 +684,24 @@ impl RegistryService {
         let mut last = None;
         for up in upstreams {
             let proxy = self.proxy(up)?;
-            if let Ok((_, cksum)) = proxy.locate(name, version).await {
-                if let Some(bytes) = self.caches.crate_bytes.get(&cksum) {
-                    return Ok(Download::Bytes {
-                        bytes,
-                        status: CacheStatus::Hit,
-                    });
+            // A failed lookup is final for this upstream: `download` would only repeat it (and
+            // its upstream requests, retries and deadline) to fail the same way.
+            match proxy.locate(name, version).await {
+                Ok((_, cksum)) => {
+                    if let Some(bytes) = self.caches.crate_bytes.get(&cksum) {
+                        return Ok(Download::Bytes {
+                            bytes,
+                            status: CacheStatus::Hit,
+                        });
+                    }
+                }
+                Err(DownloadError::NotFound(m)) => {
+                    last = Some(RegistryError::NotFound(m));
+                    continue;
+                }
+                Err(DownloadError::Upstream(e)) => {
+                    last = Some(e.into());
+                    continue;
                 }
             }
             match proxy.download(name, version).await {

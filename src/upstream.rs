@@ -6,8 +6,9 @@ pub mod cached;
 pub mod classify;
 pub mod client;
 pub mod garbage;
+pub mod tls;
 
-pub use classify::{Fault, Fetched, UpstreamError};
+pub use classify::{redact, Fault, Fetched, UpstreamError};
 pub use client::{UpstreamClient, UpstreamSettings};
 
 use crate::index::name::{dir_prefix, validate_lookup_name, validate_version};

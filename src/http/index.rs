@@ -27,6 +27,7 @@ fn fill_error(f: FillFailure) -> ApiError {
         FillFailure::NotFound(_) => StatusCode::NOT_FOUND,
         FillFailure::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         FillFailure::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        FillFailure::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         FillFailure::Upstream(_) | FillFailure::Checksum(_) => StatusCode::BAD_GATEWAY,
     };
     let mut e = ApiError::new(status, f.to_string());

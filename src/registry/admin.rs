@@ -30,6 +30,9 @@ pub struct RegistryPatch {
     pub index_ttl_secs: Option<u64>,
     pub negative_ttl_secs: Option<u64>,
     pub upstream_timeout_secs: Option<u64>,
+    pub upstream_deadline_secs: Option<u64>,
+    /// A PEM file of extra roots for the upstream; `""` removes it.
+    pub ca_file: Option<std::path::PathBuf>,
     pub upstreams: Option<Vec<String>>,
     pub shadow: Option<Shadow>,
     pub allow_upstream_names: Option<bool>,
@@ -259,12 +262,16 @@ impl RegistryService {
             index_ttl_secs,
             negative_ttl_secs,
             upstream_timeout_secs,
+            upstream_deadline_secs,
             upstreams,
             shadow,
             allow_upstream_names
         );
         if patch.upstream.is_some() {
             spec.upstream = patch.upstream;
+        }
+        if let Some(ca) = patch.ca_file {
+            spec.ca_file = (!ca.as_os_str().is_empty()).then_some(ca);
         }
         self.check_spec(&spec)?;
         self.store.put_registry(&spec).await?;

@@ -17,7 +17,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use semver::Version;
 
-use super::classify::{Fault, Fetched, UpstreamError};
+use super::classify::{redact, Fault, Fetched, UpstreamError};
 use super::client::{UpstreamClient, UpstreamSettings};
 use super::expand_dl;
 use crate::cache::crate_files::{CrateFiles, CrateLookup, FillFailure, FillReader, FillWriter};
@@ -41,6 +41,15 @@ pub struct ProxySettings {
     pub negative_ttl: Duration,
     /// Connect and read timeout towards the upstream.
     pub timeout: Duration,
+    /// Longest time one upstream transfer (index file, `config.json` or `.crate`; all tries,
+    /// headers and body) may take.
+    pub deadline: Duration,
+    /// Largest index file accepted from the upstream.
+    pub max_index_bytes: u64,
+    /// Largest `.crate` accepted from the upstream.
+    pub max_crate_bytes: u64,
+    /// Extra root certificates (PEM) trusted for the upstream.
+    pub ca_file: Option<std::path::PathBuf>,
     pub offline: bool,
 }
 
@@ -122,6 +131,9 @@ impl CachedUpstream {
             UpstreamSettings {
                 connect_timeout: settings.timeout.min(Duration::from_secs(10)),
                 read_timeout: settings.timeout,
+                deadline: settings.deadline,
+                max_index_bytes: settings.max_index_bytes,
+                ca_file: settings.ca_file.clone(),
                 ..UpstreamSettings::default()
             },
             &settings.registry,
@@ -253,7 +265,10 @@ impl CachedUpstream {
             },
             Ok(Fetched::NotFound) => (Arc::new(IndexEntry::not_found(now)), CacheStatus::Miss),
             Err(err) => {
-                if matches!(err, UpstreamError::Connect { .. } | UpstreamError::Timeout { .. }) {
+                if matches!(
+                    err,
+                    UpstreamError::Connect { .. } | UpstreamError::Timeout { .. } | UpstreamError::Untrusted { .. }
+                ) {
                     self.unreachable_until
                         .fetch_max(now + STALE_BACKOFF_MS, Ordering::Relaxed);
                 }
@@ -362,48 +377,62 @@ impl CachedUpstream {
         Ok(dl)
     }
 
+    /// Drives one fill: the whole transfer (`config.json`, headers, body) runs under the
+    /// total deadline; any failure fails the fill, so nothing partial is kept or served whole.
     async fn transfer(&self, mut writer: FillWriter, name: &str, version: &str) {
+        writer.set_limit(self.settings.max_crate_bytes);
+        let deadline = self.settings.deadline;
+        let result = match tokio::time::timeout(deadline, self.fetch_into(&mut writer, name, version)).await {
+            Ok(r) => r,
+            Err(_) => Err(FillFailure::Timeout(format!(
+                "the upstream did not deliver `{name}` {version} within the total deadline of {}s \
+                 (`upstream_deadline`); it was not cached",
+                deadline.as_secs_f64()
+            ))),
+        };
+        let registry = &self.settings.registry;
+        if let Err(f) = result {
+            tracing::warn!(registry = %registry, krate.name = name, krate.version = version, error = %f, "crate download failed");
+            return writer.fail(f);
+        }
+        match writer.finish().await {
+            Ok(_) => {
+                tracing::info!(registry = %registry, krate.name = name, krate.version = version, "crate cached")
+            }
+            Err(f) => {
+                tracing::warn!(registry = %registry, krate.name = name, krate.version = version, error = %f, "crate not cached")
+            }
+        }
+    }
+
+    async fn fetch_into(&self, writer: &mut FillWriter, name: &str, version: &str) -> Result<(), FillFailure> {
         let failure = |e: UpstreamError| match e.fault() {
             Fault::Timeout => FillFailure::Timeout(e.to_string()),
             _ => FillFailure::Upstream(e.to_string()),
         };
-        let dl = match self.dl_template().await {
-            Ok(dl) => dl,
-            Err(e) => return writer.fail(failure(e)),
-        };
-        let url = match expand_dl(&dl, name, version, writer.sha256()) {
-            Ok(url) => url,
-            Err(e) => return writer.fail(FillFailure::Upstream(e.to_string())),
-        };
+        let dl = self.dl_template().await.map_err(failure)?;
+        let url = expand_dl(&dl, name, version, writer.sha256()).map_err(|e| FillFailure::Upstream(e.to_string()))?;
         let resp = match self.client.download(&url).await {
             Ok(Some(r)) => r,
-            Ok(None) => return writer.fail(FillFailure::NotFound(format!("the upstream has no file at {url}"))),
-            Err(e) => return writer.fail(failure(e)),
+            Ok(None) => {
+                return Err(FillFailure::NotFound(format!(
+                    "the upstream has no file at {}",
+                    redact(&url)
+                )))
+            }
+            Err(e) => return Err(failure(e)),
         };
-        if let Err(f) = writer.headers(resp.content_length).await {
-            return writer.fail(f);
-        }
+        writer.headers(resp.content_length).await?;
         let mut body = resp.response.bytes_stream();
         while let Some(chunk) = body.next().await {
-            let res = match chunk {
-                Ok(c) => writer.write(&c).await,
-                Err(e) => Err(FillFailure::Upstream(format!(
-                    "the upstream transfer of {url} broke: {e}"
-                ))),
-            };
-            if let Err(f) = res {
-                tracing::warn!(registry = %self.settings.registry, krate.name = name, krate.version = version, error = %f, "crate download failed");
-                return writer.fail(f);
+            match chunk {
+                Ok(c) => writer.write(&c).await?,
+                Err(e) => {
+                    return Err(failure(super::client::map_err(&url, e)));
+                }
             }
         }
-        match writer.finish().await {
-            Ok(_) => {
-                tracing::info!(registry = %self.settings.registry, krate.name = name, krate.version = version, "crate cached")
-            }
-            Err(f) => {
-                tracing::warn!(registry = %self.settings.registry, krate.name = name, krate.version = version, error = %f, "crate not cached")
-            }
-        }
+        Ok(())
     }
 }
 

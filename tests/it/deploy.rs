@@ -30,7 +30,15 @@ const CONFIG_PATH: &str = "/etc/cargohold/config.toml";
 
 /// Registry keys that only a proxy takes, and those that only a hosted registry takes; every
 /// other key of `RawRegistry` applies to both (checked to be a partition of its fields).
-const PROXY_ONLY: &[&str] = &["upstream", "offline", "index_ttl", "negative_ttl", "upstream_timeout"];
+const PROXY_ONLY: &[&str] = &[
+    "upstream",
+    "offline",
+    "index_ttl",
+    "negative_ttl",
+    "upstream_timeout",
+    "upstream_deadline",
+    "ca_file",
+];
 const HOSTED_ONLY: &[&str] = &["upstreams", "shadow", "allow_upstream_names"];
 const COMMON: &[&str] = &["kind", "description", "labels", "auth_required"];
 
@@ -197,7 +205,14 @@ fn example_config_declares_every_key() {
         "no auth-required hosted registry"
     );
 
-    // What is commented out is valid once put back.
+    // What is commented out is valid once put back (`ca_file` is checked to hold a certificate:
+    // point it at a generated one).
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pem = dir.path().join("upstream-ca.pem");
+    let ca = rcgen::generate_simple_self_signed(vec!["ca.example".to_owned()]).expect("CA");
+    std::fs::write(&pem, ca.cert.pem()).expect("write CA");
+    assert!(full_text.contains("\"/etc/cargohold/upstream-ca.pem\""));
+    let full_text = full_text.replace("/etc/cargohold/upstream-ca.pem", pem.to_str().expect("UTF-8 path"));
     let c = load(&full_text, "deploy/config.example.toml (uncommented)");
     assert!(c.tls.is_some());
     let upstream = c.registries["crates-io"].upstream.as_deref().expect("upstream");

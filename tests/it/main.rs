@@ -10,4 +10,5 @@ mod ops;
 mod proxy;
 mod proxy_e2e;
 mod support;
+mod upstream_faults;
 mod warm;

@@ -38,6 +38,8 @@ pub struct Daemon {
     stdout: Log,
     users: Mutex<HashSet<String>>,
     generation: u32,
+    /// Variables set on every start (after the scrub), e.g. `HTTPS_PROXY`, `SSL_CERT_FILE`.
+    extra_env: Vec<(String, String)>,
     /// Whether the daemon gets `CARGOHOLD_ADMIN_TOKEN`; without it, it bootstraps its own
     /// token into `<data_dir>/admin-token`, which `admin_token` then holds.
     env_admin: bool,
@@ -67,17 +69,23 @@ impl Daemon {
         Self::start_inner(Some(config_toml))
     }
 
+    /// [`Daemon::start_with_config`] with extra environment variables for the daemon (set after
+    /// [`scrub_env`], so `*_PROXY` given here do reach it).
+    pub fn start_with_config_env(config_toml: &str, env: &[(&str, &str)]) -> Daemon {
+        Self::start_inner_with(Some(config_toml), true, env)
+    }
+
     /// Like [`Daemon::start_with_config`], but without `CARGOHOLD_ADMIN_TOKEN`: the daemon
     /// generates its bootstrap admin token, which [`Daemon::admin_token`] reads from the file.
     pub fn start_with_bootstrap_token(config_toml: &str) -> Daemon {
-        Self::start_inner_with(Some(config_toml), false)
+        Self::start_inner_with(Some(config_toml), false, &[])
     }
 
     fn start_inner(config_toml: Option<&str>) -> Daemon {
-        Self::start_inner_with(config_toml, true)
+        Self::start_inner_with(config_toml, true, &[])
     }
 
-    fn start_inner_with(config_toml: Option<&str>, env_admin: bool) -> Daemon {
+    fn start_inner_with(config_toml: Option<&str>, env_admin: bool, env: &[(&str, &str)]) -> Daemon {
         let data = tempfile::Builder::new()
             .prefix("cargohold-data-")
             .tempdir()
@@ -102,10 +110,16 @@ impl Daemon {
             stdout: Arc::default(),
             users: Mutex::default(),
             generation: 0,
+            extra_env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             env_admin,
         };
         d.spawn();
         d
+    }
+
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The directory the daemon stores its state in (`--data-dir`).
@@ -131,6 +145,9 @@ impl Daemon {
             cmd.arg("--config").arg(cfg);
         }
         scrub_env(&mut cmd);
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
         cmd.env("RUST_LOG", "info");
         if self.env_admin {
             cmd.env("CARGOHOLD_ADMIN_TOKEN", &self.admin_token);
