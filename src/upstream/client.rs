@@ -135,6 +135,29 @@ pub(crate) fn map_err(url: &str, e: reqwest::Error) -> UpstreamError {
     }
 }
 
+/// Most redirects one upstream request follows.
+const MAX_REDIRECTS: usize = 5;
+
+/// Whether a request that started at `chain[0]` may follow a redirect to `to`. Index files
+/// and `config.json` (under `index_base`) are served to clients as they come, so they follow
+/// redirects only within the upstream's own origin: a hostile upstream cannot make the daemon
+/// fetch (and cache, and serve) another host's pages. Downloads are checked against the index
+/// checksum before anything is kept, so they may follow a redirect to another host (registries
+/// send them to object storage), but never from https to http. A refused redirect leaves the
+/// 3xx as the answer, which the caller treats as an upstream error.
+pub(crate) fn redirect_allowed(index_base: &str, chain: &[reqwest::Url], to: &reqwest::Url) -> bool {
+    let Some(first) = chain.first() else { return false };
+    if chain.len() > MAX_REDIRECTS || (first.scheme() == "https" && to.scheme() != "https") {
+        return false;
+    }
+    if !first.as_str().starts_with(index_base) {
+        return true;
+    }
+    first.scheme() == to.scheme()
+        && first.host_str() == to.host_str()
+        && first.port_or_known_default() == to.port_or_known_default()
+}
+
 /// Reads a body of at most `limit` bytes: a larger `Content-Length` is refused before reading,
 /// and a body that grows past the limit is dropped as soon as it does (memory stays bounded).
 pub async fn read_capped(
@@ -183,8 +206,16 @@ impl UpstreamClient {
             format!("{bare}/")
         };
         let tls = super::tls::client_config(settings.ca_file.as_deref()).map_err(UpstreamError::Internal)?;
+        let index_base = base.clone();
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                if redirect_allowed(&index_base, attempt.previous(), attempt.url()) {
+                    attempt.follow()
+                } else {
+                    attempt.stop()
+                }
+            }))
             .user_agent(concat!("cargohold/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(settings.connect_timeout)
             .read_timeout(settings.read_timeout)
@@ -366,5 +397,34 @@ impl UpstreamClient {
             }
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod redirect_tests {
+    use super::redirect_allowed;
+
+    fn url(s: &str) -> reqwest::Url {
+        reqwest::Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn index_files_stay_on_their_origin_and_downloads_never_downgrade() {
+        let base = "https://index.example/";
+        let index = [url("https://index.example/3/f/foo")];
+        assert!(redirect_allowed(
+            base,
+            &index,
+            &url("https://index.example/elsewhere/foo")
+        ));
+        assert!(!redirect_allowed(base, &index, &url("https://other.example/foo")));
+        assert!(!redirect_allowed(base, &index, &url("https://index.example:8443/foo")));
+        assert!(!redirect_allowed(base, &index, &url("http://index.example/foo")));
+        let dl = [url("https://dl.example/foo/1.0.0/download")];
+        assert!(redirect_allowed(base, &dl, &url("https://bucket.example/abc")));
+        assert!(!redirect_allowed(base, &dl, &url("http://bucket.example/abc")));
+        let long: Vec<_> = (0..6).map(|i| url(&format!("https://dl.example/{i}"))).collect();
+        assert!(!redirect_allowed(base, &long, &url("https://dl.example/x")));
+        assert!(!redirect_allowed(base, &[], &url("https://dl.example/x")));
     }
 }

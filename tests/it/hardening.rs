@@ -559,3 +559,23 @@ fn a_deleted_proxy_leaves_nothing_for_its_successor() {
         r.text()
     );
 }
+
+/// A hostile upstream cannot make the daemon fetch another host's pages and serve them as
+/// index files: a redirect away from the upstream's origin is an upstream error, and the other
+/// host is never asked (before, its answer was cached and served to anyone).
+#[test]
+fn an_upstream_cannot_redirect_index_fetches_elsewhere() {
+    let internal = FakeUpstream::start_blocking();
+    internal.add_crate(&Package::new("secret", "1.0.0"));
+    let hostile = FakeUpstream::start_blocking();
+    hostile.set_redirect(Some(&internal.index_file_url("secret")));
+    let d = Daemon::start_with_config(&merged_config(&hostile, "", ""));
+    let r = http::get(&d.url(&format!("/crates-io/index/{}", index_path("redirect1"))), None);
+    assert_eq!(r.status, 502, "a redirected index file was served: {}", r.text());
+    assert!(r.text().contains("302"), "{}", r.text());
+    assert_eq!(
+        internal.total_hits(),
+        0,
+        "the daemon followed the redirect to another host"
+    );
+}

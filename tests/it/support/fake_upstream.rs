@@ -368,6 +368,8 @@ struct Faults {
     no_length: bool,
     /// Index files are `(bytes, announce the length)` of repeated valid lines, streamed.
     huge_index: Option<(u64, bool)>,
+    /// Every index file and download answers `302 Location: <this>`.
+    redirect: Option<String>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -799,6 +801,11 @@ impl FakeUpstream {
         lock(&self.state.faults).huge_index = huge;
     }
 
+    /// Index files and downloads answer `302 Location: location` (`None`: off).
+    pub fn set_redirect(&self, location: Option<&str>) {
+        lock(&self.state.faults).redirect = location.map(str::to_owned);
+    }
+
     /// Bytes of response bodies actually handed to the connections by the fault modes above
     /// (streamed bodies only).
     pub fn streamed_bytes(&self) -> u64 {
@@ -1098,6 +1105,15 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<RespBody>
         return resp;
     }
     let path = req.uri().path().to_owned();
+    if let Some(location) = lock(&state.faults).redirect.clone() {
+        if path != "/index/config.json" {
+            let mut resp = text_response(302, "fake upstream: redirected\n".to_owned());
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            return resp;
+        }
+    }
     if path == "/index/config.json" {
         let file = IndexFile {
             body: state.config_json(),
