@@ -2,7 +2,6 @@
 //! service, HTTP state, listener). Used by `cargohold serve` and by in-process tests.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -14,6 +13,7 @@ use crate::cache::crate_files::CrateFiles;
 use crate::cache::index_cache::IndexCache;
 use crate::config::{Config, RegistryKind};
 use crate::http::HttpState;
+use crate::registry::admin::AdminToken;
 use crate::registry::auth::hash_token;
 use crate::registry::{client_registry_name, CacheHandles, RegistryService, ServiceSettings};
 use crate::server::tls::ReloadableCert;
@@ -27,8 +27,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The URL `config.json` advertises.
     pub public_url: String,
-    /// Path of the generated admin-token file, when one is in use.
-    pub admin_token_file: Option<PathBuf>,
+    /// Where the admin token comes from.
+    pub admin_token: AdminToken,
     /// The registry service (tests poke at it directly).
     pub registry: Arc<RegistryService>,
     stop: Option<oneshot::Sender<()>>,
@@ -130,7 +130,8 @@ pub async fn start(config: Config, env_admin_token: Option<String>) -> anyhow::R
     };
     let registry = Arc::new(RegistryService::new(Arc::new(store) as Arc<dyn Store>, caches, settings).await?);
     registry.apply_configured(config.registries.values().cloned()).await?;
-    let admin_token_file = registry.bootstrap_admin(&config.data_dir).await?;
+    registry.warn_about_shadow_version();
+    let admin_token = registry.bootstrap_admin(&config.data_dir).await?;
     let state = HttpState {
         registry: registry.clone(),
     };
@@ -170,7 +171,7 @@ pub async fn start(config: Config, env_admin_token: Option<String>) -> anyhow::R
     Ok(Running {
         addr,
         public_url,
-        admin_token_file,
+        admin_token,
         registry,
         stop: Some(stop),
         task,

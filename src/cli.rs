@@ -113,6 +113,10 @@ pub struct RegistryFields {
     /// Proxy: never contact the upstream.
     #[arg(long)]
     pub offline: Option<bool>,
+    /// Proxy: PEM file (a path on the daemon's host) of extra roots trusted for the upstream;
+    /// `""` removes it.
+    #[arg(long)]
+    pub ca_file: Option<String>,
 }
 
 /// `cargohold registry ...`
@@ -239,7 +243,11 @@ impl AdminClient {
                     "no admin token: set CARGOHOLD_ADMIN_TOKEN (the daemon wrote one to <data_dir>/admin-token on first start)",
                 )
             })?;
+        // The same trust as the daemon's upstream client: the platform's store (a daemon whose
+        // certificate comes from a company CA is trusted wherever curl would trust it).
+        let tls = crate::upstream::tls::client_config(None).map_err(CliError::failure)?;
         let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
             .build()
             .map_err(|e| CliError::failure(e.to_string()))?;
         Ok(AdminClient {
@@ -301,6 +309,9 @@ fn fields_json(f: &RegistryFields, out: &mut serde_json::Map<String, Value>) {
     }
     if let Some(o) = f.offline {
         out.insert("offline".into(), json!(o));
+    }
+    if let Some(c) = &f.ca_file {
+        out.insert("ca_file".into(), json!(c));
     }
 }
 

@@ -7,6 +7,9 @@ pub mod env;
 pub mod raw;
 pub mod units;
 
+#[cfg(test)]
+mod proptests;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -86,6 +89,13 @@ pub struct RegistrySpec {
     /// wait briefly in a bounded queue, then get 503 with `Retry-After`.
     #[serde(default = "default_upstream_concurrency")]
     pub upstream_concurrency: u32,
+    /// Proxy: seconds one upstream transfer (all tries, headers and body) may take in total.
+    #[serde(default = "default_upstream_deadline")]
+    pub upstream_deadline_secs: u64,
+    /// Proxy: PEM file of extra root certificates trusted for the upstream, on top of the
+    /// platform's trust store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Hosted: proxy registries merged under the local crates, in order.
     #[serde(default)]
     pub upstreams: Vec<String>,
@@ -112,6 +122,22 @@ fn default_upstream_concurrency() -> u32 {
 
 /// Most `upstream_concurrency` accepts.
 pub const MAX_UPSTREAM_CONCURRENCY: u64 = 4096;
+fn default_upstream_deadline() -> u64 {
+    300
+}
+
+/// Why a hosted registry may not merge `upstream`, if it may not: a registry readable without
+/// a token must not merge an `auth_required` proxy, or anonymous clients would read the proxy
+/// through it.
+pub fn merge_exposure(hosted: &RegistrySpec, upstream: &RegistrySpec) -> Option<String> {
+    (!hosted.auth_required && upstream.auth_required).then(|| {
+        format!(
+            "`{h}` is readable without a token but merges `{u}`, which has `auth_required = true`: anonymous clients would read `{u}` through `{h}`. Set `auth_required = true` on `{h}`, or remove `{u}` from its upstreams",
+            h = hosted.name,
+            u = upstream.name
+        )
+    })
+}
 
 impl RegistrySpec {
     /// A registry of `kind` with every other field at its default.
@@ -128,6 +154,8 @@ impl RegistrySpec {
             negative_ttl_secs: default_negative_ttl(),
             upstream_timeout_secs: default_upstream_timeout(),
             upstream_concurrency: default_upstream_concurrency(),
+            upstream_deadline_secs: default_upstream_deadline(),
+            ca_file: None,
             upstreams: Vec::new(),
             shadow: Shadow::Crate,
             allow_upstream_names: false,
@@ -148,6 +176,8 @@ impl RegistrySpec {
             negative_ttl: (!hosted).then(|| format!("{}s", self.negative_ttl_secs)),
             upstream_timeout: (!hosted).then(|| format!("{}s", self.upstream_timeout_secs)),
             upstream_concurrency: (!hosted).then_some(u64::from(self.upstream_concurrency)),
+            upstream_deadline: (!hosted).then(|| format!("{}s", self.upstream_deadline_secs)),
+            ca_file: if hosted { None } else { self.ca_file.clone() },
             upstreams: hosted.then(|| self.upstreams.clone()),
             shadow: hosted.then(|| {
                 if self.shadow == Shadow::Crate {
@@ -187,6 +217,12 @@ impl RegistrySpec {
                 if self.offline {
                     p("offline", "only proxy registries can be `offline`".into());
                 }
+                if self.ca_file.is_some() {
+                    p(
+                        "ca_file",
+                        "only proxy registries have a `ca_file` (it is trusted for their upstream)".into(),
+                    );
+                }
             }
             RegistryKind::Proxy => {
                 if !self.upstreams.is_empty() {
@@ -208,6 +244,14 @@ impl RegistrySpec {
                             self.upstream_concurrency
                         ),
                     );
+                }
+                if let Some(f) = &self.ca_file {
+                    if let Err(e) = check_ca_file(f) {
+                        p("ca_file", e);
+                    }
+                }
+                if self.upstream_deadline_secs == 0 {
+                    p("upstream_deadline", "must be at least 1s".into());
                 }
             }
         }
@@ -239,6 +283,25 @@ pub fn check_upstream_url(url: &str) -> Result<(), String> {
     }
 }
 
+/// A `ca_file` must be readable and hold at least one PEM certificate; returns how many.
+pub fn check_ca_file(path: &Path) -> Result<usize, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read the `ca_file` `{}`: {e}", path.display()))?;
+    let mut n = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        cert.map_err(|e| format!("the `ca_file` `{}` is not valid PEM: {e}", path.display()))?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err(format!(
+            "the `ca_file` `{}` holds no certificate (expected PEM blocks `-----BEGIN CERTIFICATE-----`)",
+            path.display()
+        ));
+    }
+    Ok(n)
+}
+
 /// TLS certificate and key (PEM files).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TlsConfig {
@@ -265,6 +328,11 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Time a connection may sit idle between requests before it is closed.
     pub idle_timeout: Duration,
+    /// Largest index file (or `config.json`) accepted from an upstream.
+    pub max_upstream_index_bytes: u64,
+    /// Largest `.crate` accepted from an upstream (the effective cap is the larger of this and
+    /// `max_crate_bytes`).
+    pub max_upstream_crate_bytes: u64,
 }
 
 impl Default for Limits {
@@ -278,6 +346,8 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(75),
+            max_upstream_index_bytes: 20 << 20,
+            max_upstream_crate_bytes: 256 << 20,
         }
     }
 }
@@ -451,6 +521,18 @@ impl Config {
         kv(
             o,
             prov,
+            "limits.max_upstream_index_size",
+            l.max_upstream_index_bytes.to_string(),
+        );
+        kv(
+            o,
+            prov,
+            "limits.max_upstream_crate_size",
+            l.max_upstream_crate_bytes.to_string(),
+        );
+        kv(
+            o,
+            prov,
             "limits.header_read_timeout",
             format!("\"{}ms\"", l.header_read_timeout.as_millis()),
         );
@@ -558,6 +640,16 @@ impl Config {
                 &mut limits.max_unpacked_bytes,
             );
             size("limits.max_json_body", l.max_json_body, &mut limits.max_json_bytes);
+            size(
+                "limits.max_upstream_index_size",
+                l.max_upstream_index_size,
+                &mut limits.max_upstream_index_bytes,
+            );
+            size(
+                "limits.max_upstream_crate_size",
+                l.max_upstream_crate_size,
+                &mut limits.max_upstream_crate_bytes,
+            );
             match l.max_connections {
                 Some(0) => problem("limits.max_connections", "must be greater than zero".into()),
                 Some(n) => limits.max_connections = n,
@@ -649,6 +741,7 @@ impl Config {
             spec.labels = r.labels.unwrap_or_default();
             spec.auth_required = r.auth_required.unwrap_or(false);
             spec.upstream = r.upstream;
+            spec.ca_file = r.ca_file;
             spec.offline = r.offline.unwrap_or(false);
             spec.upstreams = r.upstreams.unwrap_or_default();
             spec.allow_upstream_names = r.allow_upstream_names.unwrap_or(false);
@@ -673,6 +766,11 @@ impl Config {
                 ("index_ttl", r.index_ttl, &mut spec.index_ttl_secs),
                 ("negative_ttl", r.negative_ttl, &mut spec.negative_ttl_secs),
                 ("upstream_timeout", r.upstream_timeout, &mut spec.upstream_timeout_secs),
+                (
+                    "upstream_deadline",
+                    r.upstream_deadline,
+                    &mut spec.upstream_deadline_secs,
+                ),
             ] {
                 if let Some(v) = v {
                     match units::parse_duration(&v) {
@@ -689,7 +787,14 @@ impl Config {
         for spec in registries.values() {
             for up in &spec.upstreams {
                 match registries.get(up) {
-                    Some(u) if u.kind == RegistryKind::Proxy => {}
+                    Some(u) if u.kind == RegistryKind::Proxy => {
+                        if let Some(message) = merge_exposure(spec, u) {
+                            problems.push(Problem {
+                                key: format!("registries.{}.upstreams", spec.name),
+                                message,
+                            });
+                        }
+                    }
                     Some(_) => problems.push(Problem {
                         key: format!("registries.{}.upstreams", spec.name),
                         message: format!("`{up}` is a hosted registry; upstreams must be proxy registries"),
@@ -845,5 +950,43 @@ kind = "warehouse"
         ] {
             assert!(keys.contains(&k), "{k} missing from {keys:?}");
         }
+    }
+
+    #[test]
+    fn ca_file_and_upstream_limits_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "nothing\n").unwrap();
+        for (path, want) in [
+            (dir.path().join("missing.pem"), "cannot read"),
+            (empty, "holds no certificate"),
+        ] {
+            let e = parse(&format!(
+                "[registries.p]\nkind = \"proxy\"\nca_file = {:?}\n",
+                path.to_str().unwrap()
+            ))
+            .unwrap_err();
+            let ConfigError::Invalid(problems) = e else {
+                panic!("{e}")
+            };
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.key == "registries.p.ca_file" && p.message.contains(want)),
+                "{problems:?}"
+            );
+        }
+        let e = parse("[registries.h]\nkind = \"hosted\"\nca_file = \"x.pem\"\n").unwrap_err();
+        assert!(e.to_string().contains("registries.h.ca_file"), "{e}");
+        let c = parse(
+            "[limits]\nmax_upstream_index_size = \"1MiB\"\nmax_upstream_crate_size = \"2MiB\"\n\
+             [registries.p]\nkind = \"proxy\"\nupstream_deadline = \"90s\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_upstream_index_bytes, 1 << 20);
+        assert_eq!(c.limits.max_upstream_crate_bytes, 2 << 20);
+        assert_eq!(c.registries["p"].upstream_deadline_secs, 90);
+        assert_eq!(Limits::default().max_upstream_index_bytes, 20 << 20);
+        assert!(parse("[registries.p]\nkind = \"proxy\"\nupstream_deadline = \"0s\"\n").is_err());
     }
 }

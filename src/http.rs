@@ -20,7 +20,7 @@ use crate::telemetry::METRICS;
 use body::{full, Body};
 pub use error::ApiError;
 
-use route::{query_param, Route, RouteError};
+use route::{Route, RouteError};
 
 /// The response header saying what the cache did (`HIT`, `MISS`, `REVALIDATED`, `STALE`,
 /// `BYPASS`).
@@ -50,7 +50,7 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>) -> (Response<Body
                 StatusCode::NOT_FOUND,
                 format!(
                     "no endpoint at `{}`; registry URLs look like /<registry>/index/",
-                    req.uri().path()
+                    shown_path(req.uri().path())
                 ),
             )
             .into_response(),
@@ -63,12 +63,20 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>) -> (Response<Body
                 format!(
                     "`{}` is not allowed on `{}`; use {allow}",
                     req.method(),
-                    req.uri().path()
+                    shown_path(req.uri().path())
                 ),
             );
             e.allow = Some(allow);
             (e.into_response(), "unmatched", "-")
         }
+    }
+}
+
+/// A request path as echoed in an error: at most 200 characters, then `…`.
+fn shown_path(path: &str) -> String {
+    match path.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &path[..i]),
+        None => path.to_owned(),
     }
 }
 
@@ -179,10 +187,10 @@ async fn dispatch(state: &HttpState, route: Route, req: Request<Incoming>) -> Ha
         Route::Download { reg, name, version } => index::download(svc, &reg, &name, &version, auth).await,
         Route::Me { reg } => index::me(svc, &reg),
         Route::Publish { reg } => {
-            let limits = svc_limits(svc);
-            let body = read_body(req, limits).await?;
-            let out = svc.publish(&reg, auth, body).await?;
-            Ok(json_ok(&out))
+            // Authorised before a byte of the body is read; a refusal closes the connection.
+            let who = svc.authorize_publish(&reg, auth).await.map_err(refuse_unread)?;
+            let body = read_body(req, svc_limits(svc)).await?;
+            Ok(json_ok(&svc.publish(&reg, &who, body).await?))
         }
         Route::Yank { reg, name, version } => Ok(json_ok(&svc.set_yanked(&reg, auth, &name, &version, true).await?)),
         Route::Unyank { reg, name, version } => Ok(json_ok(&svc.set_yanked(&reg, auth, &name, &version, false).await?)),
@@ -195,24 +203,24 @@ async fn dispatch(state: &HttpState, route: Route, req: Request<Incoming>) -> Ha
             struct Users {
                 users: Vec<String>,
             }
-            let auth_owned = auth.map(str::to_owned);
+            let who = svc.authorize_owners(&reg, auth).await.map_err(refuse_unread)?;
             let users: Users = read_json(req, svc.limits().max_json_bytes).await?;
             let add = method == hyper::Method::PUT;
-            Ok(json_ok(
-                &svc.change_owners(&reg, auth_owned.as_deref(), &name, users.users, add)
-                    .await?,
-            ))
+            Ok(json_ok(&svc.change_owners(&reg, &who, &name, users.users, add).await?))
         }
         Route::Search { reg } => {
-            let query = req.uri().query();
-            let q = query_param(query, "q").unwrap_or_default();
-            let per_page = query_param(query, "per_page")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(10);
-            let page = query_param(query, "page").and_then(|v| v.parse().ok()).unwrap_or(1);
+            let (q, per_page, page) = route::search_params(req.uri().query());
             Ok(json_ok(&svc.search(&reg, auth, &q, per_page, page).await?))
         }
     }
+}
+
+/// A refusal sent before the request body was read: the connection is closed after it, as the
+/// unread body cannot be skipped safely.
+fn refuse_unread(e: crate::registry::RegistryError) -> ApiError {
+    let mut e = ApiError::from(e);
+    e.close = true;
+    e
 }
 
 fn svc_limits(svc: &RegistryService) -> u64 {

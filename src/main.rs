@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use cargohold::cli::{run_admin, run_warm, Cli, CliError, Command, ConfigArgs, EXIT_FAILURE, EXIT_USAGE};
 use cargohold::config::env::{ProcessEnv, Provenance};
 use cargohold::config::{Config, ConfigError, Overrides};
+use cargohold::registry::admin::AdminToken;
 use cargohold::telemetry::access::{self, AccessGuard};
 use clap::Parser;
 
@@ -118,13 +119,17 @@ async fn serve(config: Config) -> Result<(), CliError> {
     println!();
     print!("{}", running.cargo_config_snippet());
     println!();
-    match &running.admin_token_file {
-        Some(p) => println!(
+    match &running.admin_token {
+        AdminToken::File(p) => println!(
             "Admin token: {} (export CARGOHOLD_ADMIN_TOKEN=$(cat {}))",
             p.display(),
             p.display()
         ),
-        None => println!("Admin token: from CARGOHOLD_ADMIN_TOKEN"),
+        AdminToken::Revoked(p) => println!(
+            "Admin token: the one in {} was revoked; use another admin token or set CARGOHOLD_ADMIN_TOKEN",
+            p.display()
+        ),
+        AdminToken::Env => println!("Admin token: from CARGOHOLD_ADMIN_TOKEN"),
     }
     tracing::info!(addr = %running.addr, public_url = %running.public_url, "cargohold started");
     cargohold::app::shutdown_signal().await;

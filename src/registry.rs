@@ -9,9 +9,12 @@ pub mod krate;
 pub mod merge;
 pub mod publish;
 pub mod tarball;
+#[cfg(test)]
+mod visibility_tests;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -25,6 +28,7 @@ use crate::index::config_json::ConfigJson;
 use crate::index::etag::strong_etag;
 use crate::index::gzip::GzipCell;
 use crate::index::line::render_file;
+use crate::index::name::{is_lookup_name, validate_lookup_name, validate_version};
 use crate::index::{canonical_name, IndexLine};
 use crate::store::{CrateRecord, Store};
 use crate::upstream::cached::{CachedUpstream, DownloadError, ProxyDownload, ProxySettings};
@@ -46,6 +50,28 @@ pub fn client_registry_name(name: &str) -> String {
     } else {
         name.to_owned()
     }
+}
+
+/// What the upstreams of a hosted registry say about a crate name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamPresence {
+    /// This upstream has it.
+    Found(String),
+    /// No upstream has it (as far as each said, or its cache remembers).
+    Absent,
+    /// No upstream has it among those that answered; these could not be asked and have
+    /// nothing cached for the name (upstream name, error).
+    Unknown(Vec<(String, String)>),
+}
+
+/// Checks a crate name (and version) taken from a request path before it reaches a cache key,
+/// the store or an upstream URL: a 400 saying why.
+pub(crate) fn check_name_and_version(name: &str, version: Option<&str>) -> RegistryResult<()> {
+    validate_lookup_name(name).map_err(|e| RegistryError::BadRequest(format!("invalid crate name: {e}")))?;
+    if let Some(v) = version {
+        validate_version(v).map_err(|e| RegistryError::BadRequest(format!("invalid version: {e}")))?;
+    }
+    Ok(())
 }
 
 /// A rendered index file with its strong ETag.
@@ -168,6 +194,10 @@ pub struct RegistryService {
     registries: RwLock<Arc<BTreeMap<String, Arc<RegistrySpec>>>>,
     /// Rendered local index files by `{registry}\0{lowercase name}`; `None` caches a 404.
     index_cache: MemCache<String, Option<Arc<IndexFile>>>,
+    /// Bumped by every invalidation of `index_cache`, after the store was changed. A reader
+    /// that rendered a file from the store drops its own insert when a change raced it, so a
+    /// copy read before a publish can never be put back after the publish's invalidation.
+    index_writes: AtomicU64,
     /// Serialises read-modify-write of crate records (publish, yank, owners).
     write_lock: tokio::sync::Mutex<()>,
     caches: CacheHandles,
@@ -198,6 +228,7 @@ impl RegistryService {
             settings,
             registries: RwLock::new(Arc::new(BTreeMap::new())),
             index_cache,
+            index_writes: AtomicU64::new(0),
             write_lock: tokio::sync::Mutex::new(()),
             caches,
             proxies: RwLock::new(Arc::new(FastMap::default())),
@@ -250,6 +281,16 @@ impl RegistryService {
                 index_ttl: Duration::from_secs(spec.index_ttl_secs),
                 negative_ttl: Duration::from_secs(spec.negative_ttl_secs),
                 timeout: Duration::from_secs(spec.upstream_timeout_secs.max(1)),
+                deadline: Duration::from_secs(spec.upstream_deadline_secs.max(1)),
+                max_index_bytes: self.settings.limits.max_upstream_index_bytes,
+                // One cap for every .crate that passes through: what may be published here, or
+                // the (usually larger) upstream limit, whichever is larger.
+                max_crate_bytes: self
+                    .settings
+                    .limits
+                    .max_upstream_crate_bytes
+                    .max(self.settings.limits.max_crate_bytes),
+                ca_file: spec.ca_file.clone(),
                 offline: spec.offline,
                 upstream_concurrency: usize::try_from(spec.upstream_concurrency).unwrap_or(usize::MAX),
             };
@@ -365,15 +406,58 @@ impl RegistryService {
             })
     }
 
+    /// The checks of a write (`scope` on a hosted `registry`) that need no request body: the
+    /// registry exists and is hosted, the token is valid and holds `scope` for it.
+    pub(crate) async fn authorize_write(
+        &self,
+        registry: &str,
+        header: Option<&str>,
+        scope: Scope,
+        what: &str,
+    ) -> RegistryResult<Principal> {
+        self.hosted(registry, what)?;
+        let who = self.require_principal(registry, header).await?;
+        who.require(scope, Some(registry))?;
+        Ok(who)
+    }
+
     /// Enforces read access: free unless the registry is `auth_required`, then a token with
-    /// `read` scope for this registry.
+    /// `read` scope for this registry. A hosted registry that merges `auth_required` proxies
+    /// also needs `read` on each of them: a merged view never shows a client what the client
+    /// could not read from the proxy itself (a token limited to some registries does not
+    /// reach others through it, and anonymous clients never see a private proxy).
     pub async fn authorize_read(&self, reg: &RegistrySpec, header: Option<&str>) -> RegistryResult<()> {
-        if !reg.auth_required {
+        let guarded = self.guarded_upstreams(reg);
+        if !reg.auth_required && guarded.is_empty() {
             return Ok(());
         }
-        self.require_principal(&reg.name, header)
-            .await?
-            .require(Scope::Read, Some(&reg.name))
+        let who = self.require_principal(&reg.name, header).await?;
+        if reg.auth_required {
+            who.require(Scope::Read, Some(&reg.name))?;
+        }
+        for up in &guarded {
+            who.require(Scope::Read, Some(up)).map_err(|e| {
+                RegistryError::Forbidden(format!(
+                    "registry `{}` merges `{up}`, which needs a token with `read` on `{up}`: {e}",
+                    reg.name
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The `auth_required` proxies a hosted registry merges (empty for almost every registry,
+    /// without a lookup when it lists no upstreams).
+    fn guarded_upstreams(&self, reg: &RegistrySpec) -> Vec<String> {
+        if reg.upstreams.is_empty() {
+            return Vec::new();
+        }
+        let regs = self.registries();
+        reg.upstreams
+            .iter()
+            .filter(|u| regs.get(*u).is_some_and(|s| s.auth_required))
+            .cloned()
+            .collect()
     }
 
     /// The registry's `config.json` bytes.
@@ -381,8 +465,15 @@ impl RegistryService {
         Bytes::from(ConfigJson::for_root(&self.registry_root(&reg.name), reg.auth_required).to_bytes())
     }
 
-    /// The index answer for `lower` (a lowercase name) in any kind of registry.
+    /// The index answer for `lower` (a lowercase name) in any kind of registry. A name that is
+    /// not a crate name (see [`is_lookup_name`]) is a 404 without any lookup.
     pub async fn index_file(&self, reg: &RegistrySpec, lower: &str) -> RegistryResult<IndexAnswer> {
+        if !is_lookup_name(lower) {
+            return Ok(IndexAnswer {
+                file: None,
+                status: CacheStatus::Bypass,
+            });
+        }
         match reg.kind {
             RegistryKind::Proxy => {
                 let lookup = self.proxy(&reg.name)?.index_file(lower).await?;
@@ -402,15 +493,17 @@ impl RegistryService {
                 }
                 let found = match self.first_upstream_with(reg, lower).await {
                     Ok(found) => found,
-                    // The upstreams cannot answer: a local crate is still served, on its own.
-                    Err(e) if local.is_some() => {
-                        tracing::warn!(registry = %reg.name, krate.name = lower, error = %e, "upstream failed; serving the local versions only");
+                    // The upstreams cannot answer and have nothing cached: the local crate is
+                    // served on its own, and a name that is not local is not found here (so
+                    // `cargo publish` of a new private crate, which first asks for its index
+                    // file, works during an upstream outage). See docs/OPERATIONS.md.
+                    Err(e) => {
+                        tracing::warn!(registry = %reg.name, krate.name = lower, error = %e, "upstreams failed; answering from the local crates only");
                         return Ok(IndexAnswer {
                             file: local.map(IndexBody::Local),
                             status: CacheStatus::Stale,
                         });
                     }
-                    Err(e) => return Err(e),
                 };
                 let Some((up, status)) = found else {
                     return Ok(IndexAnswer {
@@ -433,7 +526,9 @@ impl RegistryService {
                         });
                     }
                 }
-                let body = Bytes::from(merge::merge_versions(&local.body, &up.body));
+                let merged = merge::merge_versions(&local.body, &up.body);
+                crate::upstream::garbage::report(&reg.name, lower, &up.etag, merged.skipped, "merge");
+                let body = Bytes::from(merged.file);
                 let etag = strong_etag(&body);
                 let file = Arc::new(IndexFile {
                     body,
@@ -478,16 +573,28 @@ impl RegistryService {
         }
     }
 
-    /// Which upstream (if any) of a hosted registry has a crate named `name` (cache or upstream).
-    pub(crate) async fn upstream_having(&self, reg: &RegistrySpec, name: &str) -> RegistryResult<Option<String>> {
+    /// Whether an upstream of a hosted registry has a crate named `name`: asked upstream, or
+    /// answered from the cache (stale copies and remembered 404s included) when the upstream
+    /// cannot be reached. A name no crate can have is absent everywhere.
+    pub(crate) async fn upstream_presence(&self, reg: &RegistrySpec, name: &str) -> UpstreamPresence {
+        if !is_lookup_name(name) {
+            return UpstreamPresence::Absent;
+        }
         let lower = name.to_ascii_lowercase();
+        let mut unknown = Vec::new();
         for up in &reg.upstreams {
             let Ok(proxy) = self.proxy(up) else { continue };
-            if !proxy.index_file(&lower).await?.entry.not_found {
-                return Ok(Some(up.clone()));
+            match proxy.index_file(&lower).await {
+                Ok(l) if !l.entry.not_found => return UpstreamPresence::Found(up.clone()),
+                Ok(_) => {}
+                Err(e) => unknown.push((up.clone(), e.to_string())),
             }
         }
-        Ok(None)
+        if unknown.is_empty() {
+            UpstreamPresence::Absent
+        } else {
+            UpstreamPresence::Unknown(unknown)
+        }
     }
 
     /// The local index file of `lower` (a lowercase name) in a hosted registry, or `None`.
@@ -496,18 +603,26 @@ impl RegistryService {
         if let Some(hit) = self.index_cache.get(&key) {
             return Ok(hit);
         }
+        let seen = self.index_writes.load(Ordering::SeqCst);
         let file = self
             .store
             .get_crate(&reg.name, &canonical_name(lower))
             .await?
             .filter(|rec| rec.name.to_ascii_lowercase() == lower && !rec.versions.is_empty())
             .map(|rec| Arc::new(IndexFile::render(rec.versions.iter().map(|v| &v.line))));
-        self.index_cache.insert(key, file.clone());
+        self.index_cache.insert(key.clone(), file.clone());
+        // A write that committed after our read bumped the counter before invalidating: if it
+        // did so before this check we drop our (possibly old) copy; if after, its own
+        // invalidation comes after our insert. Either way no old copy survives the write.
+        if self.index_writes.load(Ordering::SeqCst) != seen {
+            self.index_cache.invalidate(&key);
+        }
         Ok(file)
     }
 
-    /// Forgets the rendered index file of `name` in `registry`.
+    /// Forgets the rendered index file of `name` in `registry`. Called after the store change.
     fn invalidate(&self, registry: &str, name: &str) {
+        self.index_writes.fetch_add(1, Ordering::SeqCst);
         self.index_cache
             .invalidate(&cache_key(registry, &name.to_ascii_lowercase()));
     }
@@ -516,6 +631,7 @@ impl RegistryService {
     fn invalidate_registry(&self, registry: &str) {
         // Rare (admin changes): dropping everything is simpler than a prefix sweep.
         let _ = registry;
+        self.index_writes.fetch_add(1, Ordering::SeqCst);
         self.index_cache.invalidate_all();
         self.hosted_cksums.invalidate_all();
     }
@@ -528,6 +644,7 @@ impl RegistryService {
     /// Where the `.crate` of `name@version` is: a hosted blob, or (proxy and merged
     /// registries) the upstream's file, cached or streaming in.
     pub async fn download(&self, reg: &RegistrySpec, name: &str, version: &str) -> RegistryResult<Download> {
+        check_name_and_version(name, Some(version))?;
         let not_found = || {
             RegistryError::NotFound(format!(
                 "crate `{name}` version `{version}` does not exist in registry `{}`",
@@ -568,12 +685,24 @@ impl RegistryService {
         let mut last = None;
         for up in upstreams {
             let proxy = self.proxy(up)?;
-            if let Ok((_, cksum)) = proxy.locate(name, version).await {
-                if let Some(bytes) = self.caches.crate_bytes.get(&cksum) {
-                    return Ok(Download::Bytes {
-                        bytes,
-                        status: CacheStatus::Hit,
-                    });
+            // A failed lookup is final for this upstream: `download` would only repeat it (and
+            // its upstream requests, retries and deadline) to fail the same way.
+            match proxy.locate(name, version).await {
+                Ok((_, cksum)) => {
+                    if let Some(bytes) = self.caches.crate_bytes.get(&cksum) {
+                        return Ok(Download::Bytes {
+                            bytes,
+                            status: CacheStatus::Hit,
+                        });
+                    }
+                }
+                Err(DownloadError::NotFound(m)) => {
+                    last = Some(RegistryError::NotFound(m));
+                    continue;
+                }
+                Err(DownloadError::Upstream(e)) => {
+                    last = Some(e.into());
+                    continue;
                 }
             }
             match proxy.download(name, version).await {

@@ -9,8 +9,13 @@
 //! deleted and every reader's body fails. Readers hold back the last byte until the outcome is
 //! known, so a client can never receive a complete body that was not verified.
 //!
-//! Disk use is kept under a byte budget by evicting the least recently used files. Access
-//! times live in memory; after a restart the files' modification times seed the order.
+//! Disk use is kept under a byte budget by evicting the least recently used files. Fills in
+//! progress count against the budget while they run: a fill reserves its announced
+//! `Content-Length` before the first byte (or grows its reservation as bytes arrive when there is
+//! none), evicting committed files to make room; a fill that cannot get room fails (too large
+//! for the whole budget, or the budget is taken by other fills) and its temp file is deleted.
+//! A fill can also be capped ([`FillWriter::set_limit`]). Access times live in memory; after a
+//! restart the files' modification times seed the order.
 
 use std::collections::HashMap;
 use std::io;
@@ -36,7 +41,9 @@ pub enum FillFailure {
     Checksum(String),
     /// Local I/O failed.
     Io(String),
-    /// Too many upstream transfers are in progress (answered 503 with `Retry-After`).
+    /// Too many upstream transfers are in progress (the proxy's `upstream_concurrency`), or the
+    /// disk budget is taken by other fills in progress: 503 with `Retry-After`; retrying later
+    /// may work.
     Busy(String),
 }
 
@@ -66,9 +73,15 @@ pub struct FillState {
 #[derive(Default)]
 struct Lru {
     entries: HashMap<String, (u64, u64)>,
+    /// Bytes of committed files.
     total: u64,
+    /// Bytes reserved by fills in progress.
+    reserved: u64,
     tick: u64,
 }
+
+/// How much a fill without a (trustworthy) length grows its reservation at a time.
+const RESERVE_STEP: u64 = 1 << 20;
 
 /// The crate file cache.
 pub struct CrateFiles {
@@ -139,6 +152,11 @@ impl CrateFiles {
         self.lru.lock().unwrap_or_else(|e| e.into_inner()).total
     }
 
+    /// Bytes reserved by fills in progress now.
+    pub fn reserved_bytes(&self) -> u64 {
+        self.lru.lock().unwrap_or_else(|e| e.into_inner()).reserved
+    }
+
     /// Number of files on disk now.
     pub fn files(&self) -> usize {
         self.lru.lock().unwrap_or_else(|e| e.into_inner()).entries.len()
@@ -195,6 +213,10 @@ impl CrateFiles {
             hasher: Sha256::new(),
             tx,
             done: false,
+            limit: u64::MAX,
+            announced: None,
+            written: 0,
+            reserved: 0,
         });
         Ok(CrateLookup::Fill(FillReader { rx }))
     }
@@ -203,9 +225,34 @@ impl CrateFiles {
         self.fills.lock().unwrap_or_else(|e| e.into_inner()).remove(sha);
     }
 
-    fn commit(&self, sha: &str, len: u64) {
+    /// Reserves `extra` bytes of the budget for a fill, evicting committed files as needed.
+    fn reserve(&self, extra: u64) -> Result<(), FillFailure> {
         {
             let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
+            if lru.reserved.saturating_add(extra) > self.budget {
+                return Err(FillFailure::Busy(format!(
+                    "the crate cache's disk budget ({} bytes, `[cache] disk`) is taken by downloads in \
+                     progress; try again shortly",
+                    self.budget
+                )));
+            }
+            lru.reserved += extra;
+        }
+        self.evict_over_budget(None);
+        Ok(())
+    }
+
+    fn release(&self, amount: u64) {
+        if amount > 0 {
+            let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
+            lru.reserved = lru.reserved.saturating_sub(amount);
+        }
+    }
+
+    fn commit(&self, sha: &str, len: u64, reserved: u64) {
+        {
+            let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
+            lru.reserved = lru.reserved.saturating_sub(reserved);
             lru.tick += 1;
             let tick = lru.tick;
             if let Some((old, _)) = lru.entries.insert(sha.to_owned(), (len, tick)) {
@@ -228,7 +275,7 @@ impl CrateFiles {
             order.sort();
             let mut victims = Vec::new();
             for (_, sha, len) in order {
-                if lru.total <= self.budget {
+                if lru.total + lru.reserved <= self.budget {
                     break;
                 }
                 lru.entries.remove(&sha);
@@ -253,6 +300,13 @@ pub struct FillWriter {
     hasher: Sha256,
     tx: watch::Sender<FillState>,
     done: bool,
+    /// Most bytes this fill may have.
+    limit: u64,
+    /// The upstream's Content-Length.
+    announced: Option<u64>,
+    written: u64,
+    /// Bytes of the disk budget held by this fill.
+    reserved: u64,
 }
 
 impl FillWriter {
@@ -261,8 +315,46 @@ impl FillWriter {
         &self.sha
     }
 
-    /// The upstream answered; `len` is its Content-Length.
+    /// Caps the file at `max` bytes: a larger Content-Length is refused before any byte is
+    /// written, a longer body as soon as it passes the cap.
+    pub fn set_limit(&mut self, max: u64) {
+        self.limit = max;
+    }
+
+    /// Holds `want` bytes of the disk budget (no-op when already held).
+    fn reserve_to(&mut self, want: u64) -> Result<(), FillFailure> {
+        if want <= self.reserved {
+            return Ok(());
+        }
+        if want > self.files.budget {
+            return Err(FillFailure::Upstream(format!(
+                "the .crate is larger than the whole crate cache ({} bytes, `[cache] disk`); it was refused",
+                self.files.budget
+            )));
+        }
+        self.files.reserve(want - self.reserved)?;
+        self.reserved = want;
+        Ok(())
+    }
+
+    fn release_reservation(&mut self) {
+        self.files.release(std::mem::take(&mut self.reserved));
+    }
+
+    /// The upstream answered; `len` is its Content-Length. A length above the limit or the
+    /// disk budget fails here, before any byte is read.
     pub async fn headers(&mut self, len: Option<u64>) -> Result<(), FillFailure> {
+        if let Some(len) = len {
+            if len > self.limit {
+                return Err(FillFailure::Upstream(format!(
+                    "the upstream announced a .crate of {len} bytes, more than the limit of {} bytes \
+                     (`limits.max_upstream_crate_size`); it was refused",
+                    self.limit
+                )));
+            }
+            self.reserve_to(len)?;
+        }
+        self.announced = len;
         let file = tokio::fs::File::create(&self.temp)
             .await
             .map_err(|e| FillFailure::Io(format!("cannot create a temp file: {e}")))?;
@@ -271,8 +363,25 @@ impl FillWriter {
         Ok(())
     }
 
-    /// Appends a chunk.
+    /// Appends a chunk (within the limit, the announced length and the disk budget).
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), FillFailure> {
+        let after = self.written + chunk.len() as u64;
+        if after > self.limit {
+            return Err(FillFailure::Upstream(format!(
+                "the upstream sent more than the limit of {} bytes (`limits.max_upstream_crate_size`) \
+                 for a .crate; it was refused",
+                self.limit
+            )));
+        }
+        if let Some(len) = self.announced.filter(|l| after > *l) {
+            return Err(FillFailure::Upstream(format!(
+                "the upstream sent more than the {len} bytes its Content-Length announced"
+            )));
+        }
+        if after > self.reserved {
+            let want = after.max(self.reserved.saturating_add(RESERVE_STEP)).min(self.limit);
+            self.reserve_to(want.min(self.files.budget).max(after))?;
+        }
         let file = self
             .file
             .as_mut()
@@ -282,8 +391,8 @@ impl FillWriter {
             .map_err(|e| FillFailure::Io(format!("cannot write the temp file: {e}")))?;
         file.flush().await.map_err(|e| FillFailure::Io(e.to_string()))?;
         self.hasher.update(chunk);
-        let n = chunk.len() as u64;
-        self.tx.send_modify(|s| s.written += n);
+        self.written = after;
+        self.tx.send_modify(|s| s.written = after);
         Ok(())
     }
 
@@ -293,6 +402,7 @@ impl FillWriter {
         self.done = true;
         if result.is_err() {
             let _ = tokio::fs::remove_file(&self.temp).await;
+            self.release_reservation();
         }
         let outcome = result.clone();
         self.tx.send_modify(|s| s.outcome = Some(outcome));
@@ -305,6 +415,12 @@ impl FillWriter {
             .file
             .take()
             .ok_or_else(|| FillFailure::Io("finish before headers".into()))?;
+        if let Some(len) = self.announced.filter(|l| *l != self.written) {
+            return Err(FillFailure::Upstream(format!(
+                "the upstream sent {} bytes but its Content-Length announced {len}; it was not cached",
+                self.written
+            )));
+        }
         let got = hex::encode(std::mem::take(&mut self.hasher).finalize());
         if got != self.sha {
             return Err(FillFailure::Checksum(format!(
@@ -320,8 +436,8 @@ impl FillWriter {
             tokio::fs::create_dir_all(dir).await.map_err(io)?;
         }
         tokio::fs::rename(&self.temp, &dest).await.map_err(io)?;
-        let len = self.tx.borrow().written;
-        self.files.commit(&self.sha, len);
+        let len = self.written;
+        self.files.commit(&self.sha, len, std::mem::take(&mut self.reserved));
         Ok(dest)
     }
 
@@ -336,6 +452,7 @@ impl FillWriter {
         }
         self.done = true;
         let _ = std::fs::remove_file(&self.temp);
+        self.release_reservation();
         self.tx.send_modify(|s| s.outcome = Some(Err(why)));
         self.files.end_fill(&self.sha);
     }
@@ -610,5 +727,88 @@ mod tests {
         let mut started = false;
         let _ = files.get_or_fill(&s, |_| started = true).unwrap();
         assert!(started, "a new fill can start");
+    }
+
+    fn start(files: &Arc<CrateFiles>, data: &[u8]) -> (FillWriter, FillReader) {
+        let mut writer = None;
+        let CrateLookup::Fill(r) = files.get_or_fill(&sha(data), |w| writer = Some(w)).unwrap() else {
+            panic!("expected a fill")
+        };
+        (writer.unwrap(), r)
+    }
+
+    #[tokio::test]
+    async fn running_fills_count_against_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = CrateFiles::open(dir.path(), 2_500).unwrap();
+        for i in 0..2u8 {
+            let data = vec![i; 1000];
+            let (mut w, _r) = start(&files, &data);
+            w.headers(Some(1000)).await.unwrap();
+            w.write(&data).await.unwrap();
+            w.finish().await.unwrap();
+        }
+        assert_eq!(files.disk_bytes(), 2_000);
+        // A fill announcing 1000 bytes makes room before its first byte.
+        let data = vec![9u8; 1000];
+        let (mut w, _r) = start(&files, &data);
+        w.headers(Some(1000)).await.unwrap();
+        assert_eq!(files.reserved_bytes(), 1000);
+        assert!(files.disk_bytes() + files.reserved_bytes() <= 2_500);
+        // A second fill cannot take more than what is left beside the first.
+        let other = vec![8u8; 2000];
+        let (mut w2, r2) = start(&files, &other);
+        assert!(matches!(w2.headers(Some(2000)).await, Err(FillFailure::Busy(_))));
+        w2.fail(FillFailure::Busy("test".into()));
+        assert!(collect(r2).await.is_err());
+        w.write(&data).await.unwrap();
+        w.finish().await.unwrap();
+        assert_eq!(files.reserved_bytes(), 0);
+        assert!(files.disk_bytes() <= 2_500);
+    }
+
+    #[tokio::test]
+    async fn a_body_without_length_stops_at_the_budget_and_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = CrateFiles::open(dir.path(), 2_500).unwrap();
+        let data = vec![1u8; 3000];
+        let (mut w, r) = start(&files, &data);
+        w.headers(None).await.unwrap();
+        let mut failed = None;
+        for c in data.chunks(500) {
+            if let Err(f) = w.write(c).await {
+                failed = Some(f);
+                break;
+            }
+            assert!(files.reserved_bytes() <= 2_500);
+        }
+        let f = failed.expect("the budget stops the fill");
+        assert!(f.to_string().contains("larger than the whole crate cache"), "{f}");
+        w.fail(f);
+        assert!(collect(r).await.is_err());
+        assert_eq!(files.reserved_bytes(), 0);
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+
+        let (mut w, _r) = start(&files, b"0123456789ab");
+        w.set_limit(10);
+        assert!(w.headers(Some(11)).await.is_err(), "a Content-Length above the limit");
+        let (mut w, _r) = start(&files, b"0123456789abc");
+        w.set_limit(10);
+        w.headers(None).await.unwrap();
+        assert!(w.write(b"0123456789ab").await.is_err(), "a body above the limit");
+    }
+
+    #[tokio::test]
+    async fn a_body_shorter_than_announced_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = CrateFiles::open(dir.path(), 1 << 20).unwrap();
+        let data = b"hello".to_vec();
+        let (mut w, r) = start(&files, &data);
+        w.headers(Some(10)).await.unwrap();
+        w.write(&data).await.unwrap();
+        assert!(matches!(w.finish().await, Err(FillFailure::Upstream(_))));
+        assert!(collect(r).await.is_err());
+        assert!(files.lookup(&sha(&data)).is_none());
+        assert_eq!(files.reserved_bytes(), 0);
     }
 }

@@ -100,7 +100,9 @@ pub async fn run(args: WarmArgs) -> Result<(), CliError> {
         code: super::EXIT_FAILURE,
         message: m,
     };
+    let tls = crate::upstream::tls::client_config(None).map_err(failure)?;
     let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
         .no_proxy()
         .build()
         .map_err(|e| failure(e.to_string()))?;

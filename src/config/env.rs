@@ -63,6 +63,8 @@ pub const KEYS: &[&str] = &[
     "limits.max_metadata_size",
     "limits.max_unpacked_size",
     "limits.max_json_body",
+    "limits.max_upstream_index_size",
+    "limits.max_upstream_crate_size",
     "limits.max_connections",
     "limits.header_read_timeout",
     "limits.request_timeout",
@@ -101,6 +103,8 @@ pub fn is_set(raw: &RawConfig, key: &str) -> bool {
         "limits.max_metadata_size" => l.and_then(|l| size(&l.max_metadata_size)).is_some(),
         "limits.max_unpacked_size" => l.and_then(|l| size(&l.max_unpacked_size)).is_some(),
         "limits.max_json_body" => l.and_then(|l| size(&l.max_json_body)).is_some(),
+        "limits.max_upstream_index_size" => l.and_then(|l| size(&l.max_upstream_index_size)).is_some(),
+        "limits.max_upstream_crate_size" => l.and_then(|l| size(&l.max_upstream_crate_size)).is_some(),
         "limits.max_connections" => l.is_some_and(|l| l.max_connections.is_some()),
         "limits.header_read_timeout" => l.is_some_and(|l| l.header_read_timeout.is_some()),
         "limits.request_timeout" => l.is_some_and(|l| l.request_timeout.is_some()),
@@ -135,6 +139,12 @@ pub fn set(raw: &mut RawConfig, key: &str, value: String) -> Result<(), String> 
         "limits.max_metadata_size" => raw.limits.get_or_insert_with(limits).max_metadata_size = Some(Size::Text(value)),
         "limits.max_unpacked_size" => raw.limits.get_or_insert_with(limits).max_unpacked_size = Some(Size::Text(value)),
         "limits.max_json_body" => raw.limits.get_or_insert_with(limits).max_json_body = Some(Size::Text(value)),
+        "limits.max_upstream_index_size" => {
+            raw.limits.get_or_insert_with(limits).max_upstream_index_size = Some(Size::Text(value));
+        }
+        "limits.max_upstream_crate_size" => {
+            raw.limits.get_or_insert_with(limits).max_upstream_crate_size = Some(Size::Text(value));
+        }
         "limits.max_connections" => {
             let n = value
                 .trim()

@@ -75,6 +75,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::Forbidden(_) => StatusCode::FORBIDDEN,
             RegistryError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             RegistryError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            RegistryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             RegistryError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             RegistryError::Upstream(u) => match u.fault() {
                 Fault::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -95,6 +96,7 @@ impl From<RegistryError> for ApiError {
         let allow = matches!(e, RegistryError::MethodNotAllowed(_)).then_some("GET, HEAD");
         let retry_after = match &e {
             RegistryError::Upstream(UpstreamError::Busy { retry_after_secs, .. }) => Some(*retry_after_secs),
+            RegistryError::Unavailable(_) => Some(UNAVAILABLE_RETRY_SECS),
             _ => None,
         };
         let challenge = match e {
@@ -114,3 +116,6 @@ impl From<RegistryError> for ApiError {
         }
     }
 }
+
+/// `Retry-After` of a 503 whose cause (an unreachable upstream) has no known end.
+const UNAVAILABLE_RETRY_SECS: u32 = 30;

@@ -27,8 +27,8 @@ fn fill_error(f: FillFailure) -> ApiError {
         FillFailure::NotFound(_) => StatusCode::NOT_FOUND,
         FillFailure::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         FillFailure::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        FillFailure::Upstream(_) | FillFailure::Checksum(_) => StatusCode::BAD_GATEWAY,
         FillFailure::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+        FillFailure::Upstream(_) | FillFailure::Checksum(_) => StatusCode::BAD_GATEWAY,
     };
     let busy = matches!(f, FillFailure::Busy(_));
     let mut e = ApiError::new(status, f.to_string());
@@ -63,9 +63,11 @@ pub async fn index_file(
     let spec = svc.registry(reg)?;
     svc.authorize_read(&spec, auth).await?;
     let not_found = || {
+        let shown: String = path.chars().take(200).collect();
+        let more = if shown.len() < path.len() { "…" } else { "" };
         ApiError::new(
             StatusCode::NOT_FOUND,
-            format!("no crate at index path `{path}` in registry `{reg}`"),
+            format!("no crate at index path `{shown}{more}` in registry `{reg}`"),
         )
     };
     let name = name_from_index_path(path).ok_or_else(not_found)?;

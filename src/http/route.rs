@@ -186,6 +186,17 @@ pub fn query_param(query: Option<&str>, key: &str) -> Option<String> {
     })
 }
 
+/// The parameters of a search (`GET /api/v1/crates?q=&per_page=&page=`): `q` (empty when
+/// absent), `per_page` (10) and `page` (1) when absent or not a number. Total on any query.
+pub fn search_params(query: Option<&str>) -> (String, usize, usize) {
+    let q = query_param(query, "q").unwrap_or_default();
+    let per_page = query_param(query, "per_page")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let page = query_param(query, "page").and_then(|v| v.parse().ok()).unwrap_or(1);
+    (q, per_page, page)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,11 +267,82 @@ mod tests {
         assert_eq!(query_param(None, "q"), None);
     }
 
+    #[test]
+    fn search_parameters() {
+        assert_eq!(search_params(None), (String::new(), 10, 1));
+        assert_eq!(search_params(Some("q=serde&per_page=5&page=3")), ("serde".into(), 5, 3));
+        assert_eq!(
+            search_params(Some("per_page=-1&page=99999999999999999999999")),
+            (String::new(), 10, 1)
+        );
+        assert_eq!(search_params(Some("q=%FF%C3&page")), ("\u{fffd}\u{fffd}".into(), 10, 1));
+    }
+
+    /// Any text, arbitrary bytes decoded lossily, or a route-shaped path with hostile segments.
+    fn any_path() -> impl Strategy<Value = String> {
+        let seg = prop_oneof![
+            Just("local".to_owned()),
+            Just("index".to_owned()),
+            Just("api".to_owned()),
+            Just("v1".to_owned()),
+            Just("crates".to_owned()),
+            Just("-".to_owned()),
+            "[a-z0-9.+-]{0,6}",
+            "(%[0-9A-Fa-f]{2}|%|[a-z./?#\\\\]){0,6}",
+        ];
+        prop_oneof![
+            any::<String>(),
+            proptest::collection::vec(any::<u8>(), 0..120).prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+            proptest::collection::vec(seg, 0..10).prop_map(|s| format!("/{}", s.join("/"))),
+        ]
+    }
+
+    fn any_method() -> impl Strategy<Value = Method> {
+        prop_oneof![
+            Just(Method::GET),
+            Just(Method::HEAD),
+            Just(Method::PUT),
+            Just(Method::POST),
+            Just(Method::DELETE),
+            Just(Method::PATCH),
+            Just(Method::OPTIONS),
+        ]
+    }
+
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
         #[test]
-        fn never_panics(path in "\\PC{0,60}") {
-            let _ = route(&Method::GET, &path);
+        fn never_panics(path in any_path(), method in any_method()) {
+            let _ = route(&method, &path);
             let _ = query_param(Some(&path), "q");
+            let _ = search_params(Some(&path));
+            if let Ok(Route::IndexFile { path, .. }) = route(&method, &path) {
+                let _ = crate::index::name::name_from_index_path(&path);
+            }
+        }
+
+        /// The request headers the daemon parses itself.
+        #[test]
+        fn header_values_never_panic(v in any_path()) {
+            let etag = crate::index::etag::strong_etag(v.as_bytes());
+            let _ = crate::index::etag::if_none_match(&v, &etag);
+            let _ = crate::index::etag::if_none_match(&etag, &v);
+            let _ = crate::index::gzip::accepts_gzip(&v);
+            let _ = crate::index::gzip::gzip_etag(&v);
+            let _ = crate::registry::auth::secret_from_header(&v);
+            let _ = crate::registry::Scope::parse(&v);
+        }
+
+        /// Whole request targets (path and query string) as hyper parses them.
+        #[test]
+        fn request_targets_never_panic(path in any_path(), query in any_path()) {
+            let target = format!("{path}?{query}");
+            if let Ok(uri) = target.parse::<hyper::Uri>() {
+                let _ = route(&Method::GET, uri.path());
+                let (q, per_page, page) = search_params(uri.query());
+                let _ = (q.len(), per_page, page);
+            }
         }
 
         /// The allocation-free split and the decoding one agree on every path without `%`.

@@ -3,10 +3,12 @@
 //! (older cargo needs `features`/`optional`/`default_features`), `pubtime` is
 //! `YYYY-MM-DDTHH:MM:SSZ`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::name::{is_lookup_name, validate_version};
 use super::publish_frame::{NewCrate, NewCrateDep};
 
 /// A version record as it appears in the index.
@@ -106,6 +108,58 @@ pub fn render_file<'a>(lines: impl IntoIterator<Item = &'a IndexLine>) -> Vec<u8
     out
 }
 
+/// The fields of an index line this daemon reads itself (merge, search, `cksum` lookup),
+/// borrowed from the line where possible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineKey<'a> {
+    /// The name as published (passes [`is_lookup_name`]).
+    pub name: Cow<'a, str>,
+    /// The version string exactly as in the line.
+    pub vers: Cow<'a, str>,
+    /// `vers`, parsed.
+    pub version: semver::Version,
+    /// 64 hex digits.
+    pub cksum: Cow<'a, str>,
+    pub yanked: bool,
+}
+
+/// Reads the key fields of one index line. `None` for a line this daemon cannot use (not
+/// JSON, a field missing or of the wrong type, a name that is not a crate name, a version that
+/// is not semver, a checksum that is not 64 hex digits): such a line is served verbatim in an
+/// upstream's file but skipped by our own parsing.
+pub fn line_key(line: &[u8]) -> Option<LineKey<'_>> {
+    #[derive(Deserialize)]
+    struct Raw<'a> {
+        #[serde(borrow)]
+        name: Cow<'a, str>,
+        #[serde(borrow)]
+        vers: Cow<'a, str>,
+        #[serde(borrow)]
+        cksum: Cow<'a, str>,
+        #[serde(default)]
+        yanked: bool,
+    }
+    let raw: Raw<'_> = serde_json::from_slice(line).ok()?;
+    if !is_lookup_name(&raw.name) || raw.cksum.len() != 64 || !raw.cksum.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let version = validate_version(&raw.vers).ok()?;
+    Some(LineKey {
+        name: raw.name,
+        vers: raw.vers,
+        version,
+        cksum: raw.cksum,
+        yanked: raw.yanked,
+    })
+}
+
+/// The non-blank lines of an index file, without their `\r\n` / `\n` endings.
+pub fn lines(file: &[u8]) -> impl Iterator<Item = &[u8]> {
+    file.split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+}
+
 /// Formats a time as the index `pubtime` (`YYYY-MM-DDTHH:MM:SSZ`).
 pub fn pubtime(t: std::time::SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
@@ -154,6 +208,56 @@ mod tests {
         let file = render_file([&line, &line]);
         assert_eq!(file.iter().filter(|b| **b == b'\n').count(), 2);
         assert!(file.ends_with(b"\n"));
+    }
+
+    #[test]
+    fn line_keys_skip_garbage() {
+        let c = "ab".repeat(32);
+        let good = format!(r#"{{"name":"Foo","vers":"1.0.0+b","cksum":"{c}","deps":[],"yanked":true}}"#);
+        let k = line_key(good.as_bytes()).unwrap();
+        assert_eq!((&*k.name, &*k.vers, k.yanked), ("Foo", "1.0.0+b", true));
+        for bad in [
+            "not json".to_owned(),
+            "{}".to_owned(),
+            r#"{"name":"foo","vers":"1.0.0"}"#.to_owned(),
+            format!(r#"{{"name":"日本語","vers":"1.0.0","cksum":"{c}"}}"#),
+            format!(r#"{{"name":"../x","vers":"1.0.0","cksum":"{c}"}}"#),
+            format!(r#"{{"name":"foo","vers":"banana","cksum":"{c}"}}"#),
+            r#"{"name":"foo","vers":"1.0.0","cksum":"zz"}"#.to_owned(),
+            format!(r#"{{"name":"foo","vers":"1.0.0","cksum":"{c}","yanked":"no"}}"#),
+            format!(r#"[{{"name":"foo","vers":"1.0.0","cksum":"{c}"}}]"#),
+        ] {
+            assert_eq!(line_key(bad.as_bytes()), None, "{bad}");
+        }
+        let file = format!("{good}\r\n\n  \n{good}");
+        assert_eq!(lines(file.as_bytes()).count(), 2);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Arbitrary bytes, and mutations of a good line, never panic; whatever is accepted
+        /// has a lookup name and a semver version.
+        #[test]
+        fn line_parsing_never_panics(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            pos in proptest::prelude::any::<usize>(),
+            byte in proptest::prelude::any::<u8>(),
+        ) {
+            let good = format!(r#"{{"name":"foo","vers":"1.0.0","cksum":"{}"}}"#, "a".repeat(64)).into_bytes();
+            let mut mutated = good.clone();
+            let i = pos % mutated.len();
+            mutated[i] = byte;
+            for input in [&bytes, &mutated] {
+                for line in lines(input) {
+                    if let Some(k) = line_key(line) {
+                        proptest::prop_assert!(is_lookup_name(&k.name));
+                        proptest::prop_assert_eq!(semver::Version::parse(&k.vers).ok(), Some(k.version.clone()));
+                    }
+                }
+                let _ = serde_json::from_slice::<IndexLine>(input);
+            }
+        }
     }
 
     #[test]

@@ -185,9 +185,27 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
         #[test]
-        fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+        fn never_panics(
+            bytes in proptest::collection::vec(any::<u8>(), 0..600),
+            json_len in prop_oneof![0u32..16, any::<u32>()],
+            crate_len in prop_oneof![0u32..16, any::<u32>()],
+            limit in prop_oneof![Just(u64::MAX), 0u64..32],
+        ) {
             let _ = parse_frame(&bytes, u64::MAX, u64::MAX);
+            let _ = parse_frame(&bytes, limit, limit);
+            // Lengths that claim anything, around arbitrary contents.
+            let mut framed = json_len.to_le_bytes().to_vec();
+            framed.extend_from_slice(&bytes[..bytes.len() / 2]);
+            framed.extend_from_slice(&crate_len.to_le_bytes());
+            framed.extend_from_slice(&bytes[bytes.len() / 2..]);
+            if let Ok(f) = parse_frame(&framed, limit, limit) {
+                prop_assert!(f.json.len() as u64 <= limit && f.krate.len() as u64 <= limit);
+                prop_assert_eq!(8 + f.json.len() + f.krate.len(), framed.len());
+            }
+            let _ = serde_json::from_slice::<NewCrate>(&bytes);
         }
 
         #[test]

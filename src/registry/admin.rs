@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::auth::{hash_token, new_secret, new_token_id, Principal, Scope};
 use super::error::{RegistryError, RegistryResult};
 use super::RegistryService;
-use crate::config::{units, RegistryKind, RegistrySpec, Shadow};
+use crate::config::{merge_exposure, units, RegistryKind, RegistrySpec, Shadow};
 use crate::store::{now_secs, TokenRecord};
 
 /// Login of the built-in administrator.
@@ -31,6 +31,9 @@ pub struct RegistryPatch {
     pub negative_ttl_secs: Option<u64>,
     pub upstream_timeout_secs: Option<u64>,
     pub upstream_concurrency: Option<u32>,
+    pub upstream_deadline_secs: Option<u64>,
+    /// A PEM file of extra roots for the upstream; `""` removes it.
+    pub ca_file: Option<std::path::PathBuf>,
     pub upstreams: Option<Vec<String>>,
     pub shadow: Option<Shadow>,
     pub allow_upstream_names: Option<bool>,
@@ -52,7 +55,7 @@ pub struct NewToken {
 pub const LOGIN_RULE: &str =
     "a login is 1-64 characters: ASCII letters, digits, `_`, `.` or `-`, starting with a letter or digit";
 
-fn check_login(login: &str) -> RegistryResult<()> {
+pub(crate) fn check_login(login: &str) -> RegistryResult<()> {
     let mut chars = login.chars();
     let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
@@ -66,19 +69,29 @@ fn check_login(login: &str) -> RegistryResult<()> {
     }
 }
 
+/// An expiry as unix seconds: a duration from now or an RFC 3339 time, in the future.
 fn parse_expiry(s: &str) -> RegistryResult<u64> {
-    if let Ok(d) = units::parse_duration(s) {
-        return Ok(now_secs() + d.as_secs());
+    let now = now_secs();
+    let at = if let Ok(d) = units::parse_duration(s) {
+        now.checked_add(d.as_secs())
+            .ok_or_else(|| RegistryError::BadRequest(format!("the expiry `{s}` is too far in the future")))?
+    } else {
+        humantime::parse_rfc3339_weak(s)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+            .ok_or_else(|| {
+                RegistryError::BadRequest(format!(
+                    "`{s}` is neither a duration (e.g. 90d) nor a date (e.g. 2027-01-31T00:00:00Z)"
+                ))
+            })?
+    };
+    if at <= now {
+        return Err(RegistryError::BadRequest(format!(
+            "the expiry `{s}` is not in the future; a token must expire later than now"
+        )));
     }
-    humantime::parse_rfc3339_weak(s)
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs())
-        .ok_or_else(|| {
-            RegistryError::BadRequest(format!(
-                "`{s}` is neither a duration (e.g. 90d) nor a date (e.g. 2027-01-31T00:00:00Z)"
-            ))
-        })
+    Ok(at)
 }
 
 fn token_json(t: &TokenRecord) -> Value {
@@ -88,47 +101,68 @@ fn token_json(t: &TokenRecord) -> Value {
     })
 }
 
+/// Where the cluster's admin token comes from (see [`RegistryService::bootstrap_admin`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminToken {
+    /// `CARGOHOLD_ADMIN_TOKEN`.
+    Env,
+    /// The generated token in this file.
+    File(std::path::PathBuf),
+    /// The generated token in this file was revoked; no bootstrap token is in use.
+    Revoked(std::path::PathBuf),
+}
+
 impl RegistryService {
     /// Makes sure the admin user exists and an admin token is available: the environment's, or
-    /// one generated on first start into `<data_dir>/admin-token` (mode 0600). Returns the
-    /// path of the token file when one is in use.
-    pub async fn bootstrap_admin(&self, data_dir: &Path) -> RegistryResult<Option<std::path::PathBuf>> {
+    /// one generated on first start into `<data_dir>/admin-token` (mode 0600).
+    ///
+    /// The token is stored before its file is written, so a token file whose token is not in
+    /// the store was revoked (or the store was wiped): it is never stored again, and the start
+    /// logs how to get a new one. A revoked bootstrap token stays revoked across restarts.
+    pub async fn bootstrap_admin(&self, data_dir: &Path) -> RegistryResult<AdminToken> {
         if self.store.get_user(ADMIN_USER).await?.is_none() {
             self.store.create_user(ADMIN_USER, Some("Administrator".into())).await?;
         }
         if self.settings.env_admin_hash.is_some() {
-            return Ok(None);
+            return Ok(AdminToken::Env);
         }
         let path = data_dir.join(ADMIN_TOKEN_FILE);
-        let secret = match std::fs::read_to_string(&path) {
-            Ok(s) if !s.trim().is_empty() => s.trim().to_owned(),
+        let io_err = |e: std::io::Error| {
+            RegistryError::Store(crate::store::StoreError::Io(format!(
+                "cannot write {}: {e}",
+                path.display()
+            )))
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(s) if !s.trim().is_empty() => {
+                if self.store.token_by_hash(&hash_token(s.trim())).await?.is_some() {
+                    return Ok(AdminToken::File(path));
+                }
+                tracing::warn!(
+                    path = %path.display(),
+                    "the bootstrap admin token in this file was revoked; it stays revoked. Use another admin token, set CARGOHOLD_ADMIN_TOKEN, or delete the file to have a new one generated at the next start"
+                );
+                Ok(AdminToken::Revoked(path))
+            }
             _ => {
                 let secret = new_secret();
-                write_private(&path, &secret).map_err(|e| {
-                    RegistryError::Store(crate::store::StoreError::Io(format!(
-                        "cannot write {}: {e}",
-                        path.display()
-                    )))
-                })?;
-                secret
+                self.store
+                    .put_token(&TokenRecord {
+                        id: new_token_id(),
+                        hash: hash_token(&secret),
+                        user: ADMIN_USER.into(),
+                        name: "bootstrap admin token".into(),
+                        scopes: vec![Scope::Admin.as_str().into()],
+                        registries: None,
+                        expires: None,
+                        created: now_secs(),
+                    })
+                    .await?;
+                self.store.flush().await?;
+                write_private(&path, &secret).map_err(io_err)?;
+                Ok(AdminToken::File(path))
             }
-        };
-        let hash = hash_token(&secret);
-        if self.store.token_by_hash(&hash).await?.is_none() {
-            self.store
-                .put_token(&TokenRecord {
-                    id: new_token_id(),
-                    hash,
-                    user: ADMIN_USER.into(),
-                    name: "bootstrap admin token".into(),
-                    scopes: vec![Scope::Admin.as_str().into()],
-                    registries: None,
-                    expires: None,
-                    created: now_secs(),
-                })
-                .await?;
         }
-        Ok(Some(path))
     }
 
     /// Resolves the header and requires the admin scope.
@@ -150,9 +184,16 @@ impl RegistryService {
     fn check_spec(&self, spec: &RegistrySpec) -> RegistryResult<()> {
         let mut problems: Vec<String> = spec.problems("registry").into_iter().map(|p| p.message).collect();
         let regs = self.registries();
+        // A proxy made `auth_required` must not be merged by a registry readable without a token.
+        for hosted in regs
+            .values()
+            .filter(|r| r.name != spec.name && r.upstreams.contains(&spec.name))
+        {
+            problems.extend(merge_exposure(hosted, spec));
+        }
         for up in &spec.upstreams {
             match regs.get(up) {
-                Some(u) if u.kind == RegistryKind::Proxy => {}
+                Some(u) if u.kind == RegistryKind::Proxy => problems.extend(merge_exposure(spec, u)),
                 Some(_) => problems.push(format!(
                     "upstream `{up}` is a hosted registry; upstreams must be proxy registries"
                 )),
@@ -163,6 +204,19 @@ impl RegistryService {
             Ok(())
         } else {
             Err(RegistryError::BadRequest(problems.join("; ")))
+        }
+    }
+
+    /// Says plainly, in the log, what `shadow = "version"` means for a registry that has it.
+    pub fn warn_about_shadow_version(&self) {
+        for r in self.registries().values() {
+            if r.shadow == Shadow::Version && !r.upstreams.is_empty() {
+                tracing::warn!(
+                    registry = %r.name,
+                    upstreams = %r.upstreams.join(","),
+                    "shadow = \"version\": anyone who publishes a crate of the same name to an upstream adds versions to your private crate of that name, and cargo may pick theirs; use shadow = \"crate\" unless every upstream is trusted"
+                );
+            }
         }
     }
 
@@ -186,9 +240,12 @@ impl RegistryService {
             )));
         }
         self.check_spec(&spec)?;
+        // Whatever an earlier registry of this name left in the index cache is not this one's.
+        self.caches.index.clear(&spec.name).await;
         self.store.put_registry(&spec).await?;
         self.reload_registries().await?;
         tracing::info!(registry = %spec.name, kind = ?spec.kind, "registry created");
+        self.warn_about_shadow_version();
         self.registry(&spec.name)
     }
 
@@ -207,6 +264,7 @@ impl RegistryService {
             negative_ttl_secs,
             upstream_timeout_secs,
             upstream_concurrency,
+            upstream_deadline_secs,
             upstreams,
             shadow,
             allow_upstream_names
@@ -214,11 +272,15 @@ impl RegistryService {
         if patch.upstream.is_some() {
             spec.upstream = patch.upstream;
         }
+        if let Some(ca) = patch.ca_file {
+            spec.ca_file = (!ca.as_os_str().is_empty()).then_some(ca);
+        }
         self.check_spec(&spec)?;
         self.store.put_registry(&spec).await?;
         self.reload_registries().await?;
         self.invalidate_registry(name);
         tracing::info!(registry = %name, "registry updated");
+        self.warn_about_shadow_version();
         self.registry(name)
     }
 
@@ -247,6 +309,9 @@ impl RegistryService {
         self.store.delete_registry(name).await?;
         self.reload_registries().await?;
         self.invalidate_registry(name);
+        // A deleted proxy's cached index files must not come back under a new registry of the
+        // same name (which may have another upstream and other access rules).
+        self.caches.index.clear(name).await;
         tracing::info!(registry = %name, "registry deleted");
         Ok(())
     }
@@ -295,6 +360,16 @@ impl RegistryService {
                 .collect::<RegistryResult<Vec<_>>>()?,
         };
         if let Some(regs) = &req.registries {
+            if regs.is_empty() {
+                return Err(RegistryError::BadRequest(
+                    "`registries` is empty, which would allow no registry; leave it out for a token valid on every registry".into(),
+                ));
+            }
+            if scopes.iter().any(|s| s == Scope::Admin.as_str()) {
+                return Err(RegistryError::BadRequest(
+                    "an `admin` token cannot be limited to registries: admin covers every registry and the admin API. Create it without registries, or without the admin scope".into(),
+                ));
+            }
             for r in regs {
                 self.registry(r)?;
             }
@@ -307,7 +382,7 @@ impl RegistryService {
             user: req.user,
             name: req.name.unwrap_or_else(|| "token".into()),
             scopes,
-            registries: req.registries.filter(|r| !r.is_empty()),
+            registries: req.registries,
             expires,
             created: now_secs(),
         };
@@ -341,22 +416,27 @@ impl RegistryService {
 }
 
 /// Writes a file readable only by its owner.
+/// Writes a private (0600) file atomically: a temp file, fsynced, renamed over `path`, and the
+/// directory fsynced; a crash leaves the old file or the new one, never a torn one.
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{ADMIN_TOKEN_FILE}.{}", rand::random::<u32>()));
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(path)?;
+    let mut f = opts.open(&tmp)?;
     f.write_all(contents.as_bytes())?;
     f.write_all(b"\n")?;
-    f.sync_all()
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

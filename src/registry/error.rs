@@ -29,6 +29,10 @@ pub enum RegistryError {
     /// 413: a body or part of it is over its limit.
     #[error("{0}")]
     TooLarge(String),
+    /// 503 with `Retry-After`: cannot be decided now (an upstream needed for a check is
+    /// unreachable); the message says what to do.
+    #[error("{0}")]
+    Unavailable(String),
     /// 500: the store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

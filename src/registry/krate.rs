@@ -3,45 +3,47 @@
 use semver::Version;
 use serde_json::{json, Value};
 
+use super::admin::check_login;
 use super::error::{RegistryError, RegistryResult};
-use super::{Principal, RegistryService, Scope};
+use super::{check_name_and_version, Principal, RegistryService, Scope};
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::config::RegistryKind;
 use crate::index::canonical_name;
+use crate::index::line::{line_key, lines};
 use crate::store::CrateRecord;
 use crate::upstream::cached::CachedUpstream;
+
+/// Most users one owners request may add or remove (crates.io takes a handful).
+const MAX_OWNER_CHANGE: usize = 100;
 
 enum SearchHit {
     Local(CrateRecord),
     Upstream(Arc<CachedUpstream>, String),
 }
 
-/// The published name and highest non-yanked version in an upstream index file.
-fn upstream_summary(body: &[u8]) -> Option<(String, Option<String>)> {
-    #[derive(serde::Deserialize)]
-    struct L {
-        name: String,
-        vers: String,
-        #[serde(default)]
-        yanked: bool,
-    }
+/// The published name and highest non-yanked version in an upstream index file, and how many
+/// unusable lines were skipped.
+fn upstream_summary(body: &[u8]) -> (Option<(String, Option<String>)>, usize) {
     let mut name = None;
     let mut best: Option<(Version, String)> = None;
-    for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let Ok(l) = serde_json::from_slice::<L>(line) else {
+    let mut skipped = 0;
+    for line in lines(body) {
+        let Some(l) = line_key(line) else {
+            skipped += 1;
             continue;
         };
-        name.get_or_insert(l.name);
-        if let (false, Ok(v)) = (l.yanked, Version::parse(&l.vers)) {
-            if best.as_ref().is_none_or(|(b, _)| v > *b) {
-                best = Some((v, l.vers));
-            }
+        name.get_or_insert_with(|| l.name.into_owned());
+        if !l.yanked && best.as_ref().is_none_or(|(b, _)| l.version > *b) {
+            best = Some((l.version, l.vers.into_owned()));
         }
     }
-    Some((name?, best.map(|(_, s)| s)))
+    (name.map(|n| (n, best.map(|(_, s)| s))), skipped)
 }
+
+/// Longest search query accepted, in bytes.
+pub const MAX_QUERY_LEN: usize = 256;
 
 /// Index of the version of `rec` that `requested` names: the exact string, the same semver
 /// (`1.0.0+b` vs `1.0.0+b`), or — when `requested` has no build metadata — the one release
@@ -106,6 +108,7 @@ impl RegistryService {
         let reg = self.hosted(registry, "yanking")?;
         let who = self.require_principal(registry, header).await?;
         who.require(Scope::Yank, Some(registry))?;
+        check_name_and_version(name, Some(version))?;
         let _guard = self.write_lock.lock().await;
         let mut rec = self.owned_crate(&reg.name, name, &who).await?;
         let i = find_version(&rec, version)
@@ -128,6 +131,7 @@ impl RegistryService {
         if reg.auth_required {
             who.require(Scope::Read, Some(registry))?;
         }
+        check_name_and_version(name, None)?;
         let rec = self.existing_crate(registry, name).await?;
         let mut users = Vec::new();
         for login in &rec.owners {
@@ -141,26 +145,46 @@ impl RegistryService {
         Ok(json!({ "users": users }))
     }
 
-    /// `PUT`/`DELETE .../owners` with `{"users":[logins]}`. Returns `{"ok":true,"msg":...}`.
+    /// Decides whether the `Authorization` header may change owners in `registry`, before the
+    /// request body is read.
+    pub async fn authorize_owners(&self, registry: &str, header: Option<&str>) -> RegistryResult<Principal> {
+        self.authorize_write(registry, header, Scope::Owners, "changing owners")
+            .await
+    }
+
+    /// `PUT`/`DELETE .../owners` with `{"users":[logins]}` on behalf of `who` (from
+    /// [`authorize_owners`](Self::authorize_owners)). Returns `{"ok":true,"msg":...}`.
     pub async fn change_owners(
         &self,
         registry: &str,
-        header: Option<&str>,
+        who: &Principal,
         name: &str,
         logins: Vec<String>,
         add: bool,
     ) -> RegistryResult<Value> {
         let reg = self.hosted(registry, "changing owners")?;
-        let who = self.require_principal(registry, header).await?;
         who.require(Scope::Owners, Some(registry))?;
+        check_name_and_version(name, None)?;
         if logins.is_empty() {
             return Err(RegistryError::BadRequest(
                 "no users given; send {\"users\":[\"login\"]}".into(),
             ));
         }
-        let _guard = self.write_lock.lock().await;
-        let mut rec = self.owned_crate(&reg.name, name, &who).await?;
-        let msg = if add {
+        let mut logins = logins;
+        logins.sort();
+        logins.dedup();
+        if logins.len() > MAX_OWNER_CHANGE {
+            return Err(RegistryError::BadRequest(format!(
+                "at most {MAX_OWNER_CHANGE} users can be added or removed at once; this request names {}",
+                logins.len()
+            )));
+        }
+        for login in &logins {
+            check_login(login)?;
+        }
+        // Users are looked up before the write lock: an owner change never holds up the
+        // writes of other crates while it reads the store.
+        if add {
             for login in &logins {
                 if self.store.get_user(login).await?.is_none() {
                     return Err(RegistryError::NotFound(format!(
@@ -168,6 +192,10 @@ impl RegistryService {
                     )));
                 }
             }
+        }
+        let _guard = self.write_lock.lock().await;
+        let mut rec = self.owned_crate(&reg.name, name, who).await?;
+        let msg = if add {
             for login in &logins {
                 if !rec.owners.contains(login) {
                     rec.owners.push(login.clone());
@@ -194,7 +222,7 @@ impl RegistryService {
         self.store
             .put_crate(&reg.name, &canonical_name(&rec.name), &rec)
             .await?;
-        tracing::info!(registry, krate.name = %rec.name, user = %who.user, add, owners = ?logins, "owners changed");
+        tracing::info!(registry, krate.name = %rec.name, user = %who.user, add, count = logins.len(), "owners changed");
         Ok(json!({"ok": true, "msg": msg}))
     }
 
@@ -212,6 +240,11 @@ impl RegistryService {
     ) -> RegistryResult<Value> {
         let reg = self.registry(registry)?;
         self.authorize_read(&reg, header).await?;
+        if q.len() > MAX_QUERY_LEN {
+            return Err(RegistryError::BadRequest(format!(
+                "the search query is longer than {MAX_QUERY_LEN} bytes"
+            )));
+        }
         let per_page = per_page.clamp(1, 100);
         let q_lower = q.trim().to_lowercase();
         let q_canon = canonical_name(q.trim());
@@ -239,6 +272,10 @@ impl RegistryService {
         for up in proxies {
             let Ok(proxy) = self.proxy(&up) else { continue };
             for name in proxy.cached_names().await {
+                // A cache written by an older version may hold names never checked.
+                if !crate::index::name::is_lookup_name(&name) {
+                    continue;
+                }
                 let canon = canonical_name(&name);
                 if (q_lower.is_empty() || canon.contains(&q_canon)) && seen.insert(canon.clone()) {
                     hits.push((canon == q_canon, canon, SearchHit::Upstream(proxy.clone(), name)));
@@ -248,14 +285,25 @@ impl RegistryService {
         hits.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         let total = hits.len();
         let mut crates = Vec::new();
-        for (_, _, hit) in hits.into_iter().skip(page.saturating_sub(1) * per_page).take(per_page) {
+        let skip = page.saturating_sub(1).saturating_mul(per_page);
+        for (_, _, hit) in hits.into_iter().skip(skip).take(per_page) {
             crates.push(match hit {
                 SearchHit::Local(r) => {
                     json!({"name": r.name, "max_version": max_version(&r), "description": r.description})
                 }
                 SearchHit::Upstream(proxy, lower) => {
                     let (name, max) = match proxy.cached(&lower).await {
-                        Some(e) => upstream_summary(&e.body).unwrap_or((lower.clone(), None)),
+                        Some(e) => {
+                            let (summary, skipped) = upstream_summary(&e.body);
+                            crate::upstream::garbage::report(
+                                &proxy.settings().registry,
+                                &lower,
+                                &e.etag,
+                                skipped,
+                                "search",
+                            );
+                            summary.unwrap_or((lower.clone(), None))
+                        }
                         None => (lower.clone(), None),
                     };
                     json!({"name": name, "max_version": max.unwrap_or_else(|| "0.0.0".into()), "description": null})

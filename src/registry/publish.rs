@@ -8,16 +8,15 @@ use sha2::{Digest, Sha256};
 
 use super::error::{RegistryError, RegistryResult};
 use super::tarball::{self, TarballLimits};
-use super::{Principal, RegistryService, Scope};
+use super::{Principal, RegistryService, Scope, UpstreamPresence};
+use crate::config::{RegistrySpec, Shadow};
 use crate::index::line::pubtime;
 use crate::index::name::validate_dep_name;
 use crate::index::publish_frame::{parse_frame, FrameError, NewCrate};
 use crate::index::{canonical_name, validate_crate_name, IndexLine};
 use crate::store::{CrateRecord, VersionRecord};
-use crate::upstream::UpstreamError;
 
-/// Longest version string accepted (crates.io's limit).
-const MAX_VERSION_LEN: usize = 150;
+use crate::index::name::MAX_VERSION_LEN;
 const MAX_DEPS: usize = 500;
 const MAX_FEATURES: usize = 300;
 const MAX_KEYWORDS: usize = 5;
@@ -133,16 +132,17 @@ fn same_release(existing: &str, new: &Version) -> bool {
 }
 
 impl RegistryService {
-    /// Handles a publish body for `registry` on behalf of the `Authorization` header's owner.
-    /// Returns cargo's success body.
-    pub async fn publish(
-        &self,
-        registry: &str,
-        header: Option<&str>,
-        body: Bytes,
-    ) -> RegistryResult<serde_json::Value> {
+    /// Decides whether the `Authorization` header may publish to `registry`, before any of the
+    /// body is read (an anonymous client must not make the server buffer a crate).
+    pub async fn authorize_publish(&self, registry: &str, header: Option<&str>) -> RegistryResult<Principal> {
+        self.authorize_write(registry, header, Scope::Publish, "publishing")
+            .await
+    }
+
+    /// Handles a publish body for `registry` on behalf of `who` (from
+    /// [`authorize_publish`](Self::authorize_publish)). Returns cargo's success body.
+    pub async fn publish(&self, registry: &str, who: &Principal, body: Bytes) -> RegistryResult<serde_json::Value> {
         let reg = self.hosted(registry, "publishing")?;
-        let who: Principal = self.require_principal(registry, header).await?;
         who.require(Scope::Publish, Some(registry))?;
 
         let limits = self.settings.limits;
@@ -157,9 +157,7 @@ impl RegistryService {
         // connection's thread, so an edge worker keeps serving its other connections meanwhile.
         let krate = body.slice_ref(frame.krate);
         let (name, vers) = (meta.name.clone(), meta.vers.clone());
-        let tarball_limits = TarballLimits {
-            max_unpacked_bytes: limits.max_unpacked_bytes,
-        };
+        let tarball_limits = TarballLimits::new(limits.max_unpacked_bytes);
         let cksum = tokio::task::spawn_blocking(move || {
             tarball::inspect(&krate, &name, &vers, tarball_limits)
                 .map(|_| hex::encode(Sha256::digest(&krate)))
@@ -173,8 +171,10 @@ impl RegistryService {
         let line = IndexLine::from_publish(&meta, cksum.clone(), &own_urls, pubtime(std::time::SystemTime::now()));
         for dep in line.deps.iter().filter(|d| d.registry.is_none()) {
             let real = dep.package.as_deref().unwrap_or(&dep.name);
+            // An upstream that cannot be asked does not refuse the dependency: it may well be
+            // there, and a missing one fails loudly at the consumer's resolution.
             let exists = self.load_crate(registry, real).await?.is_some_and(|r| r.name == real)
-                || self.upstream_having(&reg, real).await?.is_some();
+                || !matches!(self.upstream_presence(&reg, real).await, UpstreamPresence::Absent);
             if !exists {
                 return Err(bad(format!(
                     "dependency `{real}` does not exist in registry `{registry}`; publish it first (or declare where it comes from with `registry = ...` in Cargo.toml)"
@@ -185,21 +185,9 @@ impl RegistryService {
         // Cheap pre-checks before writing the blob; repeated under the lock below.
         let canonical = canonical_name(&meta.name);
         let prior = self.load_crate(registry, &meta.name).await?;
-        check_publish_allowed(prior.as_ref(), &meta, &version, &who)?;
+        check_publish_allowed(prior.as_ref(), &meta, &version, who)?;
         if prior.is_none() && !reg.allow_upstream_names {
-            let upstream = self.upstream_having(&reg, &meta.name).await.map_err(|e| match e {
-                RegistryError::Upstream(u) => RegistryError::Upstream(UpstreamError::Internal(format!(
-                    "cannot check the upstreams of `{registry}` for a crate named `{}` (the dependency-confusion guard): {u}. Retry when the upstream is reachable, or set `offline = true` on the proxy, or `allow_upstream_names = true` on `{registry}`",
-                    meta.name
-                ))),
-                other => other,
-            })?;
-            if let Some(up) = upstream {
-                return Err(RegistryError::Forbidden(format!(
-                    "a crate named `{}` exists in upstream registry `{up}`; publishing a new crate under an upstream name is refused to prevent dependency confusion. Pick another name, or set `allow_upstream_names = true` on registry `{registry}`",
-                    meta.name
-                )));
-            }
+            self.dependency_confusion_guard(&reg, &meta.name).await?;
         }
 
         // The blob is durable before the record names it: a crash in between leaves an
@@ -209,7 +197,7 @@ impl RegistryService {
 
         let _guard = self.write_lock.lock().await;
         let prior = self.load_crate(registry, &meta.name).await?;
-        check_publish_allowed(prior.as_ref(), &meta, &version, &who)?;
+        check_publish_allowed(prior.as_ref(), &meta, &version, who)?;
         let mut record = prior.unwrap_or_else(|| CrateRecord {
             name: meta.name.clone(),
             owners: vec![who.user.clone()],
@@ -232,6 +220,36 @@ impl RegistryService {
     }
 }
 
+impl RegistryService {
+    /// Refuses a *new* crate name that exists in an upstream of the registry. When an upstream
+    /// cannot be asked and has nothing cached for the name, what is safe depends on `shadow`:
+    /// with `crate` (the default) the local crate hides every upstream version of its name,
+    /// so no upstream code can ever be mixed into it: the publish goes ahead, logged. With
+    /// `version` a same-named upstream crate would add its versions to the private one, so
+    /// the guard will not publish blind: 503, saying what to do.
+    async fn dependency_confusion_guard(&self, reg: &RegistrySpec, name: &str) -> RegistryResult<()> {
+        let registry = &reg.name;
+        match self.upstream_presence(reg, name).await {
+            UpstreamPresence::Absent => Ok(()),
+            UpstreamPresence::Found(up) => Err(RegistryError::Forbidden(format!(
+                "a crate named `{name}` exists in upstream registry `{up}`; publishing a new crate under an upstream name is refused to prevent dependency confusion. Pick another name, or set `allow_upstream_names = true` on registry `{registry}`"
+            ))),
+            UpstreamPresence::Unknown(failed) => {
+                let ups: Vec<String> = failed.iter().map(|(u, e)| format!("`{u}` ({e})")).collect();
+                let ups = ups.join(", ");
+                if reg.shadow == Shadow::Crate {
+                    tracing::warn!(registry = %registry, krate.name = name, upstreams = %ups, "publishing a new crate without asking the unreachable upstreams whether they have the name; with shadow = \"crate\" the local crate hides every upstream version of it");
+                    Ok(())
+                } else {
+                    Err(RegistryError::Unavailable(format!(
+                        "cannot check whether upstream {ups} has a crate named `{name}`; registry `{registry}` uses shadow = \"version\", where a same-named upstream crate would add its versions to yours, so a new name is not published unchecked. Retry when the upstream is reachable, or have an administrator set `allow_upstream_names = true` on `{registry}`"
+                    )))
+                }
+            }
+        }
+    }
+}
+
 fn check_publish_allowed(
     prior: Option<&CrateRecord>,
     meta: &NewCrate,
@@ -239,23 +257,27 @@ fn check_publish_allowed(
     who: &Principal,
 ) -> RegistryResult<()> {
     let Some(rec) = prior else { return Ok(()) };
-    if rec.name != meta.name {
-        return Err(if rec.name.eq_ignore_ascii_case(&meta.name) {
-            bad(format!(
-                "crate was previously named `{}`; publish it under that exact spelling",
-                rec.name
-            ))
-        } else {
-            RegistryError::Conflict(format!(
-                "a crate named `{}` already exists; names are compared case-insensitively with `-` and `_` treated alike",
-                rec.name
-            ))
-        });
+    // Another spelling with `-` and `_` swapped is another name that collides: taken, whoever
+    // asks. A spelling differing only in case is this crate: only its owners may publish, and
+    // only they are told to retry with the exact spelling (a non-owner would only get a 403
+    // on retrying).
+    let same_crate = rec.name.eq_ignore_ascii_case(&meta.name);
+    if !same_crate {
+        return Err(RegistryError::Conflict(format!(
+            "a crate named `{}` already exists; names are compared case-insensitively with `-` and `_` treated alike",
+            rec.name
+        )));
     }
     if !rec.owners.contains(&who.user) && !who.is_admin() {
         return Err(RegistryError::Forbidden(format!(
             "`{}` is not an owner of crate `{}`; an owner can add you with `cargo owner --add {} {}`",
             who.user, rec.name, who.user, rec.name
+        )));
+    }
+    if rec.name != meta.name {
+        return Err(bad(format!(
+            "crate was previously named `{}`; publish it under that exact spelling",
+            rec.name
         )));
     }
     if let Some(v) = rec.versions.iter().find(|v| same_release(&v.line.vers, version)) {
@@ -297,6 +319,48 @@ mod tests {
         m.rust_version = Some("1.70".into());
         m.keywords = vec!["a".into(); 6];
         assert!(validate_metadata(&m).is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+        /// Publish metadata: arbitrary bytes, and a good document with one byte changed or any
+        /// string in any field, are refused or accepted, never a panic.
+        #[test]
+        fn metadata_checks_never_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            pos in proptest::prelude::any::<usize>(),
+            byte in proptest::prelude::any::<u8>(),
+            field in 0usize..6,
+            value in proptest::prelude::any::<String>(),
+        ) {
+            let mut good = json!({
+                "name": "ok", "vers": "1.0.0", "deps": [{"name": "dep", "version_req": "^1", "features": [],
+                "optional": false, "default_features": true, "target": null, "kind": "normal",
+                "registry": null, "explicit_name_in_toml": "alias"}], "features": {"f": ["dep"]},
+                "keywords": ["k"], "categories": [], "rust_version": "1.70", "description": null,
+                "documentation": null, "homepage": null, "readme": null, "readme_file": null,
+                "license": null, "license_file": null, "repository": null, "links": null
+            });
+            let v = serde_json::Value::String(value.clone());
+            match field {
+                0 => good["name"] = v,
+                1 => good["vers"] = v,
+                2 => good["deps"][0]["version_req"] = v,
+                3 => good["deps"][0]["explicit_name_in_toml"] = v,
+                4 => good["rust_version"] = v,
+                _ => good["features"] = json!({ value: ["dep"] }),
+            }
+            let text = good.to_string().into_bytes();
+            let i = pos % text.len();
+            let mut mutated = text.clone();
+            mutated[i] = byte;
+            for input in [&bytes, &text, &mutated] {
+                if let Ok(meta) = serde_json::from_slice::<NewCrate>(input) {
+                    let _ = validate_metadata(&meta);
+                }
+            }
+        }
     }
 
     #[test]

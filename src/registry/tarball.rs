@@ -22,11 +22,28 @@ use semver::Version;
 use tar::{Archive, EntryType};
 use toml::{Table, Value};
 
+/// Largest root `Cargo.toml` accepted, in bytes. It is the only entry read into memory (and
+/// parsed as TOML); every other entry is streamed past and only counted. Real manifests are
+/// far smaller (a normalized one with hundreds of features is some tens of KiB).
+pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+
 /// Resource limits applied while inspecting a tarball.
 #[derive(Debug, Clone, Copy)]
 pub struct TarballLimits {
     /// Maximum number of decompressed bytes (headers included) to accept.
     pub max_unpacked_bytes: u64,
+    /// Maximum size of the root `Cargo.toml` (read into memory); see [`MAX_MANIFEST_BYTES`].
+    pub max_manifest_bytes: u64,
+}
+
+impl TarballLimits {
+    /// Limits with the given unpacked size and the default manifest cap.
+    pub fn new(max_unpacked_bytes: u64) -> Self {
+        TarballLimits {
+            max_unpacked_bytes,
+            max_manifest_bytes: MAX_MANIFEST_BYTES,
+        }
+    }
 }
 
 /// What was learned from a tarball that passed every check.
@@ -65,6 +82,8 @@ pub enum TarballError {
     UnsupportedEntryType { path: String, kind: String },
     #[error("tarball entry `{path}` declares {declared} bytes but {actual} bytes could be read")]
     SizeMismatch { path: String, declared: u64, actual: u64 },
+    #[error("`{path}` is {size} bytes; a crate's Cargo.toml may be at most {limit} bytes")]
+    ManifestTooLarge { path: String, size: u64, limit: u64 },
     #[error("the tarball has no `{expected}` manifest")]
     MissingManifest { expected: String },
     #[error("the tarball contains more than one root manifest `{path}`")]
@@ -178,8 +197,22 @@ pub fn inspect(crate_bytes: &[u8], name: &str, vers: &str, limits: TarballLimits
             return Err(TarballError::ManifestCaseConflict { path });
         }
         let actual = if is_manifest {
-            let mut buf = Vec::new();
-            let n = entry.read_to_end(&mut buf).map_err(map_io)? as u64;
+            // Refused on its header when it says so; read through a bounded reader anyway, so
+            // a header that lies cannot make it grow past the cap.
+            let cap = limits.max_manifest_bytes;
+            let too_large = |size| TarballError::ManifestTooLarge {
+                path: path.clone(),
+                size,
+                limit: cap,
+            };
+            if declared > cap {
+                return Err(too_large(declared));
+            }
+            let mut buf = Vec::with_capacity(usize::try_from(declared).unwrap_or(0));
+            let n = (&mut entry).take(cap + 1).read_to_end(&mut buf).map_err(map_io)? as u64;
+            if n > cap {
+                return Err(too_large(n));
+            }
             manifest = Some(buf);
             n
         } else {
@@ -344,9 +377,11 @@ mod tests {
 
     const LIMITS: TarballLimits = TarballLimits {
         max_unpacked_bytes: 1 << 20,
+        max_manifest_bytes: 64 << 10,
     };
     const SMALL: TarballLimits = TarballLimits {
         max_unpacked_bytes: 4096,
+        max_manifest_bytes: 4096,
     };
     const MANIFEST: &str = "[package]\nname = \"foo\"\nversion = \"0.1.0\"\n";
     const ROOT: &str = "foo-0.1.0/Cargo.toml";
@@ -574,7 +609,34 @@ mod tests {
         assert_eq!(res, Err(TarballError::SizeMismatch { path, declared, actual }));
     }
 
+    #[test]
+    fn manifest_is_capped() {
+        let big = format!("{MANIFEST}# {}\n", "x".repeat(100 << 10));
+        bad! { manifest(&big) => ManifestTooLarge }
+        let err = manifest(&big).unwrap_err().to_string();
+        assert!(
+            err.contains("foo-0.1.0/Cargo.toml") && err.contains("at most 65536 bytes"),
+            "{err}"
+        );
+        let fits = format!("{MANIFEST}# {}\n", "x".repeat(60 << 10));
+        assert!(manifest(&fits).is_ok());
+        assert_eq!(TarballLimits::new(1).max_manifest_bytes, MAX_MANIFEST_BYTES);
+    }
+
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any text as the root manifest (TOML or not) is checked without panicking.
+        #[test]
+        fn arbitrary_manifests_never_panic(
+            text in prop_oneof![
+                any::<String>(),
+                "\\[package\\]\nname = \"foo\"\nversion = \"0\\.1\\.0\"\n[a-z\\[\\]=\". \n{}0-9-]{0,60}",
+            ],
+        ) {
+            let _ = manifest(&text);
+        }
+
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
             let _ = run(&bytes);

@@ -3,7 +3,10 @@
 //! only starts once some bytes have arrived, so a silent connection would otherwise be held
 //! forever), then hands hyper the stream with those bytes put back in front. Between requests
 //! ([`Busy`] at zero) a connection that neither reads nor writes for the idle timeout reads as
-//! closed, so idle keep-alive connections cannot pin connection slots.
+//! closed, so idle keep-alive connections cannot pin connection slots. A write that makes no
+//! progress for the same timeout fails (a client that never reads its response would otherwise
+//! hold its connection, and its slot, for ever; the request-level timers stop once the handler
+//! has returned and only the body is left to send).
 
 use std::io;
 use std::pin::Pin;
@@ -30,6 +33,10 @@ struct Idle {
     /// When the connection may be closed: `timeout` after it last went idle.
     deadline: Instant,
     armed: bool,
+    /// Armed when a write first returns `Pending`; created on the first stall only, so writes
+    /// that go straight through cost no timer.
+    write_stall: Option<Pin<Box<Sleep>>>,
+    write_stalled: bool,
 }
 
 /// `prefix` first, then `inner`.
@@ -49,6 +56,8 @@ impl<S> Prefixed<S> {
             sleep: Box::pin(tokio::time::sleep(timeout)),
             deadline: Instant::now() + timeout,
             armed: false,
+            write_stall: None,
+            write_stalled: false,
         });
         self
     }
@@ -56,6 +65,37 @@ impl<S> Prefixed<S> {
     fn activity(&mut self) {
         if let Some(idle) = &mut self.idle {
             idle.armed = false;
+        }
+    }
+
+    /// After a write made progress: any stall is over.
+    fn wrote(&mut self) {
+        if let Some(idle) = &mut self.idle {
+            idle.armed = false;
+            idle.write_stalled = false;
+        }
+    }
+
+    /// After a write returned `Pending`: `Ready(Err)` once it has made no progress for the
+    /// whole timeout (the peer stopped reading), else `Pending`.
+    fn write_pending<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let Some(idle) = &mut self.idle else {
+            return Poll::Pending;
+        };
+        if !idle.write_stalled {
+            idle.write_stalled = true;
+            let deadline = Instant::now() + idle.timeout;
+            match &mut idle.write_stall {
+                Some(sleep) => sleep.as_mut().reset(deadline),
+                None => idle.write_stall = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        match idle.write_stall.as_mut().map(|s| s.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the peer has not read any of the response for the idle timeout",
+            ))),
+            _ => Poll::Pending,
         }
     }
 }
@@ -133,8 +173,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
 impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity();
+        match r {
+            Poll::Ready(Ok(n)) if n > 0 => self.wrote(),
+            Poll::Pending => return self.write_pending(cx),
+            _ => {}
         }
         r
     }
@@ -145,8 +187,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity();
+        match r {
+            Poll::Ready(Ok(n)) if n > 0 => self.wrote(),
+            Poll::Pending => return self.write_pending(cx),
+            _ => {}
         }
         r
     }
@@ -156,7 +200,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Pending => self.write_pending(cx),
+            r => r,
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -233,6 +280,51 @@ mod tests {
             waited >= Duration::from_secs(10) && waited < Duration::from_secs(11),
             "{waited:?}"
         );
+    }
+
+    /// A peer that stops reading makes the next write fail after the idle timeout, busy or not.
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_never_reads_fails_the_write() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        client.write_all(b"x").await.unwrap();
+        let busy = Busy::default();
+        let s = first_bytes(server, Duration::from_secs(5)).await.unwrap().unwrap();
+        let mut s = s.with_idle_timeout(Duration::from_secs(10), busy.clone());
+        busy.fetch_add(1, Ordering::SeqCst);
+        let start = Instant::now();
+        let err = s
+            .write_all(&vec![0u8; 64 << 10])
+            .await
+            .expect_err("a write nobody reads must fail");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(10) && waited < Duration::from_secs(11),
+            "{waited:?}"
+        );
+        drop(client);
+    }
+
+    /// A slow reader that keeps taking bytes is never cut off.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_reader_is_not_cut_off() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        client.write_all(b"x").await.unwrap();
+        let s = first_bytes(server, Duration::from_secs(5)).await.unwrap().unwrap();
+        let mut s = s.with_idle_timeout(Duration::from_secs(10), Busy::default());
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            let mut total = 0;
+            while total < 16 << 10 {
+                tokio::time::sleep(Duration::from_secs(8)).await;
+                total += client.read(&mut buf).await.unwrap();
+            }
+            total
+        });
+        s.write_all(&vec![0u8; 16 << 10])
+            .await
+            .expect("a slow reader keeps the connection");
+        assert!(reader.await.unwrap() >= 16 << 10);
     }
 
     #[tokio::test]

@@ -45,7 +45,7 @@ impl BlobDir {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.root.clone());
-        std::fs::create_dir_all(&dir)?;
+        create_dirs_durably(&self.root, &dir)?;
         let tmp_path = self.root.join("tmp").join(format!("{sha}.{}", rand::random::<u64>()));
         let mut f = std::fs::File::create(&tmp_path)?;
         f.write_all(bytes)?;
@@ -55,6 +55,26 @@ impl BlobDir {
         std::fs::File::open(&dir)?.sync_all()?;
         Ok(sha)
     }
+}
+
+/// Creates `dir` (below `root`, which exists) and each missing parent, fsyncing the parent of
+/// every directory it creates: a new `<aa>/<bb>` directory entry is as durable as the blob
+/// renamed into it, so an acknowledged blob cannot vanish with its directory after a crash.
+fn create_dirs_durably(root: &Path, dir: &Path) -> std::io::Result<()> {
+    let Ok(rel) = dir.strip_prefix(root) else {
+        return std::fs::create_dir_all(dir);
+    };
+    let mut parent = root.to_path_buf();
+    for part in rel.components() {
+        let child = parent.join(part);
+        match std::fs::create_dir(&child) {
+            Ok(()) => std::fs::File::open(&parent)?.sync_all()?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        parent = child;
+    }
+    Ok(())
 }
 
 fn unreachable_hex() -> ! {
@@ -74,6 +94,16 @@ mod tests {
         assert_eq!(a, blobs.put(b"hello").unwrap());
         assert_eq!(std::fs::read(blobs.path_of(&a).unwrap()).unwrap(), b"hello");
         assert!(blobs.path_of("../etc/passwd").is_none());
+    }
+
+    #[test]
+    fn nested_directories_are_created_below_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("ab").join("cd");
+        create_dirs_durably(dir.path(), &deep).unwrap();
+        assert!(deep.is_dir());
+        // Existing directories are fine, and so is a second call.
+        create_dirs_durably(dir.path(), &deep).unwrap();
     }
 
     #[test]

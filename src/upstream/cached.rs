@@ -22,9 +22,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use semver::Version;
-use serde::Deserialize;
 
-use super::classify::{Fault, Fetched, UpstreamError};
+use super::classify::{redact, Fault, Fetched, UpstreamError};
 use super::client::{UpstreamClient, UpstreamSettings};
 use super::expand_dl;
 use crate::cache::crate_files::{CrateFiles, CrateLookup, FillFailure, FillReader, FillWriter};
@@ -33,6 +32,8 @@ use crate::cache::index_cache::{IndexCache, IndexEntry};
 use crate::cache::single_flight::{FlightError, SingleFlight};
 use crate::cache::{now_ms, CacheStatus, FastHasher, MemCache};
 use crate::index::index_path;
+use crate::index::line::{line_key, lines};
+use crate::index::name::{is_lookup_name, validate_version};
 
 /// How long the upstream is left alone after it failed for a file (stale copies are served).
 pub const STALE_BACKOFF_MS: u64 = 10_000;
@@ -115,6 +116,15 @@ pub struct ProxySettings {
     pub negative_ttl: Duration,
     /// Connect and read timeout towards the upstream.
     pub timeout: Duration,
+    /// Longest time one upstream transfer (index file, `config.json` or `.crate`; all tries,
+    /// headers and body) may take.
+    pub deadline: Duration,
+    /// Largest index file accepted from the upstream.
+    pub max_index_bytes: u64,
+    /// Largest `.crate` accepted from the upstream.
+    pub max_crate_bytes: u64,
+    /// Extra root certificates (PEM) trusted for the upstream.
+    pub ca_file: Option<std::path::PathBuf>,
     pub offline: bool,
     /// Upstream requests in flight at once (index fetches and crate transfers).
     pub upstream_concurrency: usize,
@@ -144,36 +154,31 @@ pub enum DownloadError {
     Upstream(#[from] UpstreamError),
 }
 
-#[derive(Deserialize)]
-struct LineKey<'a> {
-    #[serde(borrow)]
-    name: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    vers: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    cksum: std::borrow::Cow<'a, str>,
+/// Finds `(name as published, cksum)` of `version` in an index file: the line whose version
+/// string is `version`, else the first whose version is the same semver. Unusable lines (see
+/// [`line_key`]) are skipped, so the name returned is always a valid crate name.
+pub fn find_cksum(body: &[u8], version: &str) -> Option<(String, String)> {
+    find_cksum_counting(body, version).0
 }
 
-/// Finds `(name as published, cksum)` of `version` in an index file.
-pub fn find_cksum(body: &[u8], version: &str) -> Option<(String, String)> {
+/// [`find_cksum`], also counting the unusable lines it skipped on the way.
+pub fn find_cksum_counting(body: &[u8], version: &str) -> (Option<(String, String)>, usize) {
     let want = Version::parse(version).ok();
     let mut semver_match = None;
-    for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let Ok(k) = serde_json::from_slice::<LineKey<'_>>(line) else {
+    let mut skipped = 0;
+    for line in lines(body) {
+        let Some(k) = line_key(line) else {
+            skipped += 1;
             continue;
         };
         if k.vers == version {
-            return Some((k.name.into_owned(), k.cksum.into_owned()));
+            return (Some((k.name.into_owned(), k.cksum.into_owned())), skipped);
         }
-        if semver_match.is_none()
-            && want
-                .as_ref()
-                .is_some_and(|w| Version::parse(&k.vers).ok().as_ref() == Some(w))
-        {
+        if semver_match.is_none() && want.as_ref() == Some(&k.version) {
             semver_match = Some((k.name.into_owned(), k.cksum.into_owned()));
         }
     }
-    semver_match
+    (semver_match, skipped)
 }
 
 /// The error a client sees when a shared fetch failed without an upstream error: generic on
@@ -212,6 +217,9 @@ impl CachedUpstream {
             UpstreamSettings {
                 connect_timeout: settings.timeout.min(Duration::from_secs(10)),
                 read_timeout: settings.timeout,
+                deadline: settings.deadline,
+                max_index_bytes: settings.max_index_bytes,
+                ca_file: settings.ca_file.clone(),
                 ..UpstreamSettings::default()
             },
             &settings.registry,
@@ -359,7 +367,10 @@ impl CachedUpstream {
             },
             Ok(Fetched::NotFound) => (Arc::new(IndexEntry::not_found(now)), CacheStatus::Miss),
             Err(err) => {
-                if matches!(err, UpstreamError::Connect { .. } | UpstreamError::Timeout { .. }) {
+                if matches!(
+                    err,
+                    UpstreamError::Connect { .. } | UpstreamError::Timeout { .. } | UpstreamError::Untrusted { .. }
+                ) {
                     self.unreachable_until
                         .fetch_max(now + STALE_BACKOFF_MS, Ordering::Relaxed);
                 }
@@ -405,17 +416,30 @@ impl CachedUpstream {
         if let Some(hit) = self.cksums.get(&key) {
             return Ok(hit);
         }
-        let lower = &key[..name.len()];
         let not_found = || {
             DownloadError::NotFound(format!(
                 "crate `{name}` version `{version}` is not in the upstream index"
             ))
         };
+        // Checked before anything is cached or asked upstream (the registry layer checks too,
+        // with the reason; this keeps the upstream's URLs safe whoever calls).
+        if !is_lookup_name(name) || validate_version(version).is_err() {
+            return Err(not_found());
+        }
+        let lower = &key[..name.len()];
         let lookup = self.index_file(lower).await?;
         if lookup.entry.not_found {
             return Err(not_found());
         }
-        let found = find_cksum(&lookup.entry.body, version).ok_or_else(not_found)?;
+        let (found, skipped) = find_cksum_counting(&lookup.entry.body, version);
+        super::garbage::report(
+            &self.settings.registry,
+            lower,
+            &lookup.entry.etag,
+            skipped,
+            "checksum lookup",
+        );
+        let found = found.ok_or_else(not_found)?;
         self.cksums.insert(key, found.clone());
         Ok(found)
     }
@@ -463,45 +487,62 @@ impl CachedUpstream {
         Ok(dl)
     }
 
+    /// Drives one fill: the whole transfer (`config.json`, headers, body) runs under the
+    /// total deadline; any failure fails the fill, so nothing partial is kept or served whole.
     async fn transfer(&self, mut writer: FillWriter, name: &str, version: &str) {
+        writer.set_limit(self.settings.max_crate_bytes);
+        let deadline = self.settings.deadline;
+        let result = match tokio::time::timeout(deadline, self.fetch_into(&mut writer, name, version)).await {
+            Ok(r) => r,
+            Err(_) => Err(FillFailure::Timeout(format!(
+                "the upstream did not deliver `{name}` {version} within the total deadline of {}s \
+                 (`upstream_deadline`); it was not cached",
+                deadline.as_secs_f64()
+            ))),
+        };
+        let registry = &self.settings.registry;
+        if let Err(f) = result {
+            tracing::warn!(registry = %registry, krate.name = name, krate.version = version, error = %f, "crate download failed");
+            return writer.fail(f);
+        }
+        match writer.finish().await {
+            Ok(_) => {
+                tracing::info!(registry = %registry, krate.name = name, krate.version = version, "crate cached")
+            }
+            Err(f) => {
+                tracing::warn!(registry = %registry, krate.name = name, krate.version = version, error = %f, "crate not cached")
+            }
+        }
+    }
+
+    async fn fetch_into(&self, writer: &mut FillWriter, name: &str, version: &str) -> Result<(), FillFailure> {
         let failure = |e: UpstreamError| match e.fault() {
             Fault::Timeout => FillFailure::Timeout(e.to_string()),
             _ => FillFailure::Upstream(e.to_string()),
         };
-        let dl = match self.dl_template().await {
-            Ok(dl) => dl,
-            Err(e) => return writer.fail(failure(e)),
-        };
-        let url = expand_dl(&dl, name, version, writer.sha256());
+        let dl = self.dl_template().await.map_err(failure)?;
+        let url = expand_dl(&dl, name, version, writer.sha256()).map_err(|e| FillFailure::Upstream(e.to_string()))?;
         let resp = match self.client.download(&url).await {
             Ok(Some(r)) => r,
-            Ok(None) => return writer.fail(FillFailure::NotFound(format!("the upstream has no file at {url}"))),
-            Err(e) => return writer.fail(failure(e)),
+            Ok(None) => {
+                return Err(FillFailure::NotFound(format!(
+                    "the upstream has no file at {}",
+                    redact(&url)
+                )))
+            }
+            Err(e) => return Err(failure(e)),
         };
-        if let Err(f) = writer.headers(resp.content_length).await {
-            return writer.fail(f);
-        }
+        writer.headers(resp.content_length).await?;
         let mut body = resp.response.bytes_stream();
         while let Some(chunk) = body.next().await {
-            let res = match chunk {
-                Ok(c) => writer.write(&c).await,
-                Err(e) => Err(FillFailure::Upstream(format!(
-                    "the upstream transfer of {url} broke: {e}"
-                ))),
-            };
-            if let Err(f) = res {
-                tracing::warn!(registry = %self.settings.registry, krate.name = name, krate.version = version, error = %f, "crate download failed");
-                return writer.fail(f);
+            match chunk {
+                Ok(c) => writer.write(&c).await?,
+                Err(e) => {
+                    return Err(failure(super::client::map_err(&url, e)));
+                }
             }
         }
-        match writer.finish().await {
-            Ok(_) => {
-                tracing::info!(registry = %self.settings.registry, krate.name = name, krate.version = version, "crate cached")
-            }
-            Err(f) => {
-                tracing::warn!(registry = %self.settings.registry, krate.name = name, krate.version = version, error = %f, "crate not cached")
-            }
-        }
+        Ok(())
     }
 }
 
@@ -511,10 +552,49 @@ mod tests {
 
     #[test]
     fn cksum_lookup() {
-        let body = b"{\"name\":\"Foo\",\"vers\":\"1.0.0\",\"cksum\":\"aa\",\"deps\":[]}\n{\"name\":\"Foo\",\"vers\":\"1.1.0+b\",\"cksum\":\"bb\"}\nnot json\n";
-        assert_eq!(find_cksum(body, "1.0.0"), Some(("Foo".into(), "aa".into())));
-        assert_eq!(find_cksum(body, "1.1.0+b"), Some(("Foo".into(), "bb".into())));
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let body = format!(
+            "{{\"name\":\"Foo\",\"vers\":\"1.0.0\",\"cksum\":\"{a}\",\"deps\":[]}}\n{{\"name\":\"Foo\",\"vers\":\"1.1.0+b\",\"cksum\":\"{b}\"}}\nnot json\n"
+        );
+        let body = body.as_bytes();
+        assert_eq!(find_cksum(body, "1.0.0"), Some(("Foo".into(), a.clone())));
+        assert_eq!(find_cksum(body, "1.1.0+b"), Some(("Foo".into(), b)));
         assert_eq!(find_cksum(body, "2.0.0"), None);
+        assert_eq!(find_cksum_counting(body, "2.0.0"), (None, 1));
+    }
+
+    /// Garbage lines never break the lookup, and never yield a name unfit for a URL.
+    #[test]
+    fn cksum_lookup_skips_garbage() {
+        let c = "c".repeat(64);
+        let body = format!(
+            "not json\n{{\"name\":\"foo\"}}\n{{\"name\":\"日本語\",\"vers\":\"2.0.0\",\"cksum\":\"{c}\"}}\n\
+             {{\"name\":\"../x\",\"vers\":\"3.0.0\",\"cksum\":\"{c}\"}}\n{{\"name\":\"foo\",\"vers\":\"bad\",\"cksum\":\"{c}\"}}\n\
+             {{\"name\":\"foo\",\"vers\":\"1.0.0\",\"cksum\":\"{c}\"}}\n"
+        );
+        assert_eq!(
+            find_cksum_counting(body.as_bytes(), "1.0.0"),
+            (Some(("foo".into(), c)), 5)
+        );
+        for v in ["2.0.0", "3.0.0", "bad"] {
+            assert_eq!(find_cksum(body.as_bytes(), v), None, "{v}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn cksum_lookup_never_panics(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            version in proptest::prelude::any::<String>(),
+        ) {
+            for v in [version.as_str(), "1.0.0"] {
+                if let Some((name, cksum)) = find_cksum(&body, v) {
+                    proptest::prop_assert!(is_lookup_name(&name) && cksum.len() == 64);
+                }
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -15,18 +15,35 @@ pub enum Fault {
     Busy,
 }
 
-/// Why an upstream request failed.
+/// `url` as it may be shown (errors, logs, response bodies): any `user:password@` is replaced
+/// by `***@`. The one place upstream URLs are made safe to show.
+pub fn redact(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.into();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..scheme_end], &rest[at..]).into(),
+        None => url.into(),
+    }
+}
+
+/// Why an upstream request failed. URLs are kept as requested and redacted when displayed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("upstream answered HTTP {status} for {url}")]
+    #[error("upstream answered HTTP {status} for {}", redact(.url))]
     Status { status: u16, url: String },
-    #[error("upstream did not answer in time ({url}): {detail}")]
+    #[error("upstream did not answer in time ({}): {detail}", redact(.url))]
     Timeout { url: String, detail: String },
-    #[error("cannot reach upstream ({url}): {detail}")]
+    #[error("cannot reach upstream ({}): {detail}", redact(.url))]
     Connect { url: String, detail: String },
-    #[error("upstream transfer failed ({url}): {detail}")]
+    /// The upstream's certificate is not trusted (retrying cannot help).
+    #[error("the upstream's TLS certificate is not trusted ({}): {detail}", redact(.url))]
+    Untrusted { url: String, detail: String },
+    #[error("upstream transfer failed ({}): {detail}", redact(.url))]
     Body { url: String, detail: String },
-    #[error("upstream sent invalid data ({url}): {detail}")]
+    #[error("upstream sent invalid data ({}): {detail}", redact(.url))]
     Invalid { url: String, detail: String },
     #[error("{0}")]
     Internal(String),
@@ -42,7 +59,10 @@ impl UpstreamError {
         match self {
             UpstreamError::Status { status, .. } => *status >= 500 || *status == 429,
             UpstreamError::Timeout { .. } | UpstreamError::Connect { .. } | UpstreamError::Body { .. } => true,
-            UpstreamError::Invalid { .. } | UpstreamError::Internal(_) | UpstreamError::Busy { .. } => false,
+            UpstreamError::Invalid { .. }
+            | UpstreamError::Untrusted { .. }
+            | UpstreamError::Internal(_)
+            | UpstreamError::Busy { .. } => false,
         }
     }
 
@@ -114,6 +134,22 @@ mod tests {
     }
 
     #[test]
+    fn credentials_are_redacted() {
+        assert_eq!(
+            redact("https://u:secret@h.example/index/"),
+            "https://***@h.example/index/"
+        );
+        assert_eq!(redact("http://token@h.example:8/a@b"), "http://***@h.example:8/a@b");
+        assert_eq!(redact("https://h.example/a@b?c@d"), "https://h.example/a@b?c@d");
+        assert_eq!(redact("not a url"), "not a url");
+        let e = UpstreamError::Status {
+            status: 500,
+            url: "https://u:secret@h.example/x".into(),
+        };
+        assert!(!e.to_string().contains("secret"), "{e}");
+    }
+
+    #[test]
     fn retryability_and_fault() {
         let st = |status| UpstreamError::Status {
             status,
@@ -128,5 +164,14 @@ mod tests {
         assert!(t.is_retryable());
         assert_eq!(t.fault(), Fault::Timeout);
         assert_eq!(st(502).fault(), Fault::Upstream);
+        let untrusted = UpstreamError::Untrusted {
+            url: String::new(),
+            detail: String::new(),
+        };
+        assert!(
+            !untrusted.is_retryable(),
+            "a certificate does not become trusted by retrying"
+        );
+        assert_eq!(untrusted.fault(), Fault::Upstream);
     }
 }

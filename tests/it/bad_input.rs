@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use tar::{EntryType, Header};
 
 use crate::support::daemon::{Daemon, HERMETIC_DEFAULT};
+use crate::support::fake_upstream::{FakeUpstream, Package};
 use crate::support::http::{self, Resp};
 use crate::support::package::{crate_tarball, manifest, metadata, metadata_dep, publish_body, simple_crate};
 use crate::support::{expand_dl, index_path, parse_index_lines, sha256_hex};
@@ -237,8 +238,9 @@ fn seen(d: &Daemon, name: &str, vers: &str) -> Seen {
         d.log_tail()
     );
     let dl = get(d, &format!("/{REG}/api/v1/crates/{name}/{vers}/download"), None);
+    // 400: a name or version that cannot exist (refused before any lookup).
     assert!(
-        matches!(dl.status, 200 | 404),
+        matches!(dl.status, 200 | 400 | 404),
         "download of {name}@{vers}: unexpected status {}: {}\n{}",
         dl.status,
         dl.text(),
@@ -867,6 +869,22 @@ fn ownership(d: &Daemon, cx: &Ctx) -> Vec<Accepted> {
             publish_to(d, REG, Some(&bob), body)
         },
     );
+    // Another spelling of the same crate changes nothing: a non-owner is refused as a
+    // non-owner (403), not told to retry with the exact spelling (which would only get a 403).
+    for spelling in ["Owned-Demo", "OWNED-DEMO"] {
+        let label = format!("bob publishes {spelling} over alice's {name}");
+        refused(
+            d,
+            &label,
+            &[(name, "0.1.0"), (name, "0.2.0"), (spelling, "0.2.0")],
+            &[403],
+            &["`bob` is not an owner"],
+            || {
+                let body = publish_body(&metadata(spelling, "0.2.0"), &simple_crate(spelling, "0.2.0"));
+                publish_to(d, REG, Some(&bob), body)
+            },
+        );
+    }
     refused(
         d,
         "bob yanks alice's crate",
@@ -1131,7 +1149,7 @@ fn routing_errors_are_json() {
 
 /// Reads one HTTP/1.1 response (head, lowercased, and its `Content-Length` body) from a raw
 /// connection; `None` when the connection ends or fails before a complete response.
-fn read_response(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+pub(crate) fn read_response(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let mut more = |buf: &mut Vec<u8>| match stream.read(&mut chunk) {
@@ -1170,6 +1188,9 @@ fn read_response(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
 #[test]
 fn early_413_keeps_the_connection_usable_or_closes_it() {
     let d = Daemon::start_with_config(&format!("{HERMETIC_DEFAULT}{SMALL_LIMITS}"));
+    // Authorised (writes are authorised before their body is read, so an anonymous one would
+    // get a 401 instead).
+    let token = d.user_token("alice", &[]);
     let addr = d.base_url().strip_prefix("http://").expect("http base URL").to_owned();
     let mut stream = TcpStream::connect(&addr).expect("connect to the daemon");
     // Guards against a wedged connection, not assertions about speed.
@@ -1178,8 +1199,8 @@ fn early_413_keeps_the_connection_usable_or_closes_it() {
 
     let body = vec![0x5a; 80 << 10];
     let mut request = format!(
-        "PUT /{REG}/api/v1/crates/new HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/octet-stream\r\n\
-         Accept: application/json\r\nContent-Length: {}\r\n\r\n",
+        "PUT /{REG}/api/v1/crates/new HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {token}\r\n\
+         Content-Type: application/octet-stream\r\nAccept: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -1253,5 +1274,389 @@ fn store_survives_every_bad_input() {
             let body = publish_body(&metadata("fresh-demo", "1.0.0"), &other_crate("fresh-demo", "1.0.0"));
             publish_to(&d, REG, Some(&cx.alice), body)
         },
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Names, versions and paths at the boundary; garbage from the upstream
+
+/// One request on its own connection with the request target sent byte for byte (an HTTP
+/// client would resolve `%2E%2E` and `..` before sending). Returns the status and the body
+/// parsed as JSON (`Value::Null` when it is not JSON).
+fn raw_request(d: &Daemon, method: &str, target: &str, token: Option<&str>, body: &[u8]) -> (u16, Value) {
+    let addr = d.base_url().strip_prefix("http://").expect("http base URL").to_owned();
+    let mut stream = TcpStream::connect(&addr).expect("connect to the daemon");
+    // Guards against a wedged connection, not assertions about speed.
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let auth = token.map(|t| format!("Authorization: {t}\r\n")).unwrap_or_default();
+    let mut req = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\n{auth}Accept: application/json\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    stream.write_all(&req).expect("send the request");
+    let (head, body) =
+        read_response(&mut stream).unwrap_or_else(|| panic!("no response to {method} {target}\n{}", d.log_tail()));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line in {head}"));
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// Percent-encodes every byte but ASCII letters, digits, `-` and `_` (so `.` too: no `..`
+/// reaches a client-side normaliser).
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The index path the daemon computed for a name before names were checked (byte slices of
+/// the lowercased name), each part percent-encoded: what gets a hostile name past the prefix
+/// check of the index route. `None` when the old code would have panicked or the name has a
+/// `/` (which cannot come back as one segment).
+fn old_style_index_target(reg: &str, name: &str) -> Option<String> {
+    let lower = name.to_ascii_lowercase();
+    if lower.contains('/') {
+        return None;
+    }
+    let parts: Vec<&str> = match lower.len() {
+        0 => return None,
+        1 => vec!["1"],
+        2 => vec!["2"],
+        3 => vec!["3", lower.get(..1)?],
+        _ => vec![lower.get(..2)?, lower.get(2..4)?],
+    };
+    let parts: Vec<String> = parts.iter().map(|p| enc(p)).collect();
+    Some(format!("/{reg}/index/{}/{}", parts.join("/"), enc(&lower)))
+}
+
+/// Asserts a refusal: 400 or 404 with Cargo's error body.
+fn assert_refused(label: &str, (status, body): (u16, Value), d: &Daemon) {
+    assert!(
+        matches!(status, 400 | 404),
+        "{label}: expected 400 or 404, got {status}: {body}\n{}",
+        d.log_tail()
+    );
+    assert!(
+        body["errors"][0]["detail"].is_string(),
+        "{label}: the error body is not Cargo's JSON: {body}"
+    );
+}
+
+/// A daemon whose `crates-io` proxy reads `up`, with `local` merged over it (by crate) and
+/// `union` (by version).
+fn daemon_over_fake(up: &FakeUpstream) -> Daemon {
+    Daemon::start_with_config(&format!(
+        r#"
+[registries.crates-io]
+kind = "proxy"
+upstream = "{}"
+
+[registries.local]
+kind = "hosted"
+upstreams = ["crates-io"]
+
+[registries.union]
+kind = "hosted"
+upstreams = ["crates-io"]
+shadow = "version"
+allow_upstream_names = true
+"#,
+        up.index_url()
+    ))
+}
+
+fn assert_no_panic(d: &Daemon) {
+    let log = d.stderr_log();
+    assert!(!log.contains("panicked"), "the daemon panicked:\n{}", d.log_tail());
+}
+
+/// Non-ASCII names in proxied and merged download URLs (`%C3%A9a`, `日本語`) used to panic in
+/// `index_path` (byte slicing). They are refused with a 400 naming the problem, every time
+/// (nothing wedged), with no panic and nothing sent upstream.
+#[test]
+fn non_ascii_names_in_download_urls_are_refused_without_a_panic() {
+    let up = FakeUpstream::start_blocking();
+    let d = daemon_over_fake(&up);
+    for name in ["éa", "日本語", "ab日本"] {
+        for reg in ["crates-io", "local", "union"] {
+            let url = d.url(&format!("/{reg}/api/v1/crates/{}/1.0.0/download", enc(name)));
+            for attempt in 0..2 {
+                let resp = call(Method::GET, &url, None, None, &[]);
+                assert_eq!(
+                    resp.status,
+                    400,
+                    "{reg} download of {name:?} (attempt {attempt}): {}\n{}",
+                    resp.text(),
+                    d.log_tail()
+                );
+                let details = resp.error_details().join(" | ");
+                assert!(details.contains("invalid crate name"), "{details}");
+            }
+        }
+    }
+    assert_no_panic(&d);
+    assert_eq!(up.requests().len(), 0, "sent upstream: {:?}", up.requests());
+}
+
+/// Hostile names and versions (percent-encoded `?`, `#`, `..`, `/`, `\`, NUL, spaces, non-ASCII,
+/// 30,000 characters) on every route that takes one get a 400 or 404 with Cargo's JSON error and
+/// are never forwarded: the fake upstream sees no request at all. Before, 15 of 15 such names
+/// reached the upstream, some outside its base path (`GET /secret`).
+#[test]
+fn hostile_names_and_versions_are_refused_on_every_route_and_never_forwarded() {
+    let up = FakeUpstream::start_blocking();
+    up.add_crate(&Package::new("foo", "1.0.0"));
+    let d = daemon_over_fake(&up);
+    let token = d.user_token("alice", &[]);
+    let long = "a".repeat(30_000);
+    let names: Vec<&str> = vec![
+        "..",
+        "../secret",
+        "../../secret",
+        "../../../secret",
+        "..?x",
+        "a?b=c",
+        "?x",
+        "a#b",
+        "#frag",
+        "a/b",
+        "a\\b",
+        "..\\..\\secret",
+        "a b",
+        "a\0b",
+        "a.b",
+        "éa",
+        "日本語",
+        "-x",
+        &long,
+    ];
+    for name in &names {
+        let e = enc(name);
+        let short: String = name.chars().take(20).collect();
+        for reg in ["crates-io", "local", "union"] {
+            if let Some(target) = old_style_index_target(reg, name) {
+                let label = format!("{reg} index file of {short:?}");
+                assert_refused(&label, raw_request(&d, "GET", &target, None, b""), &d);
+            }
+            let target = format!("/{reg}/api/v1/crates/{e}/1.0.0/download");
+            let label = format!("{reg} download of {short:?}");
+            assert_refused(&label, raw_request(&d, "GET", &target, None, b""), &d);
+        }
+        let base = format!("/local/api/v1/crates/{e}");
+        let owners = br#"{"users":["alice"]}"#;
+        for (method, target, body) in [
+            ("DELETE", format!("{base}/1.0.0/yank"), &b""[..]),
+            ("PUT", format!("{base}/1.0.0/unyank"), &b""[..]),
+            ("GET", format!("{base}/owners"), &b""[..]),
+            ("PUT", format!("{base}/owners"), &owners[..]),
+            ("DELETE", format!("{base}/owners"), &owners[..]),
+        ] {
+            let label = format!("{method} {} of {short:?}", target.rsplit('/').next().unwrap_or(""));
+            assert_refused(&label, raw_request(&d, method, &target, Some(&token), body), &d);
+        }
+        // A search query is matched, never looked up: it answers 200, or 400 when over-long.
+        for reg in ["crates-io", "local"] {
+            let (status, body) = raw_request(&d, "GET", &format!("/{reg}/api/v1/crates?q={e}"), None, b"");
+            let expected = if name.len() > 256 { 400 } else { 200 };
+            assert_eq!(status, expected, "{reg} search for {short:?}: {body}");
+        }
+    }
+    // Versions: a known crate with a version that is not semver (or is over-long).
+    let long_version = format!("1.0.0-{}", "a".repeat(30_000));
+    for vers in [
+        "..",
+        "../../secret",
+        "1.0.0/../../secret",
+        "1.0.0?x=1",
+        "1.0.0#x",
+        "1.0.0\\x",
+        "1.0",
+        "v1.0.0",
+        "1.0.0 ",
+        "1.0.0-é",
+        &long_version,
+    ] {
+        let e = enc(vers);
+        let short: String = vers.chars().take(20).collect();
+        for reg in ["crates-io", "local", "union"] {
+            let target = format!("/{reg}/api/v1/crates/foo/{e}/download");
+            let label = format!("{reg} download of foo version {short:?}");
+            let (status, body) = raw_request(&d, "GET", &target, None, b"");
+            assert_refused(&label, (status, body.clone()), &d);
+            assert!(
+                body["errors"][0]["detail"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("invalid version"),
+                "{label}: {body}"
+            );
+        }
+        let target = format!("/local/api/v1/crates/foo/{e}/yank");
+        assert_refused(
+            &format!("yank of version {short:?}"),
+            raw_request(&d, "DELETE", &target, Some(&token), b""),
+            &d,
+        );
+    }
+    assert_no_panic(&d);
+    assert_eq!(
+        up.requests().iter().map(|r| r.path.clone()).collect::<Vec<_>>(),
+        Vec::<String>::new(),
+        "hostile names or versions were forwarded upstream"
+    );
+
+    // The log above is meaningful: a good request does reach the upstream.
+    let ok = get(&d, "/crates-io/api/v1/crates/foo/1.0.0/download", None);
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert!(up.hits(&FakeUpstream::index_path("foo")) >= 1);
+}
+
+/// A `.crate` whose `Cargo.toml` is larger than the manifest cap (4 MiB) is refused with a
+/// clear 400, however well it compresses; before, a 300 MiB manifest was read whole and
+/// accepted. A manifest under the cap is still accepted.
+#[test]
+fn oversized_manifests_are_refused() {
+    let d = Daemon::start();
+    let alice = d.user_token("alice", &[]);
+    let (name, vers) = ("big-manifest", "0.1.0");
+    let padded = |bytes: usize| {
+        let m = format!("{}# {}\n", manifest(name, vers), "x".repeat(bytes));
+        crate_tarball(name, vers, &[("Cargo.toml", &m), ("src/lib.rs", "")])
+    };
+    refused(
+        &d,
+        "a 5 MiB Cargo.toml",
+        &[(name, vers)],
+        &[400],
+        &["Cargo.toml", "at most 4194304 bytes"],
+        || {
+            publish_to(
+                &d,
+                REG,
+                Some(&alice),
+                publish_body(&metadata(name, vers), &padded(5 << 20)),
+            )
+        },
+    );
+    let ok = publish_ok(&d, &alice, &metadata(name, vers), padded(1 << 20));
+    assert_served(&d, &[ok]);
+}
+
+/// Garbage lines in an upstream index file (not JSON, missing fields, non-ASCII or invalid
+/// names, bad versions) are served verbatim by the proxy, and never break our own parsing:
+/// downloads of good versions work, the garbage lines' versions are 404 (a non-ASCII name in a
+/// line used to panic in `prefix_of`; a `../x` name was pasted into the download URL), the
+/// merged file leaves them out, search shows the real name, and the log says so once per file.
+#[test]
+fn garbage_upstream_index_lines_are_served_verbatim_and_skipped() {
+    let up = FakeUpstream::start_blocking();
+    let good = Package::new("messy", "1.0.0");
+    up.add_crate(&good);
+    let (c, two, three) = (
+        good.cksum(),
+        Package::new("messy", "2.0.0"),
+        Package::new("messy", "3.0.0"),
+    );
+    let (c2, c3) = (two.cksum(), three.cksum());
+    for line in [
+        "not json at all".to_owned(),
+        r#"{"name":"messy"}"#.to_owned(),
+        format!(r#"{{"name":"日本語","vers":"2.0.0","deps":[],"cksum":"{c2}","features":{{}},"yanked":false}}"#),
+        format!(r#"{{"name":"../x","vers":"3.0.0","deps":[],"cksum":"{c3}","features":{{}},"yanked":false}}"#),
+        format!(r#"{{"name":"messy","vers":"banana","deps":[],"cksum":"{c}","features":{{}},"yanked":false}}"#),
+        r#"{"name":"messy","vers":"4.0.0","deps":[],"cksum":"zz","features":{},"yanked":false}"#.to_owned(),
+    ] {
+        up.add_raw_line("messy", &line);
+    }
+    // The files also answer under the garbage lines' names (as sent, or as a client resolves
+    // `../x`), so only our own parsing can refuse them.
+    for (n, v, bytes) in [
+        ("日本語", "2.0.0", two.crate_bytes()),
+        ("../x", "3.0.0", three.crate_bytes()),
+        ("x", "3.0.0", three.crate_bytes()),
+        ("messy", "4.0.0", good.crate_bytes()),
+    ] {
+        up.add_download(n, v, bytes);
+    }
+    let d = daemon_over_fake(&up);
+    let upstream_file = up.index_body("messy").unwrap();
+
+    let served = get(&d, &format!("/crates-io/index/{}", index_path("messy")), None);
+    assert_eq!(served.status, 200);
+    assert!(
+        served.body == upstream_file,
+        "the proxy serves the upstream file verbatim"
+    );
+    for reg in ["crates-io", "local", "union"] {
+        let ok = get(&d, &format!("/{reg}/api/v1/crates/messy/1.0.0/download"), None);
+        assert_eq!(ok.status, 200, "{reg}: {}\n{}", ok.text(), d.log_tail());
+        assert!(ok.body == good.crate_bytes());
+        for vers in ["2.0.0", "3.0.0", "4.0.0"] {
+            for attempt in 0..3 {
+                let resp = get(&d, &format!("/{reg}/api/v1/crates/messy/{vers}/download"), None);
+                assert_eq!(
+                    resp.status,
+                    404,
+                    "{reg} messy@{vers} (attempt {attempt}): {}\n{}",
+                    resp.text(),
+                    d.log_tail()
+                );
+            }
+        }
+    }
+    let bad_paths: Vec<String> = up
+        .requests()
+        .iter()
+        .map(|r| r.path.clone())
+        .filter(|p| !(p.starts_with("/index/") || p.starts_with("/dl/messy/1.0.0/")))
+        .collect();
+    assert!(bad_paths.is_empty(), "requests made from garbage lines: {bad_paths:?}");
+
+    // The merged (by version) file: a local version plus the usable upstream line only.
+    let alice = d.user_token("alice", &[]);
+    let body = publish_body(&metadata("messy", "0.5.0"), &simple_crate("messy", "0.5.0"));
+    let published = publish_to(&d, "union", Some(&alice), body);
+    assert_eq!(published.status, 200, "{}\n{}", published.text(), d.log_tail());
+    for _ in 0..3 {
+        let merged = get(&d, &format!("/union/index/{}", index_path("messy")), None);
+        assert_eq!(merged.status, 200, "{}", merged.text());
+        let lines = parse_index_lines(&merged.text());
+        let versions: Vec<&str> = lines.iter().map(|l| l["vers"].as_str().unwrap_or("?")).collect();
+        assert_eq!(versions, ["0.5.0", "1.0.0"], "merged file:\n{}", merged.text());
+    }
+    // Search shows the crate under its real name, with its real highest version.
+    for reg in ["crates-io", "local"] {
+        for _ in 0..3 {
+            let found = get(&d, &format!("/{reg}/api/v1/crates?q=mess"), None).json();
+            let hit = found["crates"]
+                .as_array()
+                .and_then(|a| a.iter().find(|c| c["name"] == "messy").cloned())
+                .unwrap_or_else(|| panic!("{reg}: messy not found: {found}"));
+            assert_eq!(hit["max_version"], "1.0.0", "{reg}: {found}");
+        }
+    }
+    assert_no_panic(&d);
+    let warnings = d
+        .stderr_log()
+        .lines()
+        .filter(|l| l.contains("unusable lines") && l.contains("messy"))
+        .count();
+    assert_eq!(
+        warnings,
+        1,
+        "one warning for the file, not one per request:\n{}",
+        d.log_tail()
     );
 }

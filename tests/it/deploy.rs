@@ -37,6 +37,8 @@ const PROXY_ONLY: &[&str] = &[
     "negative_ttl",
     "upstream_timeout",
     "upstream_concurrency",
+    "upstream_deadline",
+    "ca_file",
 ];
 const HOSTED_ONLY: &[&str] = &["upstreams", "shadow", "allow_upstream_names"];
 const COMMON: &[&str] = &["kind", "description", "labels", "auth_required"];
@@ -204,7 +206,14 @@ fn example_config_declares_every_key() {
         "no auth-required hosted registry"
     );
 
-    // What is commented out is valid once put back.
+    // What is commented out is valid once put back (`ca_file` is checked to hold a certificate:
+    // point it at a generated one).
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pem = dir.path().join("upstream-ca.pem");
+    let ca = rcgen::generate_simple_self_signed(vec!["ca.example".to_owned()]).expect("CA");
+    std::fs::write(&pem, ca.cert.pem()).expect("write CA");
+    assert!(full_text.contains("\"/etc/cargohold/upstream-ca.pem\""));
+    let full_text = full_text.replace("/etc/cargohold/upstream-ca.pem", pem.to_str().expect("UTF-8 path"));
     let c = load(&full_text, "deploy/config.example.toml (uncommented)");
     assert!(c.tls.is_some());
     let upstream = c.registries["crates-io"].upstream.as_deref().expect("upstream");

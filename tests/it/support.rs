@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cargo;
+pub mod connect_proxy;
 pub mod daemon;
 pub mod fake_upstream;
 pub mod http;

@@ -38,6 +38,11 @@ pub struct Daemon {
     stdout: Log,
     users: Mutex<HashSet<String>>,
     generation: u32,
+    /// Variables set on every start (after the scrub), e.g. `HTTPS_PROXY`, `SSL_CERT_FILE`.
+    extra_env: Vec<(String, String)>,
+    /// Whether the daemon gets `CARGOHOLD_ADMIN_TOKEN`; without it, it bootstraps its own
+    /// token into `<data_dir>/admin-token`, which `admin_token` then holds.
+    env_admin: bool,
 }
 
 /// The embedded default with the crates.io proxy offline (hermetic).
@@ -64,7 +69,23 @@ impl Daemon {
         Self::start_inner(Some(config_toml))
     }
 
+    /// [`Daemon::start_with_config`] with extra environment variables for the daemon (set after
+    /// [`scrub_env`], so `*_PROXY` given here do reach it).
+    pub fn start_with_config_env(config_toml: &str, env: &[(&str, &str)]) -> Daemon {
+        Self::start_inner_with(Some(config_toml), true, env)
+    }
+
+    /// Like [`Daemon::start_with_config`], but without `CARGOHOLD_ADMIN_TOKEN`: the daemon
+    /// generates its bootstrap admin token, which [`Daemon::admin_token`] reads from the file.
+    pub fn start_with_bootstrap_token(config_toml: &str) -> Daemon {
+        Self::start_inner_with(Some(config_toml), false, &[])
+    }
+
     fn start_inner(config_toml: Option<&str>) -> Daemon {
+        Self::start_inner_with(config_toml, true, &[])
+    }
+
+    fn start_inner_with(config_toml: Option<&str>, env_admin: bool, env: &[(&str, &str)]) -> Daemon {
         let data = tempfile::Builder::new()
             .prefix("cargohold-data-")
             .tempdir()
@@ -89,9 +110,16 @@ impl Daemon {
             stdout: Arc::default(),
             users: Mutex::default(),
             generation: 0,
+            extra_env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            env_admin,
         };
         d.spawn();
         d
+    }
+
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The directory the daemon stores its state in (`--data-dir`).
@@ -117,9 +145,16 @@ impl Daemon {
             cmd.arg("--config").arg(cfg);
         }
         scrub_env(&mut cmd);
-        cmd.env("RUST_LOG", "info")
-            .env("CARGOHOLD_ADMIN_TOKEN", &self.admin_token)
-            .current_dir(self.aux.path())
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        cmd.env("RUST_LOG", "info");
+        if self.env_admin {
+            cmd.env("CARGOHOLD_ADMIN_TOKEN", &self.admin_token);
+        } else {
+            cmd.env_remove("CARGOHOLD_ADMIN_TOKEN");
+        }
+        cmd.current_dir(self.aux.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -158,6 +193,11 @@ impl Daemon {
         assert!(url.starts_with("http://127.0.0.1:"), "unexpected listen URL {url:?}");
         self.base_url = url;
         self.child = Some(child);
+        if !self.env_admin {
+            if let Ok(t) = std::fs::read_to_string(self.data.path().join("admin-token")) {
+                self.admin_token = t.trim().to_owned();
+            }
+        }
     }
 
     /// `http://127.0.0.1:PORT` (no trailing slash).

@@ -349,6 +349,10 @@ struct State {
     drop_mid_body: AtomicBool,
     corrupt: AtomicBool,
     slow_body: Mutex<Option<Duration>>,
+    /// TLS mode: the acceptor (`https://` URLs everywhere).
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    faults: Mutex<Faults>,
+    streamed: Arc<std::sync::atomic::AtomicU64>,
     /// Requests being handled now (until the response head is sent), and the most at once.
     concurrent: AtomicUsize,
     max_concurrent: AtomicUsize,
@@ -369,6 +373,23 @@ impl Drop for Concurrent<'_> {
     fn drop(&mut self) {
         self.0.concurrent.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// Fault modes added for the fault-injection suite (all off by default).
+#[derive(Debug, Clone, Default)]
+struct Faults {
+    /// Index files and downloads send one byte per interval.
+    trickle: Option<Duration>,
+    /// Downloads announce `Content-Length` = real length + delta (the body stays the real one).
+    length_delta: i64,
+    /// Downloads announce this `Content-Length` and stream zeros until the client goes away.
+    huge_length: Option<u64>,
+    /// Downloads send no `Content-Length` (chunked).
+    no_length: bool,
+    /// Index files are `(bytes, announce the length)` of repeated valid lines, streamed.
+    huge_index: Option<(u64, bool)>,
+    /// Every index file and download answers `302 Location: <this>`.
+    redirect: Option<String>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -399,6 +420,8 @@ struct Running {
 pub struct FakeUpstream {
     state: Arc<State>,
     addr: SocketAddr,
+    /// TLS mode: the PEM of the private CA that signed the server certificate.
+    ca_pem: Option<String>,
     rt: RuntimeThread,
     server: Option<Running>,
 }
@@ -430,7 +453,23 @@ impl FakeUpstream {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/index")
     }
 
+    /// An empty registry served over TLS (`https://127.0.0.1:PORT`, HTTP/2 or HTTP/1.1 by
+    /// ALPN) with a certificate signed by a private CA generated for it: see
+    /// [`FakeUpstream::ca_pem`].
+    pub fn start_tls_blocking() -> FakeUpstream {
+        Self::launch_with(None, Some(TlsMode::generate()))
+    }
+
+    /// The private CA's certificate (PEM), in TLS mode.
+    pub fn ca_pem(&self) -> &str {
+        self.ca_pem.as_deref().expect("not a TLS fake upstream")
+    }
+
     fn launch(shared_root: Option<PathBuf>) -> FakeUpstream {
+        Self::launch_with(shared_root, None)
+    }
+
+    fn launch_with(shared_root: Option<PathBuf>, tls: Option<TlsMode>) -> FakeUpstream {
         if let Some(root) = &shared_root {
             assert!(root.is_dir(), "shared index directory {} is missing", root.display());
         }
@@ -479,10 +518,14 @@ impl FakeUpstream {
             slow_body: Mutex::new(None),
             concurrent: AtomicUsize::new(0),
             max_concurrent: AtomicUsize::new(0),
+            tls: tls.as_ref().map(|t| t.acceptor.clone()),
+            faults: Mutex::new(Faults::default()),
+            streamed: Arc::default(),
         });
         let mut up = FakeUpstream {
             state,
             addr,
+            ca_pem: tls.map(|t| t.ca_pem),
             rt: RuntimeThread {
                 handle,
                 stop: Some(stop_tx),
@@ -521,20 +564,25 @@ impl FakeUpstream {
         self.addr.port()
     }
 
-    /// `http://127.0.0.1:PORT`
-    pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+    /// `http` or, in TLS mode, `https`.
+    pub fn scheme(&self) -> &'static str {
+        self.state.scheme()
     }
 
-    /// `sparse+http://127.0.0.1:PORT/index/`
+    /// `http://127.0.0.1:PORT` (`https://` in TLS mode)
+    pub fn base_url(&self) -> String {
+        format!("{}://{}", self.scheme(), self.addr)
+    }
+
+    /// `sparse+http://127.0.0.1:PORT/index/` (`https://` in TLS mode)
     pub fn index_url(&self) -> String {
-        format!("sparse+http://{}/index/", self.addr)
+        format!("sparse+{}/index/", self.base_url())
     }
 
     /// The `dl` template of `config.json`:
     /// `http://127.0.0.1:PORT/dl/{crate}/{version}/download`.
     pub fn dl_base(&self) -> String {
-        format!("http://{}/dl/{{crate}}/{{version}}/download", self.addr)
+        format!("{}/dl/{{crate}}/{{version}}/download", self.base_url())
     }
 
     /// The request path of `name`'s index file, e.g. `/index/3/f/foo` (for [`FakeUpstream::hits`]).
@@ -760,6 +808,45 @@ impl FakeUpstream {
         *lock(&self.state.slow_body) = chunk_delay;
     }
 
+    /// Index files and downloads send their body one byte per `interval` (`None`: off), with
+    /// the right `Content-Length`: a transfer that never stalls long enough for a read timeout.
+    pub fn set_trickle(&self, interval: Option<Duration>) {
+        lock(&self.state.faults).trickle = interval;
+    }
+
+    /// Downloads announce `Content-Length` = real length + `delta` while sending the real body:
+    /// negative = a body longer than announced, positive = shorter (the connection then closes).
+    pub fn set_content_length_delta(&self, delta: i64) {
+        lock(&self.state.faults).length_delta = delta;
+    }
+
+    /// Downloads announce `Content-Length: len` and stream zeros until the client goes away.
+    pub fn set_huge_content_length(&self, len: Option<u64>) {
+        lock(&self.state.faults).huge_length = len;
+    }
+
+    /// Downloads are sent chunked, without `Content-Length`.
+    pub fn set_no_content_length(&self, on: bool) {
+        lock(&self.state.faults).no_length = on;
+    }
+
+    /// Every index file is `bytes` long (repeated valid index lines of a crate `huge`),
+    /// streamed; with `announce`, `Content-Length` says so up front, else it is chunked.
+    pub fn set_huge_index(&self, huge: Option<(u64, bool)>) {
+        lock(&self.state.faults).huge_index = huge;
+    }
+
+    /// Index files and downloads answer `302 Location: location` (`None`: off).
+    pub fn set_redirect(&self, location: Option<&str>) {
+        lock(&self.state.faults).redirect = location.map(str::to_owned);
+    }
+
+    /// Bytes of response bodies actually handed to the connections by the fault modes above
+    /// (streamed bodies only).
+    pub fn streamed_bytes(&self) -> u64 {
+        self.state.streamed.load(Ordering::SeqCst)
+    }
+
     // -- availability -------------------------------------------------------------------------
 
     /// True while listening.
@@ -864,6 +951,21 @@ async fn accept_loop(
 
 async fn serve_connection(stream: tokio::net::TcpStream, state: Arc<State>) {
     let _ = stream.set_nodelay(true);
+    match state.tls.clone() {
+        None => serve_io(stream, state).await,
+        Some(acceptor) => {
+            // A client that does not trust the CA aborts the handshake: nothing to serve.
+            if let Ok(tls) = acceptor.accept(stream).await {
+                serve_io(tls, state).await;
+            }
+        }
+    }
+}
+
+async fn serve_io<S>(stream: S, state: Arc<State>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let svc = hyper::service::service_fn(move |req| {
         let state = state.clone();
         async move { Ok::<_, Infallible>(handle(state, req).await) }
@@ -983,10 +1085,18 @@ impl State {
         })
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     fn config_json(&self) -> Bytes {
         let v = json!({
-            "dl": format!("http://{}/dl/{{crate}}/{{version}}/download", self.addr),
-            "api": format!("http://{}", self.addr),
+            "dl": format!("{}://{}/dl/{{crate}}/{{version}}/download", self.scheme(), self.addr),
+            "api": format!("{}://{}", self.scheme(), self.addr),
         });
         Bytes::from(v.to_string())
     }
@@ -1031,6 +1141,15 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<RespBody>
         return resp;
     }
     let path = req.uri().path().to_owned();
+    if let Some(location) = lock(&state.faults).redirect.clone() {
+        if path != "/index/config.json" {
+            let mut resp = text_response(302, "fake upstream: redirected\n".to_owned());
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            return resp;
+        }
+    }
     if path == "/index/config.json" {
         let file = IndexFile {
             body: state.config_json(),
@@ -1041,6 +1160,15 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<RespBody>
     if let Some(rel) = path.strip_prefix("/index/") {
         if !is_sparse_path(rel) {
             return not_found(&path);
+        }
+        let faults = lock(&state.faults).clone();
+        if let Some((len, announce)) = faults.huge_index {
+            return huge_index_response(&state, len, announce);
+        }
+        if let Some(interval) = faults.trickle {
+            if let Some(file) = state.lookup_index(rel).await {
+                return fault_response(&state, file.body, Some(interval), 0, false);
+            }
         }
         return match state.lookup_index(rel).await {
             Some(file) => serve_index_file(&state, &req, file, "text/plain; charset=utf-8"),
@@ -1123,6 +1251,30 @@ fn serve_download(state: &State, bytes: Bytes) -> Response<RespBody> {
     } else {
         bytes
     };
+    let faults = lock(&state.faults).clone();
+    if let Some(len) = faults.huge_length {
+        let streamed = state.streamed.clone();
+        let zeros = Bytes::from(vec![0u8; 64 * 1024]);
+        let stream = futures_util::stream::unfold((), move |()| {
+            let (zeros, streamed) = (zeros.clone(), streamed.clone());
+            async move {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                streamed.fetch_add(zeros.len() as u64, Ordering::SeqCst);
+                Some((Ok::<_, BoxError>(Frame::data(zeros)), ()))
+            }
+        });
+        let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        return resp;
+    }
+    if faults.trickle.is_some() || faults.length_delta != 0 || faults.no_length {
+        return fault_response(state, bytes, faults.trickle, faults.length_delta, faults.no_length);
+    }
     let len = bytes.len();
     let drop_mid = state.drop_mid_body.load(Ordering::SeqCst);
     let delay = *lock(&state.slow_body);
@@ -1139,6 +1291,133 @@ fn serve_download(state: &State, bytes: Bytes) -> Response<RespBody> {
     );
     hs.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     resp
+}
+
+/// A streamed body (one byte per `trickle` interval, or one piece) with a `Content-Length` of
+/// the real length + `delta`, or none.
+fn fault_response(
+    state: &State,
+    bytes: Bytes,
+    trickle: Option<Duration>,
+    delta: i64,
+    no_length: bool,
+) -> Response<RespBody> {
+    let announced = u64::try_from(bytes.len() as i64 + delta).unwrap_or(0);
+    let streamed = state.streamed.clone();
+    let stream = futures_util::stream::unfold((bytes, 0usize), move |(bytes, pos)| {
+        let streamed = streamed.clone();
+        async move {
+            if pos >= bytes.len() {
+                return None;
+            }
+            let n = match trickle {
+                Some(d) => {
+                    if pos > 0 {
+                        tokio::time::sleep(d).await;
+                    }
+                    1
+                }
+                None => bytes.len(),
+            };
+            streamed.fetch_add(n as u64, Ordering::SeqCst);
+            let piece = bytes.slice(pos..pos + n);
+            Some((Ok::<_, BoxError>(Frame::data(piece)), (bytes, pos + n)))
+        }
+    });
+    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    if !no_length {
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(announced));
+    }
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    resp
+}
+
+/// An index file of `len` bytes of repeated valid lines, streamed in 64 KiB pieces.
+fn huge_index_response(state: &State, len: u64, announce: bool) -> Response<RespBody> {
+    let line = format!(
+        "{{\"name\":\"huge\",\"vers\":\"1.0.0\",\"deps\":[],\"cksum\":\"{}\",\"features\":{{}},\"yanked\":false}}\n",
+        "0".repeat(64)
+    );
+    let mut block = Vec::with_capacity(64 * 1024 + line.len());
+    while block.len() < 64 * 1024 {
+        block.extend_from_slice(line.as_bytes());
+    }
+    let block = Bytes::from(block);
+    let streamed = state.streamed.clone();
+    let stream = futures_util::stream::unfold(0u64, move |sent| {
+        let (block, streamed) = (block.clone(), streamed.clone());
+        async move {
+            if sent >= len {
+                return None;
+            }
+            let n = usize::try_from((len - sent).min(block.len() as u64)).unwrap_or(block.len());
+            streamed.fetch_add(n as u64, Ordering::SeqCst);
+            Some((Ok::<_, BoxError>(Frame::data(block.slice(..n))), sent + n as u64))
+        }
+    });
+    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    if announce {
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// TLS material of a TLS-mode fake upstream: a private CA and a server certificate it signed
+/// for `127.0.0.1` and `localhost`.
+struct TlsMode {
+    acceptor: tokio_rustls::TlsAcceptor,
+    ca_pem: String,
+}
+
+impl TlsMode {
+    fn generate() -> TlsMode {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "fake upstream private CA");
+        ca_params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("self-sign CA");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let mut params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).expect("leaf params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "fake upstream");
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let key = rcgen::KeyPair::generate().expect("leaf key");
+        let cert = params.signed_by(&key, &issuer).expect("sign leaf");
+        let chain = vec![rustls::pki_types::CertificateDer::from(cert.der().to_vec())];
+        let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key DER");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key_der)
+            .expect("server certificate");
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        TlsMode {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            ca_pem: ca_cert.pem(),
+        }
+    }
 }
 
 struct StreamState {
