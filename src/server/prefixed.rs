@@ -33,9 +33,12 @@ struct Idle {
     /// When the connection may be closed: `timeout` after it last went idle.
     deadline: Instant,
     armed: bool,
-    /// Armed when a write first returns `Pending`; created on the first stall only, so writes
-    /// that go straight through cost no timer.
+    /// Created on the first write that returns `Pending`, so writes that go straight through
+    /// cost no timer; fires at or before `write_deadline` and is moved only when it fires early
+    /// (resetting a timer at every stall of a large body cost throughput).
     write_stall: Option<Pin<Box<Sleep>>>,
+    /// When the current stall fails the connection: `timeout` after it began.
+    write_deadline: Instant,
     write_stalled: bool,
 }
 
@@ -57,6 +60,7 @@ impl<S> Prefixed<S> {
             deadline: Instant::now() + timeout,
             armed: false,
             write_stall: None,
+            write_deadline: Instant::now() + timeout,
             write_stalled: false,
         });
         self
@@ -84,18 +88,24 @@ impl<S> Prefixed<S> {
         };
         if !idle.write_stalled {
             idle.write_stalled = true;
-            let deadline = Instant::now() + idle.timeout;
-            match &mut idle.write_stall {
-                Some(sleep) => sleep.as_mut().reset(deadline),
-                None => idle.write_stall = Some(Box::pin(tokio::time::sleep_until(deadline))),
-            }
+            idle.write_deadline = Instant::now() + idle.timeout;
         }
-        match idle.write_stall.as_mut().map(|s| s.as_mut().poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the peer has not read any of the response for the idle timeout",
-            ))),
-            _ => Poll::Pending,
+        let deadline = idle.write_deadline;
+        let sleep = idle
+            .write_stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        loop {
+            match sleep.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(()) if Instant::now() >= deadline => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the peer has not read any of the response for the idle timeout",
+                    )))
+                }
+                // Set for an earlier stall: wait for this one's deadline.
+                Poll::Ready(()) => sleep.as_mut().reset(deadline),
+            }
         }
     }
 }
@@ -296,6 +306,38 @@ mod tests {
             .write_all(&vec![0u8; 64 << 10])
             .await
             .expect_err("a write nobody reads must fail");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(10) && waited < Duration::from_secs(11),
+            "{waited:?}"
+        );
+        drop(client);
+    }
+
+    /// A stall that begins long after an earlier one still gets the whole timeout (the timer
+    /// left from the earlier stall fires early and is moved, not taken as this one's end).
+    #[tokio::test(start_paused = true)]
+    async fn a_later_stall_gets_the_whole_timeout() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        client.write_all(b"x").await.unwrap();
+        let s = first_bytes(server, Duration::from_secs(5)).await.unwrap().unwrap();
+        let mut s = s.with_idle_timeout(Duration::from_secs(10), Busy::default());
+        // A first stall, relieved after 1 s.
+        let drain = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let mut buf = vec![0u8; 4096];
+            let mut got = 0;
+            while got < 4096 {
+                got += client.read(&mut buf).await.unwrap();
+            }
+        };
+        let (w, ()) = tokio::join!(s.write_all(&[0u8; 4096]), drain);
+        w.unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        // A second stall nobody relieves: it fails a whole timeout after it began.
+        let start = Instant::now();
+        let err = s.write_all(&vec![0u8; 64 << 10]).await.expect_err("unread write");
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         let waited = start.elapsed();
         assert!(
