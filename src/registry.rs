@@ -26,7 +26,7 @@ use crate::cache::{registry_key as cache_key, CacheStatus, FastHasher, FastMap, 
 use crate::config::{Limits, RegistryKind, RegistrySpec, Shadow};
 use crate::index::config_json::ConfigJson;
 use crate::index::etag::strong_etag;
-use crate::index::gzip::GzipCell;
+use crate::index::gzip::{GzipCell, GZIP_OFFLOAD_BYTES};
 use crate::index::line::render_file;
 use crate::index::name::{is_lookup_name, validate_lookup_name, validate_version};
 use crate::index::{canonical_name, IndexLine};
@@ -126,6 +126,23 @@ impl IndexBody {
             IndexBody::Local(f) => f.gzip.get(&f.body),
             IndexBody::Upstream(e) => e.gzip.get(&e.body),
         }
+    }
+
+    /// Computes the gzip of a large file on the blocking pool (once), so that [`gzip`]
+    /// (Self::gzip) then costs nothing on the edge worker.
+    pub async fn prepare_gzip(&self) {
+        let ready = match self {
+            IndexBody::Local(f) => f.gzip.is_ready(),
+            IndexBody::Upstream(e) => e.gzip.is_ready(),
+        };
+        if ready || self.body().len() < GZIP_OFFLOAD_BYTES {
+            return;
+        }
+        let this = self.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            this.gzip();
+        })
+        .await;
     }
 }
 

@@ -435,10 +435,12 @@ impl IndexCache {
         let prefix = key(registry, "");
         let tree = self.tree.clone();
         tokio::task::spawn_blocking(move || {
+            // Keys only: the disk tier holds found files alone (404s live in memory), and
+            // decoding every cached file made each search cost the whole cache.
             tree.scan_prefix(prefix.as_bytes())
+                .keys()
                 .filter_map(Result::ok)
-                .filter(|(_, v)| IndexEntry::decode(v).is_some_and(|e| !e.not_found))
-                .filter_map(|(k, _)| String::from_utf8(k[prefix.len()..].to_vec()).ok())
+                .filter_map(|k| String::from_utf8(k[prefix.len()..].to_vec()).ok())
                 .collect()
         })
         .await

@@ -94,6 +94,7 @@ pub async fn index_file(
     let (status, body) = if not_modified {
         (StatusCode::NOT_MODIFIED, None)
     } else if gzip {
+        file.prepare_gzip().await;
         (StatusCode::OK, Some(file.gzip().clone()))
     } else {
         (StatusCode::OK, Some(file.body().clone()))

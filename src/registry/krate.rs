@@ -294,14 +294,17 @@ impl RegistryService {
                 SearchHit::Upstream(proxy, lower) => {
                     let (name, max) = match proxy.cached(&lower).await {
                         Some(e) => {
-                            let (summary, skipped) = upstream_summary(&e.body);
-                            crate::upstream::garbage::report(
-                                &proxy.settings().registry,
-                                &lower,
-                                &e.etag,
-                                skipped,
-                                "search",
-                            );
+                            // Parsing a whole index file (up to megabytes) happens on the
+                            // blocking pool, not on the edge worker serving other requests.
+                            let (registry, name) = (proxy.settings().registry.clone(), lower.clone());
+                            let summary = tokio::task::spawn_blocking(move || {
+                                let (summary, skipped) = upstream_summary(&e.body);
+                                crate::upstream::garbage::report(&registry, &name, &e.etag, skipped, "search");
+                                summary
+                            })
+                            .await
+                            .ok()
+                            .flatten();
                             summary.unwrap_or((lower.clone(), None))
                         }
                         None => (lower.clone(), None),
