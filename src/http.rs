@@ -11,7 +11,8 @@ pub mod route;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use bytes::BytesMut;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{header, Request, Response, StatusCode};
 
@@ -105,25 +106,29 @@ pub fn json_status(status: StatusCode, v: &serde_json::Value) -> Response<Body> 
 
 /// Reads a whole request body, refusing more than `limit` bytes with a 413.
 pub async fn read_body(req: Request<Incoming>, limit: u64) -> Result<Bytes, ApiError> {
-    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
-    if let Some(len) = req
+    let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > limit {
-            return Err(too_large(limit));
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(too_large(limit));
+    }
+    // One buffer of the announced size (callers authorise before reading, and the size is
+    // under the limit): the body is held once, not as chunks plus a contiguous copy.
+    let mut buf = BytesMut::with_capacity(usize::try_from(declared.unwrap_or(0)).unwrap_or(0));
+    let mut body = req.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if (buf.len() + data.len()) as u64 > limit {
+                return Err(too_large(limit));
+            }
+            buf.extend_from_slice(&data);
         }
     }
-    match Limited::new(req.into_body(), limit_usize).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
-        Err(e) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("could not read the request body: {e}"),
-        )),
-    }
+    Ok(buf.freeze())
 }
 
 /// A 413 that also closes the connection: the rest of the body is never read, so the
