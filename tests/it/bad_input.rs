@@ -1357,23 +1357,12 @@ fn assert_refused(label: &str, (status, body): (u16, Value), d: &Daemon) {
 /// A daemon whose `crates-io` proxy reads `up`, with `local` merged over it (by crate) and
 /// `union` (by version).
 fn daemon_over_fake(up: &FakeUpstream) -> Daemon {
-    Daemon::start_with_config(&format!(
-        r#"
-[registries.crates-io]
-kind = "proxy"
-upstream = "{}"
-
-[registries.local]
-kind = "hosted"
-upstreams = ["crates-io"]
-
-[registries.union]
-kind = "hosted"
-upstreams = ["crates-io"]
-shadow = "version"
-allow_upstream_names = true
-"#,
-        up.index_url()
+    Daemon::start_with_config(&crate::support::merged_config(
+        &up.index_url(),
+        "",
+        "",
+        "",
+        Some("allow_upstream_names = true"),
     ))
 }
 

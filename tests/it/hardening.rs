@@ -197,26 +197,7 @@ fn a_revoked_bootstrap_token_stays_revoked() {
 /// A `crates-io` proxy over `up` (with `proxy_extra` lines), `local` merged over it with
 /// `local_extra`, and `union` (`shadow = "version"`) over it too.
 fn merged_config(up: &FakeUpstream, proxy_extra: &str, local_extra: &str) -> String {
-    format!(
-        r#"
-[registries.crates-io]
-kind = "proxy"
-upstream = "{}"
-{proxy_extra}
-
-[registries.local]
-kind = "hosted"
-upstreams = ["crates-io"]
-{local_extra}
-
-[registries.union]
-kind = "hosted"
-upstreams = ["crates-io"]
-shadow = "version"
-{local_extra}
-"#,
-        up.index_url()
-    )
+    crate::support::merged_config(&up.index_url(), "", proxy_extra, local_extra, Some(local_extra))
 }
 
 /// With the upstream unreachable, a merged registry still takes a new private crate — real

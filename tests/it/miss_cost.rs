@@ -9,20 +9,12 @@ use crate::support::http::{self, Resp};
 /// A daemon whose `crates-io` proxy points at `up` (`proxy_extra` goes into its section, `top`
 /// before it), with `local` merged over it.
 fn daemon_over(up: &FakeUpstream, top: &str, proxy_extra: &str) -> Daemon {
-    Daemon::start_with_config(&format!(
-        r#"
-{top}
-
-[registries.crates-io]
-kind = "proxy"
-upstream = "{}"
-{proxy_extra}
-
-[registries.local]
-kind = "hosted"
-upstreams = ["crates-io"]
-"#,
-        up.index_url()
+    Daemon::start_with_config(&crate::support::merged_config(
+        &up.index_url(),
+        top,
+        proxy_extra,
+        "",
+        None,
     ))
 }
 

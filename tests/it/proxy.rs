@@ -15,19 +15,7 @@ use crate::support::sha256_hex;
 
 /// A daemon whose `crates-io` proxy points at `up`, with `local` merged over it.
 fn daemon_over(up: &FakeUpstream, extra: &str) -> Daemon {
-    Daemon::start_with_config(&format!(
-        r#"
-[registries.crates-io]
-kind = "proxy"
-upstream = "{}"
-{extra}
-
-[registries.local]
-kind = "hosted"
-upstreams = ["crates-io"]
-"#,
-        up.index_url()
-    ))
+    Daemon::start_with_config(&crate::support::merged_config(&up.index_url(), "", extra, "", None))
 }
 
 fn get(d: &Daemon, path: &str) -> Resp {
@@ -480,23 +468,12 @@ fn a_slow_upstream_gives_504_and_a_fast_one_afterwards_works() {
 #[test]
 fn upstream_outage_degrades_the_merged_view_to_local_crates_and_lets_new_names_through() {
     let mut up = FakeUpstream::start_blocking();
-    let d = Daemon::start_with_config(&format!(
-        r#"
-[registries.crates-io]
-kind = "proxy"
-upstream = "{}"
-
-[registries.local]
-kind = "hosted"
-upstreams = ["crates-io"]
-
-[registries.union]
-kind = "hosted"
-upstreams = ["crates-io"]
-shadow = "version"
-allow_upstream_names = true
-"#,
-        up.index_url()
+    let d = Daemon::start_with_config(&crate::support::merged_config(
+        &up.index_url(),
+        "",
+        "",
+        "",
+        Some("allow_upstream_names = true"),
     ));
     let token = d.user_token("alice", &["read", "publish"]);
     // allow_upstream_names: the publish does not consult (or cache) the upstream.

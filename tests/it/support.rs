@@ -15,6 +15,29 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
+/// A daemon config: `top` (top-level keys and sections), a `crates-io` proxy of `index_url`
+/// with the `proxy_extra` lines, `local` merged over it (by crate) with `local_extra`, and, if
+/// `union_extra` is given, `union` merged over it by version with those lines.
+pub fn merged_config(
+    index_url: &str,
+    top: &str,
+    proxy_extra: &str,
+    local_extra: &str,
+    union_extra: Option<&str>,
+) -> String {
+    let union = union_extra
+        .map(|extra| {
+            format!(
+                "\n[registries.union]\nkind = \"hosted\"\nupstreams = [\"crates-io\"]\nshadow = \"version\"\n{extra}\n"
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "{top}\n\n[registries.crates-io]\nkind = \"proxy\"\nupstream = \"{index_url}\"\n{proxy_extra}\n\n\
+         [registries.local]\nkind = \"hosted\"\nupstreams = [\"crates-io\"]\n{local_extra}\n{union}"
+    )
+}
+
 /// Lowercase hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
