@@ -515,7 +515,7 @@ impl RegistryService {
                     // `cargo publish` of a new private crate, which first asks for its index
                     // file, works during an upstream outage). See docs/OPERATIONS.md.
                     Err(e) => {
-                        tracing::warn!(registry = %reg.name, krate.name = lower, error = %e, "upstreams failed; answering from the local crates only");
+                        tracing::warn!(registry = %reg.name, krate.name = lower, error = ?e.to_string(), "upstreams failed; answering from the local crates only");
                         return Ok(IndexAnswer {
                             file: local.map(IndexBody::Local),
                             status: CacheStatus::Stale,

@@ -375,7 +375,7 @@ impl CachedUpstream {
                         .fetch_max(now + STALE_BACKOFF_MS, Ordering::Relaxed);
                 }
                 let Some(c) = current else { return Err(err) };
-                tracing::warn!(registry = %reg, krate.name = lower, error = %err, "upstream failed; serving the stale copy");
+                tracing::warn!(registry = %reg, krate.name = lower, error = ?err.to_string(), "upstream failed; serving the stale copy");
                 let marked = Arc::new(IndexEntry {
                     stale_until: now + STALE_BACKOFF_MS,
                     ..(*c).clone()
@@ -502,7 +502,7 @@ impl CachedUpstream {
         };
         let registry = &self.settings.registry;
         if let Err(f) = result {
-            tracing::warn!(registry = %registry, krate.name = name, krate.version = version, error = %f, "crate download failed");
+            tracing::warn!(registry = %registry, krate.name = name, krate.version = version, error = ?f.to_string(), "crate download failed");
             return writer.fail(f);
         }
         match writer.finish().await {
@@ -510,7 +510,7 @@ impl CachedUpstream {
                 tracing::info!(registry = %registry, krate.name = name, krate.version = version, "crate cached")
             }
             Err(f) => {
-                tracing::warn!(registry = %registry, krate.name = name, krate.version = version, error = %f, "crate not cached")
+                tracing::warn!(registry = %registry, krate.name = name, krate.version = version, error = ?f.to_string(), "crate not cached")
             }
         }
     }

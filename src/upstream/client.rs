@@ -296,7 +296,7 @@ impl UpstreamClient {
             match result {
                 Err(e) if e.is_retryable() && tries < self.settings.retries => {
                     tries += 1;
-                    tracing::debug!(error = %e, tries, "retrying upstream request");
+                    tracing::debug!(error = ?e.to_string(), tries, "retrying upstream request");
                     tokio::time::sleep(delay).await;
                     delay *= 2;
                 }
