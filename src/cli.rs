@@ -77,9 +77,13 @@ pub enum Command {
         /// A Cargo.lock whose registry packages to fetch (repeatable).
         #[arg(long = "lockfile")]
         lockfiles: Vec<PathBuf>,
-        /// A file with one crate per line: `name`, `name@version` or `name version`.
+        /// A file with one crate per line: `name` (newest), `name@REQ` (newest matching a
+        /// cargo version requirement) or `name@=VERSION` (exactly).
         #[arg(long = "crates")]
         crates: Option<PathBuf>,
+        /// Fetch the index files only, no crate files.
+        #[arg(long)]
+        index_only: bool,
         /// For names without a version: every version instead of the newest.
         #[arg(long)]
         all_versions: bool,
@@ -472,6 +476,7 @@ pub async fn run_warm(server: &str, command: Command) -> Result<(), CliError> {
         crates,
         all_versions,
         jobs,
+        index_only,
     } = command
     else {
         return Ok(());
@@ -487,6 +492,7 @@ pub async fn run_warm(server: &str, command: Command) -> Result<(), CliError> {
         wants,
         all_versions,
         jobs,
+        index_only,
     })
     .await
 }

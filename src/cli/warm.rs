@@ -18,10 +18,20 @@ use crate::index::index_path;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Want {
     pub name: String,
-    /// `None`: the newest version (or every version with `--all-versions`).
-    pub version: Option<String>,
+    pub version: Pick,
     /// The checksum a lockfile recorded, checked too.
     pub checksum: Option<String>,
+}
+
+/// Which versions of a crate to fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pick {
+    /// The newest non-yanked version (every version with `--all-versions`).
+    Newest,
+    /// The newest non-yanked version matching a requirement (`name@1.2`, cargo's rules).
+    Req(semver::VersionReq),
+    /// Exactly this version (`name@=1.2.3`, and every lockfile entry).
+    Exact(String),
 }
 
 #[derive(Deserialize)]
@@ -51,28 +61,46 @@ pub fn from_lockfile(text: &str) -> Result<Vec<Want>, String> {
         })
         .map(|p| Want {
             name: p.name,
-            version: Some(p.version),
+            version: Pick::Exact(p.version),
             checksum: p.checksum,
         })
         .collect())
 }
 
-/// A list: one crate per line, `name`, `name@version` or `name version`; `#` comments.
-pub fn from_list(text: &str) -> Vec<Want> {
-    text.lines()
-        .map(|l| l.split('#').next().unwrap_or("").trim())
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let mut parts = l.splitn(2, ['@', ' ']);
-            let name = parts.next().unwrap_or("").trim().to_owned();
-            let version = parts.next().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-            Want {
-                name,
-                version,
-                checksum: None,
+/// A list: one crate per line, `name` (the newest version), `name@REQ` (the newest version
+/// matching a cargo version requirement, e.g. `serde@1.0`, `libc@>=0.2.150, <0.3`) or
+/// `name@=VERSION` (exactly that version); `#` starts a comment. A bad requirement is an error
+/// naming its line.
+pub fn from_list(text: &str) -> Result<Vec<Want>, String> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let l = raw.split('#').next().unwrap_or("").trim();
+        if l.is_empty() {
+            continue;
+        }
+        let (name, spec) = match l.split_once('@') {
+            Some((n, v)) => (n.trim(), Some(v.trim())),
+            None => (l, None),
+        };
+        let version = match spec {
+            None | Some("") => Pick::Newest,
+            Some(v) if v.starts_with('=') && !v[1..].contains([',', '<', '>', '^', '~', '*']) => {
+                Pick::Exact(v[1..].trim().to_owned())
             }
-        })
-        .collect()
+            Some(v) => Pick::Req(semver::VersionReq::parse(v).map_err(|e| {
+                format!(
+                    "line {}: `{v}` is not a version requirement ({e}); write name, name@1.2 or name@=1.2.3",
+                    i + 1
+                )
+            })?),
+        };
+        out.push(Want {
+            name: name.to_owned(),
+            version,
+            checksum: None,
+        });
+    }
+    Ok(out)
 }
 
 #[derive(Deserialize)]
@@ -92,6 +120,8 @@ pub struct WarmArgs {
     pub wants: Vec<Want>,
     pub all_versions: bool,
     pub jobs: usize,
+    /// Fetch the index files only, no `.crate` files.
+    pub index_only: bool,
 }
 
 /// Fetches every wanted crate; prints one progress line each and a summary.
@@ -142,21 +172,31 @@ pub async fn run(args: WarmArgs) -> Result<(), CliError> {
         let Some(lines) = files.get(&w.name.to_ascii_lowercase()) else {
             continue;
         };
+        let newest = |matches: &dyn Fn(&Version) -> bool| {
+            lines
+                .iter()
+                .filter(|l| !l.yanked)
+                .filter_map(|l| Version::parse(&l.vers).ok().filter(|v| matches(v)).map(|v| (v, l)))
+                .max_by(|a, b| a.0.cmp(&b.0))
+                .map(|(_, l)| l)
+        };
         let picked: Vec<&Line> = match &w.version {
-            Some(v) => match lines.iter().find(|l| &l.vers == v) {
+            Pick::Exact(v) => match lines.iter().find(|l| &l.vers == v) {
                 Some(l) => vec![l],
                 None => {
-                    failed.push(format!("{}@{v}: no such version in the index", w.name));
+                    failed.push(format!("{}@={v}: no such version in the index", w.name));
                     continue;
                 }
             },
-            None if args.all_versions => lines.iter().collect(),
-            None => lines
-                .iter()
-                .filter(|l| !l.yanked)
-                .max_by_key(|l| Version::parse(&l.vers).ok())
-                .into_iter()
-                .collect(),
+            Pick::Req(req) => match newest(&|v| req.matches(v)) {
+                Some(l) => vec![l],
+                None => {
+                    failed.push(format!("{}@{req}: no version in the index matches", w.name));
+                    continue;
+                }
+            },
+            Pick::Newest if args.all_versions => lines.iter().collect(),
+            Pick::Newest => newest(&|_| true).into_iter().collect(),
         };
         for l in picked {
             if let Some(c) = w.checksum.as_ref().filter(|c| **c != l.cksum) {
@@ -171,6 +211,25 @@ pub async fn run(args: WarmArgs) -> Result<(), CliError> {
     }
     jobs.sort();
     jobs.dedup();
+    if args.index_only {
+        for f in &failed {
+            eprintln!("failed: {f}");
+        }
+        println!(
+            "warmed {} index file(s) in registry `{}` (--index-only: no crate files), {} failed",
+            files.len(),
+            args.registry,
+            failed.len()
+        );
+        return if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(failure(format!(
+                "{} item(s) could not be warmed (listed above)",
+                failed.len()
+            )))
+        };
+    }
     let total = jobs.len();
     let results: Vec<Result<(String, &'static str, usize), String>> = futures_util::stream::iter(jobs)
         .map(|(name, vers, cksum)| {
@@ -198,11 +257,12 @@ pub async fn run(args: WarmArgs) -> Result<(), CliError> {
         .buffer_unordered(args.jobs.max(1))
         .collect()
         .await;
-    let (mut fetched, mut cached) = (0, 0);
+    let (mut fetched, mut cached, mut bytes) = (0, 0, 0u64);
     for (i, r) in results.iter().enumerate() {
         match r {
             Ok((what, how, len)) => {
                 eprintln!("[{}/{total}] {what}: {how} ({len} bytes)", i + 1);
+                bytes += *len as u64;
                 if *how == "cached" {
                     cached += 1;
                 } else {
@@ -216,7 +276,8 @@ pub async fn run(args: WarmArgs) -> Result<(), CliError> {
         eprintln!("failed: {f}");
     }
     println!(
-        "warmed {} crate file(s) in registry `{}`: {fetched} fetched from upstream, {cached} already cached, {} failed",
+        "warmed {} index file(s) and {} crate file(s) ({bytes} bytes) in registry `{}`: {fetched} fetched from upstream, {cached} already cached, {} failed",
+        files.len(),
         fetched + cached,
         args.registry,
         failed.len()
@@ -244,7 +305,7 @@ pub fn wants(lockfiles: &[PathBuf], list: Option<&PathBuf>) -> Result<Vec<Want>,
     }
     if let Some(p) = list {
         let text = std::fs::read_to_string(p).map_err(|e| usage(format!("cannot read {}: {e}", p.display())))?;
-        out.extend(from_list(&text));
+        out.extend(from_list(&text).map_err(|e| usage(format!("{}: {e}", p.display())))?);
     }
     if out.is_empty() {
         return Err(usage(
@@ -289,7 +350,7 @@ source = "git+https://example.com/x.git#abc"
             w[0],
             Want {
                 name: "serde".into(),
-                version: Some("1.0.200".into()),
+                version: Pick::Exact("1.0.200".into()),
                 checksum: Some("abc".into())
             }
         );
@@ -298,11 +359,17 @@ source = "git+https://example.com/x.git#abc"
 
     #[test]
     fn lists() {
-        let w = from_list("serde\n# comment\nlibc@0.2.150\nitoa 1.0.0  # trailing\n\n");
-        assert_eq!(w.len(), 3);
-        assert_eq!(w[0].version, None);
-        assert_eq!(w[1].version.as_deref(), Some("0.2.150"));
+        let w = from_list("serde\n# comment\nlibc@0.2.150\nitoa@=1.0.0  # trailing\nrand@>=0.8, <0.9\n\n").unwrap();
+        assert_eq!(w.len(), 4);
+        assert_eq!(w[0].version, Pick::Newest);
+        assert_eq!(w[1].version, Pick::Req(semver::VersionReq::parse("0.2.150").unwrap()));
         assert_eq!(w[2].name, "itoa");
-        assert_eq!(w[2].version.as_deref(), Some("1.0.0"));
+        assert_eq!(w[2].version, Pick::Exact("1.0.0".into()));
+        assert_eq!(
+            w[3].version,
+            Pick::Req(semver::VersionReq::parse(">=0.8, <0.9").unwrap())
+        );
+        let e = from_list("ok\nbad@not a version\n").unwrap_err();
+        assert!(e.contains("line 2"), "{e}");
     }
 }

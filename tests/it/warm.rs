@@ -86,11 +86,40 @@ fn warm_from_a_lockfile_and_a_list_then_serve_offline() {
         assert_eq!(r.status, 200, "{name}@{vers}");
     }
 
+    // The list's forms: a requirement picks the newest match, `=` an exact version (both
+    // cached by now), and --index-only fetches no crate file.
+    std::fs::write(&list, "beta@2.0\nbeta@=2.0.0\n").unwrap();
+    let forms = warm(&d, &["--registry", "crates-io", "--crates", list.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&forms.stdout);
+    assert!(
+        forms.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&forms.stderr)
+    );
+    assert!(stdout.contains("2 crate file(s)"), "beta 2.1.0 and 2.0.0: {stdout}");
+    let index_only = warm(
+        &d,
+        &[
+            "--registry",
+            "crates-io",
+            "--crates",
+            list.to_str().unwrap(),
+            "--index-only",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&index_only.stdout).contains("1 index file(s)"));
+
     // Missing versions and bad input are reported, with the right exit codes.
-    std::fs::write(&list, "alpha@9.9.9\n").unwrap();
+    std::fs::write(&list, "alpha@=9.9.9\nalpha@9\n").unwrap();
     let missing = warm(&d, &["--registry", "crates-io", "--crates", list.to_str().unwrap()]);
     assert_eq!(missing.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("alpha@9.9.9: no such version"));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("alpha@=9.9.9: no such version"), "{stderr}");
+    assert!(stderr.contains("alpha@^9: no version in the index matches"), "{stderr}");
+    std::fs::write(&list, "alpha@not a requirement\n").unwrap();
+    let bad = warm(&d, &["--registry", "crates-io", "--crates", list.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("line 1"));
     let nothing = warm(&d, &["--registry", "crates-io"]);
     assert_eq!(nothing.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&nothing.stderr).contains("--lockfile"));
