@@ -145,17 +145,21 @@ const MAX_REDIRECTS: usize = 5;
 /// checksum before anything is kept, so they may follow a redirect to another host (registries
 /// send them to object storage), but never from https to http. A refused redirect leaves the
 /// 3xx as the answer, which the caller treats as an upstream error.
-pub(crate) fn redirect_allowed(index_base: &str, chain: &[reqwest::Url], to: &reqwest::Url) -> bool {
+///
+/// URLs are compared parsed (scheme, host, port with defaults filled in, path), never as text:
+/// reqwest strips `user:pass@` from what it requests, and `:443` or an upper-case host are the
+/// same origin written differently. Without a parsable base every request is held to its origin.
+pub(crate) fn redirect_allowed(index_base: Option<&reqwest::Url>, chain: &[reqwest::Url], to: &reqwest::Url) -> bool {
     let Some(first) = chain.first() else { return false };
     if chain.len() > MAX_REDIRECTS || (first.scheme() == "https" && to.scheme() != "https") {
         return false;
     }
-    if !first.as_str().starts_with(index_base) {
-        return true;
-    }
-    first.scheme() == to.scheme()
-        && first.host_str() == to.host_str()
-        && first.port_or_known_default() == to.port_or_known_default()
+    let is_index = index_base.is_none_or(|base| same_origin(base, first) && first.path().starts_with(base.path()));
+    !is_index || same_origin(first, to)
+}
+
+fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
+    a.scheme() == b.scheme() && a.host() == b.host() && a.port_or_known_default() == b.port_or_known_default()
 }
 
 /// Reads a body of at most `limit` bytes: a larger `Content-Length` is refused before reading,
@@ -206,11 +210,11 @@ impl UpstreamClient {
             format!("{bare}/")
         };
         let tls = super::tls::client_config(settings.ca_file.as_deref()).map_err(UpstreamError::Internal)?;
-        let index_base = base.clone();
+        let index_base = reqwest::Url::parse(&base).ok();
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .redirect(reqwest::redirect::Policy::custom(move |attempt| {
-                if redirect_allowed(&index_base, attempt.previous(), attempt.url()) {
+                if redirect_allowed(index_base.as_ref(), attempt.previous(), attempt.url()) {
                     attempt.follow()
                 } else {
                     attempt.stop()
@@ -410,7 +414,8 @@ mod redirect_tests {
 
     #[test]
     fn index_files_stay_on_their_origin_and_downloads_never_downgrade() {
-        let base = "https://index.example/";
+        let base = url("https://index.example/");
+        let base = Some(&base);
         let index = [url("https://index.example/3/f/foo")];
         assert!(redirect_allowed(
             base,
@@ -426,5 +431,30 @@ mod redirect_tests {
         let long: Vec<_> = (0..6).map(|i| url(&format!("https://dl.example/{i}"))).collect();
         assert!(!redirect_allowed(base, &long, &url("https://dl.example/x")));
         assert!(!redirect_allowed(base, &[], &url("https://dl.example/x")));
+        // Without a parsable base, everything stays on its origin.
+        assert!(!redirect_allowed(None, &dl, &url("https://bucket.example/abc")));
+    }
+
+    /// The base written with credentials, a default port or upper case is the same origin as
+    /// the URL reqwest actually requests (without credentials): still an index request.
+    #[test]
+    fn the_index_rule_holds_however_the_base_is_written() {
+        for base in [
+            "http://user:pw@127.0.0.1:8080/index/",
+            "https://INDEX.example:443/index/",
+            "https://index.example/index/",
+        ] {
+            let base = url(base);
+            let requested = if base.scheme() == "http" {
+                url("http://127.0.0.1:8080/index/3/f/foo")
+            } else {
+                url("https://index.example/index/3/f/foo")
+            };
+            let elsewhere = url("http://127.0.0.1:9/secret");
+            assert!(
+                !redirect_allowed(Some(&base), std::slice::from_ref(&requested), &elsewhere),
+                "{base}"
+            );
+        }
     }
 }

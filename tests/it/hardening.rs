@@ -471,13 +471,23 @@ fn an_upstream_cannot_redirect_index_fetches_elsewhere() {
     internal.add_crate(&Package::new("secret", "1.0.0"));
     let hostile = FakeUpstream::start_blocking();
     hostile.set_redirect(Some(&internal.index_file_url("secret")));
-    let d = Daemon::start_with_config(&merged_config(&hostile, "", ""));
-    let r = http::get(&d.url(&format!("/crates-io/index/{}", index_path("redirect1"))), None);
-    assert_eq!(r.status, 502, "a redirected index file was served: {}", r.text());
-    assert!(r.text().contains("302"), "{}", r.text());
-    assert_eq!(
-        internal.total_hits(),
-        0,
-        "the daemon followed the redirect to another host"
-    );
+    // Also with credentials in the upstream URL: reqwest requests it without them, which once
+    // made every index request look like a download to the redirect rule.
+    let with_credentials = format!("sparse+http://robot:pw@{}/index/", hostile.addr());
+    for upstream in [hostile.index_url(), with_credentials] {
+        let d = Daemon::start_with_config(&crate::support::merged_config(&upstream, "", "", "", None));
+        let r = http::get(&d.url(&format!("/crates-io/index/{}", index_path("redirect1"))), None);
+        assert_eq!(
+            r.status,
+            502,
+            "{upstream}: a redirected index file was served: {}",
+            r.text()
+        );
+        assert!(r.text().contains("302"), "{}", r.text());
+        assert_eq!(
+            internal.total_hits(),
+            0,
+            "{upstream}: the daemon followed the redirect to another host"
+        );
+    }
 }
