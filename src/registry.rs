@@ -32,6 +32,7 @@ use crate::index::name::{is_lookup_name, validate_lookup_name, validate_version}
 use crate::index::{canonical_name, IndexLine};
 use crate::store::{CrateRecord, Store};
 use crate::upstream::cached::{CachedUpstream, DownloadError, ProxyDownload, ProxySettings};
+use crate::upstream::UpstreamError;
 
 pub use auth::{Principal, Scope};
 pub use error::{RegistryError, RegistryResult};
@@ -72,6 +73,15 @@ pub(crate) fn check_name_and_version(name: &str, version: Option<&str>) -> Regis
         validate_version(v).map_err(|e| RegistryError::BadRequest(format!("invalid version: {e}")))?;
     }
     Ok(())
+}
+
+/// Whether an upstream failure is an outage (the upstream could not be reached or did not
+/// answer in time), as opposed to an answer: busy (503), refused, invalid, untrusted.
+fn upstream_unreachable(e: &RegistryError) -> bool {
+    matches!(
+        e,
+        RegistryError::Upstream(UpstreamError::Connect { .. } | UpstreamError::Timeout { .. })
+    )
 }
 
 /// A rendered index file with its strong ETag.
@@ -510,17 +520,20 @@ impl RegistryService {
                 }
                 let found = match self.first_upstream_with(reg, lower).await {
                     Ok(found) => found,
-                    // The upstreams cannot answer and have nothing cached: the local crate is
-                    // served on its own, and a name that is not local is not found here (so
+                    // The upstreams cannot be reached and have nothing cached: the local crate
+                    // is served on its own, and a name that is not local is not found here (so
                     // `cargo publish` of a new private crate, which first asks for its index
-                    // file, works during an upstream outage). See docs/OPERATIONS.md.
-                    Err(e) => {
+                    // file, works during an upstream outage). See docs/OPERATIONS.md. Any other
+                    // failure (busy, refused, invalid) is answered as such: a 404 would be
+                    // cached by cargo as a true answer.
+                    Err(e) if upstream_unreachable(&e) => {
                         tracing::warn!(registry = %reg.name, krate.name = lower, error = ?e.to_string(), "upstreams failed; answering from the local crates only");
                         return Ok(IndexAnswer {
                             file: local.map(IndexBody::Local),
                             status: CacheStatus::Stale,
                         });
                     }
+                    Err(e) => return Err(e),
                 };
                 let Some((up, status)) = found else {
                     return Ok(IndexAnswer {
@@ -592,26 +605,33 @@ impl RegistryService {
 
     /// Whether an upstream of a hosted registry has a crate named `name`: asked upstream, or
     /// answered from the cache (stale copies and remembered 404s included) when the upstream
-    /// cannot be reached. A name no crate can have is absent everywhere.
-    pub(crate) async fn upstream_presence(&self, reg: &RegistrySpec, name: &str) -> UpstreamPresence {
+    /// cannot be reached. A name no crate can have is absent everywhere. An upstream that
+    /// answers with a failure (busy, refused, invalid) is an error, not an unknown.
+    pub(crate) async fn upstream_presence(&self, reg: &RegistrySpec, name: &str) -> RegistryResult<UpstreamPresence> {
         if !is_lookup_name(name) {
-            return UpstreamPresence::Absent;
+            return Ok(UpstreamPresence::Absent);
         }
         let lower = name.to_ascii_lowercase();
         let mut unknown = Vec::new();
         for up in &reg.upstreams {
             let Ok(proxy) = self.proxy(up) else { continue };
             match proxy.index_file(&lower).await {
-                Ok(l) if !l.entry.not_found => return UpstreamPresence::Found(up.clone()),
+                Ok(l) if !l.entry.not_found => return Ok(UpstreamPresence::Found(up.clone())),
                 Ok(_) => {}
-                Err(e) => unknown.push((up.clone(), e.to_string())),
+                Err(e) => {
+                    let e = RegistryError::from(e);
+                    if !upstream_unreachable(&e) {
+                        return Err(e);
+                    }
+                    unknown.push((up.clone(), e.to_string()));
+                }
             }
         }
-        if unknown.is_empty() {
+        Ok(if unknown.is_empty() {
             UpstreamPresence::Absent
         } else {
             UpstreamPresence::Unknown(unknown)
-        }
+        })
     }
 
     /// The local index file of `lower` (a lowercase name) in a hosted registry, or `None`.

@@ -174,7 +174,7 @@ impl RegistryService {
             // An upstream that cannot be asked does not refuse the dependency: it may well be
             // there, and a missing one fails loudly at the consumer's resolution.
             let exists = self.load_crate(registry, real).await?.is_some_and(|r| r.name == real)
-                || !matches!(self.upstream_presence(&reg, real).await, UpstreamPresence::Absent);
+                || !matches!(self.upstream_presence(&reg, real).await?, UpstreamPresence::Absent);
             if !exists {
                 return Err(bad(format!(
                     "dependency `{real}` does not exist in registry `{registry}`; publish it first (or declare where it comes from with `registry = ...` in Cargo.toml)"
@@ -229,7 +229,7 @@ impl RegistryService {
     /// the guard will not publish blind: 503, saying what to do.
     async fn dependency_confusion_guard(&self, reg: &RegistrySpec, name: &str) -> RegistryResult<()> {
         let registry = &reg.name;
-        match self.upstream_presence(reg, name).await {
+        match self.upstream_presence(reg, name).await? {
             UpstreamPresence::Absent => Ok(()),
             UpstreamPresence::Found(up) => Err(RegistryError::Forbidden(format!(
                 "a crate named `{name}` exists in upstream registry `{up}`; publishing a new crate under an upstream name is refused to prevent dependency confusion. Pick another name, or set `allow_upstream_names = true` on registry `{registry}`"

@@ -491,3 +491,28 @@ fn an_upstream_cannot_redirect_index_fetches_elsewhere() {
         );
     }
 }
+
+/// Only an outage (unreachable, timed out) makes the merged view answer from its local crates
+/// and the dependency-confusion guard decide without the upstream. An upstream that answers
+/// with a failure (here 500s; a busy proxy's 503 alike) is passed on: a 404 would be cached by
+/// cargo as a true answer, and the guard must not let a new name through on it.
+#[test]
+fn an_upstream_failure_that_is_not_an_outage_is_passed_on() {
+    let up = FakeUpstream::start_blocking();
+    let d = Daemon::start_with_config(&merged_config(&up, "", ""));
+    let token = d.user_token("alice", &[]);
+    up.set_status_override(Some(500));
+    let r = http::get(&d.url(&format!("/local/index/{}", index_path("unknown-name"))), None);
+    assert_eq!(
+        r.status,
+        502,
+        "merged index while the upstream answers 500: {}",
+        r.text()
+    );
+    let (body, _) = simple_publish("unchecked-name", "0.1.0");
+    let r = http::publish_raw(&d.url("/local"), Some(&token), body);
+    assert_eq!(r.status, 502, "the guard let a new name through on a 500: {}", r.text());
+    up.set_status_override(None);
+    let r = http::get(&d.url(&format!("/local/index/{}", index_path("unchecked-name"))), None);
+    assert_eq!(r.status, 404, "nothing was published: {}", r.text());
+}
