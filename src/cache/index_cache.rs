@@ -227,6 +227,9 @@ pub struct IndexCache {
     writing: Arc<Mutex<()>>,
     /// Background disk writes not finished yet (flush waits for them).
     pending: Arc<std::sync::atomic::AtomicUsize>,
+    /// Bumped by every [`clear`](Self::clear). A write that started before a clear (a fetch in
+    /// flight, a background disk write) is dropped, so nothing cleared comes back.
+    epoch: Arc<AtomicU64>,
 }
 
 use super::registry_key as key;
@@ -268,6 +271,7 @@ impl IndexCache {
             negative_keep_ms,
             writing: Arc::default(),
             pending: Arc::default(),
+            epoch: Arc::default(),
         };
         cache
             .rebuild()
@@ -334,14 +338,27 @@ impl IndexCache {
         Some(k)
     }
 
+    /// Whether the disk holds a later fetch of `k` than `entry`: background writes of one key
+    /// may run out of order, and an older one must not replace (or remove) a newer file.
+    fn newer_on_disk(&self, k: &str, entry: &IndexEntry) -> sled::Result<bool> {
+        Ok(self
+            .tree
+            .get(k.as_bytes())?
+            .and_then(|old| IndexEntry::decode(&old))
+            .is_some_and(|o| !o.not_found && o.fetched_at > entry.fetched_at))
+    }
+
     /// Writes one index file to disk, or for a 404 removes what the disk holds for its key
     /// (blocking), keeping `order` and the byte count exact.
-    fn store_blocking(&self, k: &str, entry: &IndexEntry) -> sled::Result<()> {
+    fn store_blocking(&self, k: &str, entry: &IndexEntry, epoch: u64) -> sled::Result<()> {
         if entry.not_found {
             if !self.tree.contains_key(k.as_bytes())? {
                 return Ok(());
             }
             let _w = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+            if self.epoch.load(Ordering::SeqCst) != epoch || self.newer_on_disk(k, entry)? {
+                return Ok(());
+            }
             if let Some(old) = self.tree.remove(k.as_bytes())? {
                 self.disk_bytes
                     .fetch_sub(disk_cost(k.len(), old.len()), Ordering::SeqCst);
@@ -353,6 +370,12 @@ impl IndexCache {
         }
         let value = entry.encode();
         let _w = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        if self.epoch.load(Ordering::SeqCst) != epoch {
+            return Ok(());
+        }
+        if self.newer_on_disk(k, entry)? {
+            return Ok(());
+        }
         if let Some(old) = self.tree.insert(k.as_bytes(), value.as_slice())? {
             self.disk_bytes
                 .fetch_sub(disk_cost(k.len(), old.len()), Ordering::SeqCst);
@@ -407,27 +430,60 @@ impl IndexCache {
         }
     }
 
+    /// The current epoch: pass it to [`put_at`](Self::put_at) / [`put_memory_at`]
+    /// (Self::put_memory_at) from work that started now.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
     /// Stores in both tiers (a 404 in memory only; on disk it removes an older copy). The
     /// memory tier is updated at once; the disk write happens in the background, off the
     /// response path (the disk tier is a cache: losing a write costs a refetch, nothing more).
     pub async fn put(&self, registry: &str, name: &str, entry: Arc<IndexEntry>) {
+        self.put_at(registry, name, entry, self.epoch());
+    }
+
+    /// [`put`](Self::put) of work that started at `epoch`: dropped if a clear came since.
+    pub fn put_at(&self, registry: &str, name: &str, entry: Arc<IndexEntry>, epoch: u64) {
+        if !self.put_memory_at(registry, name, entry.clone(), epoch) {
+            return;
+        }
         let k = key(registry, name);
-        self.insert_memory(k.clone(), entry.clone());
         let this = self.clone();
         let (registry, name) = (registry.to_owned(), name.to_owned());
         let pending = self.pending.clone();
         pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         tokio::task::spawn_blocking(move || {
-            if this.store_blocking(&k, &entry).is_err() {
+            if this.store_blocking(&k, &entry, epoch).is_err() {
                 tracing::warn!(registry, name, "could not write an index entry to the disk cache");
             }
+            // The handle goes before the count: once `flush` sees no write pending, no
+            // background write holds the database open any more.
+            drop(this);
             pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         });
     }
 
     /// Stores in memory only (stale back-off marks).
     pub fn put_memory(&self, registry: &str, name: &str, entry: Arc<IndexEntry>) {
-        self.insert_memory(key(registry, name), entry);
+        self.put_memory_at(registry, name, entry, self.epoch());
+    }
+
+    /// [`put_memory`](Self::put_memory) of work that started at `epoch`; `false` (and nothing
+    /// kept) if a clear came since. A clear that bumps the epoch after the check below
+    /// invalidates after this insert; one that bumped before it is seen by the re-check.
+    pub fn put_memory_at(&self, registry: &str, name: &str, entry: Arc<IndexEntry>, epoch: u64) -> bool {
+        if self.epoch() != epoch {
+            return false;
+        }
+        let k = key(registry, name);
+        self.insert_memory(k.clone(), entry);
+        if self.epoch() != epoch {
+            self.memory.invalidate(&k);
+            self.negatives.invalidate(&k);
+            return false;
+        }
+        true
     }
 
     /// Names cached for a registry (found ones only), for search.
@@ -449,6 +505,7 @@ impl IndexCache {
 
     /// Drops every entry of a registry (it was deleted or its upstream changed).
     pub async fn clear(&self, registry: &str) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         let prefix = key(registry, "");
         let p2 = prefix.clone();
         let p3 = prefix.clone();
@@ -491,6 +548,21 @@ impl IndexCache {
 mod tests {
     use super::*;
 
+    /// Opens the cache, retrying for a while: sled's flusher thread may still hold the lock of a
+    /// database just dropped by the same process.
+    fn open_retrying(dir: &Path, memory: u64, disk: u64) -> Result<IndexCache, CacheError> {
+        let mut tries = 0;
+        loop {
+            match IndexCache::open(dir, memory, disk) {
+                Err(e) if tries < 100 && e.0.contains("lock") => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
     #[test]
     fn disk_format_round_trips() {
         let e = IndexEntry::found(Bytes::from_static(b"{\"a\":1}\n"), Some("\"u\"".into()), None, 42);
@@ -506,7 +578,7 @@ mod tests {
     async fn tiers_backfill_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let c = IndexCache::open(dir.path(), 1 << 20, 1 << 30).unwrap();
+            let c = open_retrying(dir.path(), 1 << 20, 1 << 30).unwrap();
             c.put(
                 "p",
                 "serde",
@@ -523,7 +595,7 @@ mod tests {
             assert!(c.memory_get("p", "serde").is_some());
             c.flush().await;
         }
-        let c = IndexCache::open(dir.path(), 1 << 20, 1 << 30).unwrap();
+        let c = open_retrying(dir.path(), 1 << 20, 1 << 30).unwrap();
         assert!(c.memory_get("p", "serde").is_none());
         assert_eq!(c.get("p", "serde").await.unwrap().body, Bytes::from_static(b"x\n"));
         assert!(c.memory_get("p", "serde").is_some());
@@ -548,7 +620,7 @@ mod tests {
     #[tokio::test]
     async fn misses_never_reach_the_disk_and_remove_a_stale_file() {
         let dir = tempfile::tempdir().unwrap();
-        let c = IndexCache::open(dir.path(), 1 << 20, 1 << 30).unwrap();
+        let c = open_retrying(dir.path(), 1 << 20, 1 << 30).unwrap();
         c.keep_negatives_for(Duration::from_secs(3600));
         let now = crate::cache::now_ms();
         for i in 0..10u64 {
@@ -589,7 +661,7 @@ mod tests {
         assert_eq!(c.order.len(), 9);
         assert!(c.disk_bytes() < files);
         drop(c);
-        let c = IndexCache::open(dir.path(), 1 << 20, 1 << 30).unwrap();
+        let c = open_retrying(dir.path(), 1 << 20, 1 << 30).unwrap();
         assert!(c.disk_get("p", "real-3").await.is_none());
         assert!(c.disk_get("p", "real-4").await.is_some());
     }
@@ -599,7 +671,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let budget = 60_000;
         let now = crate::cache::now_ms();
-        let c = IndexCache::open(dir.path(), 1 << 20, budget).unwrap();
+        let c = open_retrying(dir.path(), 1 << 20, budget).unwrap();
         for i in 0..10u64 {
             c.put("p", &format!("file-{i}"), entry_of(10_000, now + i)).await;
         }
@@ -618,11 +690,11 @@ mod tests {
         assert!(bytes <= budget);
         drop(c);
         // The count is rebuilt at open, and a smaller budget evicts at once.
-        let c = IndexCache::open(dir.path(), 1 << 20, budget).unwrap();
+        let c = open_retrying(dir.path(), 1 << 20, budget).unwrap();
         assert_eq!(c.disk_bytes(), bytes);
         assert_eq!((c.tree.len(), c.order.len()), (n, n));
         drop(c);
-        let c = IndexCache::open(dir.path(), 1 << 20, 25_000).unwrap();
+        let c = open_retrying(dir.path(), 1 << 20, 25_000).unwrap();
         assert!(c.disk_bytes() <= 25_000);
         assert_eq!(c.tree.len(), c.order.len());
         assert!(c.disk_get("p", "file-10").await.is_some());
@@ -633,14 +705,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let now = crate::cache::now_ms();
         {
-            let c = IndexCache::open(dir.path(), 1 << 20, 1 << 30).unwrap();
+            let c = open_retrying(dir.path(), 1 << 20, 1 << 30).unwrap();
             // A 404 written to disk by an older version.
             c.tree
                 .insert(key("p", "legacy").as_bytes(), IndexEntry::not_found(now).encode())
                 .unwrap();
             c.tree.flush().unwrap();
         }
-        let c = IndexCache::open(dir.path(), 1 << 20, 1 << 30).unwrap();
+        let c = open_retrying(dir.path(), 1 << 20, 1 << 30).unwrap();
         assert!(c.disk_get("p", "legacy").await.is_none());
         assert_eq!(c.tree.len(), 0);
         assert_eq!(c.disk_bytes(), 0);
@@ -663,5 +735,42 @@ mod tests {
         c.clear("p").await;
         assert_eq!(c.disk_bytes(), 0);
         assert_eq!(c.order.len(), 0);
+    }
+
+    /// A write started before a clear never lands after it (the reviewer saw 90 of 300 come
+    /// back), and an older write of a key never replaces a newer one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_clear_is_never_undone_by_a_write_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = open_retrying(dir.path(), 1 << 20, 1 << 30).unwrap();
+        for i in 0..300 {
+            let name = format!("n{i}");
+            let epoch = c.epoch();
+            c.put(
+                "p",
+                &name,
+                Arc::new(IndexEntry::found(Bytes::from_static(b"x\n"), None, None, 1)),
+            )
+            .await;
+            c.clear("p").await;
+            // A fetch that began before the clear and ends after it keeps nothing.
+            c.put_at(
+                "p",
+                &name,
+                Arc::new(IndexEntry::found(Bytes::from_static(b"y\n"), None, None, 2)),
+                epoch,
+            );
+            c.flush().await;
+            assert!(c.get("p", &name).await.is_none(), "{name} came back after the clear");
+        }
+        let newer = Arc::new(IndexEntry::found(Bytes::from_static(b"new\n"), None, None, 10));
+        let older = Arc::new(IndexEntry::found(Bytes::from_static(b"old\n"), None, None, 5));
+        c.put("p", "k", newer).await;
+        c.flush().await;
+        c.put("p", "k", older).await;
+        c.flush().await;
+        c.memory.invalidate_all();
+        let on_disk = c.disk_get("p", "k").await.expect("kept");
+        assert_eq!(&on_disk.body[..], b"new\n");
     }
 }

@@ -318,6 +318,9 @@ impl CachedUpstream {
 
     async fn refresh(&self, lower: &str, current: Option<Arc<IndexEntry>>) -> Result<Lookup, UpstreamError> {
         let reg = &self.settings.registry;
+        // What this fetch brings is not kept if the cache is cleared meanwhile (the registry
+        // was deleted or its upstream changed).
+        let epoch = self.index.epoch();
         let prior = current.as_ref().filter(|e| !e.not_found);
         let fetched = match self.gate.enter().await {
             Ok(slot) => {
@@ -380,14 +383,14 @@ impl CachedUpstream {
                     stale_until: now + STALE_BACKOFF_MS,
                     ..(*c).clone()
                 });
-                self.index.put_memory(reg, lower, marked.clone());
+                self.index.put_memory_at(reg, lower, marked.clone(), epoch);
                 return Ok(Lookup {
                     entry: marked,
                     status: CacheStatus::Stale,
                 });
             }
         };
-        self.index.put(reg, lower, entry.clone()).await;
+        self.index.put_at(reg, lower, entry.clone(), epoch);
         Ok(Lookup { entry, status })
     }
 
