@@ -288,9 +288,16 @@ pub fn check_ca_file(path: &Path) -> Result<usize, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
     let pem = std::fs::read(path).map_err(|e| format!("cannot read the `ca_file` `{}`: {e}", path.display()))?;
+    // Each certificate is added to a root store, as the upstream client will: a block that
+    // decodes as PEM but is no usable certificate is refused here, not at the first request
+    // (or at a restart, which would then fail).
+    let mut store = rustls::RootCertStore::empty();
     let mut n = 0;
     for cert in CertificateDer::pem_slice_iter(&pem) {
-        cert.map_err(|e| format!("the `ca_file` `{}` is not valid PEM: {e}", path.display()))?;
+        let cert = cert.map_err(|e| format!("the `ca_file` `{}` is not valid PEM: {e}", path.display()))?;
+        store
+            .add(cert)
+            .map_err(|e| format!("the `ca_file` `{}` holds an unusable certificate: {e}", path.display()))?;
         n += 1;
     }
     if n == 0 {
@@ -957,9 +964,13 @@ kind = "warehouse"
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "nothing\n").unwrap();
+        // Decodes as PEM, but is no certificate: refused at load, not at first use.
+        let bogus = dir.path().join("bogus.pem");
+        std::fs::write(&bogus, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap();
         for (path, want) in [
             (dir.path().join("missing.pem"), "cannot read"),
             (empty, "holds no certificate"),
+            (bogus, "unusable certificate"),
         ] {
             let e = parse(&format!(
                 "[registries.p]\nkind = \"proxy\"\nca_file = {:?}\n",
