@@ -1,6 +1,7 @@
 //! Administration: registry definitions, users, tokens, and the first-start admin token.
 //! Every call here needs a principal with the `admin` scope.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -222,7 +223,33 @@ impl RegistryService {
 
     /// Applies registry definitions from the config file at start: each declared registry is
     /// created or overwritten (the file is authoritative for what it declares).
+    ///
+    /// The merge access rule is checked across the file's registries *and* those created at
+    /// run time: a stored registry readable without a token may not merge a proxy the file
+    /// makes `auth_required` (the start fails, saying which and how to fix it).
     pub async fn apply_configured(&self, specs: impl IntoIterator<Item = RegistrySpec>) -> RegistryResult<()> {
+        let specs: Vec<RegistrySpec> = specs.into_iter().collect();
+        let mut all: BTreeMap<String, RegistrySpec> = self
+            .registries()
+            .iter()
+            .map(|(k, v)| (k.clone(), (**v).clone()))
+            .collect();
+        all.extend(specs.iter().map(|s| (s.name.clone(), s.clone())));
+        let problems: Vec<String> = all
+            .values()
+            .flat_map(|h| {
+                h.upstreams
+                    .iter()
+                    .filter_map(|u| all.get(u))
+                    .filter_map(|u| merge_exposure(h, u))
+            })
+            .collect();
+        if !problems.is_empty() {
+            return Err(RegistryError::BadRequest(format!(
+                "{} (registries created at run time count too: change them with `cargohold registry update`, or change the config file)",
+                problems.join("; ")
+            )));
+        }
         for spec in specs {
             if self.registries().get(&spec.name).map(|s| s.as_ref()) != Some(&spec) {
                 self.store.put_registry(&spec).await?;

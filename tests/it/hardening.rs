@@ -516,3 +516,58 @@ fn an_upstream_failure_that_is_not_an_outage_is_passed_on() {
     let r = http::get(&d.url(&format!("/local/index/{}", index_path("unchecked-name"))), None);
     assert_eq!(r.status, 404, "nothing was published: {}", r.text());
 }
+
+/// The merge access rule also covers registries created at run time: a restart with a config
+/// that makes a proxy `auth_required` while a stored public registry merges it does not come
+/// up (it used to start, and that registry then failed every read with an unexplained 401).
+#[test]
+fn a_start_is_refused_when_a_stored_registry_would_expose_a_private_proxy() {
+    let up = FakeUpstream::start_blocking();
+    let mut d = Daemon::start_with_config(&merged_config(&up, "", ""));
+    d.admin_ok(&[
+        "registry",
+        "create",
+        "open",
+        "--kind",
+        "hosted",
+        "--upstreams",
+        "crates-io",
+    ]);
+    d.kill9();
+    let config = d.scratch_dir().join("private.toml");
+    std::fs::write(
+        &config,
+        merged_config(&up, "auth_required = true", "auth_required = true"),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+        ])
+        .arg(d.data_dir())
+        .env("CARGOHOLD_ADMIN_TOKEN", d.admin_token())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the daemon started although `open` would expose the private proxy");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(err.contains("`open`") && err.contains("auth_required"), "{err}");
+}
