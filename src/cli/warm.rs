@@ -137,13 +137,14 @@ pub async fn run(args: WarmArgs) -> Result<(), CliError> {
         .build()
         .map_err(|e| failure(e.to_string()))?;
     let root = format!("{}/{}", args.server.trim_end_matches('/'), args.registry);
-    let get = |url: String| {
-        let mut req = http.get(url);
+    let request = |method: reqwest::Method, url: String| {
+        let mut req = http.request(method, url);
         if let Some(t) = &args.token {
             req = req.header("Authorization", t);
         }
         req.send()
     };
+    let get = |url: String| request(reqwest::Method::GET, url);
     // Resolve index files first (one request per name), then download.
     let mut names: Vec<String> = args.wants.iter().map(|w| w.name.to_ascii_lowercase()).collect();
     names.sort();
@@ -234,8 +235,18 @@ pub async fn run(args: WarmArgs) -> Result<(), CliError> {
     let results: Vec<Result<(String, &'static str, usize), String>> = futures_util::stream::iter(jobs)
         .map(|(name, vers, cksum)| {
             let url = format!("{root}/api/v1/crates/{name}/{vers}/download");
+            let head = request(reqwest::Method::HEAD, url.clone());
             let fut = get(url);
             async move {
+                // A re-run resumes: a file the daemon already holds (it verified the checksum
+                // before caching it) is not transferred again.
+                if let Ok(h) = head.await {
+                    let hit = h.headers().get("x-cache").and_then(|v| v.to_str().ok()) == Some("HIT");
+                    if h.status().is_success() && hit {
+                        let len = h.content_length().unwrap_or(0);
+                        return Ok((format!("{name}@{vers}"), "cached", usize::try_from(len).unwrap_or(0)));
+                    }
+                }
                 let r = fut.await.map_err(|e| format!("{name}@{vers}: {e}"))?;
                 if !r.status().is_success() {
                     return Err(format!("{name}@{vers}: the download answered {}", r.status()));
