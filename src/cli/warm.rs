@@ -240,21 +240,25 @@ pub async fn run(args: WarmArgs) -> Result<(), CliError> {
             async move {
                 // A re-run resumes: a file the daemon already holds (it verified the checksum
                 // before caching it) is not transferred again.
+                let x_cache = |r: &reqwest::Response| match r.headers().get("x-cache").and_then(|v| v.to_str().ok()) {
+                    Some("HIT") => "cached",
+                    _ => "fetched",
+                };
+                // The HEAD's answer says what this run did: a miss there started the fetch
+                // (the GET below then finds it cached or joins it).
+                let mut cache = None;
                 if let Ok(h) = head.await {
-                    let hit = h.headers().get("x-cache").and_then(|v| v.to_str().ok()) == Some("HIT");
-                    if h.status().is_success() && hit {
+                    if h.status().is_success() && x_cache(&h) == "cached" {
                         let len = h.content_length().unwrap_or(0);
                         return Ok((format!("{name}@{vers}"), "cached", usize::try_from(len).unwrap_or(0)));
                     }
+                    cache = h.status().is_success().then_some("fetched");
                 }
                 let r = fut.await.map_err(|e| format!("{name}@{vers}: {e}"))?;
                 if !r.status().is_success() {
                     return Err(format!("{name}@{vers}: the download answered {}", r.status()));
                 }
-                let cache = match r.headers().get("x-cache").and_then(|v| v.to_str().ok()) {
-                    Some("HIT") => "cached",
-                    _ => "fetched",
-                };
+                let cache = cache.unwrap_or_else(|| x_cache(&r));
                 let bytes = r
                     .bytes()
                     .await
