@@ -16,6 +16,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{header, Request, Response, StatusCode};
 
+use crate::index::name::shorten;
 use crate::registry::RegistryService;
 use crate::telemetry::METRICS;
 use body::{full, Body};
@@ -51,7 +52,7 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>) -> (Response<Body
                 StatusCode::NOT_FOUND,
                 format!(
                     "no endpoint at `{}`; registry URLs look like /<registry>/index/",
-                    shown_path(req.uri().path())
+                    shorten(req.uri().path(), 200)
                 ),
             )
             .into_response(),
@@ -64,20 +65,12 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>) -> (Response<Body
                 format!(
                     "`{}` is not allowed on `{}`; use {allow}",
                     req.method(),
-                    shown_path(req.uri().path())
+                    shorten(req.uri().path(), 200)
                 ),
             );
             e.allow = Some(allow);
             (e.into_response(), "unmatched", "-")
         }
-    }
-}
-
-/// A request path as echoed in an error: at most 200 characters, then `…`.
-fn shown_path(path: &str) -> String {
-    match path.char_indices().nth(200) {
-        Some((i, _)) => format!("{}…", &path[..i]),
-        None => path.to_owned(),
     }
 }
 

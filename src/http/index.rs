@@ -13,7 +13,7 @@ use crate::cache::crate_files::FillFailure;
 use crate::cache::CacheStatus;
 use crate::index::etag::if_none_match;
 use crate::index::gzip::{accepts_gzip, gzip_etag, MIN_GZIP_BYTES};
-use crate::index::name::name_from_index_path;
+use crate::index::name::{name_from_index_path, shorten};
 use crate::registry::{client_registry_name, Download, RegistryService};
 use bytes::Bytes;
 use futures_util::TryStreamExt;
@@ -63,11 +63,9 @@ pub async fn index_file(
     let spec = svc.registry(reg)?;
     svc.authorize_read(&spec, auth).await?;
     let not_found = || {
-        let shown: String = path.chars().take(200).collect();
-        let more = if shown.len() < path.len() { "…" } else { "" };
         ApiError::new(
             StatusCode::NOT_FOUND,
-            format!("no crate at index path `{shown}{more}` in registry `{reg}`"),
+            format!("no crate at index path `{}` in registry `{reg}`", shorten(path, 200)),
         )
     };
     let name = name_from_index_path(path).ok_or_else(not_found)?;

@@ -79,9 +79,14 @@ pub const MAX_VERSION_LEN: usize = 150;
 /// A name as shown in an error message: at most 100 characters, then `…` (a 30,000-character
 /// name is not echoed back whole).
 fn shown(name: &str) -> String {
-    match name.char_indices().nth(100) {
-        Some((i, _)) => format!("{}…", &name[..i]),
-        None => name.to_owned(),
+    shorten(name, 100)
+}
+
+/// `text` as echoed in an error message: at most `max` characters, then `…`.
+pub fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_owned(),
     }
 }
 
