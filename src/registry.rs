@@ -681,23 +681,37 @@ impl RegistryService {
     /// Where the `.crate` of `name@version` is: a hosted blob, or (proxy and merged
     /// registries) the upstream's file, cached or streaming in.
     pub async fn download(&self, reg: &RegistrySpec, name: &str, version: &str) -> RegistryResult<Download> {
-        check_name_and_version(name, Some(version))?;
+        check_name_and_version(name, None)?;
         let not_found = || {
             RegistryError::NotFound(format!(
                 "crate `{name}` version `{version}` does not exist in registry `{}`",
                 reg.name
             ))
         };
-        let upstreams: &[String] = match reg.kind {
-            RegistryKind::Proxy => std::slice::from_ref(&reg.name),
-            RegistryKind::Hosted => {
-                let key = format!("{}\0{}\0{version}", reg.name, name.to_ascii_lowercase());
-                if let Some(cksum) = self.hosted_cksums.get(&key) {
-                    return self
-                        .hosted_blob(&cksum, CacheStatus::Bypass)
-                        .await?
-                        .ok_or_else(not_found);
-                }
+        // Memory hits first: these caches only ever receive versions that passed the full
+        // check below, so a hit needs no semver parse (this is the download hot path).
+        let hosted_key = (reg.kind == RegistryKind::Hosted)
+            .then(|| format!("{}\0{}\0{version}", reg.name, name.to_ascii_lowercase()));
+        if let Some(key) = &hosted_key {
+            if let Some(cksum) = self.hosted_cksums.get(key) {
+                return self
+                    .hosted_blob(&cksum, CacheStatus::Bypass)
+                    .await?
+                    .ok_or_else(not_found);
+            }
+        } else if let Some(bytes) = self
+            .proxy(&reg.name)?
+            .cached_cksum(name, version)
+            .and_then(|(_, cksum)| self.caches.crate_bytes.get(&cksum))
+        {
+            return Ok(Download::Bytes {
+                bytes,
+                status: CacheStatus::Hit,
+            });
+        }
+        check_name_and_version(name, Some(version))?;
+        let upstreams: &[String] = match (reg.kind, hosted_key) {
+            (RegistryKind::Hosted, Some(key)) => {
                 let rec = self
                     .load_crate(&reg.name, name)
                     .await?
@@ -718,6 +732,7 @@ impl RegistryService {
                 }
                 &reg.upstreams
             }
+            _ => std::slice::from_ref(&reg.name),
         };
         let mut last = None;
         for up in upstreams {

@@ -181,6 +181,16 @@ pub fn find_cksum_counting(body: &[u8], version: &str) -> (Option<(String, Strin
     (semver_match, skipped)
 }
 
+/// The key of `name@version` in the checksum cache: lowercase name, NUL, version as given.
+fn cksum_key(name: &str, version: &str) -> String {
+    let mut key = String::with_capacity(name.len() + 1 + version.len());
+    key.push_str(name);
+    key.make_ascii_lowercase();
+    key.push('\0');
+    key.push_str(version);
+    key
+}
+
 /// The error a client sees when a shared fetch failed without an upstream error: generic on
 /// purpose (a panic's text goes to the log once, never to clients).
 fn flight_failed(e: FlightError) -> UpstreamError {
@@ -409,13 +419,15 @@ impl CachedUpstream {
         self.index.clear(&self.settings.registry).await;
     }
 
+    /// The checksum of `name@version` if a lookup already found it (memory only; a hit is a
+    /// version that passed every check on its way in).
+    pub fn cached_cksum(&self, name: &str, version: &str) -> Option<(String, String)> {
+        self.cksums.get(&cksum_key(name, version))
+    }
+
     /// Finds the checksum of `name@version` (through the index cache).
     pub async fn locate(self: &Arc<Self>, name: &str, version: &str) -> Result<(String, String), DownloadError> {
-        let mut key = String::with_capacity(name.len() + 1 + version.len());
-        key.push_str(name);
-        key.make_ascii_lowercase();
-        key.push('\0');
-        key.push_str(version);
+        let key = cksum_key(name, version);
         if let Some(hit) = self.cksums.get(&key) {
             return Ok(hit);
         }
