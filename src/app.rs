@@ -18,8 +18,7 @@ use crate::registry::auth::hash_token;
 use crate::registry::{client_registry_name, CacheHandles, RegistryService, ServiceSettings};
 use crate::server::tls::ReloadableCert;
 use crate::server::ServerSettings;
-use crate::store::sled::SledStore;
-use crate::store::Store;
+use crate::store::PrivateStore;
 
 /// A started server.
 pub struct Running {
@@ -36,15 +35,15 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops accepting, waits for in-flight requests (up to the grace period), flushes the store.
+    /// Stops accepting, waits for in-flight requests (up to the grace period), closes the store.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         let _ = (&mut self.task).await;
         self.registry.caches().index.flush().await;
-        if let Err(e) = self.registry.store().flush().await {
-            tracing::error!(error = %e, "flushing the store failed");
+        if let Err(e) = self.registry.store().meta.close().await {
+            tracing::error!(error = %e, "closing the store failed");
         }
     }
 
@@ -89,12 +88,9 @@ pub async fn start(config: Config, env_admin_token: Option<String>) -> anyhow::R
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let store_dir = config.data_dir.join("store");
-    let store = SledStore::open(&store_dir).with_context(|| {
-        format!(
-            "cannot open the store in {} (is another cargohold using this data directory?)",
-            store_dir.display()
-        )
-    })?;
+    let store = PrivateStore::open_embedded(&store_dir)
+        .await
+        .with_context(|| format!("cannot open the store in {}", store_dir.display()))?;
     let listener = TcpListener::bind(config.listen).await.with_context(|| {
         format!(
             "cannot listen on {} (is the port in use? pick another with --listen)",
@@ -128,7 +124,7 @@ pub async fn start(config: Config, env_admin_token: Option<String>) -> anyhow::R
             .with_context(|| format!("cannot open the crate cache in {}", cache_dir.display()))?,
         crate_bytes: CacheHandles::crate_memory(config.cache.memory_bytes / 4),
     };
-    let registry = Arc::new(RegistryService::new(Arc::new(store) as Arc<dyn Store>, caches, settings).await?);
+    let registry = Arc::new(RegistryService::new(store, caches, settings).await?);
     registry.apply_configured(config.registries.values().cloned()).await?;
     registry.warn_about_shadow_version();
     let admin_token = registry.bootstrap_admin(&config.data_dir).await?;

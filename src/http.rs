@@ -168,7 +168,7 @@ async fn dispatch(state: &HttpState, route: Route, req: Request<Incoming>) -> Ha
             );
             Ok(r)
         }
-        Route::Readyz => match svc.store().check().await {
+        Route::Readyz => match svc.store().meta.check().await {
             Ok(()) => Ok(Response::new(full("ready\n"))),
             Err(e) => Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

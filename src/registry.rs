@@ -30,7 +30,7 @@ use crate::index::gzip::{GzipCell, GZIP_OFFLOAD_BYTES};
 use crate::index::line::render_file;
 use crate::index::name::{is_lookup_name, validate_lookup_name, validate_version};
 use crate::index::{canonical_name, IndexLine};
-use crate::store::{CrateRecord, Store};
+use crate::store::{BlobReader, CrateRecord, PrivateStore};
 use crate::upstream::cached::{CachedUpstream, DownloadError, ProxyDownload, ProxySettings};
 use crate::upstream::UpstreamError;
 
@@ -167,8 +167,10 @@ pub struct IndexAnswer {
 pub enum Download {
     /// In memory (the crate-bytes tier).
     Bytes { bytes: Bytes, status: CacheStatus },
-    /// A file on disk too large for the memory tier (hosted blob or cached upstream crate).
+    /// A cached upstream crate on disk too large for the memory tier.
     File { path: PathBuf, status: CacheStatus },
+    /// A hosted blob too large for the memory tier, streamed from the private store.
+    Blob { blob: BlobReader, status: CacheStatus },
     /// A streamed fill from upstream.
     Stream(FillReader),
 }
@@ -181,6 +183,10 @@ pub struct CacheHandles {
     /// Crate files in memory by SHA-256 (hosted blobs and proxied files alike).
     pub crate_bytes: MemCache<String, Bytes>,
 }
+
+/// How often a crate change (publish, yank, owners) is decided again after a concurrent
+/// change won, before the client is told to retry.
+pub(crate) const MAX_CHANGE_ATTEMPTS: u32 = 16;
 
 /// Crate files up to this size are served from memory (read once, then cached by SHA-256).
 pub const MEMORY_CRATE_MAX: u64 = 32 << 20;
@@ -216,7 +222,7 @@ pub struct ServiceSettings {
 
 /// The registry layer.
 pub struct RegistryService {
-    store: Arc<dyn Store>,
+    store: PrivateStore,
     settings: ServiceSettings,
     registries: RwLock<Arc<BTreeMap<String, Arc<RegistrySpec>>>>,
     /// Rendered local index files by `{registry}\0{lowercase name}`; `None` caches a 404.
@@ -225,8 +231,6 @@ pub struct RegistryService {
     /// that rendered a file from the store drops its own insert when a change raced it, so a
     /// copy read before a publish can never be put back after the publish's invalidation.
     index_writes: AtomicU64,
-    /// Serialises read-modify-write of crate records (publish, yank, owners).
-    write_lock: tokio::sync::Mutex<()>,
     caches: CacheHandles,
     /// One cached upstream per proxy registry.
     proxies: RwLock<Arc<FastMap<String, Arc<CachedUpstream>>>>,
@@ -241,7 +245,7 @@ pub struct RegistryService {
 
 impl RegistryService {
     /// Builds the service and loads the stored registry definitions.
-    pub async fn new(store: Arc<dyn Store>, caches: CacheHandles, settings: ServiceSettings) -> RegistryResult<Self> {
+    pub async fn new(store: PrivateStore, caches: CacheHandles, settings: ServiceSettings) -> RegistryResult<Self> {
         let index_cache = moka::sync::Cache::builder()
             .max_capacity((settings.memory_bytes / 8).max(1 << 20))
             .weigher(|k: &String, v: &Option<Arc<IndexFile>>| {
@@ -256,7 +260,6 @@ impl RegistryService {
             registries: RwLock::new(Arc::new(BTreeMap::new())),
             index_cache,
             index_writes: AtomicU64::new(0),
-            write_lock: tokio::sync::Mutex::new(()),
             caches,
             proxies: RwLock::new(Arc::new(FastMap::default())),
             labels: RwLock::new(Arc::new(FastMap::default())),
@@ -275,7 +278,7 @@ impl RegistryService {
     }
 
     /// The store (for readiness checks and shutdown).
-    pub fn store(&self) -> &Arc<dyn Store> {
+    pub fn store(&self) -> &PrivateStore {
         &self.store
     }
 
@@ -295,7 +298,7 @@ impl RegistryService {
     }
 
     async fn reload_registries(&self) -> RegistryResult<()> {
-        let specs = self.store.registries().await?;
+        let specs = self.store.meta.registries().await?;
         let old = self.proxies();
         let mut proxies = FastMap::default();
         for spec in specs.iter().filter(|s| s.kind == RegistryKind::Proxy) {
@@ -411,7 +414,7 @@ impl RegistryService {
                 registries: None,
             }));
         }
-        match self.store.token_by_hash(&hash).await?.and_then(auth::principal_of) {
+        match self.store.meta.token_by_hash(&hash).await?.and_then(auth::principal_of) {
             Some(p) => Ok(Some(p)),
             None => Err(RegistryError::Unauthorized {
                 message: "the token is not valid: it is unknown, revoked or expired; get a new one (see the registry's /me page)".into(),
@@ -643,6 +646,7 @@ impl RegistryService {
         let seen = self.index_writes.load(Ordering::SeqCst);
         let file = self
             .store
+            .meta
             .get_crate(&reg.name, &canonical_name(lower))
             .await?
             .filter(|rec| rec.name.to_ascii_lowercase() == lower && !rec.versions.is_empty())
@@ -675,7 +679,7 @@ impl RegistryService {
 
     /// Loads a crate record by any spelling of its name.
     pub(crate) async fn load_crate(&self, registry: &str, name: &str) -> RegistryResult<Option<CrateRecord>> {
-        Ok(self.store.get_crate(registry, &canonical_name(name)).await?)
+        Ok(self.store.meta.get_crate(registry, &canonical_name(name)).await?)
     }
 
     /// Where the `.crate` of `name@version` is: a hosted blob, or (proxy and merged
@@ -770,16 +774,25 @@ impl RegistryService {
         Err(last.unwrap_or_else(not_found))
     }
 
-    /// A hosted blob, from memory or disk; `None` if the file is missing.
+    /// A hosted blob, from memory or the private store; `None` if the blob is missing.
+    /// Blobs that fit the memory tier are read once and cached by SHA-256; larger ones stream.
     async fn hosted_blob(&self, cksum: &str, status: CacheStatus) -> RegistryResult<Option<Download>> {
         if let Some(bytes) = self.caches.crate_bytes.get(cksum) {
             return Ok(Some(Download::Bytes { bytes, status }));
         }
-        let Some(path) = self.store.blob_path(cksum).await? else {
+        let Some(mut blob) = self.store.blobs.get(cksum).await? else {
             return Ok(None);
         };
-        let len = (self.settings.limits.max_crate_bytes <= MEMORY_CRATE_MAX).then_some(0);
-        self.file_download(cksum, path, len, status).await.map(Some)
+        if blob.len > MEMORY_CRATE_MAX {
+            return Ok(Some(Download::Blob { blob, status }));
+        }
+        let mut data = Vec::with_capacity(usize::try_from(blob.len).unwrap_or(0));
+        tokio::io::AsyncReadExt::read_to_end(&mut blob.reader, &mut data)
+            .await
+            .map_err(|e| RegistryError::Store(e.into()))?;
+        let bytes = Bytes::from(data);
+        self.caches.crate_bytes.insert(cksum.to_owned(), bytes.clone());
+        Ok(Some(Download::Bytes { bytes, status }))
     }
 
     /// Serves a crate file: files that fit the memory tier are read once (one blocking call)

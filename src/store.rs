@@ -1,22 +1,39 @@
-//! Durable state of hosted registries: registry definitions, crates (with their index lines
-//! and owners), users and token hashes, and `.crate` blobs.
+//! Durable state of hosted registries, behind two narrow traits:
 //!
-//! [`Store`] is the narrow trait the registry layer talks to; [`sled::SledStore`] is the
-//! embedded implementation (sled for metadata, plain files for blobs). A shared multi-node
-//! backend would implement the same trait. Blocking I/O stays inside the implementations
-//! (`spawn_blocking`); nothing above sees a sync API.
+//! - [`Metadata`]: registry definitions, crates with their versions' index lines and owners,
+//!   users and token hashes. Every change is one transaction; races are decided by the
+//!   database (unique keys, and a per-crate revision compared on write), never by a lock in
+//!   this process, so several processes may share one database.
+//! - [`Blobs`]: `.crate` files by SHA-256, written from bytes or a stream, read as a stream.
 //!
-//! Durability contract: when `put_blob` returns, the blob file is fsynced and renamed into
-//! place; when `put_crate` returns, the record is flushed to disk. The registry writes the blob
-//! first and the record second, so after a crash a version is either fully visible or absent.
+//! No file path crosses either trait. The embedded default ([`PrivateStore::open_embedded`])
+//! is SQLite at `<data_dir>/store/registry.db` ([`sql::SqlMetadata`], through sqlx's `Any`
+//! driver so PostgreSQL runs the same queries and migrations) and blob files under
+//! `<data_dir>/store/blobs/` ([`blobs::FileBlobs`]). [`sled::SledMetadata`] is the store of
+//! earlier releases: read once by [`migrate`] and kept as the baseline of the publish
+//! benchmark; sled itself lives on as the disk tier of the upstream cache.
+//!
+//! Durability contract: when [`Blobs::put`] returns, the blob is durable under its name; when a
+//! [`Metadata`] change returns, it is committed (SQLite: WAL, `synchronous = FULL`). The
+//! registry writes the blob first and the version second, so after a crash a version is
+//! either fully visible or absent, and at worst a blob is left that nothing names ([`gc`]).
 
 pub mod blobs;
+pub mod conformance;
+pub mod gc;
+pub mod migrate;
 pub mod sled;
+pub mod sql;
 
-use std::path::PathBuf;
+use std::collections::HashSet;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncRead;
 
 use crate::config::RegistrySpec;
 use crate::index::IndexLine;
@@ -28,6 +45,10 @@ pub enum StoreError {
     Io(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A concurrent change won: a unique key was taken, or the crate changed since it was
+    /// read. The caller re-reads and decides again.
+    #[error("a concurrent change won: {0}")]
+    Conflict(String),
 }
 
 impl From<std::io::Error> for StoreError {
@@ -51,6 +72,9 @@ pub struct CrateRecord {
     pub keywords: Vec<String>,
     /// Index lines in publish order; the blob of each is named by its `cksum`.
     pub versions: Vec<VersionRecord>,
+    /// Bumped by every change of the crate; a change names the revision it was decided on.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 /// One published version.
@@ -88,27 +112,92 @@ pub struct TokenRecord {
     pub created: u64,
 }
 
-/// The storage interface of the registry layer.
+/// One change to one crate, applied atomically by [`Metadata::change_crate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // one value per change, never kept in bulk
+pub enum CrateChange {
+    /// Adds a version. On a crate that does not exist yet (`expected = None`) it creates the
+    /// crate, spelled `name` and owned by the publisher.
+    Publish {
+        name: String,
+        version: VersionRecord,
+        /// Replaces the description when `Some`.
+        description: Option<String>,
+        /// Replaces the keywords when not empty.
+        keywords: Vec<String>,
+    },
+    /// Yanks or unyanks the version spelled exactly `vers`.
+    SetYanked { vers: String, yanked: bool },
+    /// Replaces the owners (in this order).
+    SetOwners(Vec<String>),
+}
+
+/// Everything a store holds but the blobs, as one value: what [`Metadata::import`] takes in
+/// one transaction (migration between backends, bundles).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub registries: Vec<RegistrySpec>,
+    /// (registry, crate).
+    pub crates: Vec<(String, CrateRecord)>,
+    pub users: Vec<UserRecord>,
+    pub tokens: Vec<TokenRecord>,
+}
+
+/// How much a store holds (what a migration checks on both sides).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub registries: u64,
+    pub crates: u64,
+    pub versions: u64,
+    pub owners: u64,
+    pub users: u64,
+    pub tokens: u64,
+}
+
+impl Snapshot {
+    /// What the snapshot holds.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            registries: self.registries.len() as u64,
+            crates: self.crates.len() as u64,
+            versions: self.crates.iter().map(|(_, c)| c.versions.len() as u64).sum(),
+            owners: self.crates.iter().map(|(_, c)| c.owners.len() as u64).sum(),
+            users: self.users.len() as u64,
+            tokens: self.tokens.len() as u64,
+        }
+    }
+}
+
+/// Metadata of the hosted registries. Reads see committed data; every change is atomic.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Metadata: Send + Sync + 'static {
     /// All stored registry definitions.
     async fn registries(&self) -> StoreResult<Vec<RegistrySpec>>;
-    /// Creates or replaces a registry definition (durable on return).
+    /// Creates or replaces a registry definition.
     async fn put_registry(&self, spec: &RegistrySpec) -> StoreResult<()>;
-    /// Deletes a registry definition and every crate record of it.
+    /// Deletes a registry definition and every crate, version and owner of it (one
+    /// transaction). Blobs stay until [`gc`] finds them unreferenced.
     async fn delete_registry(&self, name: &str) -> StoreResult<()>;
 
     /// The crate whose canonical name is `canonical`, if any.
     async fn get_crate(&self, registry: &str, canonical: &str) -> StoreResult<Option<CrateRecord>>;
-    /// Creates or replaces a crate record (durable on return).
-    async fn put_crate(&self, registry: &str, canonical: &str, record: &CrateRecord) -> StoreResult<()>;
     /// Every crate of a registry.
     async fn crates(&self, registry: &str) -> StoreResult<Vec<CrateRecord>>;
-
-    /// Stores a blob under its SHA-256 (hex, returned); durable on return. Idempotent.
-    async fn put_blob(&self, bytes: bytes::Bytes) -> StoreResult<String>;
-    /// Where the blob named `sha256` lives, if it exists.
-    async fn blob_path(&self, sha256: &str) -> StoreResult<Option<PathBuf>>;
+    /// How many crates a registry has.
+    async fn crate_count(&self, registry: &str) -> StoreResult<u64>;
+    /// Applies `change` to the crate `canonical` if its revision is still `expected` (`None`:
+    /// the crate must not exist yet). Returns the new revision. [`StoreError::Conflict`] when
+    /// the revision moved, the crate appeared meanwhile, or the version's release (the version
+    /// without build metadata) is already taken.
+    async fn change_crate(
+        &self,
+        registry: &str,
+        canonical: &str,
+        expected: Option<u64>,
+        change: &CrateChange,
+    ) -> StoreResult<u64>;
+    /// The SHA-256 of every blob some version names (for [`gc`]).
+    async fn referenced_blobs(&self) -> StoreResult<HashSet<String>>;
 
     /// A user by login.
     async fn get_user(&self, login: &str) -> StoreResult<Option<UserRecord>>;
@@ -119,17 +208,88 @@ pub trait Store: Send + Sync + 'static {
 
     /// A token by the hash of its secret.
     async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenRecord>>;
-    /// Stores a token (durable on return).
+    /// Stores a new token.
     async fn put_token(&self, token: &TokenRecord) -> StoreResult<()>;
     /// All tokens.
     async fn tokens(&self) -> StoreResult<Vec<TokenRecord>>;
     /// Deletes the token with public id `id`; `false` if there was none.
     async fn delete_token(&self, id: &str) -> StoreResult<bool>;
 
+    /// Everything, as one consistent value.
+    async fn snapshot(&self) -> StoreResult<Snapshot>;
+    /// Writes a whole snapshot into an empty store, in one transaction, and records `marker`
+    /// in the same transaction. Returns `false` (writing nothing) if `marker` is already
+    /// recorded: an import that committed is never repeated.
+    async fn import(&self, snapshot: &Snapshot, marker: &str) -> StoreResult<bool>;
+    /// What the store holds.
+    async fn counts(&self) -> StoreResult<Counts>;
+
     /// Whether the store answers reads and writes (readiness).
     async fn check(&self) -> StoreResult<()>;
-    /// Flushes pending writes (shutdown).
-    async fn flush(&self) -> StoreResult<()>;
+    /// Releases the store (shutdown): pending work is committed.
+    async fn close(&self) -> StoreResult<()>;
+}
+
+/// A blob being read: its length and its bytes.
+pub struct BlobReader {
+    pub len: u64,
+    pub reader: Pin<Box<dyn AsyncRead + Send + Sync>>,
+}
+
+/// One stored blob, as listed for [`gc`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    pub sha256: String,
+    pub len: u64,
+    /// When it was last written (a `put` of an existing blob renews it).
+    pub modified: SystemTime,
+}
+
+/// `.crate` files by SHA-256 (64 lowercase hex characters; anything else is never stored and
+/// never found).
+#[async_trait]
+pub trait Blobs: Send + Sync + 'static {
+    /// Stores `bytes` under their SHA-256 (returned); durable on return. Idempotent: storing
+    /// an existing blob renews its modification time (so [`gc`]'s grace period covers the
+    /// publish that just wrote it).
+    async fn put(&self, bytes: bytes::Bytes) -> StoreResult<String>;
+    /// Stores what `reader` yields; returns its SHA-256 and length.
+    async fn put_stream(&self, reader: &mut (dyn AsyncRead + Send + Unpin)) -> StoreResult<(String, u64)>;
+    /// The blob named `sha256`, as a stream; `None` if absent.
+    async fn get(&self, sha256: &str) -> StoreResult<Option<BlobReader>>;
+    /// Whether the blob exists.
+    async fn exists(&self, sha256: &str) -> StoreResult<bool>;
+    /// The blob's size and modification time; `None` if absent.
+    async fn info(&self, sha256: &str) -> StoreResult<Option<BlobInfo>>;
+    /// Deletes the blob; `false` if there was none.
+    async fn delete(&self, sha256: &str) -> StoreResult<bool>;
+    /// Every blob.
+    async fn list(&self) -> StoreResult<Vec<BlobInfo>>;
+}
+
+/// Whether `s` can name a blob: 64 lowercase hex characters.
+pub fn is_blob_name(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The private store: metadata and blobs.
+#[derive(Clone)]
+pub struct PrivateStore {
+    pub meta: Arc<dyn Metadata>,
+    pub blobs: Arc<dyn Blobs>,
+}
+
+impl PrivateStore {
+    /// The embedded default under `dir` (`<data_dir>/store`): SQLite at `registry.db`, blob
+    /// files under `blobs/`. A sled store of an earlier release found there is migrated first
+    /// (see [`migrate`]).
+    pub async fn open_embedded(dir: &Path) -> StoreResult<Self> {
+        std::fs::create_dir_all(dir)?;
+        let blobs = Arc::new(blobs::FileBlobs::open(dir.join("blobs"))?);
+        let meta = Arc::new(sql::SqlMetadata::open_sqlite(&dir.join("registry.db")).await?);
+        migrate::from_sled_if_present(dir, meta.as_ref()).await?;
+        Ok(PrivateStore { meta, blobs })
+    }
 }
 
 /// Current unix time in seconds.

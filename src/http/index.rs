@@ -140,6 +140,10 @@ pub async fn download(
             let stream = TryStreamExt::map_ok(ReaderStream::with_capacity(file, 256 * 1024), Frame::data);
             (StreamBody::new(stream).boxed(), Some(len), status.as_str())
         }
+        Download::Blob { blob, status } => {
+            let stream = TryStreamExt::map_ok(ReaderStream::with_capacity(blob.reader, 256 * 1024), Frame::data);
+            (StreamBody::new(stream).boxed(), Some(blob.len), status.as_str())
+        }
         Download::Stream(mut reader) => {
             let len = reader.headers().await.map_err(fill_error)?;
             let stream = TryStreamExt::map_ok(reader.into_stream(), Frame::data);

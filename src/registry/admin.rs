@@ -121,8 +121,11 @@ impl RegistryService {
     /// the store was revoked (or the store was wiped): it is never stored again, and the start
     /// logs how to get a new one. A revoked bootstrap token stays revoked across restarts.
     pub async fn bootstrap_admin(&self, data_dir: &Path) -> RegistryResult<AdminToken> {
-        if self.store.get_user(ADMIN_USER).await?.is_none() {
-            self.store.create_user(ADMIN_USER, Some("Administrator".into())).await?;
+        if self.store.meta.get_user(ADMIN_USER).await?.is_none() {
+            self.store
+                .meta
+                .create_user(ADMIN_USER, Some("Administrator".into()))
+                .await?;
         }
         if self.settings.env_admin_hash.is_some() {
             return Ok(AdminToken::Env);
@@ -136,7 +139,7 @@ impl RegistryService {
         };
         match std::fs::read_to_string(&path) {
             Ok(s) if !s.trim().is_empty() => {
-                if self.store.token_by_hash(&hash_token(s.trim())).await?.is_some() {
+                if self.store.meta.token_by_hash(&hash_token(s.trim())).await?.is_some() {
                     return Ok(AdminToken::File(path));
                 }
                 tracing::warn!(
@@ -148,6 +151,7 @@ impl RegistryService {
             _ => {
                 let secret = new_secret();
                 self.store
+                    .meta
                     .put_token(&TokenRecord {
                         id: new_token_id(),
                         hash: hash_token(&secret),
@@ -159,7 +163,6 @@ impl RegistryService {
                         created: now_secs(),
                     })
                     .await?;
-                self.store.flush().await?;
                 write_private(&path, &secret).map_err(io_err)?;
                 Ok(AdminToken::File(path))
             }
@@ -252,7 +255,7 @@ impl RegistryService {
         }
         for spec in specs {
             if self.registries().get(&spec.name).map(|s| s.as_ref()) != Some(&spec) {
-                self.store.put_registry(&spec).await?;
+                self.store.meta.put_registry(&spec).await?;
             }
         }
         self.reload_registries().await
@@ -269,7 +272,7 @@ impl RegistryService {
         self.check_spec(&spec)?;
         // Whatever an earlier registry of this name left in the index cache is not this one's.
         self.caches.index.clear(&spec.name).await;
-        self.store.put_registry(&spec).await?;
+        self.store.meta.put_registry(&spec).await?;
         self.reload_registries().await?;
         tracing::info!(registry = %spec.name, kind = ?spec.kind, "registry created");
         self.warn_about_shadow_version();
@@ -303,7 +306,7 @@ impl RegistryService {
             spec.ca_file = (!ca.as_os_str().is_empty()).then_some(ca);
         }
         self.check_spec(&spec)?;
-        self.store.put_registry(&spec).await?;
+        self.store.meta.put_registry(&spec).await?;
         self.reload_registries().await?;
         self.invalidate_registry(name);
         tracing::info!(registry = %name, "registry updated");
@@ -326,14 +329,14 @@ impl RegistryService {
             )));
         }
         if spec.kind == RegistryKind::Hosted && !force {
-            let n = self.store.crates(name).await?.len();
+            let n = self.store.meta.crate_count(name).await?;
             if n > 0 {
                 return Err(RegistryError::Conflict(format!(
                     "registry `{name}` holds {n} crate(s); deleting it deletes them: pass force (CLI: --force) to confirm"
                 )));
             }
         }
-        self.store.delete_registry(name).await?;
+        self.store.meta.delete_registry(name).await?;
         self.reload_registries().await?;
         self.invalidate_registry(name);
         // A deleted proxy's cached index files must not come back under a new registry of the
@@ -345,7 +348,7 @@ impl RegistryService {
 
     /// Number of crates in a registry (for listings).
     pub async fn crate_count(&self, name: &str) -> RegistryResult<usize> {
-        Ok(self.store.crates(name).await?.len())
+        Ok(usize::try_from(self.store.meta.crate_count(name).await?).unwrap_or(usize::MAX))
     }
 
     /// Creates a user.
@@ -353,6 +356,7 @@ impl RegistryService {
         check_login(login)?;
         let user = self
             .store
+            .meta
             .create_user(login, name)
             .await?
             .ok_or_else(|| RegistryError::Conflict(format!("user `{login}` already exists")))?;
@@ -362,7 +366,7 @@ impl RegistryService {
 
     /// All users.
     pub async fn list_users(&self) -> RegistryResult<Value> {
-        let users = self.store.users().await?;
+        let users = self.store.meta.users().await?;
         Ok(
             json!({"users": users.iter().map(|u| json!({"id": u.id, "login": u.login, "name": u.name, "created": u.created})).collect::<Vec<_>>()}),
         )
@@ -370,7 +374,7 @@ impl RegistryService {
 
     /// Creates a token; the secret is in the answer and nowhere else.
     pub async fn create_token(&self, req: NewToken) -> RegistryResult<Value> {
-        if self.store.get_user(&req.user).await?.is_none() {
+        if self.store.meta.get_user(&req.user).await?.is_none() {
             return Err(RegistryError::NotFound(format!(
                 "there is no user `{}`; create it first with `cargohold user add {}`",
                 req.user, req.user
@@ -413,7 +417,7 @@ impl RegistryService {
             expires,
             created: now_secs(),
         };
-        self.store.put_token(&record).await?;
+        self.store.meta.put_token(&record).await?;
         tracing::info!(user = %record.user, token.id = %record.id, scopes = ?record.scopes, "token created");
         let mut out = token_json(&record);
         out["token"] = json!(secret);
@@ -422,7 +426,7 @@ impl RegistryService {
 
     /// All tokens (never their secrets), optionally of one user.
     pub async fn list_tokens(&self, user: Option<&str>) -> RegistryResult<Value> {
-        let tokens = self.store.tokens().await?;
+        let tokens = self.store.meta.tokens().await?;
         let list: Vec<Value> = tokens
             .iter()
             .filter(|t| user.is_none_or(|u| t.user == u))
@@ -433,7 +437,7 @@ impl RegistryService {
 
     /// Revokes a token by id.
     pub async fn revoke_token(&self, id: &str) -> RegistryResult<()> {
-        if self.store.delete_token(id).await? {
+        if self.store.meta.delete_token(id).await? {
             tracing::info!(token.id = %id, "token revoked");
             Ok(())
         } else {

@@ -35,7 +35,7 @@ pub enum RegistryError {
     Unavailable(String),
     /// 500: the store failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// 502/504: the upstream failed and nothing cached could answer.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
@@ -43,3 +43,15 @@ pub enum RegistryError {
 
 /// Result alias for the registry layer.
 pub type RegistryResult<T> = Result<T, RegistryError>;
+
+impl From<StoreError> for RegistryError {
+    /// A conflict that outlived the retries of a change is a 503 to retry, not a failure.
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(why) => RegistryError::Unavailable(format!(
+                "the crate is being changed by other requests right now ({why}); retry in a moment"
+            )),
+            other => RegistryError::Store(other),
+        }
+    }
+}

@@ -5,14 +5,14 @@ use serde_json::{json, Value};
 
 use super::admin::check_login;
 use super::error::{RegistryError, RegistryResult};
-use super::{check_name_and_version, Principal, RegistryService, Scope};
+use super::{check_name_and_version, Principal, RegistryService, Scope, MAX_CHANGE_ATTEMPTS};
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::config::RegistryKind;
 use crate::index::canonical_name;
 use crate::index::line::{line_key, lines};
-use crate::store::CrateRecord;
+use crate::store::{CrateChange, CrateRecord, StoreError};
 use crate::upstream::cached::CachedUpstream;
 
 /// Most users one owners request may add or remove (crates.io takes a handful).
@@ -76,6 +76,39 @@ fn max_version(rec: &CrateRecord) -> Option<String> {
     parsed(false).or_else(|| parsed(true))
 }
 
+/// The owners of `rec` after adding or removing `logins`, and the message saying so.
+fn owners_after(rec: &CrateRecord, logins: &[String], add: bool) -> RegistryResult<(Vec<String>, String)> {
+    if add {
+        let mut owners = rec.owners.clone();
+        for login in logins {
+            if !owners.contains(login) {
+                owners.push(login.clone());
+            }
+        }
+        return Ok((
+            owners,
+            format!("user(s) {} added as owner(s) of crate {}", logins.join(", "), rec.name),
+        ));
+    }
+    let remaining: Vec<String> = rec.owners.iter().filter(|o| !logins.contains(o)).cloned().collect();
+    if remaining.is_empty() {
+        return Err(RegistryError::BadRequest(format!(
+            "cannot remove every owner of crate `{}`; add another owner first",
+            rec.name
+        )));
+    }
+    if let Some(missing) = logins.iter().find(|l| !rec.owners.contains(l)) {
+        return Err(RegistryError::NotFound(format!(
+            "`{missing}` is not an owner of crate `{}`",
+            rec.name
+        )));
+    }
+    Ok((
+        remaining,
+        format!("owners successfully removed from crate {}", rec.name),
+    ))
+}
+
 impl RegistryService {
     /// The crate named `name` (any case, `-`/`_` as published), or 404.
     async fn existing_crate(&self, registry: &str, name: &str) -> RegistryResult<CrateRecord> {
@@ -109,17 +142,35 @@ impl RegistryService {
         let who = self.require_principal(registry, header).await?;
         who.require(Scope::Yank, Some(registry))?;
         check_name_and_version(name, Some(version))?;
-        let _guard = self.write_lock.lock().await;
-        let mut rec = self.owned_crate(&reg.name, name, &who).await?;
-        let i = find_version(&rec, version)
-            .ok_or_else(|| RegistryError::NotFound(format!("crate `{}` has no version `{version}`", rec.name)))?;
-        if rec.versions[i].line.yanked != yanked {
-            rec.versions[i].line.yanked = yanked;
-            self.store
-                .put_crate(&reg.name, &canonical_name(&rec.name), &rec)
-                .await?;
-            self.invalidate(&reg.name, &rec.name);
-            tracing::info!(registry, krate.name = %rec.name, krate.version = %version, yanked, user = %who.user, "yank state changed");
+        // Decided on the crate as read; a concurrent change makes the store refuse and the
+        // decision is made again on what won.
+        let mut attempts = 0;
+        loop {
+            let rec = self.owned_crate(&reg.name, name, &who).await?;
+            let i = find_version(&rec, version)
+                .ok_or_else(|| RegistryError::NotFound(format!("crate `{}` has no version `{version}`", rec.name)))?;
+            if rec.versions[i].line.yanked == yanked {
+                break;
+            }
+            let change = CrateChange::SetYanked {
+                vers: rec.versions[i].line.vers.clone(),
+                yanked,
+            };
+            let canonical = canonical_name(&rec.name);
+            match self
+                .store
+                .meta
+                .change_crate(&reg.name, &canonical, Some(rec.revision), &change)
+                .await
+            {
+                Ok(_) => {
+                    self.invalidate(&reg.name, &rec.name);
+                    tracing::info!(registry, krate.name = %rec.name, krate.version = %version, yanked, user = %who.user, "yank state changed");
+                    break;
+                }
+                Err(StoreError::Conflict(_)) if attempts < MAX_CHANGE_ATTEMPTS => attempts += 1,
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(json!({"ok": true}))
     }
@@ -135,7 +186,7 @@ impl RegistryService {
         let rec = self.existing_crate(registry, name).await?;
         let mut users = Vec::new();
         for login in &rec.owners {
-            let user = self.store.get_user(login).await?;
+            let user = self.store.meta.get_user(login).await?;
             users.push(json!({
                 "id": user.as_ref().map_or(0, |u| u.id),
                 "login": login,
@@ -186,44 +237,33 @@ impl RegistryService {
         // writes of other crates while it reads the store.
         if add {
             for login in &logins {
-                if self.store.get_user(login).await?.is_none() {
+                if self.store.meta.get_user(login).await?.is_none() {
                     return Err(RegistryError::NotFound(format!(
                         "there is no user `{login}`; an administrator can create it with `cargohold user add {login}`"
                     )));
                 }
             }
         }
-        let _guard = self.write_lock.lock().await;
-        let mut rec = self.owned_crate(&reg.name, name, who).await?;
-        let msg = if add {
-            for login in &logins {
-                if !rec.owners.contains(login) {
-                    rec.owners.push(login.clone());
+        let mut attempts = 0;
+        loop {
+            let rec = self.owned_crate(&reg.name, name, who).await?;
+            let (owners, msg) = owners_after(&rec, &logins, add)?;
+            let canonical = canonical_name(&rec.name);
+            let change = CrateChange::SetOwners(owners);
+            match self
+                .store
+                .meta
+                .change_crate(&reg.name, &canonical, Some(rec.revision), &change)
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(registry, krate.name = %rec.name, user = %who.user, add, count = logins.len(), "owners changed");
+                    return Ok(json!({"ok": true, "msg": msg}));
                 }
+                Err(StoreError::Conflict(_)) if attempts < MAX_CHANGE_ATTEMPTS => attempts += 1,
+                Err(e) => return Err(e.into()),
             }
-            format!("user(s) {} added as owner(s) of crate {}", logins.join(", "), rec.name)
-        } else {
-            let remaining: Vec<String> = rec.owners.iter().filter(|o| !logins.contains(o)).cloned().collect();
-            if remaining.is_empty() {
-                return Err(RegistryError::BadRequest(format!(
-                    "cannot remove every owner of crate `{}`; add another owner first",
-                    rec.name
-                )));
-            }
-            if let Some(missing) = logins.iter().find(|l| !rec.owners.contains(l)) {
-                return Err(RegistryError::NotFound(format!(
-                    "`{missing}` is not an owner of crate `{}`",
-                    rec.name
-                )));
-            }
-            rec.owners = remaining;
-            format!("owners successfully removed from crate {}", rec.name)
-        };
-        self.store
-            .put_crate(&reg.name, &canonical_name(&rec.name), &rec)
-            .await?;
-        tracing::info!(registry, krate.name = %rec.name, user = %who.user, add, count = logins.len(), "owners changed");
-        Ok(json!({"ok": true, "msg": msg}))
+        }
     }
 
     /// `GET /api/v1/crates?q=&per_page=&page=`: crates whose name, description or keywords
@@ -251,7 +291,7 @@ impl RegistryService {
         // (exact match, canonical name, source)
         let mut hits: Vec<(bool, String, SearchHit)> = Vec::new();
         if reg.kind == RegistryKind::Hosted {
-            for r in self.store.crates(registry).await? {
+            for r in self.store.meta.crates(registry).await? {
                 let matches = canonical_name(&r.name).contains(&q_canon)
                     || r.description
                         .as_ref()
@@ -347,6 +387,7 @@ mod tests {
                     published_by: "a".into(),
                 })
                 .collect(),
+            revision: 1,
         }
     }
 

@@ -8,13 +8,13 @@ use sha2::{Digest, Sha256};
 
 use super::error::{RegistryError, RegistryResult};
 use super::tarball::{self, TarballLimits};
-use super::{Principal, RegistryService, Scope, UpstreamPresence};
+use super::{Principal, RegistryService, Scope, UpstreamPresence, MAX_CHANGE_ATTEMPTS};
 use crate::config::{RegistrySpec, Shadow};
 use crate::index::line::pubtime;
 use crate::index::name::validate_dep_name;
 use crate::index::publish_frame::{parse_frame, FrameError, NewCrate};
 use crate::index::{canonical_name, validate_crate_name, IndexLine};
-use crate::store::{CrateRecord, VersionRecord};
+use crate::store::{CrateChange, CrateRecord, StoreError, VersionRecord};
 
 use crate::index::name::MAX_VERSION_LEN;
 const MAX_DEPS: usize = 500;
@@ -182,7 +182,7 @@ impl RegistryService {
             }
         }
 
-        // Cheap pre-checks before writing the blob; repeated under the lock below.
+        // Decided on what is stored now; decided again below if a concurrent change wins.
         let canonical = canonical_name(&meta.name);
         let prior = self.load_crate(registry, &meta.name).await?;
         check_publish_allowed(prior.as_ref(), &meta, &version, who)?;
@@ -190,30 +190,50 @@ impl RegistryService {
             self.dependency_confusion_guard(&reg, &meta.name).await?;
         }
 
-        // The blob is durable before the record names it: a crash in between leaves an
-        // unreferenced file, never a visible version without bytes.
+        // The blob is durable before the version names it: a crash in between leaves an
+        // unreferenced blob (`cargohold gc`), never a visible version without bytes.
         let krate = body.slice_ref(frame.krate);
-        self.store.put_blob(krate).await?;
+        self.store.blobs.put(krate.clone()).await?;
 
-        let _guard = self.write_lock.lock().await;
-        let prior = self.load_crate(registry, &meta.name).await?;
-        check_publish_allowed(prior.as_ref(), &meta, &version, who)?;
-        let mut record = prior.unwrap_or_else(|| CrateRecord {
-            name: meta.name.clone(),
-            owners: vec![who.user.clone()],
-            description: None,
-            keywords: Vec::new(),
-            versions: Vec::new(),
-        });
-        record.description = meta.description.clone().or(record.description);
-        if !meta.keywords.is_empty() {
-            record.keywords = meta.keywords.clone();
+        // One transaction, decided by the database: the version is added at the crate's
+        // revision read here, or the crate is created if it still does not exist. A
+        // concurrent change (from this process or another) makes the store refuse; the
+        // crate is read again and the publish decided again on what won.
+        let mut prior = prior;
+        let mut attempts = 0;
+        loop {
+            let change = CrateChange::Publish {
+                name: meta.name.clone(),
+                version: VersionRecord {
+                    line: line.clone(),
+                    published_by: who.user.clone(),
+                },
+                description: meta.description.clone(),
+                keywords: meta.keywords.clone(),
+            };
+            let expected = prior.as_ref().map(|r| r.revision);
+            match self
+                .store
+                .meta
+                .change_crate(&reg.name, &canonical, expected, &change)
+                .await
+            {
+                Ok(_) => break,
+                Err(StoreError::Conflict(why)) if attempts < MAX_CHANGE_ATTEMPTS => {
+                    attempts += 1;
+                    tracing::debug!(registry, krate.name = %meta.name, why, "publish raced another change; deciding again");
+                    prior = self.load_crate(registry, &meta.name).await?;
+                    check_publish_allowed(prior.as_ref(), &meta, &version, who)?;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-        record.versions.push(VersionRecord {
-            line,
-            published_by: who.user.clone(),
-        });
-        self.store.put_crate(&reg.name, &canonical, &record).await?;
+        // Garbage collection spares young blobs; should one have collected this blob anyway
+        // (a publish slower than its grace period), it is written again before the 200.
+        if !self.store.blobs.exists(&cksum).await? {
+            tracing::warn!(registry, krate.name = %meta.name, "the blob of a publish was gone after its commit; writing it again");
+            self.store.blobs.put(krate).await?;
+        }
         self.invalidate(&reg.name, &meta.name);
         tracing::info!(registry, krate.name = %meta.name, krate.version = %meta.vers, user = %who.user, "published");
         Ok(json!({"warnings": {"invalid_categories": [], "invalid_badges": [], "other": []}}))

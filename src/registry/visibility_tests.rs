@@ -2,7 +2,7 @@
 //! invalidation (issue: a version missing from the index after its publish returned 200).
 //! Deterministic: the store holds the racing reader between its read and its cache insert.
 
-use std::path::PathBuf;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -10,20 +10,20 @@ use tokio::sync::{Notify, Semaphore};
 
 use super::*;
 use crate::config::RegistryKind;
-use crate::index::line::IndexLine;
-use crate::store::sled::SledStore;
-use crate::store::{StoreResult, TokenRecord, UserRecord, VersionRecord};
+use crate::store::conformance::publish_one;
+use crate::store::sql::SqlMetadata;
+use crate::store::{blobs::FileBlobs, Counts, CrateChange, Metadata, Snapshot, StoreResult, TokenRecord, UserRecord};
 
-/// A store whose `get_crate` can be held after it has read, until released.
+/// Metadata whose `get_crate` can be held after it has read, until released.
 struct GatedStore {
-    inner: SledStore,
+    inner: SqlMetadata,
     hold: std::sync::atomic::AtomicBool,
     read_done: Notify,
     release: Semaphore,
 }
 
 #[async_trait]
-impl Store for GatedStore {
+impl Metadata for GatedStore {
     async fn registries(&self) -> StoreResult<Vec<RegistrySpec>> {
         self.inner.registries().await
     }
@@ -41,17 +41,23 @@ impl Store for GatedStore {
         }
         rec
     }
-    async fn put_crate(&self, registry: &str, canonical: &str, record: &CrateRecord) -> StoreResult<()> {
-        self.inner.put_crate(registry, canonical, record).await
-    }
     async fn crates(&self, registry: &str) -> StoreResult<Vec<CrateRecord>> {
         self.inner.crates(registry).await
     }
-    async fn put_blob(&self, bytes: Bytes) -> StoreResult<String> {
-        self.inner.put_blob(bytes).await
+    async fn crate_count(&self, registry: &str) -> StoreResult<u64> {
+        self.inner.crate_count(registry).await
     }
-    async fn blob_path(&self, sha256: &str) -> StoreResult<Option<PathBuf>> {
-        self.inner.blob_path(sha256).await
+    async fn change_crate(
+        &self,
+        registry: &str,
+        canonical: &str,
+        expected: Option<u64>,
+        change: &CrateChange,
+    ) -> StoreResult<u64> {
+        self.inner.change_crate(registry, canonical, expected, change).await
+    }
+    async fn referenced_blobs(&self) -> StoreResult<HashSet<String>> {
+        self.inner.referenced_blobs().await
     }
     async fn get_user(&self, login: &str) -> StoreResult<Option<UserRecord>> {
         self.inner.get_user(login).await
@@ -74,39 +80,20 @@ impl Store for GatedStore {
     async fn delete_token(&self, id: &str) -> StoreResult<bool> {
         self.inner.delete_token(id).await
     }
+    async fn snapshot(&self) -> StoreResult<Snapshot> {
+        self.inner.snapshot().await
+    }
+    async fn import(&self, snapshot: &Snapshot, marker: &str) -> StoreResult<bool> {
+        self.inner.import(snapshot, marker).await
+    }
+    async fn counts(&self) -> StoreResult<Counts> {
+        self.inner.counts().await
+    }
     async fn check(&self) -> StoreResult<()> {
         self.inner.check().await
     }
-    async fn flush(&self) -> StoreResult<()> {
-        self.inner.flush().await
-    }
-}
-
-fn line(vers: &str) -> VersionRecord {
-    VersionRecord {
-        line: IndexLine {
-            name: "foo".into(),
-            vers: vers.into(),
-            deps: Vec::new(),
-            cksum: "0".repeat(64),
-            features: Default::default(),
-            yanked: false,
-            links: None,
-            v: 2,
-            rust_version: None,
-            pubtime: None,
-        },
-        published_by: "alice".into(),
-    }
-}
-
-fn record(versions: &[&str]) -> CrateRecord {
-    CrateRecord {
-        name: "foo".into(),
-        owners: vec!["alice".into()],
-        description: None,
-        keywords: Vec::new(),
-        versions: versions.iter().map(|v| line(v)).collect(),
+    async fn close(&self) -> StoreResult<()> {
+        self.inner.close().await
     }
 }
 
@@ -114,7 +101,7 @@ fn record(versions: &[&str]) -> CrateRecord {
 async fn a_read_racing_a_write_cannot_put_back_the_old_file() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(GatedStore {
-        inner: SledStore::open(&dir.path().join("store")).unwrap(),
+        inner: SqlMetadata::open_sqlite(&dir.path().join("registry.db")).await.unwrap(),
         hold: false.into(),
         read_done: Notify::new(),
         release: Semaphore::new(0),
@@ -123,7 +110,7 @@ async fn a_read_racing_a_write_cannot_put_back_the_old_file() {
         .put_registry(&RegistrySpec::new("local", RegistryKind::Hosted))
         .await
         .unwrap();
-    store.put_crate("local", "foo", &record(&["1.0.0"])).await.unwrap();
+    publish_one(store.as_ref(), "local", "foo", "1.0.0").await;
     let cache_dir = dir.path().join("cache");
     let caches = CacheHandles {
         index: IndexCache::open(&cache_dir, 1 << 20, 1 << 30).unwrap(),
@@ -137,9 +124,16 @@ async fn a_read_racing_a_write_cannot_put_back_the_old_file() {
         env_admin_hash: None,
     };
     let svc = Arc::new(
-        RegistryService::new(store.clone() as Arc<dyn Store>, caches, settings)
-            .await
-            .unwrap(),
+        RegistryService::new(
+            PrivateStore {
+                meta: store.clone(),
+                blobs: Arc::new(FileBlobs::open(dir.path().join("blobs")).unwrap()),
+            },
+            caches,
+            settings,
+        )
+        .await
+        .unwrap(),
     );
     let reg = svc.registry("local").unwrap();
 
@@ -152,10 +146,7 @@ async fn a_read_racing_a_write_cannot_put_back_the_old_file() {
     store.read_done.notified().await;
 
     // Meanwhile a publish commits 1.1.0 and invalidates, as `publish` does before its 200.
-    store
-        .put_crate("local", "foo", &record(&["1.0.0", "1.1.0"]))
-        .await
-        .unwrap();
+    publish_one(store.as_ref(), "local", "foo", "1.1.0").await;
     svc.invalidate("local", "foo");
 
     // The held reader finishes (its own answer may be the old file: it started before the 200).

@@ -1,5 +1,7 @@
-//! The embedded store: one sled database (`<data_dir>/store/db`) for metadata, blob files
-//! beside it (`<data_dir>/store/blobs`).
+//! The store of earlier releases: one sled database (`<data_dir>/store/db`) of JSON records.
+//! The daemon no longer writes it: [`super::migrate`] reads it once into the SQL store, and
+//! the publish benchmark measures it as the baseline. It implements [`Metadata`] whole, and
+//! passes the same conformance suite, which keeps the suite honest about backends.
 //!
 //! | tree         | key                       | value (JSON)     |
 //! |--------------|---------------------------|------------------|
@@ -7,23 +9,27 @@
 //! | `crates`     | `{registry}\0{canonical}` | `CrateRecord`    |
 //! | `users`      | login                     | `UserRecord`     |
 //! | `tokens`     | hex SHA-256 of the secret | `TokenRecord`    |
+//! | `meta`       | marker                    | unix seconds     |
 //!
-//! Every write is followed by `flush` (fsync) before the call returns.
+//! Every write is followed by `flush` (fsync) before the call returns; a crate change is a
+//! compare-and-swap of its record.
 
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
+use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::blobs::BlobDir;
-use super::{now_secs, CrateRecord, Store, StoreError, StoreResult, TokenRecord, UserRecord};
+use super::{
+    now_secs, Counts, CrateChange, CrateRecord, Metadata, Snapshot, StoreError, StoreResult, TokenRecord, UserRecord,
+};
 use crate::config::RegistrySpec;
 
-/// sled + blob files.
+/// Metadata in sled.
 #[derive(Clone)]
-pub struct SledStore {
+pub struct SledMetadata {
     inner: Arc<Inner>,
 }
 
@@ -33,9 +39,8 @@ struct Inner {
     crates: sled::Tree,
     users: sled::Tree,
     tokens: sled::Tree,
-    blobs: BlobDir,
+    meta: sled::Tree,
 }
-
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
         StoreError::Io(e.to_string())
@@ -62,8 +67,8 @@ fn registry_prefix(registry: &str) -> Vec<u8> {
     crate_key(registry, "")
 }
 
-impl SledStore {
-    /// Opens (creating) the store under `dir`.
+impl SledMetadata {
+    /// Opens (creating) the sled database at `<dir>/db`.
     pub fn open(dir: &Path) -> StoreResult<Self> {
         std::fs::create_dir_all(dir)?;
         let db = sled::Config::new()
@@ -75,10 +80,10 @@ impl SledStore {
             crates: db.open_tree("crates")?,
             users: db.open_tree("users")?,
             tokens: db.open_tree("tokens")?,
-            blobs: BlobDir::open(dir.join("blobs"))?,
+            meta: db.open_tree("meta")?,
             db,
         };
-        Ok(SledStore { inner: Arc::new(inner) })
+        Ok(SledMetadata { inner: Arc::new(inner) })
     }
 
     async fn run<T, F>(&self, f: F) -> StoreResult<T>
@@ -101,8 +106,60 @@ fn all<T: DeserializeOwned>(iter: impl Iterator<Item = sled::Result<(sled::IVec,
     .collect()
 }
 
+/// The release (version without build metadata) of an index version string.
+fn release(vers: &str) -> &str {
+    vers.split('+').next().unwrap_or(vers)
+}
+
+/// `rec` with `change` applied (the revision bumped by the caller).
+fn applied(prior: Option<CrateRecord>, change: &CrateChange) -> StoreResult<CrateRecord> {
+    let mut rec = match (prior, change) {
+        (Some(rec), _) => rec,
+        (None, CrateChange::Publish { name, version, .. }) => CrateRecord {
+            name: name.clone(),
+            owners: vec![version.published_by.clone()],
+            description: None,
+            keywords: Vec::new(),
+            versions: Vec::new(),
+            revision: 0,
+        },
+        (None, _) => return Err(StoreError::Conflict("the crate does not exist".into())),
+    };
+    match change {
+        CrateChange::Publish {
+            version,
+            description,
+            keywords,
+            ..
+        } => {
+            let new = release(&version.line.vers);
+            if rec.versions.iter().any(|v| release(&v.line.vers) == new) {
+                return Err(StoreError::Conflict(format!("release {new} exists")));
+            }
+            if description.is_some() {
+                rec.description = description.clone();
+            }
+            if !keywords.is_empty() {
+                rec.keywords = keywords.clone();
+            }
+            rec.versions.push(version.clone());
+        }
+        CrateChange::SetYanked { vers, yanked } => {
+            let v = rec
+                .versions
+                .iter_mut()
+                .find(|v| v.line.vers == *vers)
+                .ok_or_else(|| StoreError::Conflict(format!("no version {vers}")))?;
+            v.line.yanked = *yanked;
+        }
+        CrateChange::SetOwners(owners) => rec.owners = owners.clone(),
+    }
+    rec.revision += 1;
+    Ok(rec)
+}
+
 #[async_trait]
-impl Store for SledStore {
+impl Metadata for SledMetadata {
     async fn registries(&self) -> StoreResult<Vec<RegistrySpec>> {
         self.run(|s| all(s.registries.iter())).await
     }
@@ -137,31 +194,51 @@ impl Store for SledStore {
             .await
     }
 
-    async fn put_crate(&self, registry: &str, canonical: &str, record: &CrateRecord) -> StoreResult<()> {
-        let (key, value) = (crate_key(registry, canonical), encode(record)?);
-        self.run(move |s| {
-            s.crates.insert(key, value)?;
-            s.db.flush()?;
-            Ok(())
-        })
-        .await
-    }
-
     async fn crates(&self, registry: &str) -> StoreResult<Vec<CrateRecord>> {
         let prefix = registry_prefix(registry);
         self.run(move |s| all(s.crates.scan_prefix(prefix))).await
     }
 
-    async fn put_blob(&self, bytes: bytes::Bytes) -> StoreResult<String> {
-        self.run(move |s| Ok(s.blobs.put(&bytes)?)).await
+    async fn crate_count(&self, registry: &str) -> StoreResult<u64> {
+        let prefix = registry_prefix(registry);
+        self.run(move |s| Ok(s.crates.scan_prefix(prefix).count() as u64)).await
     }
 
-    async fn blob_path(&self, sha256: &str) -> StoreResult<Option<PathBuf>> {
-        let path = self.inner.blobs.path_of(sha256);
-        Ok(match path {
-            Some(p) if tokio::fs::try_exists(&p).await? => Some(p),
-            _ => None,
+    async fn change_crate(
+        &self,
+        registry: &str,
+        canonical: &str,
+        expected: Option<u64>,
+        change: &CrateChange,
+    ) -> StoreResult<u64> {
+        let key = crate_key(registry, canonical);
+        let change = change.clone();
+        self.run(move |s| {
+            let old = s.crates.get(&key)?;
+            let prior: Option<CrateRecord> = old.as_ref().map(|v| decode(v)).transpose()?;
+            if prior.as_ref().map(|r| r.revision) != expected {
+                return Err(StoreError::Conflict("the crate changed".into()));
+            }
+            let rec = applied(prior, &change)?;
+            let swapped = s.crates.compare_and_swap(&key, old, Some(encode(&rec)?))?;
+            if swapped.is_err() {
+                return Err(StoreError::Conflict("the crate changed".into()));
+            }
+            s.db.flush()?;
+            Ok(rec.revision)
         })
+        .await
+    }
+
+    async fn referenced_blobs(&self) -> StoreResult<HashSet<String>> {
+        self.run(|s| {
+            let crates: Vec<CrateRecord> = all(s.crates.iter())?;
+            Ok(crates
+                .into_iter()
+                .flat_map(|c| c.versions.into_iter().map(|v| v.line.cksum))
+                .collect())
+        })
+        .await
     }
 
     async fn get_user(&self, login: &str) -> StoreResult<Option<UserRecord>> {
@@ -205,7 +282,12 @@ impl Store for SledStore {
     async fn put_token(&self, token: &TokenRecord) -> StoreResult<()> {
         let (key, value) = (token.hash.clone(), encode(token)?);
         self.run(move |s| {
-            s.tokens.insert(key.as_bytes(), value)?;
+            let swapped = s
+                .tokens
+                .compare_and_swap(key.as_bytes(), None as Option<&[u8]>, Some(value))?;
+            if swapped.is_err() {
+                return Err(StoreError::Conflict("a token with this secret exists".into()));
+            }
             s.db.flush()?;
             Ok(())
         })
@@ -230,6 +312,59 @@ impl Store for SledStore {
         .await
     }
 
+    async fn snapshot(&self) -> StoreResult<Snapshot> {
+        self.run(|s| {
+            let mut crates = Vec::new();
+            for kv in s.crates.iter() {
+                let (k, v) = kv?;
+                let registry = k
+                    .split(|b| *b == 0)
+                    .next()
+                    .map(|r| String::from_utf8_lossy(r).into_owned())
+                    .unwrap_or_default();
+                crates.push((registry, decode::<CrateRecord>(&v)?));
+            }
+            Ok(Snapshot {
+                registries: all(s.registries.iter())?,
+                crates,
+                users: all(s.users.iter())?,
+                tokens: all(s.tokens.iter())?,
+            })
+        })
+        .await
+    }
+
+    async fn import(&self, snapshot: &Snapshot, marker: &str) -> StoreResult<bool> {
+        let snapshot = snapshot.clone();
+        let marker = marker.to_owned();
+        self.run(move |s| {
+            if s.meta.contains_key(marker.as_bytes())? {
+                return Ok(false);
+            }
+            for spec in &snapshot.registries {
+                s.registries.insert(spec.name.as_bytes(), encode(spec)?)?;
+            }
+            for u in &snapshot.users {
+                s.users.insert(u.login.as_bytes(), encode(u)?)?;
+            }
+            for t in &snapshot.tokens {
+                s.tokens.insert(t.hash.as_bytes(), encode(t)?)?;
+            }
+            for (registry, rec) in &snapshot.crates {
+                let canonical = crate::index::canonical_name(&rec.name);
+                s.crates.insert(crate_key(registry, &canonical), encode(rec)?)?;
+            }
+            s.meta.insert(marker.as_bytes(), now_secs().to_be_bytes().to_vec())?;
+            s.db.flush()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn counts(&self) -> StoreResult<Counts> {
+        Ok(self.snapshot().await?.counts())
+    }
+
     async fn check(&self) -> StoreResult<()> {
         self.run(|s| {
             s.db.insert(b"readyz", now_secs().to_be_bytes().to_vec())?;
@@ -238,7 +373,7 @@ impl Store for SledStore {
         .await
     }
 
-    async fn flush(&self) -> StoreResult<()> {
+    async fn close(&self) -> StoreResult<()> {
         self.run(|s| {
             s.db.flush()?;
             Ok(())
@@ -250,77 +385,22 @@ impl Store for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RegistryKind;
-    use crate::index::IndexLine;
 
-    fn line(v: &str) -> IndexLine {
-        IndexLine {
-            name: "foo".into(),
-            vers: v.into(),
-            deps: vec![],
-            cksum: "0".repeat(64),
-            features: Default::default(),
-            yanked: false,
-            links: None,
-            v: 1,
-            rust_version: None,
-            pubtime: None,
-        }
+    #[tokio::test]
+    async fn sled_metadata_passes_the_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SledMetadata::open(dir.path()).unwrap();
+        crate::store::conformance::metadata(&meta).await;
     }
 
     #[tokio::test]
     async fn records_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let s = SledStore::open(dir.path()).unwrap();
-            s.put_registry(&RegistrySpec::new("local", RegistryKind::Hosted))
-                .await
-                .unwrap();
-            let rec = CrateRecord {
-                name: "Foo".into(),
-                owners: vec!["alice".into()],
-                description: None,
-                keywords: vec![],
-                versions: vec![super::super::VersionRecord {
-                    line: line("1.0.0"),
-                    published_by: "alice".into(),
-                }],
-            };
-            s.put_crate("local", "foo", &rec).await.unwrap();
-            s.put_crate("other", "foo", &rec).await.unwrap();
-            assert!(s.create_user("alice", None).await.unwrap().is_some());
-            assert!(s.create_user("alice", None).await.unwrap().is_none());
-            let sha = s.put_blob(bytes::Bytes::from_static(b"data")).await.unwrap();
-            assert!(s.blob_path(&sha).await.unwrap().is_some());
+            let s = SledMetadata::open(dir.path()).unwrap();
+            crate::store::conformance::publish_one(&s, "local", "Foo", "1.0.0").await;
         }
-        let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(s.registries().await.unwrap().len(), 1);
+        let s = SledMetadata::open(dir.path()).unwrap();
         assert_eq!(s.get_crate("local", "foo").await.unwrap().unwrap().name, "Foo");
-        assert_eq!(s.crates("local").await.unwrap().len(), 1);
-        s.delete_registry("local").await.unwrap();
-        assert!(s.get_crate("local", "foo").await.unwrap().is_none());
-        assert!(s.get_crate("other", "foo").await.unwrap().is_some());
-        assert_eq!(s.users().await.unwrap().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn tokens_by_hash_and_revoke_by_id() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SledStore::open(dir.path()).unwrap();
-        let t = TokenRecord {
-            id: "t1".into(),
-            hash: "h1".into(),
-            user: "alice".into(),
-            name: "ci".into(),
-            scopes: vec!["read".into()],
-            registries: None,
-            expires: None,
-            created: 0,
-        };
-        s.put_token(&t).await.unwrap();
-        assert_eq!(s.token_by_hash("h1").await.unwrap(), Some(t));
-        assert!(s.delete_token("t1").await.unwrap());
-        assert!(!s.delete_token("t1").await.unwrap());
-        assert!(s.token_by_hash("h1").await.unwrap().is_none());
     }
 }

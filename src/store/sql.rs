@@ -1,0 +1,761 @@
+//! [`Metadata`] in SQL, through sqlx's `Any` driver: SQLite (the embedded default) today, and
+//! PostgreSQL with the same queries and migrations (`src/store/migrations`).
+//!
+//! Races are decided by the database: a crate change first bumps the crate's `revision` where
+//! it still has the value the change was decided on (or inserts the crate, whose key is
+//! unique), and a version's release is a unique key. Every change is one transaction whose
+//! first statement writes, so SQLite takes its write lock at once (waiting out another writer
+//! with its busy timeout) instead of failing a read-to-write upgrade.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Row, Transaction};
+
+use super::{
+    now_secs, Counts, CrateChange, CrateRecord, Metadata, Snapshot, StoreError, StoreResult, TokenRecord, UserRecord,
+    VersionRecord,
+};
+use crate::config::RegistrySpec;
+use crate::index::IndexLine;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations");
+
+/// Metadata in a SQL database.
+pub struct SqlMetadata {
+    /// Reads (several connections).
+    read: AnyPool,
+    /// Changes. One connection for SQLite, which has one writer at a time anyway.
+    write: AnyPool,
+}
+
+fn db_err(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(d) = &e {
+        if matches!(d.kind(), sqlx::error::ErrorKind::UniqueViolation) {
+            return StoreError::Conflict(d.message().to_owned());
+        }
+        // SQLITE_BUSY_SNAPSHOT: another connection wrote since this transaction's snapshot.
+        if d.code().as_deref() == Some("517") {
+            return StoreError::Conflict(d.message().to_owned());
+        }
+    }
+    StoreError::Io(format!("database: {e}"))
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// The version without build metadata: what must be unique per crate.
+fn release_of(vers: &str) -> String {
+    match semver::Version::parse(vers) {
+        Ok(mut v) => {
+            v.build = semver::BuildMetadata::EMPTY;
+            v.to_string()
+        }
+        Err(_) => vers.split('+').next().unwrap_or(vers).to_owned(),
+    }
+}
+
+/// A `sqlite://` URL for a file path (percent-encoded, so any path works).
+fn sqlite_url(path: &Path) -> String {
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'/')
+        .remove(b'.')
+        .remove(b'-')
+        .remove(b'_');
+    let text = path.to_string_lossy();
+    format!(
+        "sqlite://{}?mode=rwc",
+        percent_encoding::utf8_percent_encode(&text, KEEP)
+    )
+}
+
+impl SqlMetadata {
+    /// Opens (creating and migrating) the SQLite database at `path`, in WAL mode.
+    pub async fn open_sqlite(path: &Path) -> StoreResult<Self> {
+        sqlx::any::install_default_drivers();
+        let path = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => {
+                std::fs::canonicalize(dir)?.join(path.file_name().unwrap_or_default())
+            }
+            _ => path.to_owned(),
+        };
+        let url = sqlite_url(&path);
+        let write = AnyPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(&url)
+            .await
+            .map_err(|e| StoreError::Io(format!("cannot open {}: {e}", path.display())))?;
+        sqlx::query("PRAGMA journal_mode = WAL")
+            .execute(&write)
+            .await
+            .map_err(db_err)?;
+        MIGRATOR
+            .run(&write)
+            .await
+            .map_err(|e| StoreError::Io(format!("cannot migrate {}: {e}", path.display())))?;
+        let read = AnyPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(&url)
+            .await
+            .map_err(db_err)?;
+        Ok(SqlMetadata { read, write })
+    }
+
+    async fn begin(&self) -> StoreResult<Transaction<'static, Any>> {
+        self.write.begin().await.map_err(db_err)
+    }
+}
+
+/// The crates of `registry` (all registries if `None`), optionally one crate, with versions
+/// and owners. Two statements: a change between them bumps the revision read by the first, so
+/// a change decided on the result fails its revision check and is decided again.
+async fn load_crates(
+    conn: &mut sqlx::AnyConnection,
+    registry: Option<&str>,
+    canonical: Option<&str>,
+) -> StoreResult<Vec<(String, String, CrateRecord)>> {
+    let mut filter = String::new();
+    if registry.is_some() {
+        filter.push_str(" WHERE c.registry = $1");
+        if canonical.is_some() {
+            filter.push_str(" AND c.canonical = $2");
+        }
+    }
+    let sql = format!(
+        "SELECT c.registry, c.canonical, c.name, c.description, c.keywords, c.revision, v.line, v.yanked, v.published_by \
+         FROM crates c LEFT JOIN versions v ON v.registry = c.registry AND v.canonical = c.canonical{filter} \
+         ORDER BY c.registry, c.canonical, v.seq"
+    );
+    let mut q = sqlx::query(&sql);
+    if let Some(r) = registry {
+        q = q.bind(r);
+        if let Some(c) = canonical {
+            q = q.bind(c);
+        }
+    }
+    let rows = q.fetch_all(&mut *conn).await.map_err(db_err)?;
+    let mut out: Vec<(String, String, CrateRecord)> = Vec::new();
+    for row in rows {
+        let reg: String = row.try_get(0).map_err(db_err)?;
+        let canon: String = row.try_get(1).map_err(db_err)?;
+        let is_new = out.last().is_none_or(|(r, c, _)| *r != reg || *c != canon);
+        if is_new {
+            let keywords: String = row.try_get(4).map_err(db_err)?;
+            out.push((
+                reg,
+                canon,
+                CrateRecord {
+                    name: row.try_get(2).map_err(db_err)?,
+                    owners: Vec::new(),
+                    description: row.try_get(3).map_err(db_err)?,
+                    keywords: serde_json::from_str(&keywords).map_err(|e| corrupt("keywords", e))?,
+                    versions: Vec::new(),
+                    revision: to_u64(row.try_get(5).map_err(db_err)?),
+                },
+            ));
+        }
+        let line: Option<String> = row.try_get(6).map_err(db_err)?;
+        if let (Some(line), Some((_, _, rec))) = (line, out.last_mut()) {
+            let mut line: IndexLine = serde_json::from_str(&line).map_err(|e| corrupt("index line", e))?;
+            line.yanked = row.try_get::<i64, _>(7).map_err(db_err)? != 0;
+            rec.versions.push(VersionRecord {
+                line,
+                published_by: row.try_get(8).map_err(db_err)?,
+            });
+        }
+    }
+    let mut sql = "SELECT registry, canonical, login FROM owners".to_owned();
+    if registry.is_some() {
+        sql.push_str(" WHERE registry = $1");
+        if canonical.is_some() {
+            sql.push_str(" AND canonical = $2");
+        }
+    }
+    sql.push_str(" ORDER BY registry, canonical, seq");
+    let mut q = sqlx::query(&sql);
+    if let Some(r) = registry {
+        q = q.bind(r);
+        if let Some(c) = canonical {
+            q = q.bind(c);
+        }
+    }
+    let owners = q.fetch_all(&mut *conn).await.map_err(db_err)?;
+    let mut index: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for (i, (r, c, _)) in out.iter().enumerate() {
+        index.insert((r.clone(), c.clone()), i);
+    }
+    for row in owners {
+        let key: (String, String) = (row.try_get(0).map_err(db_err)?, row.try_get(1).map_err(db_err)?);
+        if let Some(&i) = index.get(&key) {
+            out[i].2.owners.push(row.try_get(2).map_err(db_err)?);
+        }
+    }
+    Ok(out)
+}
+
+fn user_of(row: &AnyRow) -> StoreResult<UserRecord> {
+    Ok(UserRecord {
+        login: row.try_get(0).map_err(db_err)?,
+        id: u32::try_from(row.try_get::<i64, _>(1).map_err(db_err)?).map_err(|e| corrupt("user id", e))?,
+        name: row.try_get(2).map_err(db_err)?,
+        created: to_u64(row.try_get(3).map_err(db_err)?),
+    })
+}
+
+const TOKEN_COLUMNS: &str = "hash, id, login, name, scopes, registries, expires, created";
+
+fn token_of(row: &AnyRow) -> StoreResult<TokenRecord> {
+    let scopes: String = row.try_get(4).map_err(db_err)?;
+    let registries: Option<String> = row.try_get(5).map_err(db_err)?;
+    Ok(TokenRecord {
+        hash: row.try_get(0).map_err(db_err)?,
+        id: row.try_get(1).map_err(db_err)?,
+        user: row.try_get(2).map_err(db_err)?,
+        name: row.try_get(3).map_err(db_err)?,
+        scopes: serde_json::from_str(&scopes).map_err(|e| corrupt("token scopes", e))?,
+        registries: registries
+            .map(|r| serde_json::from_str(&r))
+            .transpose()
+            .map_err(|e| corrupt("token registries", e))?,
+        expires: row.try_get::<Option<i64>, _>(6).map_err(db_err)?.map(to_u64),
+        created: to_u64(row.try_get(7).map_err(db_err)?),
+    })
+}
+
+fn json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(|e| corrupt("encoding", e))
+}
+
+async fn insert_token(tx: &mut Transaction<'static, Any>, t: &TokenRecord) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO tokens (hash, id, login, name, scopes, registries, expires, created) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&t.hash)
+    .bind(&t.id)
+    .bind(&t.user)
+    .bind(&t.name)
+    .bind(json(&t.scopes)?)
+    .bind(t.registries.as_ref().map(json).transpose()?)
+    .bind(t.expires.map(to_i64))
+    .bind(to_i64(t.created))
+    .execute(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
+async fn insert_version(
+    tx: &mut Transaction<'static, Any>,
+    registry: &str,
+    canonical: &str,
+    seq: i64,
+    v: &VersionRecord,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO versions (registry, canonical, release, seq, vers, cksum, yanked, line, published_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(registry)
+    .bind(canonical)
+    .bind(release_of(&v.line.vers))
+    .bind(seq)
+    .bind(&v.line.vers)
+    .bind(&v.line.cksum)
+    .bind(i64::from(v.line.yanked))
+    .bind(json(&v.line)?)
+    .bind(&v.published_by)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
+async fn set_owners(
+    tx: &mut Transaction<'static, Any>,
+    registry: &str,
+    canonical: &str,
+    owners: &[String],
+) -> StoreResult<()> {
+    sqlx::query("DELETE FROM owners WHERE registry = $1 AND canonical = $2")
+        .bind(registry)
+        .bind(canonical)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err)?;
+    for (i, login) in owners.iter().enumerate() {
+        sqlx::query("INSERT INTO owners (registry, canonical, login, seq) VALUES ($1, $2, $3, $4)")
+            .bind(registry)
+            .bind(canonical)
+            .bind(login)
+            .bind(i64::try_from(i).unwrap_or(i64::MAX))
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+async fn insert_crate(
+    tx: &mut Transaction<'static, Any>,
+    registry: &str,
+    canonical: &str,
+    rec: &CrateRecord,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO crates (registry, canonical, name, description, keywords, revision) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(registry)
+    .bind(canonical)
+    .bind(&rec.name)
+    .bind(&rec.description)
+    .bind(json(&rec.keywords)?)
+    .bind(to_i64(rec.revision.max(1)))
+    .execute(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
+#[async_trait]
+impl Metadata for SqlMetadata {
+    async fn registries(&self) -> StoreResult<Vec<RegistrySpec>> {
+        let rows = sqlx::query("SELECT spec FROM registries ORDER BY name")
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                let spec: String = r.try_get(0).map_err(db_err)?;
+                serde_json::from_str(&spec).map_err(|e| corrupt("registry definition", e))
+            })
+            .collect()
+    }
+
+    async fn put_registry(&self, spec: &RegistrySpec) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM registries WHERE name = $1")
+            .bind(&spec.name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        sqlx::query("INSERT INTO registries (name, spec) VALUES ($1, $2)")
+            .bind(&spec.name)
+            .bind(json(spec)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn delete_registry(&self, name: &str) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        for sql in [
+            "DELETE FROM registries WHERE name = $1",
+            "DELETE FROM owners WHERE registry = $1",
+            "DELETE FROM versions WHERE registry = $1",
+            "DELETE FROM crates WHERE registry = $1",
+        ] {
+            sqlx::query(sql).bind(name).execute(&mut *tx).await.map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn get_crate(&self, registry: &str, canonical: &str) -> StoreResult<Option<CrateRecord>> {
+        let mut conn = self.read.acquire().await.map_err(db_err)?;
+        let mut found = load_crates(&mut conn, Some(registry), Some(canonical)).await?;
+        Ok(found.pop().map(|(_, _, r)| r))
+    }
+
+    async fn crates(&self, registry: &str) -> StoreResult<Vec<CrateRecord>> {
+        let mut conn = self.read.acquire().await.map_err(db_err)?;
+        let found = load_crates(&mut conn, Some(registry), None).await?;
+        Ok(found.into_iter().map(|(_, _, r)| r).collect())
+    }
+
+    async fn crate_count(&self, registry: &str) -> StoreResult<u64> {
+        let row = sqlx::query("SELECT COUNT(*) FROM crates WHERE registry = $1")
+            .bind(registry)
+            .fetch_one(&self.read)
+            .await
+            .map_err(db_err)?;
+        Ok(to_u64(row.try_get(0).map_err(db_err)?))
+    }
+
+    async fn change_crate(
+        &self,
+        registry: &str,
+        canonical: &str,
+        expected: Option<u64>,
+        change: &CrateChange,
+    ) -> StoreResult<u64> {
+        let mut tx = self.begin().await?;
+        let revision = match (expected, change) {
+            (
+                None,
+                CrateChange::Publish {
+                    name,
+                    version,
+                    description,
+                    keywords,
+                },
+            ) => {
+                let rec = CrateRecord {
+                    name: name.clone(),
+                    owners: vec![version.published_by.clone()],
+                    description: description.clone(),
+                    keywords: keywords.clone(),
+                    versions: Vec::new(),
+                    revision: 1,
+                };
+                insert_crate(&mut tx, registry, canonical, &rec).await?;
+                set_owners(&mut tx, registry, canonical, &rec.owners).await?;
+                insert_version(&mut tx, registry, canonical, 1, version).await?;
+                1
+            }
+            (None, _) => {
+                return Err(StoreError::Conflict(format!(
+                    "crate `{canonical}` does not exist in `{registry}`"
+                )))
+            }
+            (Some(rev), change) => {
+                let bumped = sqlx::query(
+                    "UPDATE crates SET revision = revision + 1 WHERE registry = $1 AND canonical = $2 AND revision = $3",
+                )
+                .bind(registry)
+                .bind(canonical)
+                .bind(to_i64(rev))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                if bumped.rows_affected() != 1 {
+                    return Err(StoreError::Conflict(format!(
+                        "crate `{canonical}` in `{registry}` changed since revision {rev}"
+                    )));
+                }
+                match change {
+                    CrateChange::Publish {
+                        version,
+                        description,
+                        keywords,
+                        ..
+                    } => {
+                        if let Some(d) = description {
+                            sqlx::query("UPDATE crates SET description = $3 WHERE registry = $1 AND canonical = $2")
+                                .bind(registry)
+                                .bind(canonical)
+                                .bind(d)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(db_err)?;
+                        }
+                        if !keywords.is_empty() {
+                            sqlx::query("UPDATE crates SET keywords = $3 WHERE registry = $1 AND canonical = $2")
+                                .bind(registry)
+                                .bind(canonical)
+                                .bind(json(keywords)?)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(db_err)?;
+                        }
+                        let row = sqlx::query(
+                            "SELECT COALESCE(MAX(seq), 0) FROM versions WHERE registry = $1 AND canonical = $2",
+                        )
+                        .bind(registry)
+                        .bind(canonical)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                        let seq: i64 = row.try_get(0).map_err(db_err)?;
+                        insert_version(&mut tx, registry, canonical, seq + 1, version).await?;
+                    }
+                    CrateChange::SetYanked { vers, yanked } => {
+                        let done = sqlx::query(
+                            "UPDATE versions SET yanked = $4 WHERE registry = $1 AND canonical = $2 AND vers = $3",
+                        )
+                        .bind(registry)
+                        .bind(canonical)
+                        .bind(vers)
+                        .bind(i64::from(*yanked))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                        if done.rows_affected() != 1 {
+                            return Err(StoreError::Conflict(format!(
+                                "crate `{canonical}` has no version `{vers}`"
+                            )));
+                        }
+                    }
+                    CrateChange::SetOwners(owners) => set_owners(&mut tx, registry, canonical, owners).await?,
+                }
+                rev + 1
+            }
+        };
+        tx.commit().await.map_err(db_err)?;
+        Ok(revision)
+    }
+
+    async fn referenced_blobs(&self) -> StoreResult<HashSet<String>> {
+        let rows = sqlx::query("SELECT DISTINCT cksum FROM versions")
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(|r| r.try_get::<String, _>(0).map_err(db_err)).collect()
+    }
+
+    async fn get_user(&self, login: &str) -> StoreResult<Option<UserRecord>> {
+        let row = sqlx::query("SELECT login, id, name, created FROM users WHERE login = $1")
+            .bind(login)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(user_of).transpose()
+    }
+
+    async fn create_user(&self, login: &str, name: Option<String>) -> StoreResult<Option<UserRecord>> {
+        // Ids are allocated in the insert; two processes taking the same id is a unique
+        // violation on `id`, retried. A taken login is the answer `None`.
+        for _ in 0..8 {
+            let mut tx = self.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO users (login, id, name, created) SELECT $1, COALESCE(MAX(id), 0) + 1, $2, $3 FROM users",
+            )
+            .bind(login)
+            .bind(&name)
+            .bind(to_i64(now_secs()))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err);
+            match inserted {
+                Ok(_) => {
+                    tx.commit().await.map_err(db_err)?;
+                    return self.get_user(login).await;
+                }
+                Err(StoreError::Conflict(_)) => {
+                    drop(tx);
+                    if self.get_user(login).await?.is_some() {
+                        return Ok(None);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "could not allocate an id for user `{login}`"
+        )))
+    }
+
+    async fn users(&self) -> StoreResult<Vec<UserRecord>> {
+        let rows = sqlx::query("SELECT login, id, name, created FROM users ORDER BY login")
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(user_of).collect()
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {
+        let row = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1"))
+            .bind(hash)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(token_of).transpose()
+    }
+
+    async fn put_token(&self, token: &TokenRecord) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        insert_token(&mut tx, token).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+        let rows = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created, id"))
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(token_of).collect()
+    }
+
+    async fn delete_token(&self, id: &str) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("DELETE FROM tokens WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn snapshot(&self) -> StoreResult<Snapshot> {
+        // One read transaction: one consistent view (SQLite; PostgreSQL needs REPEATABLE READ).
+        let mut tx = self.read.begin().await.map_err(db_err)?;
+        let registries = sqlx::query("SELECT spec FROM registries ORDER BY name")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(|r| {
+                let spec: String = r.try_get(0).map_err(db_err)?;
+                serde_json::from_str(&spec).map_err(|e| corrupt("registry definition", e))
+            })
+            .collect::<StoreResult<Vec<RegistrySpec>>>()?;
+        let users = sqlx::query("SELECT login, id, name, created FROM users ORDER BY login")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(user_of)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let tokens = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created, id"))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(token_of)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let crates = load_crates(&mut tx, None, None)
+            .await?
+            .into_iter()
+            .map(|(r, _, c)| (r, c))
+            .collect();
+        tx.commit().await.map_err(db_err)?;
+        Ok(Snapshot {
+            registries,
+            crates,
+            users,
+            tokens,
+        })
+    }
+
+    async fn import(&self, snapshot: &Snapshot, marker: &str) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        // The marker first: a write, so the transaction holds the write lock from here on,
+        // and a second import of the same marker stops at its unique key.
+        let marked = sqlx::query("INSERT INTO store_meta (key, value) VALUES ($1, $2)")
+            .bind(marker)
+            .bind(now_secs().to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err);
+        match marked {
+            Ok(_) => {}
+            Err(StoreError::Conflict(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        for spec in &snapshot.registries {
+            sqlx::query("INSERT INTO registries (name, spec) VALUES ($1, $2)")
+                .bind(&spec.name)
+                .bind(json(spec)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        for u in &snapshot.users {
+            sqlx::query("INSERT INTO users (login, id, name, created) VALUES ($1, $2, $3, $4)")
+                .bind(&u.login)
+                .bind(i64::from(u.id))
+                .bind(&u.name)
+                .bind(to_i64(u.created))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        for t in &snapshot.tokens {
+            insert_token(&mut tx, t).await?;
+        }
+        for (registry, rec) in &snapshot.crates {
+            let canonical = crate::index::canonical_name(&rec.name);
+            insert_crate(&mut tx, registry, &canonical, rec).await?;
+            set_owners(&mut tx, registry, &canonical, &rec.owners).await?;
+            for (i, v) in rec.versions.iter().enumerate() {
+                insert_version(
+                    &mut tx,
+                    registry,
+                    &canonical,
+                    i64::try_from(i).unwrap_or(i64::MAX) + 1,
+                    v,
+                )
+                .await?;
+            }
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
+    }
+
+    async fn counts(&self) -> StoreResult<Counts> {
+        let mut n = [0u64; 6];
+        for (i, table) in ["registries", "crates", "versions", "owners", "users", "tokens"]
+            .iter()
+            .enumerate()
+        {
+            let row = sqlx::query(&format!("SELECT COUNT(*) FROM {table}"))
+                .fetch_one(&self.read)
+                .await
+                .map_err(db_err)?;
+            n[i] = to_u64(row.try_get(0).map_err(db_err)?);
+        }
+        Ok(Counts {
+            registries: n[0],
+            crates: n[1],
+            versions: n[2],
+            owners: n[3],
+            users: n[4],
+            tokens: n[5],
+        })
+    }
+
+    async fn check(&self) -> StoreResult<()> {
+        sqlx::query("SELECT COUNT(*) FROM store_meta")
+            .fetch_one(&self.write)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn close(&self) -> StoreResult<()> {
+        self.read.close().await;
+        self.write.close().await;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_metadata_passes_the_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SqlMetadata::open_sqlite(&dir.path().join("registry.db")).await.unwrap();
+        crate::store::conformance::metadata(&meta).await;
+    }
+
+    #[test]
+    fn releases_drop_build_metadata_only() {
+        assert_eq!(release_of("1.0.0+build5"), "1.0.0");
+        assert_eq!(release_of("1.0.0-rc.1+b"), "1.0.0-rc.1");
+        assert_eq!(release_of("2.3.4"), "2.3.4");
+    }
+
+    #[test]
+    fn sqlite_urls_escape_what_a_url_would_misread() {
+        assert_eq!(
+            sqlite_url(Path::new("/data/a b?c#d/registry.db")),
+            "sqlite:///data/a%20b%3Fc%23d/registry.db?mode=rwc"
+        );
+    }
+}
