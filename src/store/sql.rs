@@ -82,6 +82,19 @@ fn sqlite_url(path: &Path) -> String {
     )
 }
 
+/// Pool options for SQLite: every connection commits with `synchronous = FULL` (said
+/// explicitly, not left to the library's compile-time default), so an acknowledged change is
+/// on disk in the WAL, and waits up to 5 s for another writer.
+fn sqlite_pool() -> AnyPoolOptions {
+    AnyPoolOptions::new().after_connect(|conn, _| {
+        Box::pin(async move {
+            sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
+            sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
+            Ok(())
+        })
+    })
+}
+
 impl SqlMetadata {
     /// Opens (creating and migrating) the SQLite database at `path`, in WAL mode.
     pub async fn open_sqlite(path: &Path) -> StoreResult<Self> {
@@ -93,7 +106,7 @@ impl SqlMetadata {
             _ => path.to_owned(),
         };
         let url = sqlite_url(&path);
-        let write = AnyPoolOptions::new()
+        let write = sqlite_pool()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
             .connect(&url)
@@ -107,7 +120,7 @@ impl SqlMetadata {
             .run(&write)
             .await
             .map_err(|e| StoreError::Io(format!("cannot migrate {}: {e}", path.display())))?;
-        let read = AnyPoolOptions::new()
+        let read = sqlite_pool()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
             .connect(&url)
@@ -742,6 +755,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let meta = SqlMetadata::open_sqlite(&dir.path().join("registry.db")).await.unwrap();
         crate::store::conformance::metadata(&meta).await;
+    }
+
+    #[tokio::test]
+    async fn connections_commit_durably_in_wal_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SqlMetadata::open_sqlite(&dir.path().join("registry.db")).await.unwrap();
+        for pool in [&meta.read, &meta.write] {
+            let row = sqlx::query("PRAGMA synchronous").fetch_one(pool).await.unwrap();
+            assert_eq!(row.try_get::<i64, _>(0).unwrap(), 2, "synchronous = FULL");
+            let row = sqlx::query("PRAGMA journal_mode").fetch_one(pool).await.unwrap();
+            assert_eq!(row.try_get::<String, _>(0).unwrap(), "wal");
+        }
     }
 
     #[test]
