@@ -82,15 +82,20 @@ impl Running {
     }
 }
 
+/// Opens the private store of `config` (`<data_dir>/store`), migrating an earlier release's.
+pub async fn open_store(config: &Config) -> anyhow::Result<PrivateStore> {
+    let store_dir = config.data_dir.join("store");
+    PrivateStore::open_embedded(&store_dir)
+        .await
+        .with_context(|| format!("cannot open the store in {}", store_dir.display()))
+}
+
 /// Opens the store, binds the listener and starts serving. `env_admin_token` is the value of
 /// `CARGOHOLD_ADMIN_TOKEN`, if set.
 pub async fn start(config: Config, env_admin_token: Option<String>) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let store_dir = config.data_dir.join("store");
-    let store = PrivateStore::open_embedded(&store_dir)
-        .await
-        .with_context(|| format!("cannot open the store in {}", store_dir.display()))?;
+    let store = open_store(&config).await?;
     let listener = TcpListener::bind(config.listen).await.with_context(|| {
         format!(
             "cannot listen on {} (is the port in use? pick another with --listen)",

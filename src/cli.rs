@@ -91,6 +91,23 @@ pub enum Command {
         #[arg(long, default_value_t = 8)]
         jobs: usize,
     },
+    /// List the stored `.crate` blobs that no version names (left by a crash mid-publish or a
+    /// deleted registry); with `--apply`, delete them. Works on the store of the config's data
+    /// directory, with the daemon running or not.
+    Gc {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Delete what is listed.
+        #[arg(long)]
+        apply: bool,
+        /// Leave blobs written more recently than this alone (at least 1m), so a publish in
+        /// flight is never raced.
+        #[arg(long, default_value = "1h")]
+        grace: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Registry settings shared by create and update.
@@ -462,7 +479,11 @@ pub async fn run_admin(server: &str, command: Command) -> Result<(), CliError> {
                 println!("{}", r["msg"].as_str().unwrap_or("revoked"));
             }
         },
-        Command::Serve(_) | Command::CheckConfig(_) | Command::PrintConfig(_) | Command::Warm { .. } => {}
+        Command::Serve(_)
+        | Command::CheckConfig(_)
+        | Command::PrintConfig(_)
+        | Command::Warm { .. }
+        | Command::Gc { .. } => {}
     }
     Ok(())
 }
@@ -495,4 +516,59 @@ pub async fn run_warm(server: &str, command: Command) -> Result<(), CliError> {
         index_only,
     })
     .await
+}
+
+/// Shortest grace period `gc` accepts.
+pub const MIN_GC_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Parses `--grace` (`1h`, `30m`, ...); at least [`MIN_GC_GRACE`].
+pub fn parse_grace(text: &str) -> Result<std::time::Duration, CliError> {
+    let grace = humantime::parse_duration(text.trim())
+        .map_err(|e| CliError::usage(format!("--grace `{text}` is not a duration like 1h or 30m: {e}")))?;
+    if grace < MIN_GC_GRACE {
+        return Err(CliError::usage(format!(
+            "--grace must be at least 1m: a shorter one could collect the blob of a publish in flight (got `{text}`)"
+        )));
+    }
+    Ok(grace)
+}
+
+/// Prints a gc report for people.
+pub fn print_gc_report(r: &crate::store::gc::GcReport, grace: &str, apply: bool) {
+    println!(
+        "blobs: {} ({} referenced by a version, {} unreferenced but younger than {grace})",
+        r.blobs, r.referenced, r.young
+    );
+    println!("garbage: {} blob(s), {}", r.garbage.len(), human_bytes(r.garbage_bytes));
+    for g in &r.garbage {
+        println!(
+            "  {}  {:>10} bytes  written {}",
+            g.sha256,
+            g.len,
+            format_unix(g.modified)
+        );
+    }
+    if apply {
+        println!("deleted: {} blob(s), {}", r.deleted, human_bytes(r.deleted_bytes));
+    } else if !r.garbage.is_empty() {
+        println!("nothing deleted; run again with --apply to delete them");
+    }
+}
+
+fn format_unix(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string()
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} bytes");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {} ({n} bytes)", UNITS[unit])
 }

@@ -103,6 +103,41 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         warm @ Command::Warm { .. } => run_warm(&cli.server, warm).await,
+        Command::Gc {
+            config,
+            apply,
+            grace,
+            json,
+        } => {
+            let grace_secs = cargohold::cli::parse_grace(&grace)?;
+            let (config, _) = load_config(&config).map_err(config_err)?;
+            if !config.data_dir.join("store").is_dir() {
+                return Err(CliError {
+                    code: EXIT_USAGE,
+                    message: format!(
+                        "there is no store in {}; pass the daemon's --data-dir or --config",
+                        config.data_dir.display()
+                    ),
+                });
+            }
+            let failed = |e: String| CliError {
+                code: EXIT_FAILURE,
+                message: e,
+            };
+            let store = cargohold::app::open_store(&config)
+                .await
+                .map_err(|e| failed(format!("{e:#}")))?;
+            let report = cargohold::store::gc::collect(&store, grace_secs, apply)
+                .await
+                .map_err(|e| failed(format!("garbage collection failed: {e}")))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            } else {
+                cargohold::cli::print_gc_report(&report, &grace, apply);
+            }
+            let _ = store.meta.close().await;
+            Ok(())
+        }
         other => run_admin(&cli.server, other).await,
     }
 }
