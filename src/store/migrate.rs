@@ -56,7 +56,13 @@ pub async fn from_sled_if_present(dir: &Path, meta: &dyn Metadata) -> StoreResul
     if missing_blobs > 0 {
         tracing::warn!(missing_blobs, "some versions in the earlier store have no blob; they are carried over as they were, and their downloads stay 404s");
     }
-    let imported = meta.import(&snapshot, SLED_MARKER).await?;
+    let imported = meta.import(&snapshot, SLED_MARKER).await.map_err(|e| {
+        StoreError::Io(format!(
+            "migrating the earlier store failed ({e}); nothing was imported and the earlier store at {} is untouched: the migration is retried at the next start. If {} holds data that did not come from this migration, move it away first",
+            sled_dir.display(),
+            dir.join("registry.db").display()
+        ))
+    })?;
     let have = meta.counts().await?;
     if have != expected {
         return Err(StoreError::Corrupt(format!(

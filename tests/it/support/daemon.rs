@@ -81,11 +81,26 @@ impl Daemon {
         Self::start_inner_with(Some(config_toml), false, &[])
     }
 
+    /// Like [`Daemon::start_with_config`], after `seed` has written into the (empty) data dir:
+    /// a daemon starting on data an earlier release wrote.
+    pub fn start_seeded(config_toml: &str, seed: impl FnOnce(&Path)) -> Daemon {
+        Self::start_inner_seeded(Some(config_toml), true, &[], seed)
+    }
+
     fn start_inner(config_toml: Option<&str>) -> Daemon {
         Self::start_inner_with(config_toml, true, &[])
     }
 
     fn start_inner_with(config_toml: Option<&str>, env_admin: bool, env: &[(&str, &str)]) -> Daemon {
+        Self::start_inner_seeded(config_toml, env_admin, env, |_| {})
+    }
+
+    fn start_inner_seeded(
+        config_toml: Option<&str>,
+        env_admin: bool,
+        env: &[(&str, &str)],
+        seed: impl FnOnce(&Path),
+    ) -> Daemon {
         let data = tempfile::Builder::new()
             .prefix("cargohold-data-")
             .tempdir()
@@ -113,6 +128,7 @@ impl Daemon {
             extra_env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             env_admin,
         };
+        seed(d.data.path());
         d.spawn();
         d
     }
