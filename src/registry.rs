@@ -2,14 +2,14 @@
 //! tokens, without knowing HTTP. [`RegistryService`] is the one API the HTTP layer calls: a
 //! thin facade over components that each own their state:
 //!
-//! - [`Catalog`](catalog::Catalog): the registry definitions, the cached upstream of each
+//! - [`Catalog`]: the registry definitions, the cached upstream of each
 //!   proxy, metric labels, URLs; reloaded from the store after every admin change.
-//! - [`Auth`](auth::Auth): tokens to principals, and every check that needs no request body.
-//! - [`Reads`](reads::Reads): index files (rendered, merged, upstream), downloads, search,
+//! - [`Auth`]: tokens to principals, and every check that needs no request body.
+//! - [`Reads`]: index files (rendered, merged, upstream), downloads, search,
 //!   with the read caches.
-//! - [`Changes`](changes::Changes): publish, yank/unyank, owners; decided on the crate as
+//! - [`Changes`]: publish, yank/unyank, owners; decided on the crate as
 //!   read, committed at its revision, retried on conflict, then invalidated in `Reads`.
-//! - [`Admin`](admin::Admin): registries, users, tokens, the bootstrap admin token.
+//! - [`Admin`]: registries, users, tokens, the bootstrap admin token.
 //!
 //! The facade composes them: it checks access with `Auth` and hands the request to the
 //! component that does it.

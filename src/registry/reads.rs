@@ -105,8 +105,8 @@ impl IndexBody {
         }
     }
 
-    /// Computes the gzip of a large file on the blocking pool (once), so that [`gzip`]
-    /// (Self::gzip) then costs nothing on the edge worker.
+    /// Computes the gzip of a large file on the blocking pool (once), so that
+    /// [`gzip`](Self::gzip) then costs nothing on the edge worker.
     pub async fn prepare_gzip(&self) {
         let ready = match self {
             IndexBody::Local(f) => f.gzip.is_ready(),
