@@ -1,5 +1,6 @@
-//! Administration: registry definitions, users, tokens, and the first-start admin token.
-//! Every call here needs a principal with the `admin` scope.
+//! Administration ([`Admin`]): registry definitions, users, tokens, and the first-start admin
+//! token. Every call here needs a principal with the `admin` scope (checked by the caller,
+//! [`Auth::require_admin`](super::auth::Auth::require_admin)).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -8,11 +9,13 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::auth::{hash_token, new_secret, new_token_id, Principal, Scope};
+use super::auth::{hash_token, new_secret, new_token_id, Scope};
+use super::catalog::Catalog;
 use super::error::{RegistryError, RegistryResult};
-use super::RegistryService;
+use super::reads::Reads;
+use crate::cache::index_cache::IndexCache;
 use crate::config::{merge_exposure, units, RegistryKind, RegistrySpec, Shadow};
-use crate::store::{now_secs, TokenRecord};
+use crate::store::{now_secs, Metadata, TokenRecord};
 
 /// Login of the built-in administrator.
 pub const ADMIN_USER: &str = "admin";
@@ -102,7 +105,7 @@ fn token_json(t: &TokenRecord) -> Value {
     })
 }
 
-/// Where the cluster's admin token comes from (see [`RegistryService::bootstrap_admin`]).
+/// Where the cluster's admin token comes from (see [`Admin::bootstrap_admin`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminToken {
     /// `CARGOHOLD_ADMIN_TOKEN`.
@@ -113,7 +116,18 @@ pub enum AdminToken {
     Revoked(std::path::PathBuf),
 }
 
-impl RegistryService {
+/// Registry definitions (through the store, then a catalog reload), users and tokens.
+pub struct Admin {
+    pub(super) meta: Arc<dyn Metadata>,
+    pub(super) catalog: Arc<Catalog>,
+    pub(super) reads: Arc<Reads>,
+    /// The upstream index cache, cleared of a registry's files when it is created or deleted.
+    pub(super) index: IndexCache,
+    /// Whether the environment gives the admin token (then none is generated).
+    pub(super) env_admin: bool,
+}
+
+impl Admin {
     /// Makes sure the admin user exists and an admin token is available: the environment's, or
     /// one generated on first start into `<data_dir>/admin-token` (mode 0600).
     ///
@@ -121,13 +135,10 @@ impl RegistryService {
     /// the store was revoked (or the store was wiped): it is never stored again, and the start
     /// logs how to get a new one. A revoked bootstrap token stays revoked across restarts.
     pub async fn bootstrap_admin(&self, data_dir: &Path) -> RegistryResult<AdminToken> {
-        if self.store.meta.get_user(ADMIN_USER).await?.is_none() {
-            self.store
-                .meta
-                .create_user(ADMIN_USER, Some("Administrator".into()))
-                .await?;
+        if self.meta.get_user(ADMIN_USER).await?.is_none() {
+            self.meta.create_user(ADMIN_USER, Some("Administrator".into())).await?;
         }
-        if self.settings.env_admin_hash.is_some() {
+        if self.env_admin {
             return Ok(AdminToken::Env);
         }
         let path = data_dir.join(ADMIN_TOKEN_FILE);
@@ -139,7 +150,7 @@ impl RegistryService {
         };
         match std::fs::read_to_string(&path) {
             Ok(s) if !s.trim().is_empty() => {
-                if self.store.meta.token_by_hash(&hash_token(s.trim())).await?.is_some() {
+                if self.meta.token_by_hash(&hash_token(s.trim())).await?.is_some() {
                     return Ok(AdminToken::File(path));
                 }
                 tracing::warn!(
@@ -150,8 +161,7 @@ impl RegistryService {
             }
             _ => {
                 let secret = new_secret();
-                self.store
-                    .meta
+                self.meta
                     .put_token(&TokenRecord {
                         id: new_token_id(),
                         hash: hash_token(&secret),
@@ -169,25 +179,10 @@ impl RegistryService {
         }
     }
 
-    /// Resolves the header and requires the admin scope.
-    pub async fn require_admin(&self, header: Option<&str>) -> RegistryResult<Principal> {
-        let who = self
-            .authenticate(None, header)
-            .await?
-            .ok_or_else(|| RegistryError::Unauthorized {
-                message:
-                    "the admin API needs an admin token (set CARGOHOLD_ADMIN_TOKEN, or read <data_dir>/admin-token)"
-                        .into(),
-                login_url: None,
-            })?;
-        who.require(Scope::Admin, None)?;
-        Ok(who)
-    }
-
     /// Problems with a spec in the context of the other registries.
     fn check_spec(&self, spec: &RegistrySpec) -> RegistryResult<()> {
         let mut problems: Vec<String> = spec.problems("registry").into_iter().map(|p| p.message).collect();
-        let regs = self.registries();
+        let regs = self.catalog.registries();
         // A proxy made `auth_required` must not be merged by a registry readable without a token.
         for hosted in regs
             .values()
@@ -213,7 +208,7 @@ impl RegistryService {
 
     /// Says plainly, in the log, what `shadow = "version"` means for a registry that has it.
     pub fn warn_about_shadow_version(&self) {
-        for r in self.registries().values() {
+        for r in self.catalog.registries().values() {
             if r.shadow == Shadow::Version && !r.upstreams.is_empty() {
                 tracing::warn!(
                     registry = %r.name,
@@ -233,6 +228,7 @@ impl RegistryService {
     pub async fn apply_configured(&self, specs: impl IntoIterator<Item = RegistrySpec>) -> RegistryResult<()> {
         let specs: Vec<RegistrySpec> = specs.into_iter().collect();
         let mut all: BTreeMap<String, RegistrySpec> = self
+            .catalog
             .registries()
             .iter()
             .map(|(k, v)| (k.clone(), (**v).clone()))
@@ -254,16 +250,16 @@ impl RegistryService {
             )));
         }
         for spec in specs {
-            if self.registries().get(&spec.name).map(|s| s.as_ref()) != Some(&spec) {
-                self.store.meta.put_registry(&spec).await?;
+            if self.catalog.registries().get(&spec.name).map(|s| s.as_ref()) != Some(&spec) {
+                self.meta.put_registry(&spec).await?;
             }
         }
-        self.reload_registries().await
+        self.catalog.reload().await
     }
 
     /// Creates a registry.
     pub async fn create_registry(&self, spec: RegistrySpec) -> RegistryResult<Arc<RegistrySpec>> {
-        if self.registries().contains_key(&spec.name) {
+        if self.catalog.registries().contains_key(&spec.name) {
             return Err(RegistryError::Conflict(format!(
                 "a registry named `{}` already exists",
                 spec.name
@@ -271,17 +267,17 @@ impl RegistryService {
         }
         self.check_spec(&spec)?;
         // Whatever an earlier registry of this name left in the index cache is not this one's.
-        self.caches.index.clear(&spec.name).await;
-        self.store.meta.put_registry(&spec).await?;
-        self.reload_registries().await?;
+        self.index.clear(&spec.name).await;
+        self.meta.put_registry(&spec).await?;
+        self.catalog.reload().await?;
         tracing::info!(registry = %spec.name, kind = ?spec.kind, "registry created");
         self.warn_about_shadow_version();
-        self.registry(&spec.name)
+        self.catalog.registry(&spec.name)
     }
 
     /// Updates some fields of a registry.
     pub async fn update_registry(&self, name: &str, patch: RegistryPatch) -> RegistryResult<Arc<RegistrySpec>> {
-        let mut spec = (*self.registry(name)?).clone();
+        let mut spec = (*self.catalog.registry(name)?).clone();
         macro_rules! apply {
             ($($f:ident),*) => { $( if let Some(v) = patch.$f { spec.$f = v; } )* };
         }
@@ -306,19 +302,20 @@ impl RegistryService {
             spec.ca_file = (!ca.as_os_str().is_empty()).then_some(ca);
         }
         self.check_spec(&spec)?;
-        self.store.meta.put_registry(&spec).await?;
-        self.reload_registries().await?;
-        self.invalidate_registry(name);
+        self.meta.put_registry(&spec).await?;
+        self.catalog.reload().await?;
+        self.reads.invalidate_registry(name);
         tracing::info!(registry = %name, "registry updated");
         self.warn_about_shadow_version();
-        self.registry(name)
+        self.catalog.registry(name)
     }
 
     /// Deletes a registry. A hosted registry with crates needs `force`; a proxy that a hosted
     /// registry lists as upstream cannot be deleted.
     pub async fn delete_registry(&self, name: &str, force: bool) -> RegistryResult<()> {
-        let spec = self.registry(name)?;
+        let spec = self.catalog.registry(name)?;
         if let Some(user) = self
+            .catalog
             .registries()
             .values()
             .find(|r| r.upstreams.iter().any(|u| u == name))
@@ -329,33 +326,32 @@ impl RegistryService {
             )));
         }
         if spec.kind == RegistryKind::Hosted && !force {
-            let n = self.store.meta.crate_count(name).await?;
+            let n = self.meta.crate_count(name).await?;
             if n > 0 {
                 return Err(RegistryError::Conflict(format!(
                     "registry `{name}` holds {n} crate(s); deleting it deletes them: pass force (CLI: --force) to confirm"
                 )));
             }
         }
-        self.store.meta.delete_registry(name).await?;
-        self.reload_registries().await?;
-        self.invalidate_registry(name);
+        self.meta.delete_registry(name).await?;
+        self.catalog.reload().await?;
+        self.reads.invalidate_registry(name);
         // A deleted proxy's cached index files must not come back under a new registry of the
         // same name (which may have another upstream and other access rules).
-        self.caches.index.clear(name).await;
+        self.index.clear(name).await;
         tracing::info!(registry = %name, "registry deleted");
         Ok(())
     }
 
     /// Number of crates in a registry (for listings).
     pub async fn crate_count(&self, name: &str) -> RegistryResult<usize> {
-        Ok(usize::try_from(self.store.meta.crate_count(name).await?).unwrap_or(usize::MAX))
+        Ok(usize::try_from(self.meta.crate_count(name).await?).unwrap_or(usize::MAX))
     }
 
     /// Creates a user.
     pub async fn create_user(&self, login: &str, name: Option<String>) -> RegistryResult<Value> {
         check_login(login)?;
         let user = self
-            .store
             .meta
             .create_user(login, name)
             .await?
@@ -366,7 +362,7 @@ impl RegistryService {
 
     /// All users.
     pub async fn list_users(&self) -> RegistryResult<Value> {
-        let users = self.store.meta.users().await?;
+        let users = self.meta.users().await?;
         Ok(
             json!({"users": users.iter().map(|u| json!({"id": u.id, "login": u.login, "name": u.name, "created": u.created})).collect::<Vec<_>>()}),
         )
@@ -374,7 +370,7 @@ impl RegistryService {
 
     /// Creates a token; the secret is in the answer and nowhere else.
     pub async fn create_token(&self, req: NewToken) -> RegistryResult<Value> {
-        if self.store.meta.get_user(&req.user).await?.is_none() {
+        if self.meta.get_user(&req.user).await?.is_none() {
             return Err(RegistryError::NotFound(format!(
                 "there is no user `{}`; create it first with `cargohold user add {}`",
                 req.user, req.user
@@ -402,7 +398,7 @@ impl RegistryService {
                 ));
             }
             for r in regs {
-                self.registry(r)?;
+                self.catalog.registry(r)?;
             }
         }
         let expires = req.expires.as_deref().map(parse_expiry).transpose()?;
@@ -417,7 +413,7 @@ impl RegistryService {
             expires,
             created: now_secs(),
         };
-        self.store.meta.put_token(&record).await?;
+        self.meta.put_token(&record).await?;
         tracing::info!(user = %record.user, token.id = %record.id, scopes = ?record.scopes, "token created");
         let mut out = token_json(&record);
         out["token"] = json!(secret);
@@ -426,7 +422,7 @@ impl RegistryService {
 
     /// All tokens (never their secrets), optionally of one user.
     pub async fn list_tokens(&self, user: Option<&str>) -> RegistryResult<Value> {
-        let tokens = self.store.meta.tokens().await?;
+        let tokens = self.meta.tokens().await?;
         let list: Vec<Value> = tokens
             .iter()
             .filter(|t| user.is_none_or(|u| t.user == u))
@@ -437,7 +433,7 @@ impl RegistryService {
 
     /// Revokes a token by id.
     pub async fn revoke_token(&self, id: &str) -> RegistryResult<()> {
-        if self.store.meta.delete_token(id).await? {
+        if self.meta.delete_token(id).await? {
             tracing::info!(token.id = %id, "token revoked");
             Ok(())
         } else {
@@ -446,7 +442,6 @@ impl RegistryService {
     }
 }
 
-/// Writes a file readable only by its owner.
 /// Writes a private (0600) file atomically: a temp file, fsynced, renamed over `path`, and the
 /// directory fsynced; a crash leaves the old file or the new one, never a torn one.
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {

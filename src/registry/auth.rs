@@ -1,10 +1,16 @@
 //! Tokens and scopes: generating secrets, hashing them, and deciding whether a presented
-//! `Authorization` header may do an operation on a registry. Only SHA-256 hashes are stored.
+//! `Authorization` header may do an operation on a registry ([`Auth`]). Only SHA-256 hashes
+//! are stored.
+
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use super::admin::ADMIN_USER;
+use super::catalog::Catalog;
 use super::error::{RegistryError, RegistryResult};
-use crate::store::{now_secs, TokenRecord};
+use crate::config::RegistrySpec;
+use crate::store::{now_secs, Metadata, TokenRecord};
 
 /// What a token may do. `admin` implies every other scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +128,118 @@ pub fn principal_of(token: TokenRecord) -> Option<Principal> {
         scopes: token.scopes,
         registries: token.registries,
     })
+}
+
+/// Who may do what: resolves `Authorization` headers to principals (token hashes in the
+/// metadata store, or the environment's admin token) and checks them against the registries
+/// of the catalog. Every check that needs no request body lives here, so a write is refused
+/// before its body is read.
+pub struct Auth {
+    meta: Arc<dyn Metadata>,
+    catalog: Arc<Catalog>,
+    /// Hash of the admin token given by the environment, if any.
+    env_admin_hash: Option<String>,
+}
+
+impl Auth {
+    pub fn new(meta: Arc<dyn Metadata>, catalog: Arc<Catalog>, env_admin_hash: Option<String>) -> Self {
+        Auth {
+            meta,
+            catalog,
+            env_admin_hash,
+        }
+    }
+
+    /// Resolves an `Authorization` header to a principal. `Ok(None)` when there is no header.
+    /// An unknown, revoked or expired token is a 401.
+    pub async fn authenticate(
+        &self,
+        registry: Option<&str>,
+        header: Option<&str>,
+    ) -> RegistryResult<Option<Principal>> {
+        let Some(header) = header else { return Ok(None) };
+        let hash = hash_token(secret_from_header(header));
+        if self.env_admin_hash.as_deref() == Some(hash.as_str()) {
+            return Ok(Some(Principal {
+                user: ADMIN_USER.into(),
+                scopes: vec!["admin".into()],
+                registries: None,
+            }));
+        }
+        match self.meta.token_by_hash(&hash).await?.and_then(principal_of) {
+            Some(p) => Ok(Some(p)),
+            None => Err(RegistryError::Unauthorized {
+                message: "the token is not valid: it is unknown, revoked or expired; get a new one (see the registry's /me page)".into(),
+                login_url: registry.map(|r| format!("{}/me", self.catalog.registry_root(r))),
+            }),
+        }
+    }
+
+    /// Like [`authenticate`](Self::authenticate) but a missing header is a 401 too.
+    pub async fn require_principal(&self, registry: &str, header: Option<&str>) -> RegistryResult<Principal> {
+        self.authenticate(Some(registry), header).await?.ok_or_else(|| {
+            let me = format!("{}/me", self.catalog.registry_root(registry));
+            RegistryError::Unauthorized {
+                message: format!("this request needs a token; run `cargo login --registry {registry}` (see {me})"),
+                login_url: Some(me),
+            }
+        })
+    }
+
+    /// The checks of a write (`scope` on a hosted `registry`) that need no request body: the
+    /// registry exists and is hosted, the token is valid and holds `scope` for it.
+    pub async fn authorize_write(
+        &self,
+        registry: &str,
+        header: Option<&str>,
+        scope: Scope,
+        what: &str,
+    ) -> RegistryResult<Principal> {
+        self.catalog.hosted(registry, what)?;
+        let who = self.require_principal(registry, header).await?;
+        who.require(scope, Some(registry))?;
+        Ok(who)
+    }
+
+    /// Enforces read access: free unless the registry is `auth_required`, then a token with
+    /// `read` scope for this registry. A hosted registry that merges `auth_required` proxies
+    /// also needs `read` on each of them: a merged view never shows a client what the client
+    /// could not read from the proxy itself (a token limited to some registries does not
+    /// reach others through it, and anonymous clients never see a private proxy).
+    pub async fn authorize_read(&self, reg: &RegistrySpec, header: Option<&str>) -> RegistryResult<()> {
+        let guarded = self.catalog.guarded_upstreams(reg);
+        if !reg.auth_required && guarded.is_empty() {
+            return Ok(());
+        }
+        let who = self.require_principal(&reg.name, header).await?;
+        if reg.auth_required {
+            who.require(Scope::Read, Some(&reg.name))?;
+        }
+        for up in &guarded {
+            who.require(Scope::Read, Some(up)).map_err(|e| {
+                RegistryError::Forbidden(format!(
+                    "registry `{}` merges `{up}`, which needs a token with `read` on `{up}`: {e}",
+                    reg.name
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Resolves the header and requires the admin scope.
+    pub async fn require_admin(&self, header: Option<&str>) -> RegistryResult<Principal> {
+        let who = self
+            .authenticate(None, header)
+            .await?
+            .ok_or_else(|| RegistryError::Unauthorized {
+                message:
+                    "the admin API needs an admin token (set CARGOHOLD_ADMIN_TOKEN, or read <data_dir>/admin-token)"
+                        .into(),
+                login_url: None,
+            })?;
+        who.require(Scope::Admin, None)?;
+        Ok(who)
+    }
 }
 
 #[cfg(test)]

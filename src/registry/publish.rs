@@ -6,15 +6,17 @@ use semver::{Version, VersionReq};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use super::changes::{Changes, Decision};
 use super::error::{RegistryError, RegistryResult};
+use super::reads::UpstreamPresence;
 use super::tarball::{self, TarballLimits};
-use super::{Principal, RegistryService, Scope, UpstreamPresence, MAX_CHANGE_ATTEMPTS};
+use super::{Principal, Scope};
 use crate::config::{RegistrySpec, Shadow};
 use crate::index::line::pubtime;
 use crate::index::name::validate_dep_name;
 use crate::index::publish_frame::{parse_frame, FrameError, NewCrate};
-use crate::index::{canonical_name, validate_crate_name, IndexLine};
-use crate::store::{CrateChange, CrateRecord, StoreError, VersionRecord};
+use crate::index::{validate_crate_name, IndexLine};
+use crate::store::{CrateChange, CrateRecord, VersionRecord};
 
 use crate::index::name::MAX_VERSION_LEN;
 const MAX_DEPS: usize = 500;
@@ -131,21 +133,14 @@ fn same_release(existing: &str, new: &Version) -> bool {
         .is_ok_and(|v| v.major == new.major && v.minor == new.minor && v.patch == new.patch && v.pre == new.pre)
 }
 
-impl RegistryService {
-    /// Decides whether the `Authorization` header may publish to `registry`, before any of the
-    /// body is read (an anonymous client must not make the server buffer a crate).
-    pub async fn authorize_publish(&self, registry: &str, header: Option<&str>) -> RegistryResult<Principal> {
-        self.authorize_write(registry, header, Scope::Publish, "publishing")
-            .await
-    }
-
-    /// Handles a publish body for `registry` on behalf of `who` (from
-    /// [`authorize_publish`](Self::authorize_publish)). Returns cargo's success body.
+impl Changes {
+    /// Handles a publish body for the hosted `registry` on behalf of `who` (authorised for
+    /// `publish` before the body was read). Returns cargo's success body.
     pub async fn publish(&self, registry: &str, who: &Principal, body: Bytes) -> RegistryResult<serde_json::Value> {
-        let reg = self.hosted(registry, "publishing")?;
+        let reg = self.catalog.hosted(registry, "publishing")?;
         who.require(Scope::Publish, Some(registry))?;
 
-        let limits = self.settings.limits;
+        let limits = self.catalog.limits();
         let frame = parse_frame(&body, limits.max_metadata_bytes, limits.max_crate_bytes)?;
         let meta: NewCrate = serde_json::from_slice(frame.json).map_err(|e| {
             bad(format!(
@@ -167,14 +162,17 @@ impl RegistryService {
         .map_err(|e| RegistryError::Store(crate::store::StoreError::Io(format!("crate inspection failed: {e}"))))??;
 
         // Same-registry dependencies must exist here (locally, or upstream in a merged view).
-        let own_urls = vec![self.index_url(registry)];
+        let own_urls = vec![self.catalog.index_url(registry)];
         let line = IndexLine::from_publish(&meta, cksum.clone(), &own_urls, pubtime(std::time::SystemTime::now()));
         for dep in line.deps.iter().filter(|d| d.registry.is_none()) {
             let real = dep.package.as_deref().unwrap_or(&dep.name);
             // An upstream that cannot be asked does not refuse the dependency: it may well be
             // there, and a missing one fails loudly at the consumer's resolution.
             let exists = self.load_crate(registry, real).await?.is_some_and(|r| r.name == real)
-                || !matches!(self.upstream_presence(&reg, real).await?, UpstreamPresence::Absent);
+                || !matches!(
+                    self.reads.upstream_presence(&reg, real).await?,
+                    UpstreamPresence::Absent
+                );
             if !exists {
                 return Err(bad(format!(
                     "dependency `{real}` does not exist in registry `{registry}`; publish it first (or declare where it comes from with `registry = ...` in Cargo.toml)"
@@ -183,7 +181,6 @@ impl RegistryService {
         }
 
         // Decided on what is stored now; decided again below if a concurrent change wins.
-        let canonical = canonical_name(&meta.name);
         let prior = self.load_crate(registry, &meta.name).await?;
         check_publish_allowed(prior.as_ref(), &meta, &version, who)?;
         if prior.is_none() && !reg.allow_upstream_names {
@@ -193,54 +190,37 @@ impl RegistryService {
         // The blob is durable before the version names it: a crash in between leaves an
         // unreferenced blob (`cargohold gc`), never a visible version without bytes.
         let krate = body.slice_ref(frame.krate);
-        self.store.blobs.put(krate.clone()).await?;
+        self.blobs.put(krate.clone()).await?;
 
         // One transaction, decided by the database: the version is added at the crate's
         // revision read here, or the crate is created if it still does not exist. A
         // concurrent change (from this process or another) makes the store refuse; the
         // crate is read again and the publish decided again on what won.
-        let mut prior = prior;
-        let mut attempts = 0;
-        loop {
+        let version_record = VersionRecord {
+            line,
+            published_by: who.user.clone(),
+        };
+        self.decide_and_change(registry, &meta.name, prior, |cur| {
+            check_publish_allowed(cur, &meta, &version, who)?;
             let change = CrateChange::Publish {
                 name: meta.name.clone(),
-                version: VersionRecord {
-                    line: line.clone(),
-                    published_by: who.user.clone(),
-                },
+                version: version_record.clone(),
                 description: meta.description.clone(),
                 keywords: meta.keywords.clone(),
             };
-            let expected = prior.as_ref().map(|r| r.revision);
-            match self
-                .store
-                .meta
-                .change_crate(&reg.name, &canonical, expected, &change)
-                .await
-            {
-                Ok(_) => break,
-                Err(StoreError::Conflict(why)) if attempts < MAX_CHANGE_ATTEMPTS => {
-                    attempts += 1;
-                    tracing::debug!(registry, krate.name = %meta.name, why, "publish raced another change; deciding again");
-                    prior = self.load_crate(registry, &meta.name).await?;
-                    check_publish_allowed(prior.as_ref(), &meta, &version, who)?;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+            Ok(Decision::Change(change, ()))
+        })
+        .await?;
         // Garbage collection spares young blobs; should one have collected this blob anyway
         // (a publish slower than its grace period), it is written again before the 200.
-        if !self.store.blobs.exists(&cksum).await? {
+        if !self.blobs.exists(&cksum).await? {
             tracing::warn!(registry, krate.name = %meta.name, "the blob of a publish was gone after its commit; writing it again");
-            self.store.blobs.put(krate).await?;
+            self.blobs.put(krate).await?;
         }
-        self.invalidate(&reg.name, &meta.name);
         tracing::info!(registry, krate.name = %meta.name, krate.version = %meta.vers, user = %who.user, "published");
         Ok(json!({"warnings": {"invalid_categories": [], "invalid_badges": [], "other": []}}))
     }
-}
 
-impl RegistryService {
     /// Refuses a *new* crate name that exists in an upstream of the registry. When an upstream
     /// cannot be asked and has nothing cached for the name, what is safe depends on `shadow`:
     /// with `crate` (the default) the local crate hides every upstream version of its name,
@@ -249,7 +229,7 @@ impl RegistryService {
     /// the guard will not publish blind: 503, saying what to do.
     async fn dependency_confusion_guard(&self, reg: &RegistrySpec, name: &str) -> RegistryResult<()> {
         let registry = &reg.name;
-        match self.upstream_presence(reg, name).await? {
+        match self.reads.upstream_presence(reg, name).await? {
             UpstreamPresence::Absent => Ok(()),
             UpstreamPresence::Found(up) => Err(RegistryError::Forbidden(format!(
                 "a crate named `{name}` exists in upstream registry `{up}`; publishing a new crate under an upstream name is refused to prevent dependency confusion. Pick another name, or set `allow_upstream_names = true` on registry `{registry}`"

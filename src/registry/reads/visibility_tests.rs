@@ -9,10 +9,15 @@ use async_trait::async_trait;
 use tokio::sync::{Notify, Semaphore};
 
 use super::*;
-use crate::config::RegistryKind;
+use crate::cache::crate_files::CrateFiles;
+use crate::cache::index_cache::IndexCache;
+use crate::config::{Limits, RegistryKind};
+use crate::registry::{CacheHandles, RegistryService, ServiceSettings};
 use crate::store::conformance::publish_one;
 use crate::store::sql::SqlMetadata;
-use crate::store::{blobs::FileBlobs, Counts, CrateChange, Metadata, Snapshot, StoreResult, TokenRecord, UserRecord};
+use crate::store::{
+    blobs::FileBlobs, Counts, CrateChange, Metadata, PrivateStore, Snapshot, StoreResult, TokenRecord, UserRecord,
+};
 
 /// Metadata whose `get_crate` can be held after it has read, until released.
 struct GatedStore {
@@ -141,20 +146,20 @@ async fn a_read_racing_a_write_cannot_put_back_the_old_file() {
     store.hold.store(true, Ordering::SeqCst);
     let reader = {
         let (svc, reg) = (svc.clone(), reg.clone());
-        tokio::spawn(async move { svc.local_index_file(&reg, "foo").await })
+        tokio::spawn(async move { svc.reads.local_index_file(&reg, "foo").await })
     };
     store.read_done.notified().await;
 
     // Meanwhile a publish commits 1.1.0 and invalidates, as `publish` does before its 200.
     publish_one(store.as_ref(), "local", "foo", "1.1.0").await;
-    svc.invalidate("local", "foo");
+    svc.reads.invalidate("local", "foo");
 
     // The held reader finishes (its own answer may be the old file: it started before the 200).
     store.release.add_permits(1);
     reader.await.unwrap().unwrap();
 
     // Every read after the write's return shows it.
-    let after = svc.local_index_file(&reg, "foo").await.unwrap().unwrap();
+    let after = svc.reads.local_index_file(&reg, "foo").await.unwrap().unwrap();
     let text = String::from_utf8_lossy(&after.body);
     assert!(
         text.contains("\"1.1.0\""),

@@ -1,0 +1,188 @@
+//! The catalog: which registries exist (definitions loaded from the store), the cached
+//! upstream of each proxy, their metric labels, and the URLs they are reachable at. Every
+//! other component looks registries up here; only [`reload`](Catalog::reload) changes it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::error::{RegistryError, RegistryResult};
+use super::CacheHandles;
+use crate::cache::FastMap;
+use crate::config::{Limits, RegistryKind, RegistrySpec};
+use crate::index::config_json::ConfigJson;
+use crate::store::Metadata;
+use crate::upstream::cached::{CachedUpstream, ProxySettings};
+
+/// Registry definitions by name.
+pub type Registries = Arc<BTreeMap<String, Arc<RegistrySpec>>>;
+
+/// The registries, their proxies and labels, swapped as a whole on every reload.
+pub struct Catalog {
+    meta: Arc<dyn Metadata>,
+    /// Base URL the registries are reachable at (no trailing slash).
+    public_url: String,
+    limits: Limits,
+    /// The caches a proxy is built on.
+    caches: CacheHandles,
+    registries: RwLock<Registries>,
+    /// One cached upstream per proxy registry.
+    proxies: RwLock<Arc<FastMap<String, Arc<CachedUpstream>>>>,
+    /// Interned metric labels of the registries.
+    labels: RwLock<Arc<FastMap<String, &'static str>>>,
+}
+
+impl Catalog {
+    /// An empty catalog; [`reload`](Self::reload) fills it from the store.
+    pub fn new(meta: Arc<dyn Metadata>, public_url: String, limits: Limits, caches: CacheHandles) -> Self {
+        Catalog {
+            meta,
+            public_url,
+            limits,
+            caches,
+            registries: RwLock::new(Arc::new(BTreeMap::new())),
+            proxies: RwLock::new(Arc::new(FastMap::default())),
+            labels: RwLock::new(Arc::new(FastMap::default())),
+        }
+    }
+
+    /// The public base URL.
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    /// The configured size limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Base URL of one registry (`{public_url}/{name}`): the `api` in its config.json.
+    pub fn registry_root(&self, name: &str) -> String {
+        format!("{}/{name}", self.public_url)
+    }
+
+    /// The sparse index URL of one registry, as users configure it.
+    pub fn index_url(&self, name: &str) -> String {
+        format!("sparse+{}/{name}/index/", self.public_url)
+    }
+
+    /// The registry's `config.json` bytes.
+    pub fn config_json(&self, reg: &RegistrySpec) -> Bytes {
+        Bytes::from(ConfigJson::for_root(&self.registry_root(&reg.name), reg.auth_required).to_bytes())
+    }
+
+    /// Loads the registry definitions from the store and rebuilds the proxies: a proxy whose
+    /// settings did not change is kept (with its caches and single-flight state); one whose
+    /// upstream URL changed starts from an empty index cache.
+    pub async fn reload(&self) -> RegistryResult<()> {
+        let specs = self.meta.registries().await?;
+        let old = self.proxies();
+        let mut proxies = FastMap::default();
+        for spec in specs.iter().filter(|s| s.kind == RegistryKind::Proxy) {
+            let settings = self.proxy_settings(spec);
+            let proxy = match old.get(&spec.name) {
+                Some(p) if *p.settings() == settings => p.clone(),
+                Some(p) => {
+                    if p.settings().upstream_url != settings.upstream_url {
+                        p.clear().await;
+                    }
+                    CachedUpstream::new(settings, self.caches.index.clone(), self.caches.crates.clone())?
+                }
+                None => CachedUpstream::new(settings, self.caches.index.clone(), self.caches.crates.clone())?,
+            };
+            proxies.insert(spec.name.clone(), proxy);
+        }
+        let labels = specs
+            .iter()
+            .map(|s| (s.name.clone(), crate::telemetry::intern(&s.name)))
+            .collect();
+        *self.labels.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(labels);
+        let map = specs.into_iter().map(|s| (s.name.clone(), Arc::new(s))).collect();
+        *self.registries.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(map);
+        *self.proxies.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(proxies);
+        Ok(())
+    }
+
+    fn proxy_settings(&self, spec: &RegistrySpec) -> ProxySettings {
+        ProxySettings {
+            registry: spec.name.clone(),
+            upstream_url: spec
+                .upstream
+                .clone()
+                .unwrap_or_else(|| tame_index::CRATES_IO_HTTP_INDEX.to_owned()),
+            index_ttl: Duration::from_secs(spec.index_ttl_secs),
+            negative_ttl: Duration::from_secs(spec.negative_ttl_secs),
+            timeout: Duration::from_secs(spec.upstream_timeout_secs.max(1)),
+            deadline: Duration::from_secs(spec.upstream_deadline_secs.max(1)),
+            max_index_bytes: self.limits.max_upstream_index_bytes,
+            // One cap for every .crate that passes through: what may be published here, or
+            // the (usually larger) upstream limit, whichever is larger.
+            max_crate_bytes: self.limits.max_upstream_crate_bytes.max(self.limits.max_crate_bytes),
+            ca_file: spec.ca_file.clone(),
+            offline: spec.offline,
+            upstream_concurrency: usize::try_from(spec.upstream_concurrency).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The metric label of a registry: its name if it exists, else `-` (bounded label set).
+    pub fn registry_label(&self, name: &str) -> &'static str {
+        self.labels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .copied()
+            .unwrap_or("-")
+    }
+
+    fn proxies(&self) -> Arc<FastMap<String, Arc<CachedUpstream>>> {
+        self.proxies.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The cached upstream of a proxy registry.
+    pub fn proxy(&self, name: &str) -> RegistryResult<Arc<CachedUpstream>> {
+        self.proxies()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| RegistryError::NotFound(format!("no proxy registry named `{name}`")))
+    }
+
+    /// All registry definitions.
+    pub fn registries(&self) -> Registries {
+        self.registries.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// One registry, or 404.
+    pub fn registry(&self, name: &str) -> RegistryResult<Arc<RegistrySpec>> {
+        self.registries()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| RegistryError::NotFound(format!("no registry named `{name}`")))
+    }
+
+    /// One hosted registry: 404 if there is none, 405 for a proxy (`what` names the operation).
+    pub fn hosted(&self, name: &str, what: &str) -> RegistryResult<Arc<RegistrySpec>> {
+        let reg = self.registry(name)?;
+        if reg.kind != RegistryKind::Hosted {
+            return Err(RegistryError::MethodNotAllowed(format!(
+                "registry `{name}` is a read-only proxy; {what} is only possible on a hosted registry (use `--registry <hosted registry>`)"
+            )));
+        }
+        Ok(reg)
+    }
+
+    /// The `auth_required` proxies a hosted registry merges (empty for almost every registry,
+    /// without a lookup when it lists no upstreams).
+    pub fn guarded_upstreams(&self, reg: &RegistrySpec) -> Vec<String> {
+        if reg.upstreams.is_empty() {
+            return Vec::new();
+        }
+        let regs = self.registries();
+        reg.upstreams
+            .iter()
+            .filter(|u| regs.get(*u).is_some_and(|s| s.auth_required))
+            .cloned()
+            .collect()
+    }
+}
