@@ -74,31 +74,42 @@ enum Op {
     Concurrent,
     MetaCommit,
     MetaRead,
+    MetaReadSmall,
     BlobPut,
 }
 
 impl Op {
-    const ALL: [Op; 7] = [
+    const ALL: [Op; 8] = [
         Op::NewCrate,
         Op::NewVersion,
         Op::Yank,
         Op::Concurrent,
         Op::MetaCommit,
         Op::MetaRead,
+        Op::MetaReadSmall,
         Op::BlobPut,
     ];
 
-    fn label(self, conc: usize, per_task: usize) -> String {
+    fn label(self, conc: usize, per_task: usize, rounds: usize, new_versions: usize) -> String {
         match self {
             Op::NewCrate => "publish, new crate (sequential)".into(),
             Op::NewVersion => "publish, new version of an existing crate (sequential)".into(),
             Op::Yank => "yank (sequential)".into(),
             Op::Concurrent => format!("publish, {conc} tasks at once ({per_task} versions of its own crate each)"),
             Op::MetaCommit => "part: metadata commit alone (`Metadata::change_crate`, new version)".into(),
-            Op::MetaRead => "part: crate read alone (`Metadata::get_crate`, a crate of the sequential rows)".into(),
+            Op::MetaRead => format!(
+                "part: crate read alone (`Metadata::get_crate`, a crate that grows from 1 to {} versions over the run)",
+                1 + self_versions(rounds, new_versions)
+            ),
+            Op::MetaReadSmall => "part: crate read alone (`Metadata::get_crate`, a crate of 1 version)".into(),
             Op::BlobPut => "part: `.crate` blob alone (`Blobs::put`, new file)".into(),
         }
     }
+}
+
+/// Versions each of the four `hot-N` crates gets over the run.
+fn self_versions(rounds: usize, new_versions: usize) -> usize {
+    rounds * new_versions.div_ceil(4)
 }
 
 struct Params {
@@ -343,6 +354,11 @@ async fn round(b: &mut Bench, r: usize, p: &Params) -> Result<()> {
         let rec = store.meta.get_crate(REGISTRY, &hot).await?;
         b.samples.push((Op::MetaRead, t.elapsed()));
         anyhow::ensure!(rec.is_some(), "{}: {hot} not found", b.backend.label());
+        let small = canonical_name(&format!("new-r{tag}-c{}", k % p.new_crates.max(1)));
+        let t = Instant::now();
+        let rec = store.meta.get_crate(REGISTRY, &small).await?;
+        b.samples.push((Op::MetaReadSmall, t.elapsed()));
+        anyhow::ensure!(rec.is_some(), "{}: {small} not found", b.backend.label());
     }
     Ok(())
 }
@@ -582,7 +598,7 @@ fn run(tmp: &Path, p: &Params) -> Result<()> {
             let (a, b) = (stats(&benches[0], op), stats(&benches[1], op));
             println!(
                 "| {} | {} | {:.2} | {:.2} | {} | {:.2} | {:.2} | {} | {:.2} | {:.2} | {} |",
-                op.label(p.conc, p.per_task),
+                op.label(p.conc, p.per_task, p.rounds, p.new_versions),
                 a.n.min(b.n),
                 a.p50,
                 b.p50,
