@@ -4,7 +4,7 @@
 # else the machine is doing, so they compare builds where wrk's req/s are too noisy.
 #
 #   benches/load.sh --quick --keep          # prints "kept /tmp/cargohold-load.XXXX"
-#   benches/callgrind.sh /tmp/cargohold-load.XXXX [304|dl-1kb|hot] [seconds]
+#   benches/callgrind.sh /tmp/cargohold-load.XXXX [304|dl-1kb|hot|private] [seconds]
 #
 # Uses the kept run's fixture (nginx config and files, the daemon's config and warm data
 # directory, the request lists). Each server runs under callgrind on its own free port on
@@ -15,7 +15,7 @@
 
 set -Eeuo pipefail
 
-KEPT="${1:?usage: benches/callgrind.sh KEPT_DIR [304|dl-1kb|hot] [seconds]}"
+KEPT="${1:?usage: benches/callgrind.sh KEPT_DIR [304|dl-1kb|hot|private] [seconds]}"
 SC="${2:-304}"
 SECS="${3:-8}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -34,7 +34,9 @@ case "$SC" in
     304) LD="$KEPT/list-304-daemon.txt" LN="$KEPT/list-304-nginx.txt" PD=/crates-io/index/ PN=/index/ ;;
     dl-1kb) LD="$KEPT/list-dl-1kb.txt" LN="$KEPT/list-dl-1kb.txt" PD=/crates-io/api/v1/crates/ PN=/dl/ ;;
     hot) LD="$KEPT/list-hot.txt" LN="$KEPT/list-hot.txt" PD=/crates-io/index/ PN=/index/ ;;
-    *) die "unknown scenario \`$SC\` (304, dl-1kb or hot)" ;;
+    # the hosted crate load.sh published (in the kept SQLite store) and nginx's copy of its file
+    private) LD="$KEPT/list-private.txt" LN="$KEPT/list-private.txt" PD=/local/index/ PN=/private/index/ ;;
+    *) die "unknown scenario \`$SC\` (304, dl-1kb, hot or private)" ;;
 esac
 command -v valgrind >/dev/null || { log "installing valgrind"; apt-get install -y -qq valgrind >&2; }
 command -v wrk >/dev/null || die "wrk not found (benches/load.sh installs it)"

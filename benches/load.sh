@@ -7,6 +7,8 @@
 # registry written by `examples/bench_fixture.rs` (the real index files of ../shared/data/index
 # plus synthetic .crate files); it is both the baseline and the upstream of the daemon's
 # `crates-io` proxy registry. wrk drives both with the same Lua script, alternating rounds.
+# The `private` scenario publishes a crate into the daemon's hosted registry (SQL store behind
+# the caches) and gives nginx the daemon's rendered index file, byte for byte, to serve.
 # Prints one Markdown table. See benches/load/README.md. --pin gives the servers and the load
 # generator separate cores (taskset): the servers the first half of the CPUs (daemon `workers`
 # and nginx `worker_processes` = that many), wrk, curl and cargo the other half.
@@ -34,7 +36,7 @@ while [ $# -gt 0 ]; do
         --keep) KEEP=1 ;;
         --skip-idle-check) IDLE_CHECK=0 ;;
         -h | --help)
-            sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -52,13 +54,13 @@ INDEX_TTL="${BENCH_INDEX_TTL:-1h}"
 if [ "$QUICK" = 1 ]; then
     DURATION="${BENCH_DURATION:-2s}"
     CONNS=(${BENCH_CONNS:-16})
-    SCENARIOS=(hot merged rotate 304 dl-1mb dl-10mb)
+    SCENARIOS=(hot private merged rotate 304 dl-1mb dl-10mb)
     COLD_FILES="${BENCH_COLD_FILES:-10}"
     FETCH_RUNS="${BENCH_FETCH_RUNS:-1}"
 else
     DURATION="${BENCH_DURATION:-5s}"
     CONNS=(${BENCH_CONNS:-1 16 64})
-    SCENARIOS=(hot merged rotate 304 dl-1kb dl-1mb dl-10mb)
+    SCENARIOS=(hot private merged rotate 304 dl-1kb dl-1mb dl-10mb)
     COLD_FILES="${BENCH_COLD_FILES:-50}"
     FETCH_RUNS="${BENCH_FETCH_RUNS:-3}"
 fi
@@ -336,7 +338,8 @@ for v in $(compgen -e | grep '^CARGOHOLD_' || true); do unset "$v"; done
 DLOG="$TMP/daemon.log"
 DWARN="$TMP/daemon-warnings.log"
 : >"$DWARN"
-CARGOHOLD_ADMIN_TOKEN="bench-$RANDOM$RANDOM$RANDOM" RUST_LOG="$DAEMON_RUST_LOG" \
+ADMIN_TOKEN="bench-$RANDOM$RANDOM$RANDOM"
+CARGOHOLD_ADMIN_TOKEN="$ADMIN_TOKEN" RUST_LOG="$DAEMON_RUST_LOG" \
     ${SERVER_RUN[@]+"${SERVER_RUN[@]}"} "$DAEMON_BIN" serve --config "$DCONF" </dev/null >"$TMP/daemon.out" 2>>"$DLOG" &
 DPID=$!
 DURL=""
@@ -360,10 +363,12 @@ drain_daemon_log() {
 }
 
 # Sum of index-cache lookups that were not HITs (from /-/metrics; empty if unavailable).
+# BYPASS (a hosted crate's own file, answered from the rendered-file cache without the upstream
+# cache: the `private` row) is not a miss.
 non_hits() {
     local m
     m="$(curl -fsS --max-time 5 "$DURL/-/metrics" 2>/dev/null)" || return 0
-    awk '/^cargohold_cache_lookups_total/ && /tier="index"/ && !/status="HIT"/ { s += $NF }
+    awk '/^cargohold_cache_lookups_total/ && /tier="index"/ && !/status="(HIT|BYPASS)"/ { s += $NF }
          END { print s + 0 }' <<<"$m"
 }
 
@@ -460,6 +465,35 @@ for c in bench-1kb bench-1mb bench-10mb; do
         tr -d '\r' | awk -F': ' 'tolower($1) == "x-cache" { print $2 }')"
     [ "$xc" = HIT ] || log "warning: $c download is x-cache=$xc after two passes"
 done
+
+# The private scenario: publish bench-private (the fixture's publish bodies) into the hosted
+# `local` registry through the daemon's API, then give nginx the daemon's rendered index file,
+# byte for byte, as its baseline.
+PRIVATE_PATH="be/nc/bench-private"
+PRIVATE_BYTES=0
+PRIVATE_VERSIONS=0
+if [[ " ${SCENARIOS[*]} " == *" private "* ]]; then
+    log "publishing bench-private into the daemon's hosted registry \`local\`"
+    while read -r body; do
+        [ -n "$body" ] || continue
+        code="$(curl -sS -o "$TMP/publish.out" -w '%{http_code}' --max-time 60 -X PUT \
+            -H "Authorization: $ADMIN_TOKEN" -H 'Content-Type: application/octet-stream' \
+            --data-binary "@$WWW/publish/$body" "$DURL/local/api/v1/crates/new" || true)"
+        [ "$code" = 200 ] || die "publishing $body: HTTP $code $(head -c 300 "$TMP/publish.out")"
+        PRIVATE_VERSIONS=$((PRIVATE_VERSIONS + 1))
+    done <"$WWW/publish/list.txt"
+    mkdir -p "$WWW/private/index/$(dirname "$PRIVATE_PATH")"
+    curl -fsS --max-time 10 -o "$WWW/private/index/$PRIVATE_PATH" "$DURL/local/index/$PRIVATE_PATH" ||
+        die "cannot fetch the private index file from the daemon"
+    lines="$(grep -c '"vers"' "$WWW/private/index/$PRIVATE_PATH" || true)"
+    [ "$lines" = "$PRIVATE_VERSIONS" ] || die "the private index file has $lines lines, expected $PRIVATE_VERSIONS"
+    curl -fsS --max-time 10 "$NURL/private/index/$PRIVATE_PATH" | cmp -s - "$WWW/private/index/$PRIVATE_PATH" ||
+        die "nginx does not serve the daemon's private index file byte for byte"
+    curl -fsS --max-time 10 "$DURL/local/index/$PRIVATE_PATH" | cmp -s - "$WWW/private/index/$PRIVATE_PATH" ||
+        die "the daemon's private index file changed between two reads"
+    PRIVATE_BYTES=$(stat -c %s "$WWW/private/index/$PRIVATE_PATH")
+    echo "$PRIVATE_PATH" >"$TMP/list-private.txt"
+fi
 drain_daemon_log
 
 # --- wrk rounds --------------------------------------------------------------------------------
@@ -472,6 +506,7 @@ scenario_args() { # scenario server -> "LIST PREFIX"
     local sc=$1 srv=$2 list prefix
     case "$sc" in
         hot | merged) list="$TMP/list-hot.txt" ;;
+        private) list="$TMP/list-private.txt" ;;
         rotate) list="$TMP/list-rotate.txt" ;;
         304) list="$TMP/list-304-$srv.txt" ;;
         dl-*) list="$TMP/list-${sc}.txt" ;;
@@ -479,7 +514,8 @@ scenario_args() { # scenario server -> "LIST PREFIX"
     case "$sc:$srv" in
         dl-*:daemon) prefix=/crates-io/api/v1/crates/ ;;
         dl-*:nginx) prefix=/dl/ ;;
-        merged:daemon) prefix=/local/index/ ;;
+        merged:daemon | private:daemon) prefix=/local/index/ ;;
+        private:nginx) prefix=/private/index/ ;;
         *:daemon) prefix=/crates-io/index/ ;;
         *:nginx) prefix=/index/ ;;
     esac
@@ -488,6 +524,7 @@ scenario_args() { # scenario server -> "LIST PREFIX"
 scenario_label() {
     case "$1" in
         hot) echo "hot index file ($HOT_PATH, $((HOT_BYTES / 1024)) KiB)" ;;
+        private) echo "hot private index file (/local, SQL store behind the caches; $PRIVATE_VERSIONS versions, $((PRIVATE_BYTES / 1024)) KiB)" ;;
         merged) echo "same hot file through the merged view (/local over crates-io)" ;;
         rotate) echo "all $NPATHS index files in rotation" ;;
         304) echo "If-None-Match -> 304, all files" ;;

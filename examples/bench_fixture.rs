@@ -14,7 +14,11 @@
 //!   (incompressible padding, so the `.crate` is about that size) and `bench-dep-000` ..
 //!   `bench-dep-149` (small crates, some depending on lower-numbered ones);
 //! - `project/`: a package depending on every `bench-dep-NNN` (the `cargo fetch` scenario);
-//! - `manifest.tsv`: `kind<TAB>name<TAB>version<TAB>index path<TAB>bytes` for the synthetic crates.
+//! - `manifest.tsv`: `kind<TAB>name<TAB>version<TAB>index path<TAB>bytes` for the synthetic crates;
+//! - `publish/`: cargo publish bodies of `bench-private` (16 versions, each depending on two
+//!   `bench-dep` crates), which `load.sh` publishes into the daemon's hosted registry for the
+//!   `private` scenario, and `publish/list.txt` naming them in order. Not in the index: the
+//!   crate exists only once published.
 //!
 //! Everything is deterministic: the same inputs give the same bytes (fixed tar headers, gzip
 //! mtime 0, a seeded generator for the padding).
@@ -28,6 +32,10 @@ use flate2::write::GzEncoder;
 use flate2::{Compression, GzBuilder};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+
+/// The crate `load.sh` publishes into the daemon's hosted registry, and its version count.
+const PRIVATE: &str = "bench-private";
+const PRIVATE_VERSIONS: usize = 16;
 
 /// Number of `bench-dep-NNN` crates (the size of the `cargo fetch` project).
 const DEPS: usize = 150;
@@ -171,6 +179,35 @@ fn index_line(name: &str, vers: &str, deps: &[Dep], cksum: &str) -> Value {
     })
 }
 
+/// Cargo's publish body for a crate built by [`build_crate`]: `u32 LE json length | json |
+/// u32 LE crate length | crate`, the metadata with every key cargo sends.
+fn publish_body(name: &str, vers: &str, deps: &[Dep], krate: &[u8]) -> Result<Vec<u8>> {
+    let deps: Vec<Value> = deps
+        .iter()
+        .map(|d| {
+            json!({
+                "name": d.name, "version_req": d.req, "features": [], "optional": false,
+                "default_features": true, "target": null, "kind": "normal",
+            })
+        })
+        .collect();
+    let meta = json!({
+        "name": name, "vers": vers, "deps": deps,
+        "features": {"default": ["std"], "std": [], "serde": []},
+        "authors": [], "description": "cargohold load-benchmark fixture", "documentation": null,
+        "homepage": null, "readme": null, "readme_file": null, "keywords": ["bench"],
+        "categories": [], "license": "MIT", "license_file": null, "repository": null,
+        "badges": {}, "links": null, "rust_version": "1.70",
+    });
+    let json = serde_json::to_vec(&meta)?;
+    let mut out = Vec::with_capacity(8 + json.len() + krate.len());
+    out.extend_from_slice(&u32::try_from(json.len())?.to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&u32::try_from(krate.len())?.to_le_bytes());
+    out.extend_from_slice(krate);
+    Ok(out)
+}
+
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -275,6 +312,30 @@ fn run(out: PathBuf, port: u16, index_dir: PathBuf) -> Result<()> {
         fx.add_crate("dep", &name, &versions)?;
     }
     write(&out.join("manifest.tsv"), fx.manifest.as_bytes())?;
+
+    // Publish bodies of the private crate (load.sh's `private` scenario).
+    if real.contains(&index_path(PRIVATE)) {
+        bail!("synthetic crate {PRIVATE} collides with a real index file");
+    }
+    let mut list = String::new();
+    for k in 0..PRIVATE_VERSIONS {
+        let vers = format!("1.{}.{}", k / 4, k % 4);
+        let deps = [dep_name(2 * k), dep_name(2 * k + 1)]
+            .into_iter()
+            .map(|name| Dep {
+                name,
+                req: "^1.0".into(),
+            })
+            .collect::<Vec<_>>();
+        let krate = build_crate(PRIVATE, &vers, &deps, &[])?;
+        let file = format!("{PRIVATE}-{vers}.body");
+        write(
+            &out.join("publish").join(&file),
+            &publish_body(PRIVATE, &vers, &deps, &krate)?,
+        )?;
+        writeln!(list, "{file}")?;
+    }
+    write(&out.join("publish/list.txt"), list.as_bytes())?;
 
     // The `cargo fetch` project: depends on every bench-dep crate.
     let mut manifest = String::from(

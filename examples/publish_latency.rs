@@ -1,0 +1,633 @@
+//! Publish latency of the private store: the embedded SQLite store (the default) against the
+//! sled store of earlier releases, measured in the same run. Used by `benches/publish.sh`;
+//! everything is in-process, in a temp dir, with no network at all.
+//!
+//! ```text
+//! cargo run --release --example publish_latency -- [--rounds R] [--quick] [--dir DIR]
+//! ```
+//!
+//! Builds one `RegistryService` per backend (SQLite + blob files, sled + blob files; the same
+//! caches and settings as the daemon's defaults) with a hosted registry `local`, a user and a
+//! token, then times real publishes through `RegistryService::publish` with real publish bodies
+//! (cargo's frame around a gzipped tarball that passes the daemon's tarball inspection). Each
+//! round runs, for each backend in turn (A,B then B,A, so machine noise hits both):
+//!
+//! - sequential publishes of new crates, and of new versions of four existing crates;
+//! - yanks of versions published in the round;
+//! - a concurrent batch: 8 tasks, each publishing 4 versions of its own crate, all at once
+//!   (per-publish latency, and publishes per second over the batch);
+//! - the pieces of a publish on their own, straight on the backend's store:
+//!   `Metadata::change_crate` (the metadata commit), `Metadata::get_crate` (the read a publish
+//!   or yank decides on) and `Blobs::put` (the `.crate` file).
+//!
+//! Prints the fsync cost of this file system, what a bare SQLite commit costs with
+//! `synchronous = FULL` and `NORMAL`, the store's `synchronous`/`journal_mode`, and a
+//! Markdown table of p50/p99/mean per backend with the SQLite/sled ratios (below 1.00x SQLite
+//! is faster). `DIR` (default: the system temp dir) should be on the disk a daemon would use:
+//! on tmpfs fsync costs nothing and the numbers say little about durability.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use serde_json::json;
+
+use cargohold::cache::crate_files::CrateFiles;
+use cargohold::cache::index_cache::IndexCache;
+use cargohold::config::{Limits, RegistrySpec};
+use cargohold::index::{canonical_name, IndexLine};
+use cargohold::registry::admin::NewToken;
+use cargohold::registry::{CacheHandles, Principal, RegistryService, ServiceSettings};
+use cargohold::store::blobs::FileBlobs;
+use cargohold::store::sled::SledMetadata;
+use cargohold::store::sql::SqlMetadata;
+use cargohold::store::{CrateChange, Metadata, PrivateStore, VersionRecord};
+
+const REGISTRY: &str = "local";
+const BACKENDS: [Backend; 2] = [Backend::Sqlite, Backend::Sled];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Sled,
+}
+
+impl Backend {
+    fn label(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SQLite",
+            Backend::Sled => "sled",
+        }
+    }
+}
+
+/// What is timed; the order of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Op {
+    NewCrate,
+    NewVersion,
+    Yank,
+    Concurrent,
+    MetaCommit,
+    MetaRead,
+    MetaReadSmall,
+    BlobPut,
+}
+
+impl Op {
+    const ALL: [Op; 8] = [
+        Op::NewCrate,
+        Op::NewVersion,
+        Op::Yank,
+        Op::Concurrent,
+        Op::MetaCommit,
+        Op::MetaRead,
+        Op::MetaReadSmall,
+        Op::BlobPut,
+    ];
+
+    fn label(self, conc: usize, per_task: usize, rounds: usize, new_versions: usize) -> String {
+        match self {
+            Op::NewCrate => "publish, new crate (sequential)".into(),
+            Op::NewVersion => "publish, new version of an existing crate (sequential)".into(),
+            Op::Yank => "yank (sequential)".into(),
+            Op::Concurrent => format!("publish, {conc} tasks at once ({per_task} versions of its own crate each)"),
+            Op::MetaCommit => "part: metadata commit alone (`Metadata::change_crate`, new version)".into(),
+            Op::MetaRead => format!(
+                "part: crate read alone (`Metadata::get_crate`, a crate that grows from 1 to {} versions over the run)",
+                1 + self_versions(rounds, new_versions)
+            ),
+            Op::MetaReadSmall => "part: crate read alone (`Metadata::get_crate`, a crate of 1 version)".into(),
+            Op::BlobPut => "part: `.crate` blob alone (`Blobs::put`, new file)".into(),
+        }
+    }
+}
+
+/// Versions each of the four `hot-N` crates gets over the run.
+fn self_versions(rounds: usize, new_versions: usize) -> usize {
+    rounds * new_versions.div_ceil(4)
+}
+
+struct Params {
+    rounds: usize,
+    new_crates: usize,
+    new_versions: usize,
+    yanks: usize,
+    conc: usize,
+    per_task: usize,
+    parts: usize,
+}
+
+/// One backend under test.
+struct Bench {
+    backend: Backend,
+    svc: Arc<RegistryService>,
+    principal: Principal,
+    token: String,
+    samples: Vec<(Op, Duration)>,
+    /// Wall time of each concurrent batch.
+    batches: Vec<Duration>,
+}
+
+/// Deterministic filler (splitmix64) so each `.crate` is distinct and not trivially compressible.
+fn filler(seed: u64, n: usize) -> String {
+    let mut s = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut out = String::with_capacity(n + 32);
+    while out.len() < n {
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        out.push_str(&format!("pub const C{:016x}: u64 = {};\n", z, z >> 7));
+    }
+    out
+}
+
+fn seed_of(name: &str, vers: &str) -> u64 {
+    name.bytes().chain(vers.bytes()).fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// A `.crate` as cargo writes it: `name-vers/Cargo.toml` and `src/lib.rs` (about 8 KiB of source,
+/// about 3 KiB gzipped).
+fn crate_tarball(name: &str, vers: &str) -> Result<Vec<u8>> {
+    let manifest = format!(
+        "[package]\nname = \"{name}\"\nversion = \"{vers}\"\nedition = \"2021\"\n\
+         description = \"publish latency benchmark crate\"\nlicense = \"MIT\"\n"
+    );
+    let lib = format!("//! {name} {vers}\n{}", filler(seed_of(name, vers), 8 * 1024));
+    let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::default()));
+    tar.mode(tar::HeaderMode::Deterministic);
+    for (path, data) in [("Cargo.toml", manifest.as_bytes()), ("src/lib.rs", lib.as_bytes())] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut h, format!("{name}-{vers}/{path}"), data)?;
+    }
+    Ok(tar.into_inner()?.finish()?)
+}
+
+/// Cargo's publish body: `u32 LE json length | json | u32 LE crate length | crate`.
+fn publish_body(name: &str, vers: &str) -> Result<Bytes> {
+    let meta = json!({
+        "name": name, "vers": vers, "deps": [], "features": {"default": [], "extra": []},
+        "authors": [], "description": "publish latency benchmark crate", "documentation": null,
+        "homepage": null, "readme": null, "readme_file": null, "keywords": ["bench"],
+        "categories": [], "license": "MIT", "license_file": null, "repository": null,
+        "badges": {}, "links": null, "rust_version": null,
+    });
+    let json = serde_json::to_vec(&meta)?;
+    let krate = crate_tarball(name, vers)?;
+    let mut out = Vec::with_capacity(8 + json.len() + krate.len());
+    out.extend_from_slice(&u32::try_from(json.len())?.to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&u32::try_from(krate.len())?.to_le_bytes());
+    out.extend_from_slice(&krate);
+    Ok(Bytes::from(out))
+}
+
+async fn open(backend: Backend, dir: &Path) -> Result<Bench> {
+    let store_dir = dir.join("store");
+    std::fs::create_dir_all(&store_dir)?;
+    let blobs = Arc::new(FileBlobs::open(store_dir.join("blobs"))?);
+    let meta: Arc<dyn Metadata> = match backend {
+        Backend::Sqlite => Arc::new(SqlMetadata::open_sqlite(&store_dir.join("registry.db")).await?),
+        Backend::Sled => Arc::new(SledMetadata::open(&store_dir)?),
+    };
+    let store = PrivateStore { meta, blobs };
+    // The daemon's default cache sizes (the caches only matter for reads here).
+    let memory: u64 = 256 << 20;
+    let cache_dir = dir.join("cache");
+    let caches = CacheHandles {
+        index: IndexCache::open(&cache_dir, memory / 2, 1 << 30)?,
+        crates: CrateFiles::open(&cache_dir.join("crates"), 1 << 30)?,
+        crate_bytes: CacheHandles::crate_memory(memory / 4),
+    };
+    let settings = ServiceSettings {
+        // Never contacted: the hosted registry has no upstreams.
+        public_url: "http://127.0.0.1:9".into(),
+        limits: Limits::default(),
+        memory_bytes: memory,
+        env_admin_hash: None,
+    };
+    let svc = Arc::new(RegistryService::new(store, caches, settings).await?);
+    let spec: RegistrySpec = serde_json::from_value(json!({"name": REGISTRY, "kind": "hosted"}))?;
+    svc.apply_configured([spec]).await?;
+    svc.create_user("bench", None).await?;
+    let token = svc
+        .create_token(NewToken {
+            user: "bench".into(),
+            name: Some("publish benchmark".into()),
+            scopes: None,
+            registries: None,
+            expires: None,
+        })
+        .await?;
+    let token = token["token"].as_str().context("no token in the answer")?.to_owned();
+    let principal = svc.authorize_publish(REGISTRY, Some(&token)).await?;
+    Ok(Bench {
+        backend,
+        svc,
+        principal,
+        token,
+        samples: Vec::new(),
+        batches: Vec::new(),
+    })
+}
+
+async fn publish(b: &Bench, name: &str, vers: &str) -> Result<Duration> {
+    let body = publish_body(name, vers)?;
+    let t = Instant::now();
+    b.svc
+        .publish(REGISTRY, &b.principal, body)
+        .await
+        .with_context(|| format!("{}: publishing {name} {vers}", b.backend.label()))?;
+    Ok(t.elapsed())
+}
+
+/// An index line for a direct metadata commit (what `publish` would store).
+fn line(name: &str, vers: &str, cksum: &str) -> Result<IndexLine> {
+    Ok(serde_json::from_value(json!({
+        "name": name, "vers": vers, "deps": [], "cksum": cksum,
+        "features": {"default": [], "extra": []}, "yanked": false, "links": null, "v": 2,
+    }))?)
+}
+
+/// One round of every measurement on one backend.
+async fn round(b: &mut Bench, r: usize, p: &Params) -> Result<()> {
+    let tag = r;
+    // Sequential: new crates.
+    for i in 0..p.new_crates {
+        let d = publish(b, &format!("new-r{tag}-c{i}"), "1.0.0").await?;
+        b.samples.push((Op::NewCrate, d));
+    }
+    // Sequential: new versions of four crates created before the first round.
+    let mut published = Vec::new();
+    for j in 0..p.new_versions {
+        let name = format!("hot-{}", j % 4);
+        let vers = format!("1.{tag}.{j}");
+        let d = publish(b, &name, &vers).await?;
+        b.samples.push((Op::NewVersion, d));
+        published.push((name, vers));
+    }
+    // Yanks of versions just published.
+    for (name, vers) in published.iter().take(p.yanks) {
+        let t = Instant::now();
+        b.svc
+            .set_yanked(REGISTRY, Some(&b.token), name, vers, true)
+            .await
+            .with_context(|| format!("{}: yanking {name} {vers}", b.backend.label()))?;
+        b.samples.push((Op::Yank, t.elapsed()));
+    }
+    // Concurrent: each task publishes versions of its own crate.
+    let mut bodies = Vec::new();
+    for t in 0..p.conc {
+        let name = format!("conc-r{tag}-t{t}");
+        let mut mine = Vec::new();
+        for k in 0..p.per_task {
+            let vers = format!("1.0.{k}");
+            mine.push((name.clone(), vers.clone(), publish_body(&name, &vers)?));
+        }
+        bodies.push(mine);
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for mine in bodies {
+        let (svc, who) = (b.svc.clone(), b.principal.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for (name, vers, body) in mine {
+                let t = Instant::now();
+                svc.publish(REGISTRY, &who, body)
+                    .await
+                    .with_context(|| format!("publishing {name} {vers} concurrently"))?;
+                out.push(t.elapsed());
+            }
+            anyhow::Ok(out)
+        }));
+    }
+    for t in tasks {
+        for d in t.await?? {
+            b.samples.push((Op::Concurrent, d));
+        }
+    }
+    b.batches.push(start.elapsed());
+    // The parts, straight on the store: a metadata commit of a new version, a new blob.
+    let store = b.svc.store().clone();
+    let canonical = "parts";
+    let mut revision = store.meta.get_crate(REGISTRY, canonical).await?.map(|c| c.revision);
+    for k in 0..p.parts {
+        let vers = format!("1.{tag}.{k}");
+        let krate = Bytes::from(crate_tarball(canonical, &vers)?);
+        let t = Instant::now();
+        let cksum = store.blobs.put(krate).await?;
+        b.samples.push((Op::BlobPut, t.elapsed()));
+        let change = CrateChange::Publish {
+            name: canonical.into(),
+            version: VersionRecord {
+                line: line(canonical, &vers, &cksum)?,
+                published_by: "bench".into(),
+            },
+            description: Some("publish latency benchmark crate".into()),
+            keywords: Vec::new(),
+        };
+        let t = Instant::now();
+        revision = Some(
+            store
+                .meta
+                .change_crate(REGISTRY, canonical, revision, &change)
+                .await
+                .with_context(|| format!("{}: change_crate", b.backend.label()))?,
+        );
+        b.samples.push((Op::MetaCommit, t.elapsed()));
+        // What a publish or a yank reads before deciding (the crate with all its versions).
+        let hot = canonical_name(&format!("hot-{}", k % 4));
+        let t = Instant::now();
+        let rec = store.meta.get_crate(REGISTRY, &hot).await?;
+        b.samples.push((Op::MetaRead, t.elapsed()));
+        anyhow::ensure!(rec.is_some(), "{}: {hot} not found", b.backend.label());
+        let small = canonical_name(&format!("new-r{tag}-c{}", k % p.new_crates.max(1)));
+        let t = Instant::now();
+        let rec = store.meta.get_crate(REGISTRY, &small).await?;
+        b.samples.push((Op::MetaReadSmall, t.elapsed()));
+        anyhow::ensure!(rec.is_some(), "{}: {small} not found", b.backend.label());
+    }
+    Ok(())
+}
+
+/// Nearest-rank percentile of sorted samples, in milliseconds.
+fn pct(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+struct Stats {
+    n: usize,
+    p50: f64,
+    p99: f64,
+    mean: f64,
+}
+
+fn stats(b: &Bench, op: Op) -> Stats {
+    let mut v: Vec<f64> = b
+        .samples
+        .iter()
+        .filter(|(o, _)| *o == op)
+        .map(|(_, d)| d.as_secs_f64() * 1000.0)
+        .collect();
+    v.sort_by(f64::total_cmp);
+    Stats {
+        n: v.len(),
+        p50: pct(&v, 0.50),
+        p99: pct(&v, 0.99),
+        mean: v.iter().sum::<f64>() / v.len().max(1) as f64,
+    }
+}
+
+/// Median cost of `write 4 KiB + fsync` of a file in `dir`, and of an fsync of `dir` itself.
+fn fsync_cost(dir: &Path) -> Result<(f64, f64)> {
+    use std::io::Write;
+    let path = dir.join("fsync-probe");
+    let (mut files, mut dirs) = (Vec::new(), Vec::new());
+    for i in 0..50u8 {
+        let t = Instant::now();
+        let mut f = std::fs::File::create(&path)?;
+        f.write_all(&[i; 4096])?;
+        f.sync_all()?;
+        files.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = Instant::now();
+        std::fs::File::open(dir)?.sync_all()?;
+        dirs.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    std::fs::remove_file(&path)?;
+    files.sort_by(f64::total_cmp);
+    dirs.sort_by(f64::total_cmp);
+    Ok((pct(&files, 0.5), pct(&dirs, 0.5)))
+}
+
+/// The file system type of the mount holding `dir` (from /proc/mounts; longest prefix).
+fn fs_type(dir: &Path) -> String {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, at, kind) = (f.next()?, f.next()?, f.next()?);
+            dir.starts_with(at).then(|| (at.len(), kind.to_owned()))
+        })
+        .max()
+        .map_or_else(|| "unknown".into(), |(_, k)| k)
+}
+
+/// `PRAGMA synchronous` and `journal_mode` as a new connection to the database sees them (the
+/// store's own connections set neither `synchronous` nor anything else at open, so they get the
+/// same defaults; `journal_mode = WAL` is stored in the database file).
+async fn sqlite_pragmas(db: &Path) -> Result<(String, String)> {
+    use sqlx::{Connection, Row};
+    let url = format!("sqlite://{}", db.display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await?;
+    let sync: i64 = sqlx::query("PRAGMA synchronous")
+        .fetch_one(&mut conn)
+        .await?
+        .try_get(0)?;
+    let mode: String = sqlx::query("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await?
+        .try_get(0)?;
+    conn.close().await?;
+    let sync = match sync {
+        0 => "OFF (0)".to_owned(),
+        1 => "NORMAL (1)".to_owned(),
+        2 => "FULL (2)".to_owned(),
+        3 => "EXTRA (3)".to_owned(),
+        n => n.to_string(),
+    };
+    Ok((sync, mode))
+}
+
+/// Median time of a one-row write transaction on a bare SQLite connection in WAL mode, with
+/// `synchronous = FULL` and with `NORMAL` (which does not fsync the WAL at commit): what the
+/// durability setting costs on this file system, apart from the store.
+async fn sqlite_commit_cost(dir: &Path) -> Result<(f64, f64)> {
+    use sqlx::{Connection, Executor};
+    let db = dir.join("commit-probe.db");
+    let url = format!("sqlite://{}?mode=rwc", db.display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await?;
+    conn.execute("PRAGMA journal_mode = WAL").await?;
+    conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+        .await?;
+    let mut out = [0.0; 2];
+    for (slot, mode) in ["FULL", "NORMAL"].into_iter().enumerate() {
+        conn.execute(format!("PRAGMA synchronous = {mode}").as_str()).await?;
+        let mut v = Vec::new();
+        for i in 0..200i64 {
+            let t = Instant::now();
+            let mut tx = conn.begin().await?;
+            sqlx::query("INSERT INTO t (k, v) VALUES (?, ?)")
+                .bind(i + 1000 * slot as i64)
+                .bind("x".repeat(300))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            v.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        v.sort_by(f64::total_cmp);
+        out[slot] = pct(&v, 0.5);
+    }
+    conn.close().await?;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    Ok((out[0], out[1]))
+}
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let mut rounds = 30;
+    let mut quick = false;
+    let mut base: Option<PathBuf> = None;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--rounds" => rounds = args.next().context("--rounds needs a number")?.parse()?,
+            "--quick" => quick = true,
+            "--dir" => base = Some(args.next().context("--dir needs a path")?.into()),
+            "-h" | "--help" => {
+                println!("usage: publish_latency [--rounds R] [--quick] [--dir DIR]");
+                return Ok(());
+            }
+            other => bail!("unknown argument `{other}` (try --help)"),
+        }
+    }
+    if quick {
+        rounds = rounds.min(5);
+    }
+    let p = Params {
+        rounds,
+        new_crates: 10,
+        new_versions: 20,
+        yanks: 5,
+        conc: 8,
+        per_task: 4,
+        parts: 10,
+    };
+    let base = base.unwrap_or_else(std::env::temp_dir);
+    let tmp = base.join(format!("cargohold-publish-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let result = run(&tmp, &p);
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
+
+fn run(tmp: &Path, p: &Params) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let fs = fs_type(tmp);
+    let (fsync_file, fsync_dir) = fsync_cost(tmp)?;
+    rt.block_on(async {
+        let mut benches = Vec::new();
+        for backend in BACKENDS {
+            let dir = tmp.join(backend.label().to_ascii_lowercase());
+            let b = open(backend, &dir).await?;
+            // Four crates whose new versions the rounds publish, and one warm-up publish.
+            for j in 0..4 {
+                publish(&b, &format!("hot-{j}"), "0.1.0").await?;
+            }
+            publish(&b, "warm-up", "0.1.0").await?;
+            benches.push(b);
+        }
+        let started = Instant::now();
+        for r in 0..p.rounds {
+            let order: [usize; 2] = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+            for i in order {
+                round(&mut benches[i], r, p).await?;
+            }
+            eprintln!("publish_latency: round {}/{} done", r + 1, p.rounds);
+        }
+        let elapsed = started.elapsed();
+        let (sync, mode) = sqlite_pragmas(&tmp.join("sqlite/store/registry.db")).await?;
+        let (commit_full, commit_normal) = sqlite_commit_cost(tmp).await?;
+        let now = std::process::Command::new("date")
+            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
+            })
+            .unwrap_or_else(|| "unknown CPU".into());
+        let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+        println!();
+        println!("### publish latency, SQLite vs sled — {now}, nproc {nproc}, {cpu}");
+        println!();
+        println!(
+            "Command: `benches/publish.sh` · {} rounds in {:.1} s, backends alternating (SQLite first on even rounds) · \
+             each backend: `RegistryService` over its metadata store + blob files (`FileBlobs`), hosted registry, real \
+             publish bodies (~{} KiB `.crate`) · temp dir on {fs}: write 4 KiB + fsync {fsync_file:.2} ms, fsync of the \
+             directory {fsync_dir:.2} ms, one-row SQLite transaction on a bare WAL connection: synchronous=FULL \
+             {commit_full:.2} ms, NORMAL {commit_normal:.2} ms (medians) · the store's SQLite: journal_mode {mode}, synchronous {sync} \
+             · sled: `flush` after every write · load average at the end {}",
+            p.rounds,
+            elapsed.as_secs_f64(),
+            crate_tarball("sample", "1.0.0")?.len() / 1024,
+            std::fs::read_to_string("/proc/loadavg")
+                .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+                .unwrap_or_default(),
+        );
+        println!();
+        println!("| operation | n per backend | p50 SQLite ms | p50 sled ms | p50 SQLite/sled | p99 SQLite ms | p99 sled ms | p99 SQLite/sled | mean SQLite ms | mean sled ms | mean SQLite/sled |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let ratio = |a: f64, b: f64| if b > 0.0 { format!("{:.2}x", a / b) } else { "-".into() };
+        for op in Op::ALL {
+            let (a, b) = (stats(&benches[0], op), stats(&benches[1], op));
+            println!(
+                "| {} | {} | {:.2} | {:.2} | {} | {:.2} | {:.2} | {} | {:.2} | {:.2} | {} |",
+                op.label(p.conc, p.per_task, p.rounds, p.new_versions),
+                a.n.min(b.n),
+                a.p50,
+                b.p50,
+                ratio(a.p50, b.p50),
+                a.p99,
+                b.p99,
+                ratio(a.p99, b.p99),
+                a.mean,
+                b.mean,
+                ratio(a.mean, b.mean),
+            );
+        }
+        let rate = |b: &Bench| {
+            let total: f64 = b.batches.iter().map(Duration::as_secs_f64).sum();
+            (b.batches.len() * p.conc * p.per_task) as f64 / total.max(1e-9)
+        };
+        let (ra, rb) = (rate(&benches[0]), rate(&benches[1]));
+        println!();
+        println!(
+            "Concurrent throughput ({} tasks): SQLite {ra:.0} publishes/s, sled {rb:.0} publishes/s (SQLite/sled {:.2}x; above 1.00x SQLite is faster). \
+             Latency ratios: below 1.00x SQLite is faster. The `part:` rows time one piece of a publish each, straight on the backend's store.",
+            p.conc,
+            ra / rb.max(1e-9),
+        );
+        for b in &benches {
+            let counts = b.svc.store().meta.counts().await?;
+            eprintln!("publish_latency: {} holds {counts:?}", b.backend.label());
+            b.svc.store().meta.close().await?;
+        }
+        anyhow::Ok(())
+    })
+}
