@@ -391,6 +391,8 @@ impl RegistryService {
 
     /// Revokes a token by id.
     pub async fn revoke_token(&self, id: &str) -> RegistryResult<()> {
-        self.admin.revoke_token(id).await
+        self.admin.revoke_token(id).await?;
+        self.auth.forget_tokens();
+        Ok(())
     }
 }

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use super::admin::ADMIN_USER;
 use super::catalog::Catalog;
 use super::error::{RegistryError, RegistryResult};
+use crate::cache::{FastHasher, MemCache};
 use crate::config::RegistrySpec;
 use crate::store::{now_secs, Metadata, TokenRecord};
 
@@ -139,7 +140,16 @@ pub struct Auth {
     catalog: Arc<Catalog>,
     /// Hash of the admin token given by the environment, if any.
     env_admin_hash: Option<String>,
+    /// Tokens found in the store, by hash, for [`TOKEN_CACHE_TTL`]: an authenticated request
+    /// (every read of an `auth_required` registry) costs no database query. Only tokens that
+    /// exist are kept (an unknown one is asked for again, so a new token works at once);
+    /// expiry is checked on every use; a revocation here empties it at once.
+    tokens: MemCache<String, TokenRecord>,
 }
+
+/// How long a token read from the store is trusted without asking again: the longest a
+/// revocation made through another process sharing the store takes to apply here.
+pub const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Auth {
     pub fn new(meta: Arc<dyn Metadata>, catalog: Arc<Catalog>, env_admin_hash: Option<String>) -> Self {
@@ -147,7 +157,27 @@ impl Auth {
             meta,
             catalog,
             env_admin_hash,
+            tokens: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(TOKEN_CACHE_TTL)
+                .build_with_hasher(FastHasher::default()),
         }
+    }
+
+    /// Forgets every cached token (after a revocation).
+    pub fn forget_tokens(&self) {
+        self.tokens.invalidate_all();
+    }
+
+    async fn token(&self, hash: &str) -> RegistryResult<Option<TokenRecord>> {
+        if let Some(t) = self.tokens.get(hash) {
+            return Ok(Some(t));
+        }
+        let found = self.meta.token_by_hash(hash).await?;
+        if let Some(t) = &found {
+            self.tokens.insert(hash.to_owned(), t.clone());
+        }
+        Ok(found)
     }
 
     /// Resolves an `Authorization` header to a principal. `Ok(None)` when there is no header.
@@ -166,7 +196,7 @@ impl Auth {
                 registries: None,
             }));
         }
-        match self.meta.token_by_hash(&hash).await?.and_then(principal_of) {
+        match self.token(&hash).await?.and_then(principal_of) {
             Some(p) => Ok(Some(p)),
             None => Err(RegistryError::Unauthorized {
                 message: "the token is not valid: it is unknown, revoked or expired; get a new one (see the registry's /me page)".into(),
