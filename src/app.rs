@@ -90,6 +90,14 @@ pub async fn open_store(config: &Config) -> anyhow::Result<PrivateStore> {
         .with_context(|| format!("cannot open the store in {}", store_dir.display()))
 }
 
+/// Opens the private store of `config` for maintenance beside a running daemon (`gc`).
+pub async fn open_store_beside_daemon(config: &Config) -> anyhow::Result<PrivateStore> {
+    let store_dir = config.data_dir.join("store");
+    PrivateStore::open_embedded_beside_daemon(&store_dir)
+        .await
+        .with_context(|| format!("cannot open the store in {}", store_dir.display()))
+}
+
 /// Opens the store, binds the listener and starts serving. `env_admin_token` is the value of
 /// `CARGOHOLD_ADMIN_TOKEN`, if set.
 pub async fn start(config: Config, env_admin_token: Option<String>) -> anyhow::Result<Running> {

@@ -219,7 +219,8 @@ pub trait Metadata: Send + Sync + 'static {
     async fn snapshot(&self) -> StoreResult<Snapshot>;
     /// Writes a whole snapshot into an empty store, in one transaction, and records `marker`
     /// in the same transaction. Returns `false` (writing nothing) if `marker` is already
-    /// recorded: an import that committed is never repeated.
+    /// recorded: an import that committed is never repeated. A store that holds any registry,
+    /// crate, user or token is refused ([`StoreError::Conflict`]), writing nothing.
     async fn import(&self, snapshot: &Snapshot, marker: &str) -> StoreResult<bool>;
     /// What the store holds.
     async fn counts(&self) -> StoreResult<Counts>;
@@ -263,6 +264,15 @@ pub trait Blobs: Send + Sync + 'static {
     async fn info(&self, sha256: &str) -> StoreResult<Option<BlobInfo>>;
     /// Deletes the blob; `false` if there was none.
     async fn delete(&self, sha256: &str) -> StoreResult<bool>;
+    /// Moves the blob out of sight ([`get`](Self::get) and [`exists`](Self::exists) no longer
+    /// find it) until [`restore`](Self::restore) or [`purge`](Self::purge); `false` if there
+    /// was none. [`gc`] deletes in two steps so that a publish racing it always finds its
+    /// blob gone (and writes it again) or restored, never deleted after its check.
+    async fn quarantine(&self, sha256: &str) -> StoreResult<bool>;
+    /// Puts a quarantined blob back; if the blob was written again meanwhile, that one stays.
+    async fn restore(&self, sha256: &str) -> StoreResult<()>;
+    /// Deletes a quarantined blob for good.
+    async fn purge(&self, sha256: &str) -> StoreResult<()>;
     /// Every blob.
     async fn list(&self) -> StoreResult<Vec<BlobInfo>>;
 }
@@ -288,6 +298,24 @@ impl PrivateStore {
         let blobs = Arc::new(blobs::FileBlobs::open(dir.join("blobs"))?);
         let meta = Arc::new(sql::SqlMetadata::open_sqlite(&dir.join("registry.db")).await?);
         migrate::from_sled_if_present(dir, meta.as_ref()).await?;
+        Ok(PrivateStore { meta, blobs })
+    }
+
+    /// The embedded store under `dir` for maintenance beside a running daemon (`gc`): it
+    /// must exist and be migrated; nothing is cleaned up or migrated on opening, so the
+    /// daemon's writes in flight are untouched.
+    pub async fn open_embedded_beside_daemon(dir: &Path) -> StoreResult<Self> {
+        if migrate::sled_store_present(dir) {
+            return Err(StoreError::Io(format!(
+                "{} holds a store of an earlier release that is not migrated yet; start the daemon of this release once (it migrates on start), then run this again",
+                dir.display()
+            )));
+        }
+        if !dir.join("registry.db").is_file() {
+            return Err(StoreError::Io(format!("there is no store in {}", dir.display())));
+        }
+        let blobs = Arc::new(blobs::FileBlobs::attach(dir.join("blobs")));
+        let meta = Arc::new(sql::SqlMetadata::open_sqlite(&dir.join("registry.db")).await?);
         Ok(PrivateStore { meta, blobs })
     }
 }

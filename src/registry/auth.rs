@@ -145,6 +145,10 @@ pub struct Auth {
     /// exist are kept (an unknown one is asked for again, so a new token works at once);
     /// expiry is checked on every use; a revocation here empties it at once.
     tokens: MemCache<String, TokenRecord>,
+    /// Bumped by every revocation before the cache is emptied: a lookup that read the store
+    /// before a revocation drops what it cached if the counter moved meanwhile, so a revoked
+    /// token can never be put back after the revocation returned.
+    token_epoch: std::sync::atomic::AtomicU64,
 }
 
 /// How long a token read from the store is trusted without asking again: the longest a
@@ -161,21 +165,30 @@ impl Auth {
                 .max_capacity(100_000)
                 .time_to_live(TOKEN_CACHE_TTL)
                 .build_with_hasher(FastHasher::default()),
+            token_epoch: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// Forgets every cached token (after a revocation).
     pub fn forget_tokens(&self) {
+        self.token_epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.tokens.invalidate_all();
     }
 
     async fn token(&self, hash: &str) -> RegistryResult<Option<TokenRecord>> {
+        use std::sync::atomic::Ordering;
         if let Some(t) = self.tokens.get(hash) {
             return Ok(Some(t));
         }
+        let seen = self.token_epoch.load(Ordering::SeqCst);
         let found = self.meta.token_by_hash(hash).await?;
         if let Some(t) = &found {
             self.tokens.insert(hash.to_owned(), t.clone());
+            // A revocation that ran during the query may have missed this insert; it bumped
+            // the counter first, so the insert is undone here (and a later one sees no token).
+            if self.token_epoch.load(Ordering::SeqCst) != seen {
+                self.tokens.invalidate(hash);
+            }
         }
         Ok(found)
     }

@@ -137,11 +137,24 @@ impl Changes {
                 Decision::Change(change, answer) => (change, answer),
             };
             let expected = current.as_ref().map(|r| r.revision);
-            match self.meta.change_crate(registry, &canonical, expected, &change).await {
-                Ok(_) => {
-                    self.reads.invalidate(registry, name);
-                    return Ok((answer, true));
-                }
+            // The commit and the invalidation run in their own task: should the client go away
+            // (dropping this request) while the change is committing, the cached index file is
+            // still dropped after the commit, never left showing the crate as it was.
+            let committed = {
+                let (meta, reads) = (self.meta.clone(), self.reads.clone());
+                let (registry, name, canonical) = (registry.to_owned(), name.to_owned(), canonical.clone());
+                tokio::spawn(async move {
+                    let done = meta.change_crate(&registry, &canonical, expected, &change).await;
+                    if done.is_ok() {
+                        reads.invalidate(&registry, &name);
+                    }
+                    done
+                })
+                .await
+                .map_err(|e| StoreError::Io(format!("the change task failed: {e}")))?
+            };
+            match committed {
+                Ok(_) => return Ok((answer, true)),
                 Err(StoreError::Conflict(why)) if attempts < MAX_CHANGE_ATTEMPTS => {
                     attempts += 1;
                     tracing::debug!(

@@ -24,14 +24,48 @@ pub struct FileBlobs {
 }
 
 impl FileBlobs {
-    /// Opens (creating) the directory and removes temp files left by a crash.
+    /// Opens (creating) the directory for the daemon that owns it: removes temp files left
+    /// by a crash, and puts back blobs a crashed `gc` had quarantined (gc decides again).
     pub fn open(root: PathBuf) -> std::io::Result<Self> {
         let tmp = root.join("tmp");
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp)?;
         }
         std::fs::create_dir_all(&tmp)?;
-        Ok(FileBlobs { root: Arc::new(root) })
+        let blobs = FileBlobs { root: Arc::new(root) };
+        for name in read_dir_names(&blobs.quarantine_dir())? {
+            if is_blob_name(&name) {
+                blobs.restore_blocking(&name)?;
+            }
+        }
+        Ok(blobs)
+    }
+
+    /// The directory as it is, beside the daemon that owns it (`gc`): nothing is cleaned up.
+    pub fn attach(root: PathBuf) -> Self {
+        FileBlobs { root: Arc::new(root) }
+    }
+
+    fn quarantine_dir(&self) -> PathBuf {
+        self.root.join("quarantine")
+    }
+
+    fn restore_blocking(&self, sha: &str) -> std::io::Result<()> {
+        let held = self.quarantine_dir().join(sha);
+        let Some(dest) = self.path_of(sha) else {
+            return Ok(());
+        };
+        if dest.exists() {
+            // Written again meanwhile: that copy (the same bytes) stays.
+            return match std::fs::remove_file(&held) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            };
+        }
+        match std::fs::rename(&held, &dest) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// Path of the blob named `sha256` (which must be a blob name).
@@ -80,7 +114,7 @@ impl FileBlobs {
     fn list_blocking(&self) -> std::io::Result<Vec<BlobInfo>> {
         let mut out = Vec::new();
         for a in read_dir_names(&self.root)? {
-            if a.len() != 2 {
+            if a.len() != 2 || self.root.join(&a).is_symlink() {
                 continue;
             }
             for b in read_dir_names(&self.root.join(&a))? {
@@ -88,7 +122,14 @@ impl FileBlobs {
                     if !is_blob_name(&name) || name[..2] != a || name[2..4] != b {
                         continue;
                     }
-                    let meta = std::fs::metadata(self.root.join(&a).join(&b).join(&name))?;
+                    // Only regular files: a link is never followed (nor deleted through).
+                    let meta = match std::fs::symlink_metadata(self.root.join(&a).join(&b).join(&name)) {
+                        Ok(m) if m.file_type().is_file() => m,
+                        Ok(_) => continue,
+                        // Deleted since the directory was read.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e),
+                    };
                     out.push(BlobInfo {
                         sha256: name,
                         len: meta.len(),
@@ -215,6 +256,40 @@ impl Blobs for FileBlobs {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn quarantine(&self, sha256: &str) -> StoreResult<bool> {
+        let Some(path) = self.path_of(sha256) else {
+            return Ok(false);
+        };
+        let held = self.quarantine_dir().join(sha256);
+        self.blocking(move |s| {
+            std::fs::create_dir_all(s.quarantine_dir())?;
+            match std::fs::rename(&path, &held) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    async fn restore(&self, sha256: &str) -> StoreResult<()> {
+        if !is_blob_name(sha256) {
+            return Ok(());
+        }
+        let sha = sha256.to_owned();
+        self.blocking(move |s| s.restore_blocking(&sha)).await
+    }
+
+    async fn purge(&self, sha256: &str) -> StoreResult<()> {
+        if !is_blob_name(sha256) {
+            return Ok(());
+        }
+        match tokio::fs::remove_file(self.quarantine_dir().join(sha256)).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
         }
     }
 

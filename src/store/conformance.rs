@@ -363,19 +363,23 @@ async fn import_round_trip(meta: &dyn Metadata) {
         registries: vec![RegistrySpec::new("imported", RegistryKind::Hosted)],
         ..Snapshot::default()
     };
-    assert!(meta.import(&extra, "conformance-marker").await.unwrap());
     assert!(
-        !meta.import(&extra, "conformance-marker").await.unwrap(),
-        "an import runs once"
+        matches!(
+            meta.import(&extra, "conformance-marker").await,
+            Err(StoreError::Conflict(_))
+        ),
+        "an import needs an empty store"
     );
-    assert_eq!(
-        meta.registries()
-            .await
-            .unwrap()
-            .iter()
-            .filter(|r| r.name == "imported")
-            .count(),
-        1
+    assert!(
+        !meta.registries().await.unwrap().iter().any(|r| r.name == "imported"),
+        "a refused import writes nothing"
+    );
+    assert!(
+        matches!(
+            meta.import(&extra, "conformance-marker").await,
+            Err(StoreError::Conflict(_))
+        ),
+        "nor its marker"
     );
 }
 
@@ -383,6 +387,7 @@ async fn import_round_trip(meta: &dyn Metadata) {
 pub async fn import_into(from: &dyn Metadata, into: &dyn Metadata) {
     let snap = from.snapshot().await.unwrap();
     assert!(into.import(&snap, "round-trip").await.unwrap());
+    assert!(!into.import(&snap, "round-trip").await.unwrap(), "an import runs once");
     let back = into.snapshot().await.unwrap();
     assert_eq!(from.counts().await.unwrap(), into.counts().await.unwrap());
     let key = |c: &(String, CrateRecord)| (c.0.clone(), canonical_name(&c.1.name));
@@ -461,6 +466,21 @@ pub async fn blobs(blobs: &dyn Blobs) {
         assert!(blobs.info(bad).await.unwrap().is_none());
         assert!(!blobs.delete(bad).await.unwrap());
     }
+    // Quarantine: out of sight until restored or purged; a new put of the bytes wins.
+    assert!(blobs.quarantine(&sha).await.unwrap());
+    assert!(!blobs.exists(&sha).await.unwrap() && blobs.get(&sha).await.unwrap().is_none());
+    assert!(!blobs.quarantine(&sha).await.unwrap(), "nothing left to quarantine");
+    blobs.restore(&sha).await.unwrap();
+    assert!(blobs.exists(&sha).await.unwrap(), "restored");
+    assert!(blobs.quarantine(&sha).await.unwrap());
+    assert_eq!(blobs.put(data.clone()).await.unwrap(), sha);
+    blobs.restore(&sha).await.unwrap();
+    assert!(blobs.exists(&sha).await.unwrap(), "the new copy stays");
+    assert!(blobs.quarantine(&sha).await.unwrap());
+    blobs.purge(&sha).await.unwrap();
+    blobs.restore(&sha).await.unwrap();
+    assert!(!blobs.exists(&sha).await.unwrap(), "purged for good");
+    assert_eq!(blobs.put(data.clone()).await.unwrap(), sha);
     assert!(blobs.delete(&sha).await.unwrap());
     assert!(!blobs.delete(&sha).await.unwrap());
     assert!(blobs.get(&sha).await.unwrap().is_none());

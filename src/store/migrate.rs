@@ -17,6 +17,12 @@ use super::{Counts, Metadata, StoreError, StoreResult};
 /// The marker recorded with the import.
 pub const SLED_MARKER: &str = "migrated-from-sled";
 
+/// Whether `<dir>/db` holds a sled store (of an earlier release).
+pub fn sled_store_present(dir: &Path) -> bool {
+    let sled_dir = dir.join("db");
+    sled_dir.join("conf").exists() || sled_dir.join("db").exists()
+}
+
 /// What a migration did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Migrated {
@@ -31,7 +37,7 @@ pub struct Migrated {
 /// migrate.
 pub async fn from_sled_if_present(dir: &Path, meta: &dyn Metadata) -> StoreResult<Option<Migrated>> {
     let sled_dir = dir.join("db");
-    if !sled_dir.join("conf").exists() && !sled_dir.join("db").exists() {
+    if !sled_store_present(dir) {
         return Ok(None);
     }
     tracing::info!(from = %sled_dir.display(), "found the store of an earlier release (sled); migrating it into the SQL store");
@@ -65,9 +71,21 @@ pub async fn from_sled_if_present(dir: &Path, meta: &dyn Metadata) -> StoreResul
     })?;
     let have = meta.counts().await?;
     if have != expected {
+        let advice = if imported {
+            format!(
+                "the import was just committed yet reads back differently, which should not happen; keep both {} and {} for a report, and restore the data dir from its backup to go on",
+                sled_dir.display(),
+                dir.join("registry.db").display()
+            )
+        } else {
+            format!(
+                "the SQL store already holds an import of an earlier store, and {} no longer matches it (was an earlier release started on this data dir again after the upgrade?). The SQL store is the one this release uses: if it holds what you want, move {} aside and start again; do not delete registry.db",
+                sled_dir.display(),
+                sled_dir.display()
+            )
+        };
         return Err(StoreError::Corrupt(format!(
-            "migration check failed: the earlier store holds {expected:?} but the SQL store holds {have:?}; the earlier store at {} is untouched. Move registry.db away and start again to retry",
-            sled_dir.display()
+            "migration check failed: the earlier store holds {expected:?} but the SQL store holds {have:?}; {advice}"
         )));
     }
     sled.close().await?;

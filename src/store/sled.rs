@@ -341,6 +341,18 @@ impl Metadata for SledMetadata {
             if s.meta.contains_key(marker.as_bytes())? {
                 return Ok(false);
             }
+            for (what, tree) in [
+                ("registries", &s.registries),
+                ("crates", &s.crates),
+                ("users", &s.users),
+                ("tokens", &s.tokens),
+            ] {
+                if !tree.is_empty() {
+                    return Err(StoreError::Conflict(format!(
+                        "an import needs an empty store, and this one has {what}"
+                    )));
+                }
+            }
             for spec in &snapshot.registries {
                 s.registries.insert(spec.name.as_bytes(), encode(spec)?)?;
             }

@@ -99,6 +99,12 @@ impl SqlMetadata {
     /// Opens (creating and migrating) the SQLite database at `path`, in WAL mode.
     pub async fn open_sqlite(path: &Path) -> StoreResult<Self> {
         sqlx::any::install_default_drivers();
+        if path.to_str().is_none() {
+            return Err(StoreError::Io(format!(
+                "the store path {} is not valid UTF-8, which SQLite cannot open; use a data directory whose path is UTF-8",
+                path.display()
+            )));
+        }
         let path = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => {
                 std::fs::canonicalize(dir)?.join(path.file_name().unwrap_or_default())
@@ -669,6 +675,17 @@ impl Metadata for SqlMetadata {
             Err(StoreError::Conflict(_)) => return Ok(false),
             Err(e) => return Err(e),
         }
+        for table in ["registries", "crates", "users", "tokens"] {
+            let row = sqlx::query(&format!("SELECT COUNT(*) FROM {table}"))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            if row.try_get::<i64, _>(0).map_err(db_err)? != 0 {
+                return Err(StoreError::Conflict(format!(
+                    "an import needs an empty store, and this one has {table}"
+                )));
+            }
+        }
         for spec in &snapshot.registries {
             sqlx::query("INSERT INTO registries (name, spec) VALUES ($1, $2)")
                 .bind(&spec.name)
@@ -732,10 +749,14 @@ impl Metadata for SqlMetadata {
     }
 
     async fn check(&self) -> StoreResult<()> {
-        sqlx::query("SELECT COUNT(*) FROM store_meta")
-            .fetch_one(&self.write)
-            .await
-            .map_err(db_err)?;
+        // A write, so an unwritable database (read-only, disk full) is not ready.
+        sqlx::query(
+            "INSERT INTO store_meta (key, value) VALUES ('readyz', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(now_secs().to_string())
+        .execute(&self.write)
+        .await
+        .map_err(db_err)?;
         Ok(())
     }
 
@@ -781,6 +802,25 @@ mod tests {
         assert_eq!(
             sqlite_url(Path::new("/data/a b?c#d/registry.db")),
             "sqlite:///data/a%20b%3Fc%23d/registry.db?mode=rwc"
+        );
+    }
+
+    #[tokio::test]
+    async fn data_dirs_with_odd_names_open_and_non_utf8_ones_are_refused_clearly() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join("a b?c#d%20e");
+        std::fs::create_dir_all(&odd).unwrap();
+        let m = SqlMetadata::open_sqlite(&odd.join("registry.db")).await;
+        assert!(m.is_ok(), "odd ascii: {:?}", m.err());
+        assert!(odd.join("registry.db").exists(), "db not at the path asked for");
+        let bad = dir.path().join(std::ffi::OsStr::from_bytes(b"data\xff"));
+        std::fs::create_dir_all(&bad).unwrap();
+        let r = SqlMetadata::open_sqlite(&bad.join("registry.db")).await;
+        assert!(
+            matches!(&r, Err(StoreError::Io(m)) if m.contains("not valid UTF-8")),
+            "non-UTF-8: {:?}",
+            r.err()
         );
     }
 }

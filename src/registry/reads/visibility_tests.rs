@@ -23,6 +23,7 @@ use crate::store::{
 struct GatedStore {
     inner: SqlMetadata,
     hold: std::sync::atomic::AtomicBool,
+    hold_token: std::sync::atomic::AtomicBool,
     read_done: Notify,
     release: Semaphore,
 }
@@ -74,7 +75,12 @@ impl Metadata for GatedStore {
         self.inner.users().await
     }
     async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {
-        self.inner.token_by_hash(hash).await
+        let t = self.inner.token_by_hash(hash).await;
+        if self.hold_token.swap(false, Ordering::SeqCst) {
+            self.read_done.notify_one();
+            let _permit = self.release.acquire().await;
+        }
+        t
     }
     async fn put_token(&self, token: &TokenRecord) -> StoreResult<()> {
         self.inner.put_token(token).await
@@ -108,6 +114,7 @@ async fn a_read_racing_a_write_cannot_put_back_the_old_file() {
     let store = Arc::new(GatedStore {
         inner: SqlMetadata::open_sqlite(&dir.path().join("registry.db")).await.unwrap(),
         hold: false.into(),
+        hold_token: false.into(),
         read_done: Notify::new(),
         release: Semaphore::new(0),
     });
@@ -164,5 +171,76 @@ async fn a_read_racing_a_write_cannot_put_back_the_old_file() {
     assert!(
         text.contains("\"1.1.0\""),
         "the index lost the published version: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_is_refused_once_the_revoke_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(GatedStore {
+        inner: SqlMetadata::open_sqlite(&dir.path().join("registry.db")).await.unwrap(),
+        hold: false.into(),
+        hold_token: false.into(),
+        read_done: Notify::new(),
+        release: Semaphore::new(0),
+    });
+    store
+        .put_registry(&RegistrySpec::new("local", RegistryKind::Hosted))
+        .await
+        .unwrap();
+    let secret = "chd_revokedrevokedrevokedrevokedrevoked12";
+    store
+        .put_token(&TokenRecord {
+            id: "tok1".into(),
+            hash: crate::registry::auth::hash_token(secret),
+            user: "alice".into(),
+            name: "t".into(),
+            scopes: vec!["read".into(), "publish".into()],
+            registries: None,
+            expires: None,
+            created: 0,
+        })
+        .await
+        .unwrap();
+    let cache_dir = dir.path().join("cache");
+    let caches = CacheHandles {
+        index: IndexCache::open(&cache_dir, 1 << 20, 1 << 30).unwrap(),
+        crates: CrateFiles::open(&cache_dir.join("crates"), 1 << 20).unwrap(),
+        crate_bytes: CacheHandles::crate_memory(1 << 20),
+    };
+    let settings = ServiceSettings {
+        public_url: "http://127.0.0.1:1".into(),
+        limits: Limits::default(),
+        memory_bytes: 8 << 20,
+        env_admin_hash: None,
+    };
+    let svc = Arc::new(
+        RegistryService::new(
+            PrivateStore {
+                meta: store.clone(),
+                blobs: Arc::new(FileBlobs::open(dir.path().join("blobs")).unwrap()),
+            },
+            caches,
+            settings,
+        )
+        .await
+        .unwrap(),
+    );
+    // A request authenticates: it has read the token from the store, not yet cached it.
+    store.hold_token.store(true, Ordering::SeqCst);
+    let req = {
+        let svc = svc.clone();
+        tokio::spawn(async move { svc.authenticate(Some("local"), Some(secret)).await })
+    };
+    store.read_done.notified().await;
+    // The admin revokes the token; the revoke returns.
+    svc.revoke_token("tok1").await.unwrap();
+    store.release.add_permits(1);
+    let _ = req.await.unwrap();
+    // Any request after the revoke's 200 must be refused.
+    let after = svc.authenticate(Some("local"), Some(secret)).await;
+    assert!(
+        after.is_err(),
+        "revoked token accepted after revoke returned: {after:?}"
     );
 }
