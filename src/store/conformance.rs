@@ -542,3 +542,56 @@ pub async fn gc(store: &super::PrivateStore) {
     assert_eq!(after.deleted, 1);
     assert!(store.blobs.list().await.unwrap().is_empty());
 }
+
+/// Two handles on one database (as two processes or nodes have): publishes and yanks of one
+/// crate through both at once are decided by the database alone. `a` and `b` must be empty
+/// views of the same store.
+pub async fn shared(a: &dyn Metadata, b: &dyn Metadata) {
+    // Different versions of one crate through both handles: each lands once.
+    let tasks = (0..24).map(|i| {
+        let via = if i % 2 == 0 { a } else { b };
+        let vers = format!("0.{i}.0");
+        async move { publish(via, "shared", "both-ways", &vers, "alice").await.unwrap() }
+    });
+    assert!(join_all(tasks).await.into_iter().all(|ok| ok));
+    let canonical = canonical_name("both-ways");
+    let rec = a.get_crate("shared", &canonical).await.unwrap().unwrap();
+    assert_eq!(rec.versions.len(), 24);
+    assert_eq!(
+        b.get_crate("shared", &canonical).await.unwrap().unwrap(),
+        rec,
+        "both see the same"
+    );
+    // One release through both at once: exactly one wins.
+    let tasks = (0..12).map(|i| {
+        let via = if i % 2 == 0 { a } else { b };
+        let vers = format!("9.0.0+b{i}");
+        async move { publish(via, "shared", "both-ways", &vers, "alice").await.unwrap() }
+    });
+    assert_eq!(join_all(tasks).await.into_iter().filter(|ok| *ok).count(), 1);
+    // Yanks through both: every change gets its own revision.
+    let tasks = (0..16).map(|i| {
+        let via = if i % 2 == 0 { a } else { b };
+        change_with_retry(
+            via,
+            "shared",
+            &canonical,
+            CrateChange::SetYanked {
+                vers: "0.1.0".into(),
+                yanked: i % 3 == 0,
+            },
+        )
+    });
+    let mut revs = join_all(tasks).await;
+    revs.sort_unstable();
+    revs.dedup();
+    assert_eq!(revs.len(), 16);
+    // Users created through both get distinct ids.
+    let made = join_all((0..10).map(|i| async move {
+        let via = if i % 2 == 0 { a } else { b };
+        via.create_user(&format!("shared{i}"), None).await.unwrap().unwrap().id
+    }))
+    .await;
+    let distinct: HashSet<u32> = made.into_iter().collect();
+    assert_eq!(distinct.len(), 10);
+}

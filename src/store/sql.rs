@@ -778,6 +778,15 @@ mod tests {
         crate::store::conformance::metadata(&meta).await;
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_handles_on_one_database_pass_the_shared_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.db");
+        let a = SqlMetadata::open_sqlite(&path).await.unwrap();
+        let b = SqlMetadata::open_sqlite(&path).await.unwrap();
+        crate::store::conformance::shared(&a, &b).await;
+    }
+
     #[tokio::test]
     async fn connections_commit_durably_in_wal_mode() {
         let dir = tempfile::tempdir().unwrap();
