@@ -320,6 +320,22 @@ impl PrivateStore {
     }
 }
 
+/// `url` with any password replaced by `***` (for errors and logs).
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+            } else {
+                url.to_owned()
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// Current unix time in seconds.
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now()
