@@ -527,7 +527,19 @@ impl FillReader {
                                 let outcome = st.rx.borrow().outcome.clone();
                                 match outcome {
                                     Some(Ok(p)) => tokio::fs::File::open(p).await,
-                                    _ => Err(io::Error::other("the download was abandoned")),
+                                    // Failed meanwhile: the loop reports it.
+                                    Some(Err(_)) => continue,
+                                    // The writer renames the finished file before it publishes
+                                    // the outcome (and records it in the cache between the
+                                    // two, which can take a while on a busy disk): wait for
+                                    // the outcome rather than call the download abandoned.
+                                    None => {
+                                        if st.rx.changed().await.is_err() {
+                                            Err(io::Error::other("the download was abandoned"))
+                                        } else {
+                                            continue;
+                                        }
+                                    }
                                 }
                             }
                         };
@@ -625,6 +637,37 @@ mod tests {
             files.get_or_fill(&s, |_| panic!()).unwrap(),
             CrateLookup::Hit { len: 100_000, .. }
         ));
+    }
+
+    /// A reader that arrives after the writer renamed the finished file but before it
+    /// published the outcome waits for the outcome instead of failing (this failed as "the
+    /// download was abandoned" before, seen as a broken transfer when the disk was busy).
+    #[tokio::test]
+    async fn a_reader_between_the_rename_and_the_outcome_waits_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = CrateFiles::open(dir.path(), 1 << 20).unwrap();
+        let data = b"a small crate file".to_vec();
+        let s = sha(&data);
+        let mut writer = None;
+        let CrateLookup::Fill(r) = files.get_or_fill(&s, |w| writer = Some(w)).unwrap() else {
+            panic!()
+        };
+        let mut w = writer.unwrap();
+        w.headers(Some(data.len() as u64)).await.unwrap();
+        w.write(&data).await.unwrap();
+        // What `commit` does before the outcome is sent: the temp file is renamed away.
+        let dest = files.path_of(&s);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        if let Some(f) = w.file.take() {
+            f.sync_all().await.unwrap();
+        }
+        std::fs::rename(&w.temp, &dest).unwrap();
+        let reader = tokio::spawn(collect(r));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!reader.is_finished(), "the reader waits for the outcome");
+        w.done = true;
+        w.tx.send_modify(|st| st.outcome = Some(Ok(dest.clone())));
+        assert_eq!(reader.await.unwrap().unwrap(), data);
     }
 
     #[tokio::test]

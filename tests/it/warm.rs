@@ -57,8 +57,9 @@ fn warm_from_a_lockfile_and_a_list_then_serve_offline() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log_tail()
     );
     assert!(stdout.contains("2 fetched from upstream"), "{stdout}");
     assert_eq!(up.download_hits(), 2, "alpha 1.0.0 and the newest beta (2.1.0)");
