@@ -202,7 +202,7 @@ impl Reads {
             });
         }
         if reg.kind == RegistryKind::Proxy {
-            let lookup = self.catalog.proxy(&reg.name)?.index_file(lower).await?;
+            let lookup = self.catalog.proxy(&reg.name)?.served_index_file(lower).await?;
             let file = (!lookup.entry.not_found).then(|| IndexBody::Upstream(lookup.entry));
             return Ok(IndexAnswer {
                 file,
@@ -291,7 +291,9 @@ impl Reads {
         let mut failure = None;
         for up in &reg.upstreams {
             let Ok(proxy) = self.catalog.proxy(up) else { continue };
-            match proxy.index_file(lower).await {
+            // As the proxy serves it (pruned with `prune_index`), so the merged view offers
+            // only what the proxy can deliver too.
+            match proxy.served_index_file(lower).await {
                 Ok(l) if !l.entry.not_found => return Ok(Some((l.entry, l.status))),
                 Ok(_) => {}
                 Err(e) => failure = Some(e),
