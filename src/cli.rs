@@ -2,6 +2,7 @@
 //! (`registry`, `user`, `token`), which talk to a running daemon's admin API.
 //! Exit codes: 0 ok, 64 bad usage or config, 1 other failure.
 
+pub mod progress;
 pub mod warm;
 
 use std::path::PathBuf;
