@@ -158,7 +158,13 @@ pub async fn run(args: WarmArgs) -> Result<(), CliError> {
     let mut fetches = futures_util::stream::iter(names)
         .map(|name| {
             let url = format!("{root}/index/{}", index_path(&name));
-            let fut = get(url.clone());
+            // The whole file even from a `prune_index` proxy: what is not cached yet is what
+            // warming is for.
+            let mut req = http.get(url.clone()).header("x-cargohold-unpruned", "1");
+            if let Some(t) = &args.token {
+                req = req.header("Authorization", t);
+            }
+            let fut = req.send();
             async move {
                 let r = match fut.await {
                     Ok(r) => r,

@@ -114,6 +114,13 @@ fn a_pruned_proxy_serves_only_cached_versions_with_its_own_etag() {
     assert_eq!(get(&d, "/crates-io/index/ne/ve/never").status, 404);
     assert_eq!(up.total_hits(), 0, "offline never contacts the upstream");
 
+    // Asked for the unpruned file (as `warm` does), the proxy and the merged view give the
+    // upstream's file.
+    for path in ["/crates-io/index/ne/ve/never", "/local/index/ne/ve/never"] {
+        let r = http::send(Method::GET, &d.url(path), None, None, &[("x-cargohold-unpruned", "1")]);
+        assert_eq!(versions(&r), ["1.0.0"], "{path}");
+    }
+
     // Off again: verbatim.
     set(&d, "--prune-index", false);
     assert_eq!(get(&d, "/crates-io/index/ne/ve/never").status, 200);
@@ -135,6 +142,19 @@ fn cargo_resolves_only_downloadable_versions_through_a_pruned_offline_proxy() {
     // Warm the older versions only; the index knows newer ones.
     download(&d, "top", "1.0.0");
     download(&d, "leaf", "1.0.0");
+    // `warm` sees the whole index of a pruned proxy, so it can add a version not cached yet.
+    let list = d.scratch_dir().join("warm-list.txt");
+    std::fs::write(&list, "leaf@=1.1.0\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cargohold"))
+        .args(["--server", d.base_url(), "warm", "--registry", "crates-io", "--crates"])
+        .arg(&list)
+        .env_remove("CARGOHOLD_TOKEN")
+        .env_remove("CARGOHOLD_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let leaf = get(&d, "/crates-io/index/le/af/leaf");
+    assert_eq!(versions(&leaf), ["1.0.0", "1.1.0"]);
     set(&d, "--offline", true);
 
     let mut env = CargoEnv::bare();
@@ -147,6 +167,6 @@ fn cargo_resolves_only_downloadable_versions_through_a_pruned_offline_proxy() {
     );
     env.must_succeed(&project, &["generate-lockfile"]);
     assert_eq!(crate::support::cargo::locked_version(&project, "top"), "1.0.0");
-    assert_eq!(crate::support::cargo::locked_version(&project, "leaf"), "1.0.0");
+    assert_eq!(crate::support::cargo::locked_version(&project, "leaf"), "1.1.0");
     env.must_succeed(&project, &["fetch", "--locked"]);
 }
