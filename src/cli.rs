@@ -2,6 +2,7 @@
 //! (`registry`, `user`, `token`), which talk to a running daemon's admin API.
 //! Exit codes: 0 ok, 64 bad usage or config, 1 other failure.
 
+pub mod progress;
 pub mod warm;
 
 use std::path::PathBuf;
@@ -134,6 +135,9 @@ pub struct RegistryFields {
     /// Proxy: never contact the upstream.
     #[arg(long)]
     pub offline: Option<bool>,
+    /// Proxy: serve each index file cut down to the versions whose `.crate` is cached.
+    #[arg(long)]
+    pub prune_index: Option<bool>,
     /// Proxy: PEM file (a path on the daemon's host) of extra roots trusted for the upstream;
     /// `""` removes it.
     #[arg(long)]
@@ -330,6 +334,9 @@ fn fields_json(f: &RegistryFields, out: &mut serde_json::Map<String, Value>) {
     }
     if let Some(o) = f.offline {
         out.insert("offline".into(), json!(o));
+    }
+    if let Some(p) = f.prune_index {
+        out.insert("prune_index".into(), json!(p));
     }
     if let Some(c) = &f.ca_file {
         out.insert("ca_file".into(), json!(c));

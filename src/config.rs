@@ -76,6 +76,9 @@ pub struct RegistrySpec {
     /// Proxy: never contact the upstream.
     #[serde(default)]
     pub offline: bool,
+    /// Proxy: serve each index file cut down to the versions whose `.crate` is in the cache.
+    #[serde(default)]
+    pub prune_index: bool,
     /// Proxy: seconds an index file is fresh.
     #[serde(default = "default_index_ttl")]
     pub index_ttl_secs: u64,
@@ -150,6 +153,7 @@ impl RegistrySpec {
             auth_required: false,
             upstream: None,
             offline: false,
+            prune_index: false,
             index_ttl_secs: default_index_ttl(),
             negative_ttl_secs: default_negative_ttl(),
             upstream_timeout_secs: default_upstream_timeout(),
@@ -172,6 +176,7 @@ impl RegistrySpec {
             auth_required: Some(self.auth_required),
             upstream: if hosted { None } else { self.upstream.clone() },
             offline: (!hosted).then_some(self.offline),
+            prune_index: (!hosted).then_some(self.prune_index),
             index_ttl: (!hosted).then(|| format!("{}s", self.index_ttl_secs)),
             negative_ttl: (!hosted).then(|| format!("{}s", self.negative_ttl_secs)),
             upstream_timeout: (!hosted).then(|| format!("{}s", self.upstream_timeout_secs)),
@@ -216,6 +221,12 @@ impl RegistrySpec {
                 }
                 if self.offline {
                     p("offline", "only proxy registries can be `offline`".into());
+                }
+                if self.prune_index {
+                    p(
+                        "prune_index",
+                        "only proxy registries can `prune_index` (a merged view shows the pruned files of the proxies it merges)".into(),
+                    );
                 }
                 if self.ca_file.is_some() {
                     p(
@@ -750,6 +761,7 @@ impl Config {
             spec.upstream = r.upstream;
             spec.ca_file = r.ca_file;
             spec.offline = r.offline.unwrap_or(false);
+            spec.prune_index = r.prune_index.unwrap_or(false);
             spec.upstreams = r.upstreams.unwrap_or_default();
             spec.allow_upstream_names = r.allow_upstream_names.unwrap_or(false);
             if let Some(n) = r.upstream_concurrency {
@@ -895,6 +907,23 @@ auth_required = false
         )
         .unwrap();
         assert_eq!(again, c);
+    }
+
+    #[test]
+    fn prune_index_is_a_proxy_setting_that_round_trips() {
+        let c = parse("[registries.m]\nkind = \"proxy\"\noffline = true\nprune_index = true\n").unwrap();
+        assert!(c.registries["m"].prune_index && c.registries["m"].offline);
+        assert!(!parse("[registries.m]\nkind = \"proxy\"\n").unwrap().registries["m"].prune_index);
+        let prov = env::file_provenance(&Config::embedded_default(), false);
+        let again = parse(&c.describe(&prov)).unwrap();
+        assert!(again.registries["m"].prune_index, "print-config keeps it");
+        let e = parse("[registries.h]\nkind = \"hosted\"\nprune_index = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("registries.h.prune_index"), "{e}");
+        // A spec stored before the setting existed reads as verbatim.
+        let old: RegistrySpec = serde_json::from_str(r#"{"name":"m","kind":"proxy"}"#).unwrap();
+        assert!(!old.prune_index);
     }
 
     #[test]

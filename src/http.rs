@@ -27,6 +27,9 @@ use route::{Route, RouteError};
 /// The response header saying what the cache did (`HIT`, `MISS`, `REVALIDATED`, `STALE`,
 /// `BYPASS`).
 pub const X_CACHE: header::HeaderName = header::HeaderName::from_static("x-cache");
+/// Request header asking for an index file as the upstream has it, not pruned (`prune_index`):
+/// `warm` sends it, so it can pick versions that are not cached yet.
+pub const X_UNPRUNED: header::HeaderName = header::HeaderName::from_static("x-cargohold-unpruned");
 
 /// What handlers need; cloned per connection.
 #[derive(Clone)]

@@ -262,7 +262,13 @@ impl RegistryService {
 
     /// The index answer for `lower` (a lowercase name) in any kind of registry.
     pub async fn index_file(&self, reg: &RegistrySpec, lower: &str) -> RegistryResult<IndexAnswer> {
-        self.reads.index_file(reg, lower).await
+        self.reads.index_file(reg, lower, false).await
+    }
+
+    /// The index file of a name as the upstream has it, even from a `prune_index` proxy (or a
+    /// merged view over one).
+    pub async fn index_file_unpruned(&self, reg: &RegistrySpec, lower: &str) -> RegistryResult<IndexAnswer> {
+        self.reads.index_file(reg, lower, true).await
     }
 
     /// Where the `.crate` of `name@version` is.

@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
@@ -89,6 +90,10 @@ pub struct CrateFiles {
     budget: u64,
     lru: Mutex<Lru>,
     fills: Mutex<HashMap<String, watch::Receiver<FillState>>>,
+    /// Bumped (under the `lru` lock) whenever the set of committed files changes (a file
+    /// committed or evicted), so that views derived from it (pruned index files) know when to
+    /// look again; read without the lock on their hot path.
+    generation: AtomicU64,
 }
 
 /// A lookup result.
@@ -138,6 +143,7 @@ impl CrateFiles {
             budget,
             lru: Mutex::new(lru),
             fills: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
         });
         files.evict_over_budget(None);
         Ok(files)
@@ -160,6 +166,29 @@ impl CrateFiles {
     /// Number of files on disk now.
     pub fn files(&self) -> usize {
         self.lru.lock().unwrap_or_else(|e| e.into_inner()).entries.len()
+    }
+
+    /// The generation of the set of committed files: it changes whenever a file is committed
+    /// or evicted, so an answer derived from [`contains`](Self::contains) is current while
+    /// this stays the same.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Whether a committed file with this SHA-256 is present (does not mark it used).
+    pub fn contains(&self, sha: &str) -> bool {
+        self.lru
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entries
+            .contains_key(sha)
+    }
+
+    /// Whether each of `shas` is present, with the generation this answer belongs to (one lock).
+    pub fn contains_all<'a>(&self, shas: impl IntoIterator<Item = &'a str>) -> (Vec<bool>, u64) {
+        let lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
+        let present = shas.into_iter().map(|s| lru.entries.contains_key(s)).collect();
+        (present, self.generation.load(Ordering::Acquire))
     }
 
     /// A committed file, if present (marks it recently used).
@@ -254,6 +283,7 @@ impl CrateFiles {
             let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
             lru.reserved = lru.reserved.saturating_sub(reserved);
             lru.tick += 1;
+            self.generation.fetch_add(1, Ordering::AcqRel);
             let tick = lru.tick;
             if let Some((old, _)) = lru.entries.insert(sha.to_owned(), (len, tick)) {
                 lru.total -= old;
@@ -280,6 +310,7 @@ impl CrateFiles {
                 }
                 lru.entries.remove(&sha);
                 lru.total -= len;
+                self.generation.fetch_add(1, Ordering::AcqRel);
                 victims.push(sha);
             }
             victims

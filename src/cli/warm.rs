@@ -11,6 +11,7 @@ use semver::Version;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::progress::Progress;
 use super::CliError;
 use crate::index::index_path;
 
@@ -124,7 +125,9 @@ pub struct WarmArgs {
     pub index_only: bool,
 }
 
-/// Fetches every wanted crate; prints one progress line each and a summary.
+/// Fetches every wanted crate, with progress on stderr (a bar on a terminal, plain lines
+/// otherwise; see `cli::progress`), then lists each failure on stderr and prints a summary on
+/// stdout. Any failure makes the run fail (exit 1).
 pub async fn run(args: WarmArgs) -> Result<(), CliError> {
     let failure = |m: String| CliError {
         code: super::EXIT_FAILURE,
@@ -145,29 +148,64 @@ pub async fn run(args: WarmArgs) -> Result<(), CliError> {
         req.send()
     };
     let get = |url: String| request(reqwest::Method::GET, url);
-    // Resolve index files first (one request per name), then download.
+    // Resolve index files first (one request per name, `jobs` at once), then download.
     let mut names: Vec<String> = args.wants.iter().map(|w| w.name.to_ascii_lowercase()).collect();
     names.sort();
     names.dedup();
     let mut files = std::collections::HashMap::new();
     let mut failed: Vec<String> = Vec::new();
-    for name in &names {
-        let url = format!("{root}/index/{}", index_path(name));
-        match get(url.clone()).await {
-            Ok(r) if r.status().is_success() => {
-                let body = r.text().await.unwrap_or_default();
-                let lines: Vec<Line> = body.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-                files.insert(name.clone(), lines);
+    let progress = Progress::new("index files", Some(names.len() as u64), None);
+    let mut fetches = futures_util::stream::iter(names)
+        .map(|name| {
+            let url = format!("{root}/index/{}", index_path(&name));
+            // The whole file even from a `prune_index` proxy: what is not cached yet is what
+            // warming is for.
+            let mut req = http.get(url.clone()).header("x-cargohold-unpruned", "1");
+            if let Some(t) = &args.token {
+                req = req.header("Authorization", t);
             }
-            Ok(r) => failed.push(format!("{name}: the index answered {} for {url}", r.status())),
-            Err(e) => {
+            let fut = req.send();
+            async move {
+                let r = match fut.await {
+                    Ok(r) => r,
+                    Err(e) => return (name, Err(Err(e))),
+                };
+                if !r.status().is_success() {
+                    let status = r.status();
+                    return (
+                        name.clone(),
+                        Err(Ok(format!("{name}: the index answered {status} for {url}"))),
+                    );
+                }
+                match r.text().await {
+                    Ok(body) => (name, Ok(body)),
+                    Err(e) => (name.clone(), Err(Ok(format!("{name}: the index transfer broke: {e}")))),
+                }
+            }
+        })
+        .buffer_unordered(args.jobs.max(1));
+    while let Some((name, fetched)) = fetches.next().await {
+        match fetched {
+            Ok(body) => {
+                progress.item(body.len() as u64);
+                let lines: Vec<Line> = body.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+                files.insert(name, lines);
+            }
+            Err(Ok(why)) => {
+                progress.item(0);
+                failed.push(why);
+            }
+            Err(Err(e)) => {
+                progress.abandon();
                 return Err(failure(format!(
                     "cannot reach cargohold at {}: {e}; is `cargohold serve` running? (set --server)",
                     args.server
-                )))
+                )));
             }
         }
     }
+    drop(fetches);
+    let index_bytes = progress.finish().bytes;
     let mut jobs: Vec<(String, String, String)> = Vec::new();
     for w in &args.wants {
         let Some(lines) = files.get(&w.name.to_ascii_lowercase()) else {
@@ -217,7 +255,7 @@ pub async fn run(args: WarmArgs) -> Result<(), CliError> {
             eprintln!("failed: {f}");
         }
         println!(
-            "warmed {} index file(s) in registry `{}` (--index-only: no crate files), {} failed",
+            "warmed {} index file(s) ({index_bytes} bytes) in registry `{}` (--index-only: no crate files), {} failed",
             files.len(),
             args.registry,
             failed.len()
@@ -231,8 +269,8 @@ pub async fn run(args: WarmArgs) -> Result<(), CliError> {
             )))
         };
     }
-    let total = jobs.len();
-    let results: Vec<Result<(String, &'static str, usize), String>> = futures_util::stream::iter(jobs)
+    let progress = Progress::new("crates", Some(jobs.len() as u64), None);
+    let mut results = futures_util::stream::iter(jobs)
         .map(|(name, vers, cksum)| {
             let url = format!("{root}/api/v1/crates/{name}/{vers}/download");
             let head = request(reqwest::Method::HEAD, url.clone());
@@ -269,24 +307,26 @@ pub async fn run(args: WarmArgs) -> Result<(), CliError> {
                 Ok((format!("{name}@{vers}"), cache, bytes.len()))
             }
         })
-        .buffer_unordered(args.jobs.max(1))
-        .collect()
-        .await;
-    let (mut fetched, mut cached, mut bytes) = (0, 0, 0u64);
-    for (i, r) in results.iter().enumerate() {
+        .buffer_unordered(args.jobs.max(1));
+    let (mut fetched, mut cached) = (0, 0);
+    while let Some(r) = results.next().await {
         match r {
-            Ok((what, how, len)) => {
-                eprintln!("[{}/{total}] {what}: {how} ({len} bytes)", i + 1);
-                bytes += *len as u64;
-                if *how == "cached" {
+            Ok((_, how, len)) => {
+                progress.item(len as u64);
+                if how == "cached" {
                     cached += 1;
                 } else {
                     fetched += 1;
                 }
             }
-            Err(e) => failed.push(e.clone()),
+            Err(e) => {
+                progress.item(0);
+                failed.push(e);
+            }
         }
     }
+    drop(results);
+    let bytes = progress.finish().bytes;
     for f in &failed {
         eprintln!("failed: {f}");
     }
@@ -301,7 +341,7 @@ pub async fn run(args: WarmArgs) -> Result<(), CliError> {
         Ok(())
     } else {
         Err(failure(format!(
-            "{} crate(s) could not be warmed (listed above)",
+            "{} item(s) could not be warmed (listed above)",
             failed.len()
         )))
     }

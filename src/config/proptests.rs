@@ -35,6 +35,7 @@ const KEYS: &[(&str, &[&str])] = &[
             "auth_required",
             "upstream",
             "offline",
+            "prune_index",
             "index_ttl",
             "negative_ttl",
             "upstream_timeout",

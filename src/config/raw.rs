@@ -65,6 +65,7 @@ pub struct RawRegistry {
     pub auth_required: Option<bool>,
     pub upstream: Option<String>,
     pub offline: Option<bool>,
+    pub prune_index: Option<bool>,
     pub index_ttl: Option<String>,
     pub negative_ttl: Option<String>,
     pub upstream_timeout: Option<String>,

@@ -20,7 +20,7 @@ use futures_util::TryStreamExt;
 use hyper::body::Frame;
 use hyper::header::{HeaderMap, HeaderValue};
 
-use super::X_CACHE;
+use super::{X_CACHE, X_UNPRUNED};
 
 fn fill_error(f: FillFailure) -> ApiError {
     let status = match &f {
@@ -69,7 +69,13 @@ pub async fn index_file(
         )
     };
     let name = name_from_index_path(path).ok_or_else(not_found)?;
-    let answer = svc.index_file(&spec, name).await?;
+    // Only a pruned proxy or a merged view (over one, maybe) looks at the header.
+    let unpruned = (spec.prune_index || !spec.upstreams.is_empty()) && req.headers().contains_key(X_UNPRUNED);
+    let answer = if unpruned {
+        svc.index_file_unpruned(&spec, name).await?
+    } else {
+        svc.index_file(&spec, name).await?
+    };
     let x_cache = answer.status.as_str();
     let file = answer.file.ok_or_else(|| {
         let mut e = not_found();

@@ -122,6 +122,7 @@ impl Catalog {
             max_crate_bytes: self.limits.max_upstream_crate_bytes.max(self.limits.max_crate_bytes),
             ca_file: spec.ca_file.clone(),
             offline: spec.offline,
+            prune_index: spec.prune_index,
             upstream_concurrency: usize::try_from(spec.upstream_concurrency).unwrap_or(usize::MAX),
         }
     }

@@ -193,8 +193,9 @@ impl Reads {
     }
 
     /// The index answer for `lower` (a lowercase name) in any kind of registry. A name that is
-    /// not a crate name (see [`is_lookup_name`]) is a 404 without any lookup.
-    pub async fn index_file(&self, reg: &RegistrySpec, lower: &str) -> RegistryResult<IndexAnswer> {
+    /// not a crate name (see [`is_lookup_name`]) is a 404 without any lookup. Proxies with
+    /// `prune_index` answer with their pruned file unless `unpruned`.
+    pub async fn index_file(&self, reg: &RegistrySpec, lower: &str, unpruned: bool) -> RegistryResult<IndexAnswer> {
         if !is_lookup_name(lower) {
             return Ok(IndexAnswer {
                 file: None,
@@ -202,7 +203,12 @@ impl Reads {
             });
         }
         if reg.kind == RegistryKind::Proxy {
-            let lookup = self.catalog.proxy(&reg.name)?.index_file(lower).await?;
+            let proxy = self.catalog.proxy(&reg.name)?;
+            let lookup = if unpruned {
+                proxy.index_file(lower).await?
+            } else {
+                proxy.served_index_file(lower).await?
+            };
             let file = (!lookup.entry.not_found).then(|| IndexBody::Upstream(lookup.entry));
             return Ok(IndexAnswer {
                 file,
@@ -216,7 +222,7 @@ impl Reads {
                 status: CacheStatus::Bypass,
             });
         }
-        let found = match self.first_upstream_with(reg, lower).await {
+        let found = match self.first_upstream_with(reg, lower, unpruned).await {
             Ok(found) => found,
             // The upstreams cannot be reached and have nothing cached: the local crate is
             // served on its own, and a name that is not local is not found here (so `cargo
@@ -287,11 +293,19 @@ impl Reads {
         &self,
         reg: &RegistrySpec,
         lower: &str,
+        unpruned: bool,
     ) -> RegistryResult<Option<(Arc<IndexEntry>, CacheStatus)>> {
         let mut failure = None;
         for up in &reg.upstreams {
             let Ok(proxy) = self.catalog.proxy(up) else { continue };
-            match proxy.index_file(lower).await {
+            // As the proxy serves it (pruned with `prune_index`), so the merged view offers
+            // only what the proxy can deliver too.
+            let lookup = if unpruned {
+                proxy.index_file(lower).await
+            } else {
+                proxy.served_index_file(lower).await
+            };
+            match lookup {
                 Ok(l) if !l.entry.not_found => return Ok(Some((l.entry, l.status))),
                 Ok(_) => {}
                 Err(e) => failure = Some(e),

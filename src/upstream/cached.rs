@@ -126,6 +126,9 @@ pub struct ProxySettings {
     /// Extra root certificates (PEM) trusted for the upstream.
     pub ca_file: Option<std::path::PathBuf>,
     pub offline: bool,
+    /// Serve index files cut down to the versions whose `.crate` is cached (see
+    /// [`CachedUpstream::served_index_file`]).
+    pub prune_index: bool,
     /// Upstream requests in flight at once (index fetches and crate transfers).
     pub upstream_concurrency: usize,
 }
@@ -199,6 +202,54 @@ fn flight_failed(e: FlightError) -> UpstreamError {
     ))
 }
 
+/// `body` cut down to those of its usable lines (the ones [`usable_cksums`] lists, in the same
+/// order) whose flag in `present` is set: verbatim, each ending in `\n`. Unusable lines are
+/// left out (no `.crate` can be found for them).
+pub fn prune_file(body: &[u8], present: &[bool]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut i = 0;
+    for line in lines(body) {
+        if line_key(line).is_none() {
+            continue;
+        }
+        if present.get(i).copied().unwrap_or(false) {
+            out.extend_from_slice(line);
+            out.push(b'\n');
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The checksums of the usable lines of an index file, in order, and how many lines were
+/// unusable (left out of a pruned file).
+pub fn usable_cksums(body: &[u8]) -> (Vec<String>, usize) {
+    let mut out = Vec::new();
+    let mut skipped = 0;
+    for line in lines(body) {
+        match line_key(line) {
+            Some(k) => out.push(k.cksum.into_owned()),
+            None => skipped += 1,
+        }
+    }
+    (out, skipped)
+}
+
+/// A pruned index file and what it was derived from.
+struct Pruned {
+    /// Our ETag of the verbatim file it was cut from.
+    from: String,
+    /// The crate cache's generation when `present` was read.
+    generation: u64,
+    /// Which usable lines of the verbatim file have their `.crate` cached.
+    present: Vec<bool>,
+    /// The pruned file (`not_found` when no version is cached).
+    entry: Arc<IndexEntry>,
+}
+
+/// Memory for pruned index files of one proxy (bodies weigh in full).
+const PRUNED_CACHE_BYTES: u64 = 64 << 20;
+
 /// A proxy registry's cached upstream.
 pub struct CachedUpstream {
     settings: ProxySettings,
@@ -213,6 +264,9 @@ pub struct CachedUpstream {
     /// a timeout: expired index entries are then served stale at once instead of each waiting
     /// out its own retries (a build resolving hundreds of files during an outage).
     unreachable_until: AtomicU64,
+    /// `prune_index`: the pruned files by lowercase name (`None` otherwise, so a verbatim
+    /// proxy pays nothing for the feature).
+    pruned: Option<MemCache<String, Arc<Pruned>>>,
 }
 
 impl CachedUpstream {
@@ -237,6 +291,7 @@ impl CachedUpstream {
         index.keep_negatives_for(settings.negative_ttl);
         let slots = settings.upstream_concurrency.max(1);
         let gate = UpstreamGate::new(&settings.registry, slots, slots * QUEUE_PER_SLOT, QUEUE_WAIT);
+        let settings_prune = settings.prune_index;
         Ok(Arc::new(CachedUpstream {
             gate,
             settings,
@@ -249,6 +304,15 @@ impl CachedUpstream {
                 .build_with_hasher(FastHasher::default()),
             dl: tokio::sync::RwLock::new(None),
             unreachable_until: AtomicU64::new(0),
+            pruned: settings_prune.then(|| {
+                moka::sync::Cache::builder()
+                    .max_capacity(PRUNED_CACHE_BYTES)
+                    .weigher(|k: &String, v: &Arc<Pruned>| {
+                        let n = k.len() + v.entry.body.len() + v.present.len() + 256;
+                        u32::try_from(n).unwrap_or(u32::MAX)
+                    })
+                    .build_with_hasher(FastHasher::default())
+            }),
         }))
     }
 
@@ -324,6 +388,69 @@ impl CachedUpstream {
                 .map_err(flight_failed)?,
             Err(e) => Err(flight_failed(e)),
         }
+    }
+
+    /// The index file of `lower` as this proxy serves it: verbatim ([`index_file`](Self::index_file)),
+    /// or with `prune_index` cut down to the lines whose `.crate` is in the crate cache, with its
+    /// own strong ETag (of the pruned bytes). A file none of whose versions is cached is a 404.
+    ///
+    /// Pruned files are cached by the verbatim file's ETag and the crate cache's generation
+    /// (which moves whenever a `.crate` is committed or evicted). When only the generation moved,
+    /// the presence of this file's versions is read again (one lock, no I/O) and, if it is
+    /// unchanged, the cached file and its ETag are kept, so clients keep their 304s while
+    /// unrelated crates arrive.
+    pub async fn served_index_file(self: &Arc<Self>, lower: &str) -> Result<Lookup, UpstreamError> {
+        let lookup = self.index_file(lower).await?;
+        let Some(pruned) = &self.pruned else {
+            return Ok(lookup);
+        };
+        if lookup.entry.not_found {
+            return Ok(lookup);
+        }
+        let generation = self.crates.generation();
+        let cached = pruned.get(lower).filter(|p| p.from == lookup.entry.etag);
+        if let Some(p) = cached.as_ref().filter(|p| p.generation == generation) {
+            return Ok(Lookup {
+                entry: p.entry.clone(),
+                status: lookup.status,
+            });
+        }
+        let (cksums, skipped) = usable_cksums(&lookup.entry.body);
+        super::garbage::report(
+            &self.settings.registry,
+            lower,
+            &lookup.entry.etag,
+            skipped,
+            "index pruning",
+        );
+        let (present, generation) = self.crates.contains_all(cksums.iter().map(String::as_str));
+        let entry = match cached.filter(|p| p.present == present) {
+            Some(p) => p.entry.clone(),
+            None if !present.contains(&true) => Arc::new(IndexEntry::not_found(lookup.entry.fetched_at)),
+            None => {
+                let body = bytes::Bytes::from(prune_file(&lookup.entry.body, &present));
+                let e = &lookup.entry;
+                Arc::new(IndexEntry::found(
+                    body,
+                    e.upstream_etag.clone(),
+                    e.upstream_last_modified.clone(),
+                    e.fetched_at,
+                ))
+            }
+        };
+        pruned.insert(
+            lower.to_owned(),
+            Arc::new(Pruned {
+                from: lookup.entry.etag.clone(),
+                generation,
+                present,
+                entry: entry.clone(),
+            }),
+        );
+        Ok(Lookup {
+            entry,
+            status: lookup.status,
+        })
     }
 
     async fn refresh(&self, lower: &str, current: Option<Arc<IndexEntry>>) -> Result<Lookup, UpstreamError> {
@@ -596,8 +723,40 @@ mod tests {
         }
     }
 
+    #[test]
+    fn pruning_keeps_present_lines_verbatim() {
+        let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        let body = format!(
+            "{{\"name\":\"foo\",\"vers\":\"1.0.0\",\"cksum\":\"{a}\",\"deps\":[]}}\nnot json\n\
+             {{\"name\":\"foo\",\"vers\":\"1.1.0\",\"cksum\":\"{b}\",\"yanked\":true}}\r\n\
+             {{\"name\":\"foo\",\"vers\":\"1.2.0\",\"cksum\":\"{c}\"}}"
+        );
+        let (cksums, skipped) = usable_cksums(body.as_bytes());
+        assert_eq!((cksums, skipped), (vec![a.clone(), b.clone(), c.clone()], 1));
+        let kept = String::from_utf8(prune_file(body.as_bytes(), &[true, true, false])).unwrap();
+        assert_eq!(
+            kept,
+            format!(
+                "{{\"name\":\"foo\",\"vers\":\"1.0.0\",\"cksum\":\"{a}\",\"deps\":[]}}\n\
+                 {{\"name\":\"foo\",\"vers\":\"1.1.0\",\"cksum\":\"{b}\",\"yanked\":true}}\n"
+            )
+        );
+        assert!(prune_file(body.as_bytes(), &[]).is_empty());
+        assert!(prune_file(body.as_bytes(), &[false, false, false]).is_empty());
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn pruning_never_panics(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            present in proptest::collection::vec(proptest::prelude::any::<bool>(), 0..8),
+        ) {
+            let (cksums, _) = usable_cksums(&body);
+            let out = prune_file(&body, &present);
+            proptest::prop_assert!(out.len() <= body.len() + cksums.len());
+        }
 
         #[test]
         fn cksum_lookup_never_panics(

@@ -33,6 +33,7 @@ const CONFIG_PATH: &str = "/etc/cargohold/config.toml";
 const PROXY_ONLY: &[&str] = &[
     "upstream",
     "offline",
+    "prune_index",
     "index_ttl",
     "negative_ttl",
     "upstream_timeout",

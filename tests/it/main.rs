@@ -12,6 +12,7 @@ mod miss_cost;
 mod ops;
 mod proxy;
 mod proxy_e2e;
+mod prune;
 mod support;
 mod upstream_faults;
 mod warm;

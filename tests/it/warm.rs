@@ -125,3 +125,46 @@ fn warm_from_a_lockfile_and_a_list_then_serve_offline() {
     assert_eq!(nothing.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&nothing.stderr).contains("--lockfile"));
 }
+
+/// Every failure (a name the upstream lacks, a `.crate` it cannot deliver) is listed, the run
+/// still warms the rest and ends with its summary and exit code 1; without a terminal the
+/// progress comes as a few plain lines, never control codes.
+#[test]
+fn warm_lists_each_failure_with_plain_progress_lines() {
+    let up = FakeUpstream::start_blocking();
+    up.add_crate(&Package::new("okay", "1.0.0"));
+    // In the index, but the upstream has no file to download.
+    up.add_raw_line("gone", &Package::new("gone", "1.0.0").index_line());
+    let d = Daemon::start_with_config(&format!(
+        "[registries.crates-io]\nkind = \"proxy\"\nupstream = \"{}\"\n",
+        up.index_url()
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("crates.txt");
+    std::fs::write(&list, "okay\ngone\nnope\n").unwrap();
+    let out = warm(&d, &["--registry", "crates-io", "--crates", list.to_str().unwrap()]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("failed: gone@1.0.0: the download answered 404"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("failed: nope: the index answered 404"), "{stderr}");
+    assert!(stderr.contains("2 item(s) could not be warmed"), "{stderr}");
+    assert!(stdout.contains("warmed 2 index file(s)"), "{stdout}");
+    assert!(
+        stdout.contains("1 crate file(s)") && stdout.contains("1 fetched from upstream") && stdout.contains("2 failed"),
+        "{stdout}"
+    );
+    // Progress: plain lines with items, bytes and rate, and a last one per phase.
+    assert!(stderr.contains("index files: 3/3 items, "), "{stderr}");
+    assert!(stderr.contains("crates: 2/2 items, "), "{stderr}");
+    assert!(stderr.contains("/s, done in"), "{stderr}");
+    assert!(
+        !stderr.chars().any(|c| c.is_control() && c != '\n'),
+        "no control codes without a terminal: {stderr:?}"
+    );
+}
