@@ -162,6 +162,38 @@ impl CrateFiles {
         self.lru.lock().unwrap_or_else(|e| e.into_inner()).entries.len()
     }
 
+    /// The byte budget of the cache.
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
+
+    /// Where to stage files for [`adopt`](Self::adopt): on the cache's file system, emptied
+    /// at every open.
+    pub fn staging_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Moves a staged file whose SHA-256 the caller verified to be `sha` into the cache (bundle
+    /// imports; blocking). Durable on return. The caller checks the budget first: a file that
+    /// does not fit evicts the least recently used others.
+    pub fn adopt(&self, sha: &str, staged: &Path) -> io::Result<()> {
+        if !valid_sha(sha) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{sha}` is not a SHA-256"),
+            ));
+        }
+        let len = std::fs::metadata(staged)?.len();
+        std::fs::File::open(staged)?.sync_all()?;
+        let dest = self.path_of(sha);
+        let dir = dest.parent().unwrap_or(&self.root).to_owned();
+        std::fs::create_dir_all(&dir)?;
+        std::fs::rename(staged, &dest)?;
+        std::fs::File::open(&dir)?.sync_all()?;
+        self.commit(sha, len, 0);
+        Ok(())
+    }
+
     /// A committed file, if present (marks it recently used).
     pub fn lookup(&self, sha: &str) -> Option<(PathBuf, u64)> {
         if !valid_sha(sha) {
