@@ -385,3 +385,67 @@ fn a_limited_export_carries_the_named_crates_or_nothing() {
     assert!(why.contains("alpha@=9.0.0"), "{why}");
     assert!(!missing.exists());
 }
+
+/// Issue 12's end to end: a connected proxy fetched a project's dependencies; a bundle limited
+/// to its lockfile, imported into a fresh data dir of a proxy with no upstream at all, serves
+/// real `cargo fetch --locked` and `cargo build --locked` from an empty CARGO_HOME.
+#[test]
+fn cargo_fetch_and_build_through_an_offline_proxy_filled_from_a_bundle() {
+    use crate::support::cargo::CargoEnv;
+    let mut up = FakeUpstream::start_blocking();
+    up.add_crate(&Package::new("beta", "1.0.0").file("src/lib.rs", "pub fn beta() -> u32 {\n    2\n}\n"));
+    up.add_crate(
+        &Package::new("alpha", "1.0.0")
+            .dep("beta", "^1")
+            .file("src/lib.rs", "pub fn alpha() -> u32 {\n    beta::beta() + 1\n}\n"),
+    );
+    for v in ["0.1.0", "0.2.0"] {
+        up.add_crate(&Package::new("gamma", v).file("src/lib.rs", "pub fn gamma() -> u32 {\n    7\n}\n"));
+    }
+    let proxy = |extra: &str| format!("[registries.crates-io]\nkind = \"proxy\"\n{extra}\n");
+    let mut live = Daemon::start_with_config(&proxy(&format!("upstream = \"{}\"", up.index_url())));
+    let manifest = "[package]\nname = \"app\"\nversion = \"0.0.0\"\nedition = \"2021\"\npublish = false\n\n\
+                    [dependencies]\nalpha = \"1\"\ngamma = \"0.2\"\n";
+    let main_rs = "fn main() {\n    assert_eq!(alpha::alpha() + gamma::gamma(), 10);\n}\n";
+    let mut connected = CargoEnv::bare();
+    connected
+        .add_registry("mirror", &live.index_url("crates-io"))
+        .replace_crates_io_with("mirror");
+    let project = connected.project("app", manifest, &[("src/main.rs", main_rs)]);
+    connected.must_succeed(&project, &["generate-lockfile"]);
+    connected.must_succeed(&project, &["fetch"]);
+    let lock = std::fs::read_to_string(project.join("Cargo.lock")).unwrap();
+    live.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("app.bundle");
+    let out = cli(
+        &live,
+        &[
+            "export",
+            "--registry",
+            "crates-io",
+            "--out",
+            bundle.to_str().unwrap(),
+            "--lockfile",
+            project.join("Cargo.lock").to_str().unwrap(),
+        ],
+    );
+    let said = ok(out, "export --lockfile");
+    assert!(said.contains("3 index file(s) and 3 crate file(s)"), "{said}");
+    up.go_down_blocking();
+
+    let offline_toml = proxy("offline = true");
+    let config = dir.path().join("offline.toml");
+    std::fs::write(&config, &offline_toml).unwrap();
+    let offline = Daemon::start_seeded(&offline_toml, |data| {
+        ok(run_cli(data, &config, &["import", bundle.to_str().unwrap()]), "import");
+    });
+    let mut air_gapped = CargoEnv::bare();
+    air_gapped
+        .add_registry("mirror", &offline.index_url("crates-io"))
+        .replace_crates_io_with("mirror");
+    let again = air_gapped.project("app", manifest, &[("src/main.rs", main_rs)]);
+    std::fs::write(again.join("Cargo.lock"), &lock).unwrap();
+    air_gapped.must_succeed(&again, &["fetch", "--locked"]);
+    air_gapped.must_succeed(&again, &["build", "--locked"]);
+}
