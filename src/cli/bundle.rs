@@ -42,6 +42,8 @@ pub const FORMAT: &str = "cargohold-bundle";
 pub const FORMAT_VERSION: u32 = 1;
 /// The first entry of every bundle.
 pub const MANIFEST: &str = "manifest.json";
+/// A hosted registry's crate records and the users they name ([`Records`]).
+pub const RECORDS: &str = "records.json";
 /// The largest manifest or index file an import reads into memory.
 const MAX_IN_MEMORY: u64 = 256 << 20;
 /// zstd level of exports (fast; the `.crate` files inside are gzip already).
@@ -112,6 +114,14 @@ pub struct CrateMeta {
     pub vers: String,
 }
 
+/// The `records.json` of a hosted registry's bundle: its crates (versions with their index
+/// lines, owners, yanks) and the users they name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Records {
+    pub crates: Vec<crate::store::CrateRecord>,
+    pub users: Vec<crate::store::UserRecord>,
+}
+
 /// An entry a base chain holds.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Known {
@@ -178,17 +188,6 @@ fn open_caches(config: &Config) -> Result<(IndexCache, Arc<CrateFiles>), CliErro
     Ok((index, crates))
 }
 
-fn check_proxy(spec: &RegistrySpec, what: &str) -> Result<(), CliError> {
-    if spec.kind != RegistryKind::Proxy {
-        return Err(usage(format!(
-            "`{}` is a hosted registry; {what} works on proxy registries only so far (back up a \
-             hosted registry with the store's backup, see docs/OPERATIONS.md)",
-            spec.name
-        )));
-    }
-    Ok(())
-}
-
 /// Reads the manifest (the first entry) of a bundle, without verifying the rest.
 pub fn read_manifest(file: &Path) -> Result<Manifest, CliError> {
     let f = std::fs::File::open(file).map_err(|e| usage(format!("cannot open {}: {e}", file.display())))?;
@@ -240,6 +239,7 @@ fn parse_manifest(entry: &mut tar::Entry<'_, impl Read>) -> Result<Manifest, Str
         match (&e.index, &e.krate) {
             (Some(i), None) if is_lookup_name(&i.name) && e.path == format!("index/{}", index_path(&i.name)) => {}
             (None, Some(c)) if is_lookup_name(&c.name) && e.path == crate_path(&c.name, &c.vers) => {}
+            (None, None) if e.path == RECORDS => {}
             _ => return Err(format!("entry `{}` is described wrongly in the manifest", e.path)),
         }
     }
@@ -290,17 +290,100 @@ fn wanted(wants: &Option<HashMap<String, Vec<Pick>>>, lower: &str, vers: &str, v
 enum Source2 {
     Bytes(bytes::Bytes),
     File(PathBuf),
+    /// A blob of the private store, by SHA-256.
+    Blob(String),
+}
+
+/// The entries of a hosted registry's bundle: `records.json`, then every version's `.crate`
+/// from the store's blobs. A limit (`--lockfile` / `--crates`) picks whole crates by name:
+/// an import replaces each crate it carries, so a crate is never carried in part.
+async fn hosted_entries(
+    store: &crate::store::PrivateStore,
+    reg: &str,
+    wants: &Option<HashMap<String, Vec<Pick>>>,
+) -> Result<Vec<(Entry, Source2)>, CliError> {
+    let store_err = |e: crate::store::StoreError| failure(e.to_string());
+    let mut crates = store.meta.crates(reg).await.map_err(store_err)?;
+    if let Some(w) = wants {
+        crates.retain(|c| w.contains_key(&c.name.to_ascii_lowercase()));
+        let mut missing: Vec<&String> = w
+            .keys()
+            .filter(|n| !crates.iter().any(|c| c.name.eq_ignore_ascii_case(n)))
+            .collect();
+        missing.sort();
+        if !missing.is_empty() {
+            return Err(failure(format!(
+                "registry `{reg}` has no crate {}; no bundle was written",
+                missing.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    let named: HashSet<&str> = crates
+        .iter()
+        .flat_map(|c| {
+            c.owners
+                .iter()
+                .map(String::as_str)
+                .chain(c.versions.iter().map(|v| v.published_by.as_str()))
+        })
+        .collect();
+    let users: Vec<_> = store
+        .meta
+        .users()
+        .await
+        .map_err(store_err)?
+        .into_iter()
+        .filter(|u| named.contains(u.login.as_str()))
+        .collect();
+    let mut out = Vec::new();
+    for c in &crates {
+        for v in &c.versions {
+            let sha = &v.line.cksum;
+            let Some(info) = store.blobs.info(sha).await.map_err(store_err)? else {
+                return Err(failure(format!(
+                    "the store has no .crate file for `{}` {} (blob {sha}); no bundle was written",
+                    c.name, v.line.vers
+                )));
+            };
+            out.push((
+                Entry {
+                    path: crate_path(&c.name, &v.line.vers),
+                    size: info.len,
+                    sha256: sha.clone(),
+                    index: None,
+                    krate: Some(CrateMeta {
+                        name: c.name.clone(),
+                        vers: v.line.vers.clone(),
+                    }),
+                },
+                Source2::Blob(sha.clone()),
+            ));
+        }
+    }
+    let records = serde_json::to_vec_pretty(&Records { crates, users }).map_err(|e| failure(e.to_string()))?;
+    out.insert(
+        0,
+        (
+            Entry {
+                path: RECORDS.into(),
+                size: records.len() as u64,
+                sha256: sha256_hex(&records),
+                index: None,
+                krate: None,
+            },
+            Source2::Bytes(records.into()),
+        ),
+    );
+    Ok(out)
 }
 
 /// Writes a bundle of a proxy's cached index files and `.crate` files.
 pub async fn export(config: &Config, args: ExportArgs) -> Result<ExportSummary, CliError> {
     let spec = find_spec(config, &args.registry).await?;
-    check_proxy(&spec, "export")?;
     let prev = match &args.since {
         Some(p) => Some(read_manifest(p)?),
         None => None,
     };
-    let (index, crates) = open_caches(config)?;
     let reg = spec.name.as_str();
     let wants: Option<HashMap<String, Vec<Pick>>> = args.wants.as_ref().map(|ws| {
         let mut m: HashMap<String, Vec<Pick>> = HashMap::new();
@@ -311,6 +394,18 @@ pub async fn export(config: &Config, args: ExportArgs) -> Result<ExportSummary, 
         }
         m
     });
+    if spec.kind == RegistryKind::Hosted {
+        let store = crate::app::open_store(config)
+            .await
+            .map_err(|e| failure(format!("{e:#}")))?;
+        let result = match hosted_entries(&store, reg, &wants).await {
+            Ok(entries) => finish_export(&spec, entries, prev, &args.out, Some(store.blobs.clone())).await,
+            Err(e) => Err(e),
+        };
+        let _ = store.meta.close().await;
+        return result;
+    }
+    let (index, crates) = open_caches(config)?;
     let mut names = index.names(reg).await;
     names.sort();
     if let Some(w) = &wants {
@@ -394,6 +489,18 @@ pub async fn export(config: &Config, args: ExportArgs) -> Result<ExportSummary, 
         }
     }
     entries.extend(crate_entries);
+    finish_export(&spec, entries, prev, &args.out, None).await
+}
+
+/// Leaves out what the base chain holds, writes the manifest and the entries.
+async fn finish_export(
+    spec: &RegistrySpec,
+    mut entries: Vec<(Entry, Source2)>,
+    prev: Option<Manifest>,
+    out: &Path,
+    blobs: Option<Arc<dyn crate::store::Blobs>>,
+) -> Result<ExportSummary, CliError> {
+    let reg = spec.name.as_str();
     // An increment leaves out what its base chain holds.
     let (base, inherited) = match &prev {
         Some(p) => {
@@ -420,7 +527,10 @@ pub async fn export(config: &Config, args: ExportArgs) -> Result<ExportSummary, 
         created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         registry: Source {
             name: reg.to_owned(),
-            kind: "proxy".into(),
+            kind: match spec.kind {
+                RegistryKind::Hosted => "hosted".into(),
+                RegistryKind::Proxy => "proxy".into(),
+            },
             upstream: spec.upstream.clone(),
         },
         entries: entries.iter().map(|(e, _)| e.clone()).collect(),
@@ -435,8 +545,9 @@ pub async fn export(config: &Config, args: ExportArgs) -> Result<ExportSummary, 
         file_bytes: 0,
         unchanged,
     };
-    let out = args.out.clone();
-    let file_bytes = tokio::task::spawn_blocking(move || write_bundle(&out, &manifest, &entries))
+    let out = out.to_owned();
+    let blobs = blobs.map(|b| (tokio::runtime::Handle::current(), b));
+    let file_bytes = tokio::task::spawn_blocking(move || write_bundle(&out, &manifest, &entries, blobs.as_ref()))
         .await
         .map_err(|e| failure(format!("the export failed: {e}")))??;
     Ok(ExportSummary { file_bytes, ..summary })
@@ -468,11 +579,19 @@ fn tar_header(size: u64) -> tar::Header {
 }
 
 /// Writes `<out>.partial`, then renames it to `out`: a failed export leaves no bundle.
-fn write_bundle(out: &Path, manifest: &Manifest, entries: &[(Entry, Source2)]) -> Result<u64, CliError> {
+/// Where [`Source2::Blob`] entries come from: the store's blobs, read on the runtime.
+type BlobSource = (tokio::runtime::Handle, Arc<dyn crate::store::Blobs>);
+
+fn write_bundle(
+    out: &Path,
+    manifest: &Manifest,
+    entries: &[(Entry, Source2)],
+    blobs: Option<&BlobSource>,
+) -> Result<u64, CliError> {
     let mut partial = out.as_os_str().to_owned();
     partial.push(".partial");
     let partial = PathBuf::from(partial);
-    let result = write_bundle_to(&partial, manifest, entries);
+    let result = write_bundle_to(&partial, manifest, entries, blobs);
     if result.is_err() {
         let _ = std::fs::remove_file(&partial);
         return result;
@@ -481,7 +600,12 @@ fn write_bundle(out: &Path, manifest: &Manifest, entries: &[(Entry, Source2)]) -
     result
 }
 
-fn write_bundle_to(path: &Path, manifest: &Manifest, entries: &[(Entry, Source2)]) -> Result<u64, CliError> {
+fn write_bundle_to(
+    path: &Path,
+    manifest: &Manifest,
+    entries: &[(Entry, Source2)],
+    blobs: Option<&BlobSource>,
+) -> Result<u64, CliError> {
     let io = |e: std::io::Error| failure(format!("cannot write {}: {e}", path.display()));
     let file = std::fs::File::create(path).map_err(io)?;
     let mut enc = zstd::Encoder::new(BufWriter::with_capacity(1 << 20, file), ZSTD_LEVEL).map_err(io)?;
@@ -496,6 +620,34 @@ fn write_bundle_to(path: &Path, manifest: &Manifest, entries: &[(Entry, Source2)
             Source2::Bytes(b) => tar
                 .append_data(&mut tar_header(e.size), &e.path, b.as_ref())
                 .map_err(io)?,
+            Source2::Blob(sha) => {
+                let Some((rt, blobs)) = blobs else {
+                    return Err(failure(format!("entry `{}`: no store to read it from", e.path)));
+                };
+                let bytes = rt
+                    .block_on(async {
+                        use tokio::io::AsyncReadExt;
+                        let Some(mut b) = blobs.get(sha).await? else {
+                            return Ok(None);
+                        };
+                        let mut buf = Vec::with_capacity(usize::try_from(b.len).unwrap_or(0));
+                        b.reader.read_to_end(&mut buf).await?;
+                        Ok::<_, crate::store::StoreError>(Some(buf))
+                    })
+                    .map_err(|err| failure(format!("cannot read the blob of `{}`: {err}", e.path)))?;
+                match bytes {
+                    Some(b) if b.len() as u64 == e.size && sha256_hex(&b) == e.sha256 => {
+                        tar.append_data(&mut tar_header(e.size), &e.path, b.as_slice())
+                            .map_err(io)?;
+                    }
+                    _ => {
+                        return Err(failure(format!(
+                            "the stored blob of `{}` is missing or does not match its checksum; no bundle was written",
+                            e.path
+                        )))
+                    }
+                }
+            }
             Source2::File(p) => {
                 let f = std::fs::File::open(p).map_err(|err| {
                     failure(format!(
@@ -544,6 +696,8 @@ pub struct ImportSummary {
 
 /// A bundle read and verified, its `.crate` files staged.
 struct Staged {
+    /// `records.json` of a hosted registry's bundle.
+    records: Option<Vec<u8>>,
     index: Vec<(String, IndexEntry)>,
     /// (entry, staged file).
     crates: Vec<(Entry, PathBuf)>,
@@ -568,6 +722,7 @@ fn read_and_stage(file: &Path, manifest: &Manifest, staging: &Path) -> Result<St
     let listed: HashMap<&str, &Entry> = manifest.entries.iter().map(|e| (e.path.as_str(), e)).collect();
     let mut seen: HashSet<String> = HashSet::new();
     let mut staged = Staged {
+        records: None,
         index: Vec::new(),
         crates: Vec::new(),
         bytes: 0,
@@ -602,7 +757,16 @@ fn read_and_stage(file: &Path, manifest: &Manifest, staging: &Path) -> Result<St
             let read_err = |e: std::io::Error| format!("entry `{path}` is truncated or damaged: {e}");
             let mut hasher = Sha256::new();
             let mut len = 0u64;
-            if let Some(meta) = &m.index {
+            if m.index.is_none() && m.krate.is_none() {
+                if m.size > MAX_IN_MEMORY {
+                    return Err(format!("entry `{path}` is too large"));
+                }
+                let mut body = Vec::with_capacity(usize::try_from(m.size).unwrap_or(0));
+                (&mut entry).take(m.size + 1).read_to_end(&mut body).map_err(read_err)?;
+                hasher.update(&body);
+                len = body.len() as u64;
+                staged.records = Some(body);
+            } else if let Some(meta) = &m.index {
                 if m.size > MAX_IN_MEMORY {
                     return Err(format!("entry `{path}` is too large for an index file"));
                 }
@@ -670,12 +834,16 @@ pub async fn import(config: &Config, file: &Path, registry: Option<&str>) -> Res
     let manifest = read_manifest(file)?;
     let reg = registry.unwrap_or(&manifest.registry.name).to_owned();
     let spec = find_spec(config, &reg).await?;
-    check_proxy(&spec, "import")?;
-    if manifest.registry.kind != "proxy" {
+    if spec.kind == RegistryKind::Hosted && manifest.registry.kind == "hosted" {
+        return import_hosted(config, file, &manifest, &reg).await;
+    }
+    if spec.kind != RegistryKind::Proxy || manifest.registry.kind != "proxy" {
+        let kind = |k: RegistryKind| if k == RegistryKind::Hosted { "hosted" } else { "proxy" };
         return Err(usage(format!(
-            "{} holds a {} registry; it cannot be imported into proxy `{reg}`",
+            "{} holds a {} registry; `{reg}` is a {} registry: import it into a registry of its kind",
             file.display(),
-            manifest.registry.kind
+            manifest.registry.kind,
+            kind(spec.kind)
         )));
     }
     let (index, crates) = open_caches(config)?;
@@ -811,6 +979,144 @@ pub async fn import(config: &Config, file: &Path, registry: Option<&str>) -> Res
         })?
     };
     drop(staging);
+    summary.already = !done;
+    Ok(summary)
+}
+
+/// The import of a hosted registry's bundle: blobs into the store, then the crates replaced
+/// and the bundle's marker recorded in one transaction of the store.
+async fn import_hosted(
+    config: &Config,
+    file: &Path,
+    manifest: &Manifest,
+    reg: &str,
+) -> Result<ImportSummary, CliError> {
+    let store = crate::app::open_store(config)
+        .await
+        .map_err(|e| failure(format!("{e:#}")))?;
+    let result = import_hosted_into(&store, config, file, manifest, reg).await;
+    let _ = store.meta.close().await;
+    result
+}
+
+async fn import_hosted_into(
+    store: &crate::store::PrivateStore,
+    config: &Config,
+    file: &Path,
+    manifest: &Manifest,
+    reg: &str,
+) -> Result<ImportSummary, CliError> {
+    let store_err = |e: crate::store::StoreError| failure(e.to_string());
+    let marker = |id: &str| format!("bundle:{reg}:{id}");
+    let mut summary = ImportSummary {
+        id: manifest.id.clone(),
+        registry: reg.to_owned(),
+        ..ImportSummary::default()
+    };
+    if store.meta.has_marker(&marker(&manifest.id)).await.map_err(store_err)? {
+        summary.already = true;
+        return Ok(summary);
+    }
+    if let Some(base) = &manifest.base {
+        if !store.meta.has_marker(&marker(base)).await.map_err(store_err)? {
+            return Err(failure(format!(
+                "{} is refused: it is an increment on bundle {base}, which has not been imported into `{reg}`; \
+                 import that bundle (and any it builds on) first; nothing was imported",
+                file.display()
+            )));
+        }
+    }
+    let refused = |why: String| failure(format!("{} is refused: {why}; nothing was imported", file.display()));
+    let staging = StagingDir(
+        config
+            .data_dir
+            .join(format!(".import-{}-{:016x}", manifest.id, rand::random::<u64>())),
+    );
+    std::fs::create_dir_all(&staging.0).map_err(|e| failure(format!("cannot create {}: {e}", staging.0.display())))?;
+    let staged = {
+        let (file, manifest, dir) = (file.to_owned(), manifest.clone(), staging.0.clone());
+        tokio::task::spawn_blocking(move || read_and_stage(&file, &manifest, &dir))
+            .await
+            .map_err(|e| failure(format!("the import failed: {e}")))?
+            .map_err(refused)?
+    };
+    let records: Records = match &staged.records {
+        Some(bytes) => serde_json::from_slice(bytes)
+            .map_err(|e| refused(format!("entry `{RECORDS}` is not a list of crate records: {e}")))?,
+        None if staged.crates.is_empty() => Records {
+            crates: Vec::new(),
+            users: Vec::new(),
+        },
+        None => return Err(refused(format!("entry `{RECORDS}` is missing"))),
+    };
+    // Every .crate is one of the records' versions, and every version's .crate is in the
+    // bundle or already in the store.
+    let mut cksums: HashMap<(String, String), String> = HashMap::new();
+    for c in &records.crates {
+        if !is_lookup_name(&c.name) {
+            return Err(refused(format!(
+                "entry `{RECORDS}` names an invalid crate `{}`",
+                c.name
+            )));
+        }
+        for v in &c.versions {
+            if v.line.name != c.name || !crate::store::is_blob_name(&v.line.cksum) {
+                return Err(refused(format!(
+                    "entry `{RECORDS}`: version {} of `{}` is malformed",
+                    v.line.vers, c.name
+                )));
+            }
+            cksums.insert((c.name.clone(), v.line.vers.clone()), v.line.cksum.clone());
+        }
+    }
+    let mut carried = HashSet::new();
+    for (e, _) in &staged.crates {
+        let Some(c) = e.krate.as_ref() else {
+            return Err(refused(format!(
+                "entry `{}` is described wrongly in the manifest",
+                e.path
+            )));
+        };
+        match cksums.get(&(c.name.clone(), c.vers.clone())) {
+            Some(cksum) if *cksum == e.sha256 => {
+                carried.insert(e.sha256.clone());
+            }
+            Some(_) => {
+                return Err(refused(format!(
+                    "entry `{}` does not match the cksum of its version in `{RECORDS}`",
+                    e.path
+                )))
+            }
+            None => return Err(refused(format!("entry `{}` is not a version in `{RECORDS}`", e.path))),
+        }
+    }
+    for ((name, vers), cksum) in &cksums {
+        if !carried.contains(cksum) && !store.blobs.exists(cksum).await.map_err(store_err)? {
+            return Err(refused(format!(
+                "`{name}` {vers}: its .crate is neither in the bundle nor in the store"
+            )));
+        }
+    }
+    // Commit: blobs first (nothing names them yet), then the crates with the marker.
+    for (e, path) in &staged.crates {
+        let mut f = tokio::fs::File::open(path)
+            .await
+            .map_err(|err| failure(format!("cannot read the staged `{}`: {err}", e.path)))?;
+        let (sha, _) = store.blobs.put_stream(&mut f).await.map_err(store_err)?;
+        if sha != e.sha256 {
+            return Err(failure(format!(
+                "the staged `{}` changed on disk; the registry is unchanged",
+                e.path
+            )));
+        }
+    }
+    summary.crate_files = staged.crates.len();
+    summary.bytes = staged.bytes;
+    let done = store
+        .meta
+        .restore_crates(reg, &records.crates, &records.users, &marker(&manifest.id))
+        .await
+        .map_err(|e| failure(format!("the import failed: {e}; the registry is unchanged")))?;
     summary.already = !done;
     Ok(summary)
 }

@@ -449,3 +449,141 @@ fn cargo_fetch_and_build_through_an_offline_proxy_filled_from_a_bundle() {
     air_gapped.must_succeed(&again, &["fetch", "--locked"]);
     air_gapped.must_succeed(&again, &["build", "--locked"]);
 }
+
+/// A hosted registry's bundle is its backup: a fresh data dir restores its crates, versions,
+/// owners and yanks (the same index files and downloads); an increment carries the new
+/// `.crate` files and the records, and adds up.
+#[test]
+fn a_hosted_registry_bundle_restores_crates_owners_and_yanks() {
+    use crate::support::package;
+    use reqwest::Method;
+    const HOSTED: &str = "[registries.local]\nkind = \"hosted\"\n";
+    let mut src = Daemon::start_with_config(HOSTED);
+    let alice = src.user_token("alice", &[]);
+    src.add_user("bob");
+    let publish = |d: &Daemon, name: &str, vers: &str| {
+        let (body, _) = package::simple_publish(name, vers);
+        let r = http::send(
+            Method::PUT,
+            &d.url("/local/api/v1/crates/new"),
+            Some(&alice),
+            Some(body),
+            &[],
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    let versions = [("one", "1.0.0"), ("one", "1.1.0"), ("two", "0.1.0"), ("two", "0.2.0")];
+    for (n, v) in &versions[..3] {
+        publish(&src, n, v);
+    }
+    let yank = http::send(
+        Method::DELETE,
+        &src.url("/local/api/v1/crates/one/1.0.0/yank"),
+        Some(&alice),
+        None,
+        &[],
+    );
+    assert_eq!(yank.status, 200, "{}", yank.text());
+    let owners = http::send(
+        Method::PUT,
+        &src.url("/local/api/v1/crates/two/owners"),
+        Some(&alice),
+        Some(br#"{"users":["bob"]}"#.to_vec()),
+        &[("Content-Type", "application/json")],
+    );
+    assert_eq!(owners.status, 200, "{}", owners.text());
+    let state = |d: &Daemon| -> Vec<String> {
+        let mut out = Vec::new();
+        for name in ["one", "two"] {
+            let r = http::get(
+                &d.url(&format!("/local/index/{}", cargohold::index::index_path(name))),
+                None,
+            );
+            out.push(format!("index {name}: {} {}", r.status, r.text()));
+            let o = http::get(
+                &d.url(&format!("/local/api/v1/crates/{name}/owners")),
+                Some(d.admin_token()),
+            );
+            let mut logins: Vec<String> = o.json()["users"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|u| u["login"].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            logins.sort();
+            out.push(format!("owners {name}: {} {logins:?}", o.status));
+        }
+        for (n, v) in &versions {
+            let r = http::get(&d.url(&format!("/local/api/v1/crates/{n}/{v}/download")), None);
+            let hash = if r.status == 200 {
+                sha256_hex(&r.body)
+            } else {
+                String::new()
+            };
+            out.push(format!("crate {n}@{v}: {} {hash}", r.status));
+        }
+        out
+    };
+    let before = state(&src);
+    assert!(
+        before[1].contains("\"alice\"") && before[3].contains("\"bob\""),
+        "{before:?}"
+    );
+    assert!(before[0].contains("\"yanked\":true"), "{before:?}");
+    src.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let (b1, b2) = (dir.path().join("h1.bundle"), dir.path().join("h2.bundle"));
+    let said = ok(
+        cli(&src, &["export", "--registry", "local", "--out", b1.to_str().unwrap()]),
+        "export of a hosted registry",
+    );
+    assert!(said.contains("3 crate file(s)"), "{said}");
+    let m1 = read_manifest(&b1).unwrap();
+    assert_eq!(m1.registry.kind, "hosted");
+
+    let config = dir.path().join("hosted.toml");
+    std::fs::write(&config, HOSTED).unwrap();
+    let mut dst = Daemon::start_seeded(HOSTED, |data| {
+        ok(
+            run_cli(data, &config, &["import", b1.to_str().unwrap()]),
+            "import of a hosted bundle",
+        );
+    });
+    assert_eq!(state(&dst), before);
+
+    // An increment: the records and the one new .crate.
+    src.restart();
+    publish(&src, "two", "0.2.0");
+    let later = state(&src);
+    src.stop();
+    ok(
+        cli(
+            &src,
+            &[
+                "export",
+                "--registry",
+                "local",
+                "--out",
+                b2.to_str().unwrap(),
+                "--since",
+                b1.to_str().unwrap(),
+            ],
+        ),
+        "an increment of a hosted registry",
+    );
+    let mut paths: Vec<String> = read_manifest(&b2)
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
+    paths.sort();
+    assert_eq!(paths, ["crates/two/0.2.0.crate", "records.json"]);
+    dst.stop();
+    ok(import(&dst, &b2), "importing the increment");
+    assert!(ok(import(&dst, &b2), "again").contains("nothing changed"));
+    dst.restart();
+    assert_eq!(state(&dst), later);
+}
