@@ -501,6 +501,19 @@ async fn finish_export(
     blobs: Option<Arc<dyn crate::store::Blobs>>,
 ) -> Result<ExportSummary, CliError> {
     let reg = spec.name.as_str();
+    let kind = match spec.kind {
+        RegistryKind::Hosted => "hosted",
+        RegistryKind::Proxy => "proxy",
+    };
+    if let Some(p) = prev
+        .as_ref()
+        .filter(|p| p.registry.name != reg || p.registry.kind != kind)
+    {
+        return Err(usage(format!(
+            "--since names bundle {}, of {} registry `{}`; an increment of {kind} registry `{reg}` builds on a bundle of it",
+            p.id, p.registry.kind, p.registry.name
+        )));
+    }
     // An increment leaves out what its base chain holds.
     let (base, inherited) = match &prev {
         Some(p) => {
@@ -527,10 +540,7 @@ async fn finish_export(
         created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         registry: Source {
             name: reg.to_owned(),
-            kind: match spec.kind {
-                RegistryKind::Hosted => "hosted".into(),
-                RegistryKind::Proxy => "proxy".into(),
-            },
+            kind: kind.into(),
             upstream: spec.upstream.clone(),
         },
         entries: entries.iter().map(|(e, _)| e.clone()).collect(),

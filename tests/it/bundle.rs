@@ -457,7 +457,7 @@ fn cargo_fetch_and_build_through_an_offline_proxy_filled_from_a_bundle() {
 fn a_hosted_registry_bundle_restores_crates_owners_and_yanks() {
     use crate::support::package;
     use reqwest::Method;
-    const HOSTED: &str = "[registries.local]\nkind = \"hosted\"\n";
+    const HOSTED: &str = "[registries.local]\nkind = \"hosted\"\n\n[registries.p]\nkind = \"proxy\"\noffline = true\n";
     let mut src = Daemon::start_with_config(HOSTED);
     let alice = src.user_token("alice", &[]);
     src.add_user("bob");
@@ -581,6 +581,34 @@ fn a_hosted_registry_bundle_restores_crates_owners_and_yanks() {
         .collect();
     paths.sort();
     assert_eq!(paths, ["crates/two/0.2.0.crate", "records.json"]);
+    // An increment builds on a bundle of the same registry; a hosted bundle does not go into a proxy.
+    let other = dir.path().join("other.bundle");
+    let wrong = cli(
+        &src,
+        &[
+            "export",
+            "--registry",
+            "p",
+            "--out",
+            other.to_str().unwrap(),
+            "--since",
+            b1.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        wrong.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+    let wrong = cli(&src, &["import", b1.to_str().unwrap(), "--registry", "p"]);
+    assert_eq!(
+        wrong.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("holds a hosted registry"));
     dst.stop();
     ok(import(&dst, &b2), "importing the increment");
     assert!(ok(import(&dst, &b2), "again").contains("nothing changed"));
