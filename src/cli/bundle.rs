@@ -971,13 +971,16 @@ pub async fn import(config: &Config, file: &Path, registry: Option<&str>) -> Res
     let done = {
         let (index, crates, reg, id) = (index.clone(), crates.clone(), reg.clone(), manifest.id.clone());
         tokio::task::spawn_blocking(move || -> Result<bool, String> {
-            for (e, path) in &staged.crates {
-                if crates.lookup(&e.sha256).is_none() {
-                    crates
-                        .adopt(&e.sha256, path)
-                        .map_err(|err| format!("cannot move `{}` into the crate cache: {err}", e.path))?;
-                }
-            }
+            let mut seen = HashSet::new();
+            let new: Vec<(String, PathBuf)> = staged
+                .crates
+                .iter()
+                .filter(|(e, _)| seen.insert(e.sha256.clone()) && crates.lookup(&e.sha256).is_none())
+                .map(|(e, path)| (e.sha256.clone(), path.clone()))
+                .collect();
+            crates
+                .adopt_many(&new)
+                .map_err(|err| format!("cannot move the .crate files into the crate cache: {err}"))?;
             index.import_bundle(&reg, &staged.index, &id).map_err(|e| e.0)
         })
         .await
