@@ -2,6 +2,7 @@
 //! (`registry`, `user`, `token`), which talk to a running daemon's admin API.
 //! Exit codes: 0 ok, 64 bad usage or config, 1 other failure.
 
+pub mod bundle;
 pub mod progress;
 pub mod warm;
 
@@ -108,6 +109,41 @@ pub enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Write a verified bundle (tar + zstd with a manifest) of a proxy registry's cached index
+    /// files and `.crate` files, for an air-gapped mirror. Reads a stopped daemon's data
+    /// directory (`--data-dir` or the config's).
+    Export {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The proxy registry to export.
+        #[arg(long)]
+        registry: String,
+        /// The bundle file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Limit the export to the registry packages of this Cargo.lock (repeatable).
+        #[arg(long = "lockfile")]
+        lockfiles: Vec<PathBuf>,
+        /// Limit the export to a list: one crate per line, `name` (every cached version),
+        /// `name@REQ` or `name@=VERSION`.
+        #[arg(long = "crates")]
+        crates: Option<PathBuf>,
+        /// An earlier bundle: leave out what it (and the bundles it builds on) holds, and
+        /// record it as this bundle's base.
+        #[arg(long)]
+        since: Option<PathBuf>,
+    },
+    /// Verify a bundle completely, then add its content to a proxy registry of a stopped
+    /// daemon's data directory, all or nothing.
+    Import {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The bundle file.
+        file: PathBuf,
+        /// The proxy registry to import into (default: the bundle's source registry name).
+        #[arg(long)]
+        registry: Option<String>,
     },
 }
 
@@ -490,7 +526,9 @@ pub async fn run_admin(server: &str, command: Command) -> Result<(), CliError> {
         | Command::CheckConfig(_)
         | Command::PrintConfig(_)
         | Command::Warm { .. }
-        | Command::Gc { .. } => {}
+        | Command::Gc { .. }
+        | Command::Export { .. }
+        | Command::Import { .. } => {}
     }
     Ok(())
 }

@@ -138,6 +138,63 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let _ = store.meta.close().await;
             Ok(())
         }
+        Command::Export {
+            config,
+            registry,
+            out,
+            lockfiles,
+            crates,
+            since,
+        } => {
+            let (config, _) = load_config(&config).map_err(config_err)?;
+            let wants = if lockfiles.is_empty() && crates.is_none() {
+                None
+            } else {
+                Some(cargohold::cli::warm::wants(&lockfiles, crates.as_ref())?)
+            };
+            let s = cargohold::cli::bundle::export(
+                &config,
+                cargohold::cli::bundle::ExportArgs {
+                    registry: registry.clone(),
+                    out: out.clone(),
+                    wants,
+                    since,
+                },
+            )
+            .await?;
+            println!(
+                "exported {} index file(s) and {} crate file(s) of `{registry}` ({} bytes, {} in the file) to {}",
+                s.index_files,
+                s.crate_files,
+                s.bytes,
+                s.file_bytes,
+                out.display()
+            );
+            match &s.base {
+                Some(b) => println!(
+                    "bundle {} (an increment on {b}; {} entries unchanged and left out)",
+                    s.id, s.unchanged
+                ),
+                None => println!("bundle {}", s.id),
+            }
+            Ok(())
+        }
+        Command::Import { config, file, registry } => {
+            let (config, _) = load_config(&config).map_err(config_err)?;
+            let s = cargohold::cli::bundle::import(&config, &file, registry.as_deref()).await?;
+            if s.already {
+                println!(
+                    "bundle {} was imported into `{}` before; nothing changed",
+                    s.id, s.registry
+                );
+            } else {
+                println!(
+                    "imported bundle {} into `{}`: {} index file(s), {} crate file(s), {} bytes, all verified",
+                    s.id, s.registry, s.index_files, s.crate_files, s.bytes
+                );
+            }
+            Ok(())
+        }
         other => run_admin(&cli.server, other).await,
     }
 }

@@ -225,6 +225,28 @@ pub trait Metadata: Send + Sync + 'static {
     /// What the store holds.
     async fn counts(&self) -> StoreResult<Counts>;
 
+    /// Whether `marker` was recorded by [`import`](Self::import) or
+    /// [`restore_crates`](Self::restore_crates).
+    async fn has_marker(&self, marker: &str) -> StoreResult<bool> {
+        let _ = marker;
+        Err(StoreError::Io("this store does not record imports".into()))
+    }
+    /// Restores crates of `registry` from a bundle, in one transaction with `marker`: each
+    /// crate of `crates` replaces the crate of the same canonical name (versions, owners,
+    /// yanks; its revision moves forward), crates not named are untouched, and the `users`
+    /// whose login is unknown are added (with fresh ids). Returns `false`, writing nothing, if
+    /// `marker` is already recorded. The blobs the versions name must be stored first.
+    async fn restore_crates(
+        &self,
+        registry: &str,
+        crates: &[CrateRecord],
+        users: &[UserRecord],
+        marker: &str,
+    ) -> StoreResult<bool> {
+        let _ = (registry, crates, users, marker);
+        Err(StoreError::Io("this store cannot restore crates from a bundle".into()))
+    }
+
     /// Whether the store answers reads and writes (readiness).
     async fn check(&self) -> StoreResult<()>;
     /// Releases the store (shutdown): pending work is committed.

@@ -191,6 +191,57 @@ impl CrateFiles {
         (present, self.generation.load(Ordering::Acquire))
     }
 
+    /// The byte budget of the cache.
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
+
+    /// Where to stage files for [`adopt`](Self::adopt): on the cache's file system, emptied
+    /// at every open.
+    pub fn staging_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Moves a staged file whose SHA-256 the caller verified to be `sha` into the cache (bundle
+    /// imports; blocking). Durable on return. The caller checks the budget first: a file that
+    /// does not fit evicts the least recently used others.
+    pub fn adopt(&self, sha: &str, staged: &Path) -> io::Result<()> {
+        self.adopt_many(&[(sha.to_owned(), staged.to_owned())])
+    }
+
+    /// [`adopt`](Self::adopt) of many files: the files' and then the directories' fsyncs run
+    /// [`ADOPT_THREADS`] at a time (a file system commits concurrent fsyncs together: one
+    /// after another they cost a bundle import most of its time), each directory once.
+    pub fn adopt_many(&self, files: &[(String, PathBuf)]) -> io::Result<()> {
+        if let Some((sha, _)) = files.iter().find(|(sha, _)| !valid_sha(sha)) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{sha}` is not a SHA-256"),
+            ));
+        }
+        let staged: Vec<&Path> = files.iter().map(|(_, p)| p.as_path()).collect();
+        let lens = in_parallel(&staged, |p| {
+            let f = std::fs::File::open(p)?;
+            f.sync_all()?;
+            Ok(f.metadata()?.len())
+        })?;
+        let mut dirs = std::collections::BTreeSet::new();
+        for (sha, path) in files {
+            let dest = self.path_of(sha);
+            let dir = dest.parent().unwrap_or(&self.root).to_owned();
+            if dirs.insert(dir.clone()) {
+                std::fs::create_dir_all(&dir)?;
+            }
+            std::fs::rename(path, &dest)?;
+        }
+        let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+        in_parallel(&dirs, |d| std::fs::File::open(d)?.sync_all())?;
+        for ((sha, _), len) in files.iter().zip(lens) {
+            self.commit(sha, len, 0);
+        }
+        Ok(())
+    }
+
     /// A committed file, if present (marks it recently used).
     pub fn lookup(&self, sha: &str) -> Option<(PathBuf, u64)> {
         if !valid_sha(sha) {
@@ -320,6 +371,29 @@ impl CrateFiles {
             tracing::debug!(sha256 = %sha, "evicted crate file from the disk cache");
         }
     }
+}
+
+/// How many fsyncs [`CrateFiles::adopt_many`] runs at once.
+pub const ADOPT_THREADS: usize = 16;
+
+/// `f` of every item, on up to [`ADOPT_THREADS`] threads; the results in order, or the first
+/// error.
+fn in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> io::Result<R> + Sync) -> io::Result<Vec<R>> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let chunk = items.len().div_ceil(ADOPT_THREADS);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(|| part.iter().map(&f).collect::<io::Result<Vec<R>>>()))
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        for h in handles {
+            out.extend(h.join().map_err(|_| io::Error::other("an fsync thread panicked"))??);
+        }
+        Ok(out)
+    })
 }
 
 /// The single writer of a fill. Dropping it without [`finish`](Self::finish) fails the fill.

@@ -230,6 +230,10 @@ pub struct IndexCache {
     /// Bumped by every [`clear`](Self::clear). A write that started before a clear (a fetch in
     /// flight, a background disk write) is dropped, so nothing cleared comes back.
     epoch: Arc<AtomicU64>,
+    /// Bundles imported, keyed `{registry}\0{bundle id}` (value: unix ms of the import);
+    /// written in the same transaction as the bundle's index files (see
+    /// [`import_bundle`](Self::import_bundle)).
+    bundles: sled::Tree,
 }
 
 use super::registry_key as key;
@@ -247,6 +251,7 @@ impl IndexCache {
             .map_err(|e| CacheError(format!("cannot open the index cache in {}: {e}", dir.display())))?;
         let tree = db.open_tree("index").map_err(|e| CacheError(e.to_string()))?;
         let order = db.open_tree("order").map_err(|e| CacheError(e.to_string()))?;
+        let bundles = db.open_tree("bundles").map_err(|e| CacheError(e.to_string()))?;
         let negative_keep_ms = Arc::new(AtomicU64::new(0));
         let memory = moka::sync::Cache::builder()
             .max_capacity((memory_bytes - memory_bytes / NEGATIVE_SHARE).max(1 << 20))
@@ -272,6 +277,7 @@ impl IndexCache {
             writing: Arc::default(),
             pending: Arc::default(),
             epoch: Arc::default(),
+            bundles,
         };
         cache
             .rebuild()
@@ -503,6 +509,67 @@ impl IndexCache {
         .unwrap_or_default()
     }
 
+    /// Whether the bundle `id` was imported into `registry` (blocking).
+    pub fn has_bundle(&self, registry: &str, id: &str) -> Result<bool, CacheError> {
+        self.bundles
+            .contains_key(key(registry, id).as_bytes())
+            .map_err(|e| CacheError(e.to_string()))
+    }
+
+    /// Writes the index files of a verified bundle and records its `id`, in one transaction
+    /// (blocking; the daemon must not run): either all of them become visible or none. An entry
+    /// whose key holds a later fetch (`fetched_at`) is left as it is. Returns `false`, writing
+    /// nothing, if the bundle was already imported into `registry`. The disk budget is the
+    /// caller's to check ([`disk_bytes`](Self::disk_bytes)); the eviction order and byte count
+    /// are rebuilt afterwards.
+    pub fn import_bundle(
+        &self,
+        registry: &str,
+        entries: &[(String, IndexEntry)],
+        id: &str,
+    ) -> Result<bool, CacheError> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        use sled::Transactional;
+        let encoded: Vec<(String, u64, Vec<u8>)> = entries
+            .iter()
+            .filter(|(_, e)| !e.not_found)
+            .map(|(name, e)| (key(registry, name), e.fetched_at, e.encode()))
+            .collect();
+        let marker = key(registry, id);
+        let now = super::now_ms().to_be_bytes();
+        let fail = |e: String| CacheError(format!("cannot write the index cache: {e}"));
+        let done = {
+            let _w = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+            let result = (&self.tree, &self.bundles).transaction(|(tree, bundles)| {
+                if bundles.get(marker.as_bytes())?.is_some() {
+                    return Ok(false);
+                }
+                for (k, fetched_at, value) in &encoded {
+                    let newer = tree
+                        .get(k.as_bytes())?
+                        .and_then(|old| IndexEntry::decode(&old))
+                        .is_some_and(|o| !o.not_found && o.fetched_at > *fetched_at);
+                    if !newer {
+                        tree.insert(k.as_bytes(), value.as_slice())?;
+                    }
+                }
+                bundles.insert(marker.as_bytes(), &now[..])?;
+                Ok::<_, ConflictableTransactionError<()>>(true)
+            });
+            match result {
+                Ok(done) => done,
+                Err(TransactionError::Storage(e)) => return Err(fail(e.to_string())),
+                Err(TransactionError::Abort(())) => return Err(fail("aborted".into())),
+            }
+        };
+        self.tree.flush().map_err(|e| fail(e.to_string()))?;
+        self.bundles.flush().map_err(|e| fail(e.to_string()))?;
+        if done {
+            self.rebuild().map_err(|e| fail(e.to_string()))?;
+        }
+        Ok(done)
+    }
+
     /// Drops every entry of a registry (it was deleted or its upstream changed).
     pub async fn clear(&self, registry: &str) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
@@ -522,6 +589,15 @@ impl IndexCache {
                     this.disk_bytes
                         .fetch_sub(disk_cost(k.len(), old.len()), Ordering::SeqCst);
                 }
+            }
+            // What the registry imported is gone with its files.
+            for k in this
+                .bundles
+                .scan_prefix(prefix.as_bytes())
+                .keys()
+                .filter_map(Result::ok)
+            {
+                let _ = this.bundles.remove(&k);
             }
         })
         .await;
@@ -772,5 +848,33 @@ mod tests {
         c.memory.invalidate_all();
         let on_disk = c.disk_get("p", "k").await.expect("kept");
         assert_eq!(&on_disk.body[..], b"new\n");
+    }
+
+    #[tokio::test]
+    async fn a_bundle_is_imported_once_keeps_newer_files_and_goes_with_its_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = open_retrying(dir.path(), 1 << 20, 1 << 30).unwrap();
+        let entry =
+            |body: &'static str, at: u64| IndexEntry::found(Bytes::from_static(body.as_bytes()), None, None, at);
+        cache.put("p", "newer", Arc::new(entry("kept\n", 500))).await;
+        cache.flush().await;
+        let files = vec![
+            ("a".to_owned(), entry("a\n", 100)),
+            ("newer".to_owned(), entry("older\n", 100)),
+        ];
+        assert!(!cache.has_bundle("p", "b1").unwrap());
+        assert!(cache.import_bundle("p", &files, "b1").unwrap());
+        assert!(cache.has_bundle("p", "b1").unwrap());
+        assert!(!cache.has_bundle("q", "b1").unwrap(), "recorded per registry");
+        assert_eq!(cache.disk_get("p", "a").await.unwrap().body, "a\n");
+        assert_eq!(cache.disk_get("p", "newer").await.unwrap().body, "kept\n");
+        // Once only: a second import of the same id writes nothing.
+        let changed = vec![("a".to_owned(), entry("changed\n", 900))];
+        assert!(!cache.import_bundle("p", &changed, "b1").unwrap());
+        assert_eq!(cache.disk_get("p", "a").await.unwrap().body, "a\n");
+        assert!(cache.disk_bytes() > 0);
+        // Clearing the registry forgets its bundles with its files.
+        cache.clear("p").await;
+        assert!(!cache.has_bundle("p", "b1").unwrap());
     }
 }

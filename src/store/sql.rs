@@ -767,6 +767,99 @@ impl Metadata for SqlMetadata {
         Ok(true)
     }
 
+    async fn has_marker(&self, marker: &str) -> StoreResult<bool> {
+        let row = sqlx::query("SELECT COUNT(*) FROM store_meta WHERE key = $1")
+            .bind(marker)
+            .fetch_one(&self.read)
+            .await
+            .map_err(db_err)?;
+        Ok(to_u64(row.try_get(0).map_err(db_err)?) > 0)
+    }
+
+    async fn restore_crates(
+        &self,
+        registry: &str,
+        crates: &[CrateRecord],
+        users: &[UserRecord],
+        marker: &str,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        // The marker first, as in `import`: it takes the write lock and stops a repeat.
+        let marked = sqlx::query("INSERT INTO store_meta (key, value) VALUES ($1, $2)")
+            .bind(marker)
+            .bind(now_secs().to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err);
+        match marked {
+            Ok(_) => {}
+            Err(StoreError::Conflict(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        for u in users {
+            let known = sqlx::query("SELECT COUNT(*) FROM users WHERE login = $1")
+                .bind(&u.login)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            if to_u64(known.try_get(0).map_err(db_err)?) > 0 {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO users (login, id, name, created) SELECT $1, COALESCE(MAX(id), 0) + 1, $2, $3 FROM users",
+            )
+            .bind(&u.login)
+            .bind(&u.name)
+            .bind(to_i64(u.created))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        for rec in crates {
+            let canonical = crate::index::canonical_name(&rec.name);
+            let old = sqlx::query("SELECT revision FROM crates WHERE registry = $1 AND canonical = $2")
+                .bind(registry)
+                .bind(&canonical)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            let old_revision = match old {
+                Some(row) => to_u64(row.try_get(0).map_err(db_err)?),
+                None => 0,
+            };
+            for sql in [
+                "DELETE FROM owners WHERE registry = $1 AND canonical = $2",
+                "DELETE FROM versions WHERE registry = $1 AND canonical = $2",
+                "DELETE FROM crates WHERE registry = $1 AND canonical = $2",
+            ] {
+                sqlx::query(sql)
+                    .bind(registry)
+                    .bind(&canonical)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            }
+            let rec = CrateRecord {
+                revision: old_revision.max(rec.revision) + 1,
+                ..rec.clone()
+            };
+            insert_crate(&mut tx, registry, &canonical, &rec).await?;
+            set_owners(&mut tx, registry, &canonical, &rec.owners).await?;
+            for (i, v) in rec.versions.iter().enumerate() {
+                insert_version(
+                    &mut tx,
+                    registry,
+                    &canonical,
+                    i64::try_from(i).unwrap_or(i64::MAX) + 1,
+                    v,
+                )
+                .await?;
+            }
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
+    }
+
     async fn counts(&self) -> StoreResult<Counts> {
         let mut n = [0u64; 6];
         for (i, table) in ["registries", "crates", "versions", "owners", "users", "tokens"]
@@ -896,6 +989,63 @@ mod tests {
         let a = SqlMetadata::open_sqlite(&path).await.unwrap();
         let b = SqlMetadata::open_sqlite(&path).await.unwrap();
         crate::store::conformance::shared(&a, &b).await;
+    }
+
+    #[tokio::test]
+    async fn restore_replaces_named_crates_once_and_adds_unknown_users() {
+        use crate::store::conformance::{publish_one, version};
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SqlMetadata::open_sqlite(&dir.path().join("registry.db")).await.unwrap();
+        meta.create_user("alice", None).await.unwrap();
+        publish_one(&meta, "local", "kept", "1.0.0").await;
+        publish_one(&meta, "local", "Foo", "0.1.0").await;
+        let before = meta.get_crate("local", "foo").await.unwrap().unwrap();
+        let mut yanked = version("Foo", "0.2.0", "bob");
+        yanked.line.yanked = true;
+        let restored = CrateRecord {
+            name: "Foo".into(),
+            owners: vec!["bob".into(), "alice".into()],
+            description: Some("restored".into()),
+            keywords: vec![],
+            versions: vec![version("Foo", "0.1.0", "alice"), yanked],
+            revision: 1,
+        };
+        let bob = UserRecord {
+            id: 1,
+            login: "bob".into(),
+            name: Some("Bob".into()),
+            created: 5,
+        };
+        let alice_again = UserRecord {
+            id: 9,
+            login: "alice".into(),
+            name: None,
+            created: 5,
+        };
+        let users = [bob, alice_again];
+        assert!(meta
+            .restore_crates("local", std::slice::from_ref(&restored), &users, "bundle:x")
+            .await
+            .unwrap());
+        assert!(meta.has_marker("bundle:x").await.unwrap());
+        let after = meta.get_crate("local", "foo").await.unwrap().unwrap();
+        assert_eq!((&after.owners, &after.versions), (&restored.owners, &restored.versions));
+        assert!(after.revision > before.revision, "the revision moves forward");
+        assert!(
+            meta.get_crate("local", "kept").await.unwrap().is_some(),
+            "crates not named stay"
+        );
+        let logins: Vec<(String, u32)> = meta
+            .users()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| (u.login, u.id))
+            .collect();
+        assert_eq!(logins, [("alice".to_owned(), 1), ("bob".to_owned(), 2)]);
+        // Once only.
+        assert!(!meta.restore_crates("local", &[], &[], "bundle:x").await.unwrap());
+        assert!(!meta.has_marker("bundle:y").await.unwrap());
     }
 
     #[tokio::test]

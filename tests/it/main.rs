@@ -1,6 +1,7 @@
 //! The single integration-test binary.
 mod admin_cli;
 mod bad_input;
+mod bundle;
 mod crash;
 mod deploy;
 mod e2e;

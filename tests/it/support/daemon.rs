@@ -315,6 +315,32 @@ impl Daemon {
         }
     }
 
+    /// Stops the daemon gracefully (SIGTERM, like `systemctl stop`) and waits for it to exit:
+    /// its caches are flushed and its databases unlocked, so commands that work on a stopped
+    /// daemon's data directory can run. [`Daemon::restart`] starts it again.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        panic!("the daemon did not stop within 60 s of SIGTERM\n{}", self.log_tail());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The `--config` file the daemon runs with, if any.
+    pub fn config_path(&self) -> Option<&Path> {
+        self.config_path.as_deref()
+    }
+
     /// Starts the daemon again on the same data directory (the port may change).
     pub fn restart(&mut self) {
         self.kill9();

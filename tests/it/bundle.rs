@@ -1,0 +1,617 @@
+//! `cargohold export` / `cargohold import`: a proxy's cached content carried across an air gap
+//! in a verified bundle, served by an offline proxy exactly as the live one served it; damaged
+//! bundles and increments without their base refused with the registry unchanged; increments.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use cargohold::cli::bundle::read_manifest;
+
+use crate::support::daemon::{scrub_env, Daemon, BIN};
+use crate::support::fake_upstream::{FakeUpstream, Package};
+use crate::support::{http, sha256_hex};
+
+const OFFLINE: &str = "[registries.mirror]\nkind = \"proxy\"\noffline = true\n";
+
+fn live_config(up: &FakeUpstream) -> String {
+    format!(
+        "[registries.mirror]\nkind = \"proxy\"\nupstream = \"{}\"\nindex_ttl = \"1h\"\n",
+        up.index_url()
+    )
+}
+
+fn cli(d: &Daemon, args: &[&str]) -> Output {
+    run_cli(d.data_dir(), d.config_path().expect("a config file"), args)
+}
+
+fn run_cli(data: &Path, config: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(BIN);
+    scrub_env(&mut cmd);
+    cmd.args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null());
+    cmd.output().expect("run cargohold")
+}
+
+fn ok(out: Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n--- stdout ---\n{stdout}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Runs a command that must fail; returns its stderr.
+fn refused(out: Output, what: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{what} must be refused\n--- stdout ---\n{}\n--- stderr ---\n{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    stderr
+}
+
+fn export(d: &Daemon, out: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["export", "--registry", "mirror", "--out", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    ok(cli(d, &args), "export")
+}
+
+fn import(d: &Daemon, file: &Path) -> Output {
+    cli(d, &["import", file.to_str().unwrap()])
+}
+
+/// What a registry serves for these names: per index file its status, body hash and ETag; per
+/// version its download status and body hash.
+fn listing(d: &Daemon, pkgs: &[Package]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut names: Vec<&str> = pkgs.iter().map(Package::name).collect();
+    names.sort();
+    names.dedup();
+    for n in names {
+        let r = http::get(
+            &d.url(&format!("/mirror/index/{}", cargohold::index::index_path(n))),
+            None,
+        );
+        out.push(format!(
+            "index {n}: {} {} {:?}",
+            r.status,
+            sha256_hex(&r.body),
+            r.header("etag")
+        ));
+    }
+    for p in pkgs {
+        let r = http::get(
+            &d.url(&format!("/mirror/api/v1/crates/{}/{}/download", p.name(), p.vers())),
+            None,
+        );
+        let hash = if r.status == 200 {
+            sha256_hex(&r.body)
+        } else {
+            String::new()
+        };
+        out.push(format!("crate {}@{}: {} {hash}", p.name(), p.vers(), r.status));
+    }
+    out
+}
+
+fn fetch(d: &Daemon, p: &Package) {
+    let r = http::get(
+        &d.url(&format!("/mirror/api/v1/crates/{}/{}/download", p.name(), p.vers())),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}@{}", p.name(), p.vers());
+    assert_eq!(r.body, p.crate_bytes());
+}
+
+#[test]
+fn an_imported_bundle_is_served_offline_as_the_live_proxy_served_it() {
+    let mut up = FakeUpstream::start_blocking();
+    let pkgs = [
+        Package::new("alpha", "1.0.0"),
+        Package::new("beta", "2.0.0"),
+        Package::new("beta", "2.1.0"),
+    ];
+    for p in &pkgs {
+        up.add_crate(p);
+    }
+    let mut live = Daemon::start_with_config(&live_config(&up));
+    fetch(&live, &pkgs[0]);
+    fetch(&live, &pkgs[1]);
+    // Only what was fetched (listing beta 2.1.0 on the live proxy would fetch it).
+    let fetched = &pkgs[..2];
+    let before = listing(&live, fetched);
+    assert!(before.iter().all(|l| l.contains(": 200 ")), "{before:?}");
+    live.stop();
+
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("mirror.bundle");
+    let said = export(&live, &bundle, &[]);
+    assert!(said.contains("2 index file(s) and 2 crate file(s)"), "{said}");
+    let m = read_manifest(&bundle).unwrap();
+    assert_eq!(
+        (m.registry.name.as_str(), m.registry.kind.as_str(), m.base.as_ref()),
+        ("mirror", "proxy", None)
+    );
+    let mut paths: Vec<&str> = m.entries.iter().map(|e| e.path.as_str()).collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "crates/alpha/1.0.0.crate",
+            "crates/beta/2.0.0.crate",
+            "index/al/ph/alpha",
+            "index/be/ta/beta"
+        ]
+    );
+    assert!(m
+        .entries
+        .iter()
+        .all(|e| e.index.as_ref().is_none_or(|i| i.upstream_etag.is_some())));
+
+    // The air-gapped side: no upstream at all, a fresh data dir, the bundle imported.
+    let config = dir.path().join("offline.toml");
+    std::fs::write(&config, OFFLINE).unwrap();
+    let mut offline = Daemon::start_seeded(OFFLINE, |data| {
+        let said = ok(run_cli(data, &config, &["import", bundle.to_str().unwrap()]), "import");
+        assert!(said.contains("2 index file(s), 2 crate file(s)"), "{said}");
+    });
+    up.go_down_blocking();
+    let after = listing(&offline, fetched);
+    // The same bytes and ETags; beta 2.1.0 was never fetched, so it is not there.
+    assert_eq!(after, before);
+    let never = http::get(&offline.url("/mirror/api/v1/crates/beta/2.1.0/download"), None);
+    assert_ne!(never.status, 200);
+    for name in ["alpha", "beta"] {
+        let url = offline.url(&format!("/mirror/index/{}", cargohold::index::index_path(name)));
+        let etag = http::get(&url, None).header("etag").unwrap();
+        let again = http::send(reqwest::Method::GET, &url, None, None, &[("if-none-match", &etag)]);
+        assert_eq!(again.status, 304, "{name}");
+    }
+
+    // The daemon holds the data dir: an import is refused, saying why.
+    let busy = refused(import(&offline, &bundle), "an import beside the running daemon");
+    assert!(busy.contains("is the daemon running"), "{busy}");
+    // The same bundle twice changes nothing.
+    offline.stop();
+    let twice = ok(import(&offline, &bundle), "the second import");
+    assert!(twice.contains("nothing changed"), "{twice}");
+    offline.restart();
+    assert_eq!(listing(&offline, fetched), after);
+}
+
+/// Rewrites a bundle without the entry at `path` (the manifest still lists it).
+fn without_entry(src: &Path, dst: &Path, path: &str) {
+    let mut raw = Vec::new();
+    zstd::Decoder::new(std::fs::File::open(src).unwrap())
+        .unwrap()
+        .read_to_end(&mut raw)
+        .unwrap();
+    let mut archive = tar::Archive::new(raw.as_slice());
+    let mut b = tar::Builder::new(Vec::new());
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let p = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        if p == path {
+            continue;
+        }
+        let mut h = e.header().clone();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        b.append_data(&mut h, &p, data.as_slice()).unwrap();
+    }
+    let tar = b.into_inner().unwrap();
+    std::fs::write(dst, zstd::encode_all(tar.as_slice(), 3).unwrap()).unwrap();
+}
+
+/// Damaged copies of `bundle`: a flipped byte, the first half, one entry removed.
+fn damaged(bundle: &Path, dir: &Path, entry: &str) -> Vec<(PathBuf, &'static str)> {
+    let bytes = std::fs::read(bundle).unwrap();
+    let flipped = dir.join("flipped.bundle");
+    let mut f = bytes.clone();
+    let i = f.len() * 2 / 3;
+    f[i] ^= 0x40;
+    std::fs::write(&flipped, f).unwrap();
+    let truncated = dir.join("truncated.bundle");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let removed = dir.join("removed.bundle");
+    without_entry(bundle, &removed, entry);
+    vec![
+        (flipped, "a flipped byte"),
+        (truncated, "a truncated file"),
+        (removed, "a removed entry"),
+    ]
+}
+
+#[test]
+fn damaged_bundles_and_missing_bases_are_refused_and_increments_add_up() {
+    let up = FakeUpstream::start_blocking();
+    let first = [
+        Package::new("alpha", "1.0.0").size_padding(64 << 10),
+        Package::new("beta", "2.0.0"),
+    ];
+    let later = [
+        Package::new("beta", "2.1.0"),
+        Package::new("gamma", "0.3.0").size_padding(64 << 10),
+    ];
+    let all: Vec<Package> = first.iter().chain(later.iter()).cloned().collect();
+    for p in &all {
+        up.add_crate(p);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (b1, b2, full) = (
+        dir.path().join("b1.bundle"),
+        dir.path().join("b2.bundle"),
+        dir.path().join("full.bundle"),
+    );
+    let mut live = Daemon::start_with_config(&live_config(&up));
+    for p in &first {
+        fetch(&live, p);
+    }
+    live.stop();
+    export(&live, &b1, &[]);
+    live.restart();
+    for p in &later {
+        fetch(&live, p);
+    }
+    live.stop();
+    let said = export(&live, &b2, &["--since", b1.to_str().unwrap()]);
+    export(&live, &full, &[]);
+    let (m1, m2) = (read_manifest(&b1).unwrap(), read_manifest(&b2).unwrap());
+    // The increment carries only what is new: beta's index file did not change.
+    let mut paths: Vec<&str> = m2.entries.iter().map(|e| e.path.as_str()).collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "crates/beta/2.1.0.crate",
+            "crates/gamma/0.3.0.crate",
+            "index/ga/mm/gamma"
+        ],
+        "{said}"
+    );
+    assert_eq!(m2.base.as_deref(), Some(m1.id.as_str()));
+    assert!(said.contains(&format!("an increment on {}", m1.id)), "{said}");
+
+    let mut target = Daemon::start_with_config(OFFLINE);
+    let empty = listing(&target, &all);
+    assert!(empty.iter().all(|l| !l.contains(": 200")), "{empty:?}");
+    target.stop();
+
+    // Refused with the registry unchanged: an increment without its base, damaged bundles.
+    let why = refused(import(&target, &b2), "an increment without its base");
+    assert!(why.contains(&m1.id) && why.contains("has not been imported"), "{why}");
+    let bad1 = dir.path().join("bad1");
+    std::fs::create_dir(&bad1).unwrap();
+    for (file, what) in damaged(&b1, &bad1, "crates/beta/2.0.0.crate") {
+        let why = refused(import(&target, &file), what);
+        assert!(
+            (why.contains("refused") || why.contains("not a usable bundle")) && why.contains("entry `"),
+            "{what}: {why}"
+        );
+        if what == "a removed entry" {
+            assert!(why.contains("entry `crates/beta/2.0.0.crate` is missing"), "{why}");
+        }
+    }
+    target.restart();
+    assert_eq!(listing(&target, &all), empty);
+    target.stop();
+
+    ok(import(&target, &b1), "importing the first bundle");
+    target.restart();
+    let after_first = listing(&target, &all);
+    assert_ne!(after_first, empty);
+    target.stop();
+    let bad2 = dir.path().join("bad2");
+    std::fs::create_dir(&bad2).unwrap();
+    for (file, what) in damaged(&b2, &bad2, "crates/gamma/0.3.0.crate") {
+        let why = refused(import(&target, &file), what);
+        assert!(
+            (why.contains("refused") || why.contains("not a usable bundle")) && why.contains("entry `"),
+            "{what}: {why}"
+        );
+    }
+    target.restart();
+    assert_eq!(listing(&target, &all), after_first);
+    target.stop();
+
+    // First then second = one full export, and importing again changes nothing.
+    ok(import(&target, &b2), "importing the increment");
+    assert!(ok(import(&target, &b2), "the increment again").contains("nothing changed"));
+    target.restart();
+    let chained = listing(&target, &all);
+    assert!(chained.iter().all(|l| l.contains(": 200 ")), "{chained:?}");
+    let config = dir.path().join("offline.toml");
+    std::fs::write(&config, OFFLINE).unwrap();
+    let whole = Daemon::start_seeded(OFFLINE, |data| {
+        ok(
+            run_cli(data, &config, &["import", full.to_str().unwrap()]),
+            "importing the full export",
+        );
+    });
+    assert_eq!(listing(&whole, &all), chained);
+}
+
+#[test]
+fn a_limited_export_carries_the_named_crates_or_nothing() {
+    let up = FakeUpstream::start_blocking();
+    let pkgs = [Package::new("alpha", "1.0.0"), Package::new("beta", "2.0.0")];
+    for p in &pkgs {
+        up.add_crate(p);
+    }
+    let mut live = Daemon::start_with_config(&live_config(&up));
+    for p in &pkgs {
+        fetch(&live, p);
+    }
+    live.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("crates.txt");
+    let out = dir.path().join("limited.bundle");
+    std::fs::write(&list, "beta@=2.0.0\n").unwrap();
+    export(&live, &out, &["--crates", list.to_str().unwrap()]);
+    let mut paths: Vec<String> = read_manifest(&out)
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
+    paths.sort();
+    assert_eq!(paths, ["crates/beta/2.0.0.crate", "index/be/ta/beta"]);
+    // A crate that is not cached: an error naming it, and no bundle.
+    std::fs::write(&list, "beta@=2.0.0\nalpha@=9.0.0\n").unwrap();
+    let missing = dir.path().join("missing.bundle");
+    let out = cli(
+        &live,
+        &[
+            "export",
+            "--registry",
+            "mirror",
+            "--out",
+            missing.to_str().unwrap(),
+            "--crates",
+            list.to_str().unwrap(),
+        ],
+    );
+    let why = refused(out, "an export of an uncached crate");
+    assert!(why.contains("alpha@=9.0.0"), "{why}");
+    assert!(!missing.exists());
+}
+
+/// Issue 12's end to end: a connected proxy fetched a project's dependencies; a bundle limited
+/// to its lockfile, imported into a fresh data dir of a proxy with no upstream at all, serves
+/// real `cargo fetch --locked` and `cargo build --locked` from an empty CARGO_HOME.
+#[test]
+fn cargo_fetch_and_build_through_an_offline_proxy_filled_from_a_bundle() {
+    use crate::support::cargo::CargoEnv;
+    let mut up = FakeUpstream::start_blocking();
+    up.add_crate(&Package::new("beta", "1.0.0").file("src/lib.rs", "pub fn beta() -> u32 {\n    2\n}\n"));
+    up.add_crate(
+        &Package::new("alpha", "1.0.0")
+            .dep("beta", "^1")
+            .file("src/lib.rs", "pub fn alpha() -> u32 {\n    beta::beta() + 1\n}\n"),
+    );
+    for v in ["0.1.0", "0.2.0"] {
+        up.add_crate(&Package::new("gamma", v).file("src/lib.rs", "pub fn gamma() -> u32 {\n    7\n}\n"));
+    }
+    let proxy = |extra: &str| format!("[registries.crates-io]\nkind = \"proxy\"\n{extra}\n");
+    let mut live = Daemon::start_with_config(&proxy(&format!("upstream = \"{}\"", up.index_url())));
+    let manifest = "[package]\nname = \"app\"\nversion = \"0.0.0\"\nedition = \"2021\"\npublish = false\n\n\
+                    [dependencies]\nalpha = \"1\"\ngamma = \"0.2\"\n";
+    let main_rs = "fn main() {\n    assert_eq!(alpha::alpha() + gamma::gamma(), 10);\n}\n";
+    let mut connected = CargoEnv::bare();
+    connected
+        .add_registry("mirror", &live.index_url("crates-io"))
+        .replace_crates_io_with("mirror");
+    let project = connected.project("app", manifest, &[("src/main.rs", main_rs)]);
+    connected.must_succeed(&project, &["generate-lockfile"]);
+    connected.must_succeed(&project, &["fetch"]);
+    let lock = std::fs::read_to_string(project.join("Cargo.lock")).unwrap();
+    live.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("app.bundle");
+    let out = cli(
+        &live,
+        &[
+            "export",
+            "--registry",
+            "crates-io",
+            "--out",
+            bundle.to_str().unwrap(),
+            "--lockfile",
+            project.join("Cargo.lock").to_str().unwrap(),
+        ],
+    );
+    let said = ok(out, "export --lockfile");
+    assert!(said.contains("3 index file(s) and 3 crate file(s)"), "{said}");
+    up.go_down_blocking();
+
+    let offline_toml = proxy("offline = true");
+    let config = dir.path().join("offline.toml");
+    std::fs::write(&config, &offline_toml).unwrap();
+    let offline = Daemon::start_seeded(&offline_toml, |data| {
+        ok(run_cli(data, &config, &["import", bundle.to_str().unwrap()]), "import");
+    });
+    let mut air_gapped = CargoEnv::bare();
+    air_gapped
+        .add_registry("mirror", &offline.index_url("crates-io"))
+        .replace_crates_io_with("mirror");
+    let again = air_gapped.project("app", manifest, &[("src/main.rs", main_rs)]);
+    std::fs::write(again.join("Cargo.lock"), &lock).unwrap();
+    air_gapped.must_succeed(&again, &["fetch", "--locked"]);
+    air_gapped.must_succeed(&again, &["build", "--locked"]);
+}
+
+/// A hosted registry's bundle is its backup: a fresh data dir restores its crates, versions,
+/// owners and yanks (the same index files and downloads); an increment carries the new
+/// `.crate` files and the records, and adds up.
+#[test]
+fn a_hosted_registry_bundle_restores_crates_owners_and_yanks() {
+    use crate::support::package;
+    use reqwest::Method;
+    const HOSTED: &str = "[registries.local]\nkind = \"hosted\"\n\n[registries.p]\nkind = \"proxy\"\noffline = true\n";
+    let mut src = Daemon::start_with_config(HOSTED);
+    let alice = src.user_token("alice", &[]);
+    src.add_user("bob");
+    let publish = |d: &Daemon, name: &str, vers: &str| {
+        let (body, _) = package::simple_publish(name, vers);
+        let r = http::send(
+            Method::PUT,
+            &d.url("/local/api/v1/crates/new"),
+            Some(&alice),
+            Some(body),
+            &[],
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    let versions = [("one", "1.0.0"), ("one", "1.1.0"), ("two", "0.1.0"), ("two", "0.2.0")];
+    for (n, v) in &versions[..3] {
+        publish(&src, n, v);
+    }
+    let yank = http::send(
+        Method::DELETE,
+        &src.url("/local/api/v1/crates/one/1.0.0/yank"),
+        Some(&alice),
+        None,
+        &[],
+    );
+    assert_eq!(yank.status, 200, "{}", yank.text());
+    let owners = http::send(
+        Method::PUT,
+        &src.url("/local/api/v1/crates/two/owners"),
+        Some(&alice),
+        Some(br#"{"users":["bob"]}"#.to_vec()),
+        &[("Content-Type", "application/json")],
+    );
+    assert_eq!(owners.status, 200, "{}", owners.text());
+    let state = |d: &Daemon| -> Vec<String> {
+        let mut out = Vec::new();
+        for name in ["one", "two"] {
+            let r = http::get(
+                &d.url(&format!("/local/index/{}", cargohold::index::index_path(name))),
+                None,
+            );
+            out.push(format!("index {name}: {} {}", r.status, r.text()));
+            let o = http::get(
+                &d.url(&format!("/local/api/v1/crates/{name}/owners")),
+                Some(d.admin_token()),
+            );
+            let mut logins: Vec<String> = o.json()["users"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|u| u["login"].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            logins.sort();
+            out.push(format!("owners {name}: {} {logins:?}", o.status));
+        }
+        for (n, v) in &versions {
+            let r = http::get(&d.url(&format!("/local/api/v1/crates/{n}/{v}/download")), None);
+            let hash = if r.status == 200 {
+                sha256_hex(&r.body)
+            } else {
+                String::new()
+            };
+            out.push(format!("crate {n}@{v}: {} {hash}", r.status));
+        }
+        out
+    };
+    let before = state(&src);
+    assert!(
+        before[1].contains("\"alice\"") && before[3].contains("\"bob\""),
+        "{before:?}"
+    );
+    assert!(before[0].contains("\"yanked\":true"), "{before:?}");
+    src.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let (b1, b2) = (dir.path().join("h1.bundle"), dir.path().join("h2.bundle"));
+    let said = ok(
+        cli(&src, &["export", "--registry", "local", "--out", b1.to_str().unwrap()]),
+        "export of a hosted registry",
+    );
+    assert!(said.contains("3 crate file(s)"), "{said}");
+    let m1 = read_manifest(&b1).unwrap();
+    assert_eq!(m1.registry.kind, "hosted");
+
+    let config = dir.path().join("hosted.toml");
+    std::fs::write(&config, HOSTED).unwrap();
+    let mut dst = Daemon::start_seeded(HOSTED, |data| {
+        ok(
+            run_cli(data, &config, &["import", b1.to_str().unwrap()]),
+            "import of a hosted bundle",
+        );
+    });
+    assert_eq!(state(&dst), before);
+
+    // An increment: the records and the one new .crate.
+    src.restart();
+    publish(&src, "two", "0.2.0");
+    let later = state(&src);
+    src.stop();
+    ok(
+        cli(
+            &src,
+            &[
+                "export",
+                "--registry",
+                "local",
+                "--out",
+                b2.to_str().unwrap(),
+                "--since",
+                b1.to_str().unwrap(),
+            ],
+        ),
+        "an increment of a hosted registry",
+    );
+    let mut paths: Vec<String> = read_manifest(&b2)
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
+    paths.sort();
+    assert_eq!(paths, ["crates/two/0.2.0.crate", "records.json"]);
+    // An increment builds on a bundle of the same registry; a hosted bundle does not go into a proxy.
+    let other = dir.path().join("other.bundle");
+    let wrong = cli(
+        &src,
+        &[
+            "export",
+            "--registry",
+            "p",
+            "--out",
+            other.to_str().unwrap(),
+            "--since",
+            b1.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        wrong.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+    let wrong = cli(&src, &["import", b1.to_str().unwrap(), "--registry", "p"]);
+    assert_eq!(
+        wrong.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("holds a hosted registry"));
+    dst.stop();
+    ok(import(&dst, &b2), "importing the increment");
+    assert!(ok(import(&dst, &b2), "again").contains("nothing changed"));
+    dst.restart();
+    assert_eq!(state(&dst), later);
+}
