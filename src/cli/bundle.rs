@@ -624,8 +624,12 @@ fn write_bundle_to(
     let json = serde_json::to_vec_pretty(manifest).map_err(|e| failure(e.to_string()))?;
     tar.append_data(&mut tar_header(json.len() as u64), MANIFEST, json.as_slice())
         .map_err(io)?;
-    let total = entries.len();
-    for (i, (e, src)) in entries.iter().enumerate() {
+    let progress = super::progress::Progress::new(
+        "export",
+        Some(entries.len() as u64),
+        Some(entries.iter().map(|(e, _)| e.size).sum()),
+    );
+    for (e, src) in entries.iter() {
         match src {
             Source2::Bytes(b) => tar
                 .append_data(&mut tar_header(e.size), &e.path, b.as_ref())
@@ -681,10 +685,9 @@ fn write_bundle_to(
                 }
             }
         }
-        if (i + 1) % 200 == 0 {
-            eprintln!("export: {}/{total} entries written", i + 1);
-        }
+        progress.item(e.size);
     }
+    progress.finish();
     let enc = tar.into_inner().map_err(io)?;
     let buf = enc.finish().map_err(io)?;
     let file = buf.into_inner().map_err(|e| io(e.into_error()))?;
@@ -747,7 +750,11 @@ fn read_and_stage(file: &Path, manifest: &Manifest, staging: &Path) -> Result<St
             Some(Err(e)) => return Err(damaged(&last, e)),
             None => return Err("it is empty".into()),
         }
-        let total = manifest.entries.len();
+        let progress = super::progress::Progress::new(
+            "import: verify",
+            Some(manifest.entries.len() as u64),
+            Some(manifest.entries.iter().map(|e| e.size).sum()),
+        );
         for item in entries {
             let mut entry = item.map_err(|e| damaged(&last, e))?;
             let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
@@ -820,10 +827,9 @@ fn read_and_stage(file: &Path, manifest: &Manifest, staging: &Path) -> Result<St
             }
             staged.bytes += len;
             last = path;
-            if seen.len() % 200 == 0 {
-                eprintln!("import: {}/{total} entries verified", seen.len());
-            }
+            progress.item(len);
         }
+        progress.finish();
     }
     if let Some(missing) = manifest.entries.iter().find(|e| !seen.contains(&e.path)) {
         return Err(format!(

@@ -45,6 +45,12 @@ fn ok(out: Output, what: &str) -> String {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+    // Not a terminal: plain progress lines, never control codes in a log.
+    assert!(
+        !out.stderr.contains(&0x1b),
+        "{what} wrote control codes to a non-terminal:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout
 }
 
