@@ -108,22 +108,9 @@ impl Metadata for GatedStore {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_racing_a_write_cannot_put_back_the_old_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(GatedStore {
-        inner: SqlMetadata::open_sqlite(&dir.path().join("registry.db")).await.unwrap(),
-        hold: false.into(),
-        hold_token: false.into(),
-        read_done: Notify::new(),
-        release: Semaphore::new(0),
-    });
-    store
-        .put_registry(&RegistrySpec::new("local", RegistryKind::Hosted))
-        .await
-        .unwrap();
-    publish_one(store.as_ref(), "local", "foo", "1.0.0").await;
-    let cache_dir = dir.path().join("cache");
+/// A registry service over `store`, with its caches and blobs under `dir`.
+async fn service(store: &Arc<GatedStore>, dir: &std::path::Path) -> Arc<RegistryService> {
+    let cache_dir = dir.join("cache");
     let caches = CacheHandles {
         index: IndexCache::open(&cache_dir, 1 << 20, 1 << 30).unwrap(),
         crates: CrateFiles::open(&cache_dir.join("crates"), 1 << 20).unwrap(),
@@ -139,7 +126,7 @@ async fn a_read_racing_a_write_cannot_put_back_the_old_file() {
         RegistryService::new(
             PrivateStore {
                 meta: store.clone(),
-                blobs: Arc::new(FileBlobs::open(dir.path().join("blobs")).unwrap()),
+                blobs: Arc::new(FileBlobs::open(dir.join("blobs")).unwrap()),
             },
             caches,
             settings,
@@ -147,6 +134,25 @@ async fn a_read_racing_a_write_cannot_put_back_the_old_file() {
         .await
         .unwrap(),
     );
+    svc
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_racing_a_write_cannot_put_back_the_old_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(GatedStore {
+        inner: SqlMetadata::open_sqlite(&dir.path().join("registry.db")).await.unwrap(),
+        hold: false.into(),
+        hold_token: false.into(),
+        read_done: Notify::new(),
+        release: Semaphore::new(0),
+    });
+    store
+        .put_registry(&RegistrySpec::new("local", RegistryKind::Hosted))
+        .await
+        .unwrap();
+    publish_one(store.as_ref(), "local", "foo", "1.0.0").await;
+    let svc = service(&store, dir.path()).await;
     let reg = svc.registry("local").unwrap();
 
     // A reader reads 1.0.0 from the store and is held before it caches what it rendered.
@@ -202,30 +208,7 @@ async fn a_revoked_token_is_refused_once_the_revoke_returns() {
         })
         .await
         .unwrap();
-    let cache_dir = dir.path().join("cache");
-    let caches = CacheHandles {
-        index: IndexCache::open(&cache_dir, 1 << 20, 1 << 30).unwrap(),
-        crates: CrateFiles::open(&cache_dir.join("crates"), 1 << 20).unwrap(),
-        crate_bytes: CacheHandles::crate_memory(1 << 20),
-    };
-    let settings = ServiceSettings {
-        public_url: "http://127.0.0.1:1".into(),
-        limits: Limits::default(),
-        memory_bytes: 8 << 20,
-        env_admin_hash: None,
-    };
-    let svc = Arc::new(
-        RegistryService::new(
-            PrivateStore {
-                meta: store.clone(),
-                blobs: Arc::new(FileBlobs::open(dir.path().join("blobs")).unwrap()),
-            },
-            caches,
-            settings,
-        )
-        .await
-        .unwrap(),
-    );
+    let svc = service(&store, dir.path()).await;
     // A request authenticates: it has read the token from the store, not yet cached it.
     store.hold_token.store(true, Ordering::SeqCst);
     let req = {
