@@ -228,8 +228,31 @@ fn parse_manifest(entry: &mut tar::Entry<'_, impl Read>) -> Result<Manifest, Str
             m.format_version
         ));
     }
+    // The ids name staging directories and markers: exactly what `export` makes, 32 hex digits.
+    let is_id = |s: &str| s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !is_id(&m.id) {
+        return Err(format!("entry `{MANIFEST}` has an invalid bundle id"));
+    }
+    if m.base.as_deref().is_some_and(|b| !is_id(b)) {
+        return Err(format!("entry `{MANIFEST}` has an invalid base bundle id"));
+    }
     let mut seen = HashSet::new();
     for e in &m.entries {
+        if e.size > MAX_ENTRY_BYTES {
+            return Err(format!("entry `{}` is larger than any entry a bundle may hold", e.path));
+        }
+        if let Some(i) = &e.index {
+            let header_ok = |v: &Option<String>| {
+                v.as_deref()
+                    .is_none_or(|v| reqwest::header::HeaderValue::from_str(v).is_ok())
+            };
+            if i.name != i.name.to_ascii_lowercase()
+                || !header_ok(&i.upstream_etag)
+                || !header_ok(&i.upstream_last_modified)
+            {
+                return Err(format!("entry `{}` is described wrongly in the manifest", e.path));
+            }
+        }
         if !seen.insert(e.path.as_str()) || e.path == MANIFEST {
             return Err(format!("entry `{}` is listed twice in the manifest", e.path));
         }
@@ -245,6 +268,9 @@ fn parse_manifest(entry: &mut tar::Entry<'_, impl Read>) -> Result<Manifest, Str
     }
     Ok(m)
 }
+
+/// Largest entry a bundle may list (far above any `.crate` or index file a registry accepts).
+const MAX_ENTRY_BYTES: u64 = 1 << 40;
 
 fn crate_path(name: &str, vers: &str) -> String {
     format!("crates/{name}/{vers}.crate")
@@ -627,7 +653,7 @@ fn write_bundle_to(
     let progress = super::progress::Progress::new(
         "export",
         Some(entries.len() as u64),
-        Some(entries.iter().map(|(e, _)| e.size).sum()),
+        Some(entries.iter().fold(0u64, |a, (e, _)| a.saturating_add(e.size))),
     );
     for (e, src) in entries.iter() {
         match src {
@@ -753,7 +779,7 @@ fn read_and_stage(file: &Path, manifest: &Manifest, staging: &Path) -> Result<St
         let progress = super::progress::Progress::new(
             "import: verify",
             Some(manifest.entries.len() as u64),
-            Some(manifest.entries.iter().map(|e| e.size).sum()),
+            Some(manifest.entries.iter().fold(0u64, |a, e| a.saturating_add(e.size))),
         );
         for item in entries {
             let mut entry = item.map_err(|e| damaged(&last, e))?;
@@ -797,7 +823,9 @@ fn read_and_stage(file: &Path, manifest: &Manifest, staging: &Path) -> Result<St
                         bytes::Bytes::from(body),
                         meta.upstream_etag.clone(),
                         meta.upstream_last_modified.clone(),
-                        meta.fetched_at,
+                        // Never later than now: a time from the future would keep the file
+                        // fresh forever, never asked for upstream again.
+                        meta.fetched_at.min(crate::store::now_secs()),
                     ),
                 ));
             } else {
@@ -883,6 +911,34 @@ pub async fn import(config: &Config, file: &Path, registry: Option<&str>) -> Res
         }
     }
     let refused = |why: String| failure(format!("{} is refused: {why}; nothing was imported", file.display()));
+    // Room, from the manifest's sizes, before anything is read: a small bundle of highly
+    // compressible entries cannot fill memory or the disk before the budgets say no.
+    let (mut index_sizes, mut crate_sizes) = (0u64, 0u64);
+    for e in &manifest.entries {
+        if e.index.is_some() {
+            if e.size > config.limits.max_upstream_index_bytes {
+                return Err(refused(format!(
+                    "entry `{}` is larger than `max_upstream_index_size` ({} bytes)",
+                    e.path, config.limits.max_upstream_index_bytes
+                )));
+            }
+            index_sizes = index_sizes.saturating_add(e.size);
+        } else {
+            crate_sizes = crate_sizes.saturating_add(e.size);
+        }
+    }
+    if crates.disk_bytes().saturating_add(crate_sizes) > crates.budget() {
+        return Err(refused(format!(
+            "its .crate files ({crate_sizes} bytes) do not fit the crate cache's budget of {} (`[cache] disk`); raise it",
+            crates.budget()
+        )));
+    }
+    if index.disk_bytes().saturating_add(index_sizes) > config.cache.index_disk_bytes {
+        return Err(refused(format!(
+            "its index files ({index_sizes} bytes) do not fit the index cache's budget of {} (`[cache] index_disk`); raise it",
+            config.cache.index_disk_bytes
+        )));
+    }
     let staging = StagingDir(crates.staging_dir().join(format!(
         "import-{}-{:016x}",
         manifest.id,
@@ -1079,7 +1135,10 @@ async fn import_hosted_into(
             )));
         }
         for v in &c.versions {
-            if v.line.name != c.name || !crate::store::is_blob_name(&v.line.cksum) {
+            if v.line.name != c.name
+                || !crate::store::is_blob_name(&v.line.cksum)
+                || crate::index::name::validate_version(&v.line.vers).is_err()
+            {
                 return Err(refused(format!(
                     "entry `{RECORDS}`: version {} of `{}` is malformed",
                     v.line.vers, c.name
@@ -1114,6 +1173,36 @@ async fn import_hosted_into(
             return Err(refused(format!(
                 "`{name}` {vers}: its .crate is neither in the bundle nor in the store"
             )));
+        }
+    }
+    // Published versions never change: a crate that is here already must keep every version
+    // it has, with the same bytes (a bundle restores and adds; it never rolls back).
+    for c in &records.crates {
+        let Some(have) = store
+            .meta
+            .get_crate(reg, &crate::index::canonical_name(&c.name))
+            .await
+            .map_err(store_err)?
+        else {
+            continue;
+        };
+        if have.name != c.name {
+            return Err(refused(format!(
+                "crate `{}` is here as `{}`; a bundle cannot rename it",
+                c.name, have.name
+            )));
+        }
+        for v in &have.versions {
+            let kept = c
+                .versions
+                .iter()
+                .any(|b| b.line.vers == v.line.vers && b.line.cksum == v.line.cksum);
+            if !kept {
+                return Err(refused(format!(
+                    "`{}` {} is published here and the bundle would drop or change it; published versions never change",
+                    c.name, v.line.vers
+                )));
+            }
         }
     }
     // Commit: blobs first (nothing names them yet), then the crates with the marker.
@@ -1203,8 +1292,30 @@ mod tests {
         let mut bad = good.clone();
         bad.format_version = 2;
         assert!(roundtrip(&bad).unwrap_err().contains("format version 2"));
-        let mut bad = good;
+        let mut bad = good.clone();
         bad.entries[0].sha256 = "x".into();
         assert!(roundtrip(&bad).unwrap_err().contains("SHA-256"));
+        // Ids name staging directories and markers: only what export makes.
+        let mut bad = good.clone();
+        bad.id = "x/../../../../../tmp/evil".into();
+        assert!(roundtrip(&bad).unwrap_err().contains("invalid bundle id"));
+        let mut bad = good.clone();
+        bad.base = Some("../up".into());
+        assert!(roundtrip(&bad).unwrap_err().contains("invalid base bundle id"));
+        // Index metadata must be what the daemon would have stored and can send again.
+        let mut bad = good.clone();
+        if let Some(i) = bad.entries[0].index.as_mut() {
+            i.upstream_etag = Some("\"a\"\r\nX-Evil: 1".into());
+        }
+        assert!(roundtrip(&bad).unwrap_err().contains("described wrongly"));
+        let mut bad = good.clone();
+        if let Some(i) = bad.entries[0].index.as_mut() {
+            i.name = "Serde".into();
+        }
+        bad.entries[0].path = format!("index/{}", index_path("Serde"));
+        assert!(roundtrip(&bad).unwrap_err().contains("described wrongly"));
+        let mut bad = good;
+        bad.entries[1].size = u64::MAX;
+        assert!(roundtrip(&bad).unwrap_err().contains("larger than any entry"));
     }
 }

@@ -620,4 +620,31 @@ fn a_hosted_registry_bundle_restores_crates_owners_and_yanks() {
     assert!(ok(import(&dst, &b2), "again").contains("nothing changed"));
     dst.restart();
     assert_eq!(state(&dst), later);
+
+    // A bundle restores and adds; it never drops or changes a version published here: a
+    // registry where `one` has a version the bundle lacks refuses it and stays as it was.
+    let mut third = Daemon::start_with_config(HOSTED);
+    let tok = third.user_token("alice", &[]);
+    let (body, _) = package::simple_publish("one", "9.0.0");
+    let r = http::send(
+        Method::PUT,
+        &third.url("/local/api/v1/crates/new"),
+        Some(&tok),
+        Some(body),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let index_of_one = |d: &Daemon| {
+        http::get(
+            &d.url(&format!("/local/index/{}", cargohold::index::index_path("one"))),
+            None,
+        )
+        .text()
+    };
+    let kept = index_of_one(&third);
+    third.stop();
+    let err = refused(import(&third, &b1), "a bundle that would drop a published version");
+    assert!(err.contains("published versions never change"), "{err}");
+    third.restart();
+    assert_eq!(index_of_one(&third), kept);
 }
