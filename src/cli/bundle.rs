@@ -890,6 +890,18 @@ pub async fn import(config: &Config, file: &Path, registry: Option<&str>) -> Res
             kind(spec.kind)
         )));
     }
+    // An online proxy would mix another upstream's index files with its own and revalidate
+    // them against the wrong upstream. (An offline proxy, the air-gapped side, serves what it
+    // is given, whatever the connected side proxied.)
+    if registry.is_none() && !spec.offline && manifest.registry.upstream != spec.upstream {
+        let show = |u: &Option<String>| u.clone().unwrap_or_else(|| "crates.io".into());
+        return Err(failure(format!(
+            "{} is refused: it was made from a proxy of {}, but `{reg}` proxies {}; pass --registry {reg} to import it anyway; nothing was imported",
+            file.display(),
+            show(&manifest.registry.upstream),
+            show(&spec.upstream)
+        )));
+    }
     let (index, crates) = open_caches(config)?;
     let cache_err = |e: crate::cache::index_cache::CacheError| failure(e.0);
     let mut summary = ImportSummary {
@@ -1102,11 +1114,13 @@ async fn import_hosted_into(
         }
     }
     let refused = |why: String| failure(format!("{} is refused: {why}; nothing was imported", file.display()));
-    let staging = StagingDir(
-        config
-            .data_dir
-            .join(format!(".import-{}-{:016x}", manifest.id, rand::random::<u64>())),
-    );
+    // Under the blob store's temp directory: the daemon empties it when it opens the store,
+    // so an import that was killed leaves nothing behind for long.
+    let staging = StagingDir(config.data_dir.join("store/blobs/tmp").join(format!(
+        "import-{}-{:016x}",
+        manifest.id,
+        rand::random::<u64>()
+    )));
     std::fs::create_dir_all(&staging.0).map_err(|e| failure(format!("cannot create {}: {e}", staging.0.display())))?;
     let staged = {
         let (file, manifest, dir) = (file.to_owned(), manifest.clone(), staging.0.clone());
@@ -1124,6 +1138,30 @@ async fn import_hosted_into(
         },
         None => return Err(refused(format!("entry `{RECORDS}` is missing"))),
     };
+    // Users and owners: valid logins, and every owner a user the bundle carries or that
+    // exists here (a login nobody has yet would hand the crate to whoever takes it later).
+    for u in &records.users {
+        if crate::registry::admin::check_login(&u.login).is_err() {
+            return Err(refused(format!(
+                "entry `{RECORDS}` names an invalid user `{}`",
+                u.login
+            )));
+        }
+    }
+    for c in &records.crates {
+        if c.owners.is_empty() {
+            return Err(refused(format!("entry `{RECORDS}`: crate `{}` has no owner", c.name)));
+        }
+        for o in &c.owners {
+            let carried = records.users.iter().any(|u| u.login == *o);
+            if !carried && store.meta.get_user(o).await.map_err(store_err)?.is_none() {
+                return Err(refused(format!(
+                    "entry `{RECORDS}`: owner `{o}` of crate `{}` is neither a user in the bundle nor here",
+                    c.name
+                )));
+            }
+        }
+    }
     // Every .crate is one of the records' versions, and every version's .crate is in the
     // bundle or already in the store.
     let mut cksums: HashMap<(String, String), String> = HashMap::new();

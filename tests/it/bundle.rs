@@ -648,3 +648,35 @@ fn a_hosted_registry_bundle_restores_crates_owners_and_yanks() {
     third.restart();
     assert_eq!(index_of_one(&third), kept);
 }
+
+#[test]
+fn an_online_proxy_of_another_upstream_refuses_a_bundle_unless_named() {
+    let up = FakeUpstream::start_blocking();
+    let alpha = Package::new("alpha", "1.0.0");
+    up.add_crate(&alpha);
+    let mut live = Daemon::start_with_config(&live_config(&up));
+    fetch(&live, &alpha);
+    live.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("mirror.bundle");
+    export(&live, &bundle, &[]);
+
+    // Another proxy named `mirror`, online, over another upstream.
+    let other = FakeUpstream::start_blocking();
+    let config = dir.path().join("other.toml");
+    std::fs::write(&config, live_config(&other)).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let err = refused(
+        run_cli(data.path(), &config, &["import", bundle.to_str().unwrap()]),
+        "a bundle of another upstream into an online proxy",
+    );
+    assert!(err.contains("pass --registry mirror"), "{err}");
+    ok(
+        run_cli(
+            data.path(),
+            &config,
+            &["import", bundle.to_str().unwrap(), "--registry", "mirror"],
+        ),
+        "the same, named explicitly",
+    );
+}
