@@ -872,6 +872,19 @@ fn read_and_stage(file: &Path, manifest: &Manifest, staging: &Path) -> Result<St
     Ok(staged)
 }
 
+/// Reads and verifies the whole bundle into a new staging directory under `parent` (removed
+/// when the returned guard is dropped).
+async fn stage(file: &Path, manifest: &Manifest, parent: &Path) -> Result<(StagingDir, Staged), CliError> {
+    let staging = StagingDir(parent.join(format!("import-{}-{:016x}", manifest.id, rand::random::<u64>())));
+    std::fs::create_dir_all(&staging.0).map_err(|e| failure(format!("cannot create {}: {e}", staging.0.display())))?;
+    let (path, m, dir) = (file.to_owned(), manifest.clone(), staging.0.clone());
+    let staged = tokio::task::spawn_blocking(move || read_and_stage(&path, &m, &dir))
+        .await
+        .map_err(|e| failure(format!("the import failed: {e}")))?
+        .map_err(|why| failure(format!("{} is refused: {why}; nothing was imported", file.display())))?;
+    Ok((staging, staged))
+}
+
 /// Verifies a bundle completely, then adds its content to a proxy registry of the data
 /// directory, all at once.
 pub async fn import(config: &Config, file: &Path, registry: Option<&str>) -> Result<ImportSummary, CliError> {
@@ -951,19 +964,7 @@ pub async fn import(config: &Config, file: &Path, registry: Option<&str>) -> Res
             config.cache.index_disk_bytes
         )));
     }
-    let staging = StagingDir(crates.staging_dir().join(format!(
-        "import-{}-{:016x}",
-        manifest.id,
-        rand::random::<u64>()
-    )));
-    std::fs::create_dir_all(&staging.0).map_err(|e| failure(format!("cannot create {}: {e}", staging.0.display())))?;
-    let staged = {
-        let (file, manifest, dir) = (file.to_owned(), manifest.clone(), staging.0.clone());
-        tokio::task::spawn_blocking(move || read_and_stage(&file, &manifest, &dir))
-            .await
-            .map_err(|e| failure(format!("the import failed: {e}")))?
-            .map_err(refused)?
-    };
+    let (staging, staged) = stage(file, &manifest, &crates.staging_dir()).await?;
     // Every .crate against its index line: the bundle's index file, else the one the registry
     // holds (an increment carrying only new .crate files).
     let in_bundle: BTreeMap<&str, &IndexEntry> = staged.index.iter().map(|(n, e)| (n.as_str(), e)).collect();
@@ -1116,19 +1117,7 @@ async fn import_hosted_into(
     let refused = |why: String| failure(format!("{} is refused: {why}; nothing was imported", file.display()));
     // Under the blob store's temp directory: the daemon empties it when it opens the store,
     // so an import that was killed leaves nothing behind for long.
-    let staging = StagingDir(config.data_dir.join("store/blobs/tmp").join(format!(
-        "import-{}-{:016x}",
-        manifest.id,
-        rand::random::<u64>()
-    )));
-    std::fs::create_dir_all(&staging.0).map_err(|e| failure(format!("cannot create {}: {e}", staging.0.display())))?;
-    let staged = {
-        let (file, manifest, dir) = (file.to_owned(), manifest.clone(), staging.0.clone());
-        tokio::task::spawn_blocking(move || read_and_stage(&file, &manifest, &dir))
-            .await
-            .map_err(|e| failure(format!("the import failed: {e}")))?
-            .map_err(refused)?
-    };
+    let (_staging, staged) = stage(file, manifest, &config.data_dir.join("store/blobs/tmp")).await?;
     let records: Records = match &staged.records {
         Some(bytes) => serde_json::from_slice(bytes)
             .map_err(|e| refused(format!("entry `{RECORDS}` is not a list of crate records: {e}")))?,

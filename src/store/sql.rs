@@ -383,6 +383,37 @@ async fn insert_crate(
     Ok(())
 }
 
+/// Records `marker` in `store_meta`; `false` if it is there already (the unique key decides,
+/// also between processes). Being a write, it also takes the write lock for the rest of `tx`.
+async fn claim_marker(tx: &mut Transaction<'static, Any>, marker: &str) -> StoreResult<bool> {
+    let marked = sqlx::query("INSERT INTO store_meta (key, value) VALUES ($1, $2)")
+        .bind(marker)
+        .bind(now_secs().to_string())
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err);
+    match marked {
+        Ok(_) => Ok(true),
+        Err(StoreError::Conflict(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Inserts a crate with its owners and its versions (in their order).
+async fn insert_whole_crate(
+    tx: &mut Transaction<'static, Any>,
+    registry: &str,
+    canonical: &str,
+    rec: &CrateRecord,
+) -> StoreResult<()> {
+    insert_crate(tx, registry, canonical, rec).await?;
+    set_owners(tx, registry, canonical, &rec.owners).await?;
+    for (i, v) in rec.versions.iter().enumerate() {
+        insert_version(tx, registry, canonical, i64::try_from(i).unwrap_or(i64::MAX) + 1, v).await?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Metadata for SqlMetadata {
     async fn registries(&self) -> StoreResult<Vec<RegistrySpec>> {
@@ -705,16 +736,8 @@ impl Metadata for SqlMetadata {
         let mut tx = self.begin().await?;
         // The marker first: a write, so the transaction holds the write lock from here on,
         // and a second import of the same marker stops at its unique key.
-        let marked = sqlx::query("INSERT INTO store_meta (key, value) VALUES ($1, $2)")
-            .bind(marker)
-            .bind(now_secs().to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err);
-        match marked {
-            Ok(_) => {}
-            Err(StoreError::Conflict(_)) => return Ok(false),
-            Err(e) => return Err(e),
+        if !claim_marker(&mut tx, marker).await? {
+            return Ok(false);
         }
         for table in ["registries", "crates", "users", "tokens"] {
             let row = sqlx::query(&format!("SELECT COUNT(*) FROM {table}"))
@@ -750,18 +773,7 @@ impl Metadata for SqlMetadata {
         }
         for (registry, rec) in &snapshot.crates {
             let canonical = crate::index::canonical_name(&rec.name);
-            insert_crate(&mut tx, registry, &canonical, rec).await?;
-            set_owners(&mut tx, registry, &canonical, &rec.owners).await?;
-            for (i, v) in rec.versions.iter().enumerate() {
-                insert_version(
-                    &mut tx,
-                    registry,
-                    &canonical,
-                    i64::try_from(i).unwrap_or(i64::MAX) + 1,
-                    v,
-                )
-                .await?;
-            }
+            insert_whole_crate(&mut tx, registry, &canonical, rec).await?;
         }
         tx.commit().await.map_err(db_err)?;
         Ok(true)
@@ -785,16 +797,8 @@ impl Metadata for SqlMetadata {
     ) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
         // The marker first, as in `import`: it takes the write lock and stops a repeat.
-        let marked = sqlx::query("INSERT INTO store_meta (key, value) VALUES ($1, $2)")
-            .bind(marker)
-            .bind(now_secs().to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err);
-        match marked {
-            Ok(_) => {}
-            Err(StoreError::Conflict(_)) => return Ok(false),
-            Err(e) => return Err(e),
+        if !claim_marker(&mut tx, marker).await? {
+            return Ok(false);
         }
         for u in users {
             let known = sqlx::query("SELECT COUNT(*) FROM users WHERE login = $1")
@@ -843,18 +847,7 @@ impl Metadata for SqlMetadata {
                 revision: old_revision.max(rec.revision) + 1,
                 ..rec.clone()
             };
-            insert_crate(&mut tx, registry, &canonical, &rec).await?;
-            set_owners(&mut tx, registry, &canonical, &rec.owners).await?;
-            for (i, v) in rec.versions.iter().enumerate() {
-                insert_version(
-                    &mut tx,
-                    registry,
-                    &canonical,
-                    i64::try_from(i).unwrap_or(i64::MAX) + 1,
-                    v,
-                )
-                .await?;
-            }
+            insert_whole_crate(&mut tx, registry, &canonical, &rec).await?;
         }
         tx.commit().await.map_err(db_err)?;
         Ok(true)

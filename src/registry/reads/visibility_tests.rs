@@ -108,6 +108,22 @@ impl Metadata for GatedStore {
     }
 }
 
+/// A gated store in `dir` with a hosted registry `local`, nothing held.
+async fn gated_store(dir: &std::path::Path) -> Arc<GatedStore> {
+    let store = Arc::new(GatedStore {
+        inner: SqlMetadata::open_sqlite(&dir.join("registry.db")).await.unwrap(),
+        hold: false.into(),
+        hold_token: false.into(),
+        read_done: Notify::new(),
+        release: Semaphore::new(0),
+    });
+    store
+        .put_registry(&RegistrySpec::new("local", RegistryKind::Hosted))
+        .await
+        .unwrap();
+    store
+}
+
 /// A registry service over `store`, with its caches and blobs under `dir`.
 async fn service(store: &Arc<GatedStore>, dir: &std::path::Path) -> Arc<RegistryService> {
     let cache_dir = dir.join("cache");
@@ -140,17 +156,7 @@ async fn service(store: &Arc<GatedStore>, dir: &std::path::Path) -> Arc<Registry
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_racing_a_write_cannot_put_back_the_old_file() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(GatedStore {
-        inner: SqlMetadata::open_sqlite(&dir.path().join("registry.db")).await.unwrap(),
-        hold: false.into(),
-        hold_token: false.into(),
-        read_done: Notify::new(),
-        release: Semaphore::new(0),
-    });
-    store
-        .put_registry(&RegistrySpec::new("local", RegistryKind::Hosted))
-        .await
-        .unwrap();
+    let store = gated_store(dir.path()).await;
     publish_one(store.as_ref(), "local", "foo", "1.0.0").await;
     let svc = service(&store, dir.path()).await;
     let reg = svc.registry("local").unwrap();
@@ -183,17 +189,7 @@ async fn a_read_racing_a_write_cannot_put_back_the_old_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_token_is_refused_once_the_revoke_returns() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(GatedStore {
-        inner: SqlMetadata::open_sqlite(&dir.path().join("registry.db")).await.unwrap(),
-        hold: false.into(),
-        hold_token: false.into(),
-        read_done: Notify::new(),
-        release: Semaphore::new(0),
-    });
-    store
-        .put_registry(&RegistrySpec::new("local", RegistryKind::Hosted))
-        .await
-        .unwrap();
+    let store = gated_store(dir.path()).await;
     let secret = "chd_revokedrevokedrevokedrevokedrevoked12";
     store
         .put_token(&TokenRecord {
