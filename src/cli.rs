@@ -111,12 +111,14 @@ pub enum Command {
         json: bool,
     },
     /// Write a verified bundle (tar + zstd with a manifest) of a proxy registry's cached index
-    /// files and `.crate` files, for an air-gapped mirror. Reads a stopped daemon's data
-    /// directory (`--data-dir` or the config's).
+    /// files and `.crate` files (for an air-gapped mirror), or of a hosted registry's crates (a
+    /// backup). Streams it from the running daemon (`--server`, with CARGOHOLD_ADMIN_TOKEN) and
+    /// verifies it before it gets its name; with `--data-dir` or `--config`, reads a stopped
+    /// daemon's data directory instead.
     Export {
         #[command(flatten)]
         config: ConfigArgs,
-        /// The proxy registry to export.
+        /// The registry to export.
         #[arg(long)]
         registry: String,
         /// The bundle file to write.
@@ -134,14 +136,16 @@ pub enum Command {
         #[arg(long)]
         since: Option<PathBuf>,
     },
-    /// Verify a bundle completely, then add its content to a proxy registry of a stopped
-    /// daemon's data directory, all or nothing.
+    /// Verify a bundle completely, then add its content to a registry, all or nothing: uploaded
+    /// to the running daemon (`--server`, with CARGOHOLD_ADMIN_TOKEN), which serves it at once;
+    /// with `--data-dir` or `--config`, written into a stopped daemon's data directory.
     Import {
         #[command(flatten)]
         config: ConfigArgs,
         /// The bundle file.
         file: PathBuf,
-        /// The proxy registry to import into (default: the bundle's source registry name).
+        /// The registry to import into (default: the bundle's source registry name); naming it
+        /// also lets a bundle of another upstream into an online proxy.
         #[arg(long)]
         registry: Option<String>,
     },
@@ -315,6 +319,22 @@ impl AdminClient {
             server: server.trim_end_matches('/').to_owned(),
             token,
             http,
+        })
+    }
+
+    /// A request to `/-/api/v1/{path}` with the admin token.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let url = format!("{}/-/api/v1/{path}", self.server);
+        self.http.request(method, &url).header("Authorization", &self.token)
+    }
+
+    /// Sends a request, with an error that says what to do when the daemon is unreachable.
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, CliError> {
+        req.send().await.map_err(|e| {
+            CliError::failure(format!(
+                "cannot reach cargohold at {}: {e}; is `cargohold serve` running? (set --server or CARGOHOLD_SERVER)",
+                self.server
+            ))
         })
     }
 

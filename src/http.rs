@@ -40,6 +40,13 @@ pub struct HttpState {
 /// The result of a handler.
 pub type HandlerResult = Result<Response<Body>, ApiError>;
 
+/// Whether a request may run past the request timeout: a bundle upload (`POST
+/// /-/api/v1/import`) takes as long as the bundle is large; its size cap and the connection's
+/// idle timeout bound it instead.
+pub fn unbounded(req: &Request<Incoming>) -> bool {
+    req.method() == hyper::Method::POST && req.uri().path().trim_end_matches('/') == "/-/api/v1/import"
+}
+
 /// Handles one request and says which route template it matched (for the access log).
 /// Also returns the registry label for metrics: a known registry's name, or `-`.
 pub async fn handle(state: &HttpState, req: Request<Incoming>) -> (Response<Body>, &'static str, &'static str) {
@@ -129,7 +136,7 @@ pub async fn read_body(req: Request<Incoming>, limit: u64) -> Result<Bytes, ApiE
 
 /// A 413 that also closes the connection: the rest of the body is never read, so the
 /// connection cannot carry another request.
-fn too_large(limit: u64) -> ApiError {
+pub(crate) fn too_large(limit: u64) -> ApiError {
     let mut e = ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("the request body is larger than the limit of {limit} bytes; ask the registry administrator to raise `limits` in the config"),
@@ -182,7 +189,9 @@ async fn dispatch(state: &HttpState, route: Route, req: Request<Incoming>) -> Ha
         | Route::AdminRegistry { .. }
         | Route::AdminUsers
         | Route::AdminTokens
-        | Route::AdminToken { .. } => admin::handle(svc, route, req, auth).await,
+        | Route::AdminToken { .. }
+        | Route::AdminExport { .. }
+        | Route::AdminImport => admin::handle(svc, route, req, auth).await,
         Route::ConfigJson { reg } => index::config_json(svc, &reg, auth).await,
         Route::IndexFile { reg, path } => index::index_file(svc, &reg, &path, &req, auth).await,
         Route::Download { reg, name, version } => index::download(svc, &reg, &name, &version, auth).await,

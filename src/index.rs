@@ -8,6 +8,7 @@ pub mod gzip;
 pub mod line;
 pub mod name;
 pub mod publish_frame;
+pub mod wants;
 
 pub use line::{IndexDep, IndexLine};
 pub use name::{canonical_name, index_path, validate_crate_name, validate_registry_name};

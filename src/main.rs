@@ -146,22 +146,23 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             crates,
             since,
         } => {
-            let (config, _) = load_config(&config).map_err(config_err)?;
             let wants = if lockfiles.is_empty() && crates.is_none() {
                 None
             } else {
                 Some(cargohold::cli::warm::wants(&lockfiles, crates.as_ref())?)
             };
-            let s = cargohold::cli::bundle::export(
-                &config,
-                cargohold::cli::bundle::ExportArgs {
-                    registry: registry.clone(),
-                    out: out.clone(),
-                    wants,
-                    since,
-                },
-            )
-            .await?;
+            let args = cargohold::cli::bundle::ExportArgs {
+                registry: registry.clone(),
+                out: out.clone(),
+                wants,
+                since,
+            };
+            let s = if on_data_dir(&config) {
+                let (config, _) = load_config(&config).map_err(config_err)?;
+                cargohold::cli::bundle::export(&config, args).await?
+            } else {
+                cargohold::cli::bundle::export_via(&cli.server, args).await?
+            };
             println!(
                 "exported {} index file(s) and {} crate file(s) of `{registry}` ({} bytes, {} in the file) to {}",
                 s.index_files,
@@ -180,8 +181,12 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Import { config, file, registry } => {
-            let (config, _) = load_config(&config).map_err(config_err)?;
-            let s = cargohold::cli::bundle::import(&config, &file, registry.as_deref()).await?;
+            let s = if on_data_dir(&config) {
+                let (config, _) = load_config(&config).map_err(config_err)?;
+                cargohold::cli::bundle::import(&config, &file, registry.as_deref()).await?
+            } else {
+                cargohold::cli::bundle::import_via(&cli.server, &file, registry.as_deref()).await?
+            };
             if s.already {
                 println!(
                     "bundle {} was imported into `{}` before; nothing changed",
@@ -197,6 +202,12 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         other => run_admin(&cli.server, other).await,
     }
+}
+
+/// Whether a bundle command works on a data directory (`--data-dir` or `--config` given)
+/// rather than through the running daemon (`--server`).
+fn on_data_dir(args: &ConfigArgs) -> bool {
+    args.data_dir.is_some() || args.config.is_some()
 }
 
 async fn serve(config: Config) -> Result<(), CliError> {

@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod bundle;
 pub mod catalog;
 pub mod changes;
 pub mod error;
@@ -121,6 +122,8 @@ pub struct RegistryService {
     reads: Arc<Reads>,
     changes: Changes,
     admin: Admin,
+    /// One bundle import at a time (each checks, then commits, what the one before wrote).
+    imports: tokio::sync::Mutex<()>,
 }
 
 impl RegistryService {
@@ -160,6 +163,7 @@ impl RegistryService {
             caches,
             catalog,
             reads,
+            imports: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -339,6 +343,93 @@ impl RegistryService {
     }
 
     // --- admin ---
+
+    /// Plans a bundle of registry `name` (`export` through the admin API): its entries,
+    /// limited to `wants`, less what the `since` bundle's chain holds. Write it with
+    /// [`bundle::write_blocking`] and the blob source returned.
+    pub async fn plan_export(
+        &self,
+        name: &str,
+        wants: Option<Vec<crate::index::wants::Want>>,
+        since: Option<bundle::Manifest>,
+    ) -> RegistryResult<(bundle::Plan, Option<bundle::StoreBlobs>)> {
+        let spec = self.registry(name)?;
+        if let Some(m) = &since {
+            bundle::check_manifest(m)?;
+        }
+        let (entries, blobs) = match spec.kind {
+            crate::config::RegistryKind::Hosted => (
+                bundle::hosted_plan(&self.store, &spec, wants.as_deref()).await?,
+                Some(self.store.blobs.clone()),
+            ),
+            crate::config::RegistryKind::Proxy => (
+                bundle::proxy_plan(&self.caches.index, &self.caches.crates, &spec, wants.as_deref()).await?,
+                None,
+            ),
+        };
+        Ok((bundle::plan(&spec, entries, since)?, blobs))
+    }
+
+    /// Where an uploaded bundle waits while it is imported (the crate cache's temp directory,
+    /// emptied when the daemon starts), and the largest upload taken: what the caches could
+    /// hold, and 1 GiB for a hosted registry's crates.
+    pub fn bundle_upload(&self) -> (std::path::PathBuf, u64) {
+        let room = self
+            .caches
+            .crates
+            .budget()
+            .saturating_add(self.caches.index.disk_budget())
+            .saturating_add(1 << 30);
+        (self.caches.crates.staging_dir(), room)
+    }
+
+    /// Imports a bundle file into registry `registry` (default: the bundle's source registry
+    /// name) of the running daemon: verified completely first, all or nothing, then the
+    /// cached copies of what it changed are dropped so that every read after the answer sees
+    /// it. Imports run one at a time.
+    pub async fn import_bundle(&self, file: &Path, registry: Option<&str>) -> RegistryResult<bundle::ImportSummary> {
+        let label = "the bundle";
+        let manifest = bundle::read_manifest(file)
+            .map_err(|e| RegistryError::Unprocessable(e.message.replace(&file.display().to_string(), label)))?;
+        let name = registry.unwrap_or(&manifest.registry.name);
+        let spec = self.registry(name)?;
+        bundle::check_target(&manifest, &spec, registry.is_some(), label)?;
+        let _one = self.imports.lock().await;
+        let quiet = bundle::silent();
+        let summary = match spec.kind {
+            crate::config::RegistryKind::Hosted => {
+                let staging = self.caches.crates.staging_dir();
+                let s = bundle::import_hosted(&self.store, &staging, file, label, &manifest, name, &quiet).await?;
+                for c in &s.crates {
+                    self.reads.invalidate(name, c);
+                }
+                s
+            }
+            crate::config::RegistryKind::Proxy => {
+                bundle::import_proxy(
+                    &self.caches.index,
+                    &self.caches.crates,
+                    self.limits().max_upstream_index_bytes,
+                    file,
+                    label,
+                    &manifest,
+                    name,
+                    &quiet,
+                )
+                .await?
+            }
+        };
+        tracing::info!(
+            registry = name,
+            bundle = %summary.id,
+            already = summary.already,
+            index_files = summary.index_files,
+            crate_files = summary.crate_files,
+            bytes = summary.bytes,
+            "bundle imported"
+        );
+        Ok(summary)
+    }
 
     /// See [`Admin::bootstrap_admin`].
     pub async fn bootstrap_admin(&self, data_dir: &Path) -> RegistryResult<AdminToken> {

@@ -43,10 +43,12 @@ async fn serve_request(state: HttpState, settings: Arc<ServerSettings>, req: Req
     let method = req.method().clone();
     // Most requests (cache hits, 304s) complete on their first poll: only the others get a
     // timer, which saves a timer-wheel insert and removal per hit.
+    let unbounded = http::unbounded(&req);
     let mut handled = std::pin::pin!(http::handle(&state, req));
     let first = std::future::poll_fn(|cx| Poll::Ready(handled.as_mut().poll(cx))).await;
     let outcome = match first {
         Poll::Ready(x) => Ok(x),
+        Poll::Pending if unbounded => Ok(handled.await),
         Poll::Pending => tokio::time::timeout(settings.request_timeout, handled).await,
     };
     let (resp, route, registry) = match outcome {

@@ -313,6 +313,11 @@ impl IndexCache {
         Ok(())
     }
 
+    /// The byte budget of the disk tier.
+    pub fn disk_budget(&self) -> u64 {
+        self.disk_budget
+    }
+
     /// Bytes the disk tier holds now (keys, values and eviction order).
     pub fn disk_bytes(&self) -> u64 {
         self.disk_bytes.load(Ordering::SeqCst)
@@ -517,7 +522,8 @@ impl IndexCache {
     }
 
     /// Writes the index files of a verified bundle and records its `id`, in one transaction
-    /// (blocking; the daemon must not run): either all of them become visible or none. An entry
+    /// (blocking): either all of them become visible or none, and their copies in memory (a
+    /// cached 404 of a name the bundle brings) are dropped afterwards. An entry
     /// whose key holds a later fetch (`fetched_at`) is left as it is. Returns `false`, writing
     /// nothing, if the bundle was already imported into `registry`. The disk budget is the
     /// caller's to check ([`disk_bytes`](Self::disk_bytes)); the eviction order and byte count
@@ -566,6 +572,10 @@ impl IndexCache {
         self.bundles.flush().map_err(|e| fail(e.to_string()))?;
         if done {
             self.rebuild().map_err(|e| fail(e.to_string()))?;
+            for (k, _, _) in &encoded {
+                self.memory.invalidate(k);
+                self.negatives.invalidate(k);
+            }
         }
         Ok(done)
     }

@@ -1,132 +1,44 @@
-//! `cargohold export` / `cargohold import`: verified bundles of a proxy registry's cached
-//! content, for carrying a mirror across an air gap.
+//! `cargohold export` / `cargohold import`: verified bundles of a registry's content, for
+//! carrying a mirror across an air gap (a proxy's cached files) or backing up a hosted
+//! registry. The format and the checks are in [`crate::registry::bundle`]; this module runs them
+//! in one of two places:
 //!
-//! A bundle is one file: a tar stream compressed with zstd (with zstd's frame checksum). Its
-//! first entry is `manifest.json` ([`Manifest`]): the format and its version, the source
-//! registry (name, kind, upstream), the creation time, the bundle's random id, the id of the
-//! bundle it is an increment on (`base`), and for every other entry its path, size and
-//! SHA-256. The other entries are `index/<sparse index path>` (an index file, byte for byte as
-//! the upstream sent it; the manifest keeps its upstream validators and fetch time) and
-//! `crates/<name>/<version>.crate`.
-//!
-//! Both commands work on a stopped daemon's data directory (the index cache's database is
-//! locked while the daemon runs). An import verifies everything before anything becomes
-//! visible: the manifest, every entry's size and SHA-256, that nothing is missing, unlisted or
-//! repeated, and every `.crate` against the `cksum` of its index line (from the bundle, or for
-//! an increment from what the registry already holds). `.crate` files are staged in the crate
-//! cache's temp directory; then they are moved into place (invisible until an index file names
-//! them), and the index files are written together with the bundle's id in one transaction of
-//! the index cache's database. Importing a bundle recorded there again changes nothing; an
-//! increment whose base is not recorded is refused.
+//! - **through a running daemon** (the default; `--server`, or `CARGOHOLD_SERVER`): the bundle
+//!   streams out of `POST /-/api/v1/registries/{name}/export` into the file, which is then
+//!   verified here before it gets its name; an import uploads the file to `POST
+//!   /-/api/v1/import`, and the daemon verifies it completely before anything becomes
+//!   visible, then drops its cached copies of what changed. Both need the admin token
+//!   (`CARGOHOLD_ADMIN_TOKEN`);
+//! - **on a stopped daemon's data directory** (`--data-dir` or `--config`), for a site where no
+//!   daemon runs yet, or a backup of a stopped one.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
 
-use super::warm::{Pick, Want};
-use super::{CliError, EXIT_FAILURE, EXIT_USAGE};
+use super::progress::Progress as Shown;
+use super::{AdminClient, CliError, EXIT_FAILURE, EXIT_USAGE};
 use crate::cache::crate_files::CrateFiles;
-use crate::cache::index_cache::{IndexCache, IndexEntry};
+use crate::cache::index_cache::IndexCache;
 use crate::config::{Config, RegistryKind, RegistrySpec};
-use crate::index::index_path;
-use crate::index::line::{line_key, lines};
-use crate::index::name::is_lookup_name;
+use crate::registry::bundle::{self as core, Reporter};
+pub use crate::registry::bundle::{
+    read_manifest, BundleError, Entry, ExportSummary, ImportSummary, Manifest, Source, FORMAT, FORMAT_VERSION,
+    MANIFEST, RECORDS,
+};
 
-/// The `format` of every bundle's manifest.
-pub const FORMAT: &str = "cargohold-bundle";
-/// The version of the bundle format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
-/// The first entry of every bundle.
-pub const MANIFEST: &str = "manifest.json";
-/// A hosted registry's crate records and the users they name ([`Records`]).
-pub const RECORDS: &str = "records.json";
-/// The largest manifest or index file an import reads into memory.
-const MAX_IN_MEMORY: u64 = 256 << 20;
-/// zstd level of exports (fast; the `.crate` files inside are gzip already).
-const ZSTD_LEVEL: i32 = 3;
+use super::warm::Want;
 
-/// What a bundle holds (its first entry, `manifest.json`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
-    /// Always [`FORMAT`].
-    pub format: String,
-    /// [`FORMAT_VERSION`] of the writer.
-    pub format_version: u32,
-    /// Random, 32 hex digits.
-    pub id: String,
-    /// The bundle this one is an increment on (`export --since`).
-    pub base: Option<String>,
-    /// RFC 3339.
-    pub created: String,
-    pub registry: Source,
-    /// Every entry after the manifest, in order.
-    pub entries: Vec<Entry>,
-    /// What the base chain holds and this bundle therefore leaves out (path and SHA-256), so
-    /// that an export `--since` this bundle leaves those out too.
-    #[serde(default)]
-    pub inherited: Vec<Known>,
-}
-
-/// The registry a bundle was exported from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Source {
-    pub name: String,
-    /// `proxy` (the only kind exported so far).
-    pub kind: String,
-    /// The proxy's upstream index URL (`None`: crates.io).
-    pub upstream: Option<String>,
-}
-
-/// One entry of a bundle.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    pub path: String,
-    pub size: u64,
-    pub sha256: String,
-    /// For `index/...` entries.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub index: Option<IndexMeta>,
-    /// For `crates/...` entries.
-    #[serde(default, rename = "crate", skip_serializing_if = "Option::is_none")]
-    pub krate: Option<CrateMeta>,
-}
-
-/// How an index file was fetched, so an offline proxy revalidates it like the original.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IndexMeta {
-    /// Lowercase crate name.
-    pub name: String,
-    pub upstream_etag: Option<String>,
-    pub upstream_last_modified: Option<String>,
-    /// Unix ms of the fetch.
-    pub fetched_at: u64,
-}
-
-/// Which version a `.crate` entry is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CrateMeta {
-    /// As published.
-    pub name: String,
-    pub vers: String,
-}
-
-/// The `records.json` of a hosted registry's bundle: its crates (versions with their index
-/// lines, owners, yanks) and the users they name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Records {
-    pub crates: Vec<crate::store::CrateRecord>,
-    pub users: Vec<crate::store::UserRecord>,
-}
-
-/// An entry a base chain holds.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Known {
-    pub path: String,
-    pub sha256: String,
+impl From<BundleError> for CliError {
+    fn from(e: BundleError) -> Self {
+        CliError {
+            code: if e.usage { EXIT_USAGE } else { EXIT_FAILURE },
+            message: e.message,
+        }
+    }
 }
 
 fn usage(m: impl Into<String>) -> CliError {
@@ -143,8 +55,36 @@ fn failure(m: impl Into<String>) -> CliError {
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+/// A CLI progress display (bar on a terminal, plain lines otherwise) behind the core's trait.
+struct Bar(Mutex<Option<Shown>>);
+
+impl core::Progress for Bar {
+    fn item(&self, bytes: u64) {
+        if let Some(p) = self.0.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            p.item(bytes);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(p) = self.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            p.finish();
+        }
+    }
+}
+
+/// Progress on stderr for every phase.
+pub fn reporter() -> Reporter {
+    Arc::new(|label, items, bytes| Box::new(Bar(Mutex::new(Some(Shown::new(label, items, bytes))))))
+}
+
+/// Options of an export.
+pub struct ExportArgs {
+    pub registry: String,
+    pub out: std::path::PathBuf,
+    /// Limit to these crates (`--lockfile` / `--crates`); `None`: everything.
+    pub wants: Option<Vec<Want>>,
+    /// The previous bundle (`--since`).
+    pub since: Option<std::path::PathBuf>,
 }
 
 /// The registry `name` as the data directory knows it: from the configuration, else from the
@@ -169,13 +109,14 @@ async fn find_spec(config: &Config, name: &str) -> Result<RegistrySpec, CliError
 }
 
 /// Opens a proxy's caches in the data directory (refused while the daemon runs: the index
-/// cache's database is locked).
+/// cache's database is locked). The index cache goes first: opening the crate cache empties
+/// its temp directory, which a running daemon's downloads use.
 fn open_caches(config: &Config) -> Result<(IndexCache, Arc<CrateFiles>), CliError> {
     let cache_dir = config.data_dir.join("cache");
     let index = IndexCache::open(&cache_dir, 16 << 20, config.cache.index_disk_bytes).map_err(|e| {
         if e.0.contains("lock") || e.0.contains("WouldBlock") || e.0.contains("Resource temporarily") {
             failure(format!(
-                "{}; is the daemon running on {}? stop it first (bundles work on a stopped daemon's data directory)",
+                "{}; is the daemon running on {}? stop it first, or leave out --data-dir/--config to go through it (--server)",
                 e.0,
                 config.data_dir.display()
             ))
@@ -188,1161 +129,206 @@ fn open_caches(config: &Config) -> Result<(IndexCache, Arc<CrateFiles>), CliErro
     Ok((index, crates))
 }
 
-/// Reads the manifest (the first entry) of a bundle, without verifying the rest.
-pub fn read_manifest(file: &Path) -> Result<Manifest, CliError> {
-    let f = std::fs::File::open(file).map_err(|e| usage(format!("cannot open {}: {e}", file.display())))?;
-    let decoder = zstd::Decoder::new(f).map_err(|e| failure(format!("cannot read {}: {e}", file.display())))?;
-    let mut archive = tar::Archive::new(decoder);
-    let refuse = |m: String| failure(format!("{} is not a usable bundle: {m}", file.display()));
-    let mut entries = archive.entries().map_err(|e| refuse(e.to_string()))?;
-    let mut first = match entries.next() {
-        Some(Ok(e)) => e,
-        Some(Err(e)) => {
-            return Err(refuse(format!(
-                "entry `{MANIFEST}` (the first) is truncated or damaged: {e}"
-            )))
-        }
-        None => return Err(refuse("it is empty".into())),
-    };
-    parse_manifest(&mut first).map_err(refuse)
-}
-
-fn parse_manifest(entry: &mut tar::Entry<'_, impl Read>) -> Result<Manifest, String> {
-    let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-    if path != MANIFEST {
-        return Err(format!("its first entry is `{path}`, not `{MANIFEST}`"));
-    }
-    let mut text = Vec::new();
-    entry
-        .take(MAX_IN_MEMORY)
-        .read_to_end(&mut text)
-        .map_err(|e| format!("entry `{MANIFEST}` is truncated or damaged: {e}"))?;
-    let m: Manifest =
-        serde_json::from_slice(&text).map_err(|e| format!("entry `{MANIFEST}` is not a bundle manifest: {e}"))?;
-    if m.format != FORMAT {
-        return Err(format!("entry `{MANIFEST}` has format `{}`, not `{FORMAT}`", m.format));
-    }
-    if m.format_version != FORMAT_VERSION {
-        return Err(format!(
-            "it has format version {}; this cargohold reads version {FORMAT_VERSION}",
-            m.format_version
-        ));
-    }
-    // The ids name staging directories and markers: exactly what `export` makes, 32 hex digits.
-    let is_id = |s: &str| s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    if !is_id(&m.id) {
-        return Err(format!("entry `{MANIFEST}` has an invalid bundle id"));
-    }
-    if m.base.as_deref().is_some_and(|b| !is_id(b)) {
-        return Err(format!("entry `{MANIFEST}` has an invalid base bundle id"));
-    }
-    let mut seen = HashSet::new();
-    for e in &m.entries {
-        if e.size > MAX_ENTRY_BYTES {
-            return Err(format!("entry `{}` is larger than any entry a bundle may hold", e.path));
-        }
-        if let Some(i) = &e.index {
-            let header_ok = |v: &Option<String>| {
-                v.as_deref()
-                    .is_none_or(|v| reqwest::header::HeaderValue::from_str(v).is_ok())
-            };
-            if i.name != i.name.to_ascii_lowercase()
-                || !header_ok(&i.upstream_etag)
-                || !header_ok(&i.upstream_last_modified)
-            {
-                return Err(format!("entry `{}` is described wrongly in the manifest", e.path));
-            }
-        }
-        if !seen.insert(e.path.as_str()) || e.path == MANIFEST {
-            return Err(format!("entry `{}` is listed twice in the manifest", e.path));
-        }
-        if !crate::store::is_blob_name(&e.sha256) {
-            return Err(format!("entry `{}` has no valid SHA-256 in the manifest", e.path));
-        }
-        match (&e.index, &e.krate) {
-            (Some(i), None) if is_lookup_name(&i.name) && e.path == format!("index/{}", index_path(&i.name)) => {}
-            (None, Some(c)) if is_lookup_name(&c.name) && e.path == crate_path(&c.name, &c.vers) => {}
-            (None, None) if e.path == RECORDS => {}
-            _ => return Err(format!("entry `{}` is described wrongly in the manifest", e.path)),
-        }
-    }
-    Ok(m)
-}
-
-/// Largest entry a bundle may list (far above any `.crate` or index file a registry accepts).
-const MAX_ENTRY_BYTES: u64 = 1 << 40;
-
-fn crate_path(name: &str, vers: &str) -> String {
-    format!("crates/{name}/{vers}.crate")
-}
-
-/// Options of an export.
-pub struct ExportArgs {
-    pub registry: String,
-    pub out: PathBuf,
-    /// Limit to these crates (`--lockfile` / `--crates`); `None`: everything cached.
-    pub wants: Option<Vec<Want>>,
-    /// The previous bundle (`--since`).
-    pub since: Option<PathBuf>,
-}
-
-/// What an export wrote.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExportSummary {
-    pub id: String,
-    pub base: Option<String>,
-    pub index_files: usize,
-    pub crate_files: usize,
-    /// Bytes of the entries (uncompressed).
-    pub bytes: u64,
-    /// Size of the bundle file.
-    pub file_bytes: u64,
-    /// Entries left out because the base chain holds them.
-    pub unchanged: usize,
-}
-
-/// Whether `vers` of `lower` is in the set asked for (`None`: everything).
-fn wanted(wants: &Option<HashMap<String, Vec<Pick>>>, lower: &str, vers: &str, version: &semver::Version) -> bool {
-    let Some(w) = wants else { return true };
-    w.get(lower).is_some_and(|picks| {
-        picks.iter().any(|p| match p {
-            Pick::Newest => true,
-            Pick::Req(r) => r.matches(version),
-            Pick::Exact(v) => v == vers || semver::Version::parse(v).is_ok_and(|v| &v == version),
-        })
-    })
-}
-
-enum Source2 {
-    Bytes(bytes::Bytes),
-    File(PathBuf),
-    /// A blob of the private store, by SHA-256.
-    Blob(String),
-}
-
-/// The entries of a hosted registry's bundle: `records.json`, then every version's `.crate`
-/// from the store's blobs. A limit (`--lockfile` / `--crates`) picks whole crates by name:
-/// an import replaces each crate it carries, so a crate is never carried in part.
-async fn hosted_entries(
-    store: &crate::store::PrivateStore,
-    reg: &str,
-    wants: &Option<HashMap<String, Vec<Pick>>>,
-) -> Result<Vec<(Entry, Source2)>, CliError> {
-    let store_err = |e: crate::store::StoreError| failure(e.to_string());
-    let mut crates = store.meta.crates(reg).await.map_err(store_err)?;
-    if let Some(w) = wants {
-        crates.retain(|c| w.contains_key(&c.name.to_ascii_lowercase()));
-        let mut missing: Vec<&String> = w
-            .keys()
-            .filter(|n| !crates.iter().any(|c| c.name.eq_ignore_ascii_case(n)))
-            .collect();
-        missing.sort();
-        if !missing.is_empty() {
-            return Err(failure(format!(
-                "registry `{reg}` has no crate {}; no bundle was written",
-                missing.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
-            )));
-        }
-    }
-    let named: HashSet<&str> = crates
-        .iter()
-        .flat_map(|c| {
-            c.owners
-                .iter()
-                .map(String::as_str)
-                .chain(c.versions.iter().map(|v| v.published_by.as_str()))
-        })
-        .collect();
-    let users: Vec<_> = store
-        .meta
-        .users()
-        .await
-        .map_err(store_err)?
-        .into_iter()
-        .filter(|u| named.contains(u.login.as_str()))
-        .collect();
-    let mut out = Vec::new();
-    for c in &crates {
-        for v in &c.versions {
-            let sha = &v.line.cksum;
-            let Some(info) = store.blobs.info(sha).await.map_err(store_err)? else {
-                return Err(failure(format!(
-                    "the store has no .crate file for `{}` {} (blob {sha}); no bundle was written",
-                    c.name, v.line.vers
-                )));
-            };
-            out.push((
-                Entry {
-                    path: crate_path(&c.name, &v.line.vers),
-                    size: info.len,
-                    sha256: sha.clone(),
-                    index: None,
-                    krate: Some(CrateMeta {
-                        name: c.name.clone(),
-                        vers: v.line.vers.clone(),
-                    }),
-                },
-                Source2::Blob(sha.clone()),
-            ));
-        }
-    }
-    let records = serde_json::to_vec_pretty(&Records { crates, users }).map_err(|e| failure(e.to_string()))?;
-    out.insert(
-        0,
-        (
-            Entry {
-                path: RECORDS.into(),
-                size: records.len() as u64,
-                sha256: sha256_hex(&records),
-                index: None,
-                krate: None,
-            },
-            Source2::Bytes(records.into()),
-        ),
-    );
-    Ok(out)
-}
-
-/// Writes a bundle of a proxy's cached index files and `.crate` files.
+/// Writes a bundle of a registry of a stopped daemon's data directory.
 pub async fn export(config: &Config, args: ExportArgs) -> Result<ExportSummary, CliError> {
     let spec = find_spec(config, &args.registry).await?;
     let prev = match &args.since {
         Some(p) => Some(read_manifest(p)?),
         None => None,
     };
-    let reg = spec.name.as_str();
-    let wants: Option<HashMap<String, Vec<Pick>>> = args.wants.as_ref().map(|ws| {
-        let mut m: HashMap<String, Vec<Pick>> = HashMap::new();
-        for w in ws {
-            m.entry(w.name.to_ascii_lowercase())
-                .or_default()
-                .push(w.version.clone());
-        }
-        m
-    });
     if spec.kind == RegistryKind::Hosted {
         let store = crate::app::open_store(config)
             .await
             .map_err(|e| failure(format!("{e:#}")))?;
-        let result = match hosted_entries(&store, reg, &wants).await {
-            Ok(entries) => finish_export(&spec, entries, prev, &args.out, Some(store.blobs.clone())).await,
-            Err(e) => Err(e),
-        };
+        let result = async {
+            let entries = core::hosted_plan(&store, &spec, args.wants.as_deref()).await?;
+            let plan = core::plan(&spec, entries, prev)?;
+            core::write_file(plan, &args.out, Some(store.blobs.clone()), reporter()).await
+        }
+        .await;
         let _ = store.meta.close().await;
-        return result;
+        return Ok(result?);
     }
     let (index, crates) = open_caches(config)?;
-    let mut names = index.names(reg).await;
-    names.sort();
-    if let Some(w) = &wants {
-        names.retain(|n| w.contains_key(n));
-    }
-    let mut entries: Vec<(Entry, Source2)> = Vec::new();
-    let mut crate_entries: Vec<(Entry, Source2)> = Vec::new();
-    let mut found: HashSet<(String, String)> = HashSet::new();
-    for name in &names {
-        let Some(e) = index.disk_get(reg, name).await else {
-            continue;
-        };
-        if e.not_found {
-            continue;
-        }
-        for line in lines(&e.body) {
-            let Some(k) = line_key(line) else { continue };
-            if !wanted(&wants, name, &k.vers, &k.version) {
-                continue;
-            }
-            let Some((path, len)) = crates.lookup(&k.cksum) else {
-                continue;
-            };
-            found.insert((name.clone(), k.vers.to_string()));
-            crate_entries.push((
-                Entry {
-                    path: crate_path(&k.name, &k.vers),
-                    size: len,
-                    sha256: k.cksum.to_string(),
-                    index: None,
-                    krate: Some(CrateMeta {
-                        name: k.name.to_string(),
-                        vers: k.vers.to_string(),
-                    }),
-                },
-                Source2::File(path),
-            ));
-        }
-        entries.push((
-            Entry {
-                path: format!("index/{}", index_path(name)),
-                size: e.body.len() as u64,
-                sha256: sha256_hex(&e.body),
-                index: Some(IndexMeta {
-                    name: name.clone(),
-                    upstream_etag: e.upstream_etag.clone(),
-                    upstream_last_modified: e.upstream_last_modified.clone(),
-                    fetched_at: e.fetched_at,
-                }),
-                krate: None,
-            },
-            Source2::Bytes(e.body.clone()),
-        ));
-    }
+    let entries = core::proxy_plan(&index, &crates, &spec, args.wants.as_deref()).await?;
     drop(index);
-    // A limited export carries everything it names, or nothing.
-    if let Some(ws) = &args.wants {
-        let mut missing = Vec::new();
-        for w in ws {
-            let lower = w.name.to_ascii_lowercase();
-            let ok = match &w.version {
-                Pick::Exact(v) => found.contains(&(lower.clone(), v.clone())),
-                Pick::Req(r) => found
-                    .iter()
-                    .any(|(n, v)| *n == lower && semver::Version::parse(v).is_ok_and(|v| r.matches(&v))),
-                Pick::Newest => found.iter().any(|(n, _)| *n == lower),
-            };
-            if !ok {
-                missing.push(match &w.version {
-                    Pick::Exact(v) => format!("{}@={v}", w.name),
-                    Pick::Req(r) => format!("{}@{r}", w.name),
-                    Pick::Newest => w.name.clone(),
-                });
-            }
-        }
-        if !missing.is_empty() {
-            return Err(failure(format!(
-                "registry `{reg}` has no cached .crate file for: {}; warm it first (`cargohold warm`); no bundle was written",
-                missing.join(", ")
-            )));
-        }
-    }
-    entries.extend(crate_entries);
-    finish_export(&spec, entries, prev, &args.out, None).await
+    let plan = core::plan(&spec, entries, prev)?;
+    Ok(core::write_file(plan, &args.out, None, reporter()).await?)
 }
 
-/// Leaves out what the base chain holds, writes the manifest and the entries.
-async fn finish_export(
-    spec: &RegistrySpec,
-    mut entries: Vec<(Entry, Source2)>,
-    prev: Option<Manifest>,
-    out: &Path,
-    blobs: Option<Arc<dyn crate::store::Blobs>>,
-) -> Result<ExportSummary, CliError> {
-    let reg = spec.name.as_str();
-    let kind = match spec.kind {
-        RegistryKind::Hosted => "hosted",
-        RegistryKind::Proxy => "proxy",
-    };
-    if let Some(p) = prev
-        .as_ref()
-        .filter(|p| p.registry.name != reg || p.registry.kind != kind)
-    {
-        return Err(usage(format!(
-            "--since names bundle {}, of {} registry `{}`; an increment of {kind} registry `{reg}` builds on a bundle of it",
-            p.id, p.registry.kind, p.registry.name
-        )));
-    }
-    // An increment leaves out what its base chain holds.
-    let (base, inherited) = match &prev {
-        Some(p) => {
-            let mut known: Vec<Known> = p.inherited.clone();
-            known.extend(p.entries.iter().map(|e| Known {
-                path: e.path.clone(),
-                sha256: e.sha256.clone(),
-            }));
-            known.sort_by(|a, b| (&a.path, &a.sha256).cmp(&(&b.path, &b.sha256)));
-            known.dedup();
-            (Some(p.id.clone()), known)
-        }
-        None => (None, Vec::new()),
-    };
-    let known: HashSet<(&str, &str)> = inherited.iter().map(|k| (k.path.as_str(), k.sha256.as_str())).collect();
-    let before = entries.len();
-    entries.retain(|(e, _)| !known.contains(&(e.path.as_str(), e.sha256.as_str())));
-    let unchanged = before - entries.len();
-    let manifest = Manifest {
-        format: FORMAT.into(),
-        format_version: FORMAT_VERSION,
-        id: hex::encode(rand::random::<[u8; 16]>()),
-        base: base.clone(),
-        created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        registry: Source {
-            name: reg.to_owned(),
-            kind: kind.into(),
-            upstream: spec.upstream.clone(),
-        },
-        entries: entries.iter().map(|(e, _)| e.clone()).collect(),
-        inherited,
-    };
-    let summary = ExportSummary {
-        id: manifest.id.clone(),
-        base,
-        index_files: entries.iter().filter(|(e, _)| e.index.is_some()).count(),
-        crate_files: entries.iter().filter(|(e, _)| e.krate.is_some()).count(),
-        bytes: entries.iter().map(|(e, _)| e.size).sum(),
-        file_bytes: 0,
-        unchanged,
-    };
-    let out = out.to_owned();
-    let blobs = blobs.map(|b| (tokio::runtime::Handle::current(), b));
-    let file_bytes = tokio::task::spawn_blocking(move || write_bundle(&out, &manifest, &entries, blobs.as_ref()))
-        .await
-        .map_err(|e| failure(format!("the export failed: {e}")))??;
-    Ok(ExportSummary { file_bytes, ..summary })
-}
-
-/// A reader that hashes and counts what passes through.
-struct Hashing<R> {
-    inner: R,
-    hasher: Sha256,
-    len: u64,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-}
-
-fn tar_header(size: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_size(size);
-    h.set_mode(0o644);
-    h.set_mtime(0);
-    h.set_entry_type(tar::EntryType::Regular);
-    h
-}
-
-/// Writes `<out>.partial`, then renames it to `out`: a failed export leaves no bundle.
-/// Where [`Source2::Blob`] entries come from: the store's blobs, read on the runtime.
-type BlobSource = (tokio::runtime::Handle, Arc<dyn crate::store::Blobs>);
-
-fn write_bundle(
-    out: &Path,
-    manifest: &Manifest,
-    entries: &[(Entry, Source2)],
-    blobs: Option<&BlobSource>,
-) -> Result<u64, CliError> {
-    let mut partial = out.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = PathBuf::from(partial);
-    let result = write_bundle_to(&partial, manifest, entries, blobs);
-    if result.is_err() {
-        let _ = std::fs::remove_file(&partial);
-        return result;
-    }
-    std::fs::rename(&partial, out).map_err(|e| failure(format!("cannot write {}: {e}", out.display())))?;
-    result
-}
-
-fn write_bundle_to(
-    path: &Path,
-    manifest: &Manifest,
-    entries: &[(Entry, Source2)],
-    blobs: Option<&BlobSource>,
-) -> Result<u64, CliError> {
-    let io = |e: std::io::Error| failure(format!("cannot write {}: {e}", path.display()));
-    let file = std::fs::File::create(path).map_err(io)?;
-    let mut enc = zstd::Encoder::new(BufWriter::with_capacity(1 << 20, file), ZSTD_LEVEL).map_err(io)?;
-    enc.include_checksum(true).map_err(io)?;
-    let mut tar = tar::Builder::new(enc);
-    let json = serde_json::to_vec_pretty(manifest).map_err(|e| failure(e.to_string()))?;
-    tar.append_data(&mut tar_header(json.len() as u64), MANIFEST, json.as_slice())
-        .map_err(io)?;
-    let progress = super::progress::Progress::new(
-        "export",
-        Some(entries.len() as u64),
-        Some(entries.iter().fold(0u64, |a, (e, _)| a.saturating_add(e.size))),
-    );
-    for (e, src) in entries.iter() {
-        match src {
-            Source2::Bytes(b) => tar
-                .append_data(&mut tar_header(e.size), &e.path, b.as_ref())
-                .map_err(io)?,
-            Source2::Blob(sha) => {
-                let Some((rt, blobs)) = blobs else {
-                    return Err(failure(format!("entry `{}`: no store to read it from", e.path)));
-                };
-                let bytes = rt
-                    .block_on(async {
-                        use tokio::io::AsyncReadExt;
-                        let Some(mut b) = blobs.get(sha).await? else {
-                            return Ok(None);
-                        };
-                        let mut buf = Vec::with_capacity(usize::try_from(b.len).unwrap_or(0));
-                        b.reader.read_to_end(&mut buf).await?;
-                        Ok::<_, crate::store::StoreError>(Some(buf))
-                    })
-                    .map_err(|err| failure(format!("cannot read the blob of `{}`: {err}", e.path)))?;
-                match bytes {
-                    Some(b) if b.len() as u64 == e.size && sha256_hex(&b) == e.sha256 => {
-                        tar.append_data(&mut tar_header(e.size), &e.path, b.as_slice())
-                            .map_err(io)?;
-                    }
-                    _ => {
-                        return Err(failure(format!(
-                            "the stored blob of `{}` is missing or does not match its checksum; no bundle was written",
-                            e.path
-                        )))
-                    }
-                }
-            }
-            Source2::File(p) => {
-                let f = std::fs::File::open(p).map_err(|err| {
-                    failure(format!(
-                        "cannot read the cached file of `{}` ({}): {err}",
-                        e.path,
-                        p.display()
-                    ))
-                })?;
-                let mut r = Hashing {
-                    inner: f.take(e.size),
-                    hasher: Sha256::new(),
-                    len: 0,
-                };
-                tar.append_data(&mut tar_header(e.size), &e.path, &mut r).map_err(io)?;
-                if r.len != e.size || hex::encode(r.hasher.finalize()) != e.sha256 {
-                    return Err(failure(format!(
-                        "the cached file of `{}` ({}) does not match its checksum; delete it and warm again; no bundle was written",
-                        e.path,
-                        p.display()
-                    )));
-                }
-            }
-        }
-        progress.item(e.size);
-    }
-    progress.finish();
-    let enc = tar.into_inner().map_err(io)?;
-    let buf = enc.finish().map_err(io)?;
-    let file = buf.into_inner().map_err(|e| io(e.into_error()))?;
-    file.sync_all().map_err(io)?;
-    Ok(file.metadata().map_err(io)?.len())
-}
-
-/// What an import did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ImportSummary {
-    pub id: String,
-    pub registry: String,
-    /// The bundle had been imported before: nothing changed.
-    pub already: bool,
-    pub index_files: usize,
-    pub crate_files: usize,
-    pub bytes: u64,
-}
-
-/// A bundle read and verified, its `.crate` files staged.
-struct Staged {
-    /// `records.json` of a hosted registry's bundle.
-    records: Option<Vec<u8>>,
-    index: Vec<(String, IndexEntry)>,
-    /// (entry, staged file).
-    crates: Vec<(Entry, PathBuf)>,
-    bytes: u64,
-}
-
-/// Removes the staging directory however the import ends.
-struct StagingDir(PathBuf);
-
-impl Drop for StagingDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Reads the whole bundle, checking every entry against the manifest; `.crate` files go to
-/// `staging`, index files to memory.
-fn read_and_stage(file: &Path, manifest: &Manifest, staging: &Path) -> Result<Staged, String> {
-    let f = std::fs::File::open(file).map_err(|e| format!("cannot open it: {e}"))?;
-    let decoder = zstd::Decoder::new(f).map_err(|e| format!("cannot read it: {e}"))?;
-    let mut archive = tar::Archive::new(decoder);
-    let listed: HashMap<&str, &Entry> = manifest.entries.iter().map(|e| (e.path.as_str(), e)).collect();
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut staged = Staged {
-        records: None,
-        index: Vec::new(),
-        crates: Vec::new(),
-        bytes: 0,
-    };
-    let mut last = MANIFEST.to_owned();
-    {
-        let damaged = |last: &str, e: std::io::Error| format!("it is truncated or damaged after entry `{last}`: {e}");
-        let mut entries = archive.entries().map_err(|e| damaged(&last, e))?;
-        // The manifest (already parsed) comes first.
-        match entries.next() {
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(damaged(&last, e)),
-            None => return Err("it is empty".into()),
-        }
-        let progress = super::progress::Progress::new(
-            "import: verify",
-            Some(manifest.entries.len() as u64),
-            Some(manifest.entries.iter().fold(0u64, |a, e| a.saturating_add(e.size))),
-        );
-        for item in entries {
-            let mut entry = item.map_err(|e| damaged(&last, e))?;
-            let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            let Some(m) = listed.get(path.as_str()) else {
-                return Err(format!("entry `{path}` is not listed in the manifest"));
-            };
-            if !seen.insert(path.clone()) {
-                return Err(format!("entry `{path}` appears twice"));
-            }
-            let header_size = entry.header().size().map_err(|e| format!("entry `{path}`: {e}"))?;
-            if header_size != m.size {
-                return Err(format!(
-                    "entry `{path}` holds {header_size} bytes; the manifest says {}",
-                    m.size
-                ));
-            }
-            let read_err = |e: std::io::Error| format!("entry `{path}` is truncated or damaged: {e}");
-            let mut hasher = Sha256::new();
-            let mut len = 0u64;
-            if m.index.is_none() && m.krate.is_none() {
-                if m.size > MAX_IN_MEMORY {
-                    return Err(format!("entry `{path}` is too large"));
-                }
-                let mut body = Vec::with_capacity(usize::try_from(m.size).unwrap_or(0));
-                (&mut entry).take(m.size + 1).read_to_end(&mut body).map_err(read_err)?;
-                hasher.update(&body);
-                len = body.len() as u64;
-                staged.records = Some(body);
-            } else if let Some(meta) = &m.index {
-                if m.size > MAX_IN_MEMORY {
-                    return Err(format!("entry `{path}` is too large for an index file"));
-                }
-                let mut body = Vec::with_capacity(usize::try_from(m.size).unwrap_or(0));
-                (&mut entry).take(m.size + 1).read_to_end(&mut body).map_err(read_err)?;
-                hasher.update(&body);
-                len = body.len() as u64;
-                staged.index.push((
-                    meta.name.clone(),
-                    IndexEntry::found(
-                        bytes::Bytes::from(body),
-                        meta.upstream_etag.clone(),
-                        meta.upstream_last_modified.clone(),
-                        // Never later than now: a time from the future would keep the file
-                        // fresh forever, never asked for upstream again.
-                        meta.fetched_at.min(crate::store::now_secs()),
-                    ),
-                ));
-            } else {
-                let dest = staging.join(format!("{}.{}", m.sha256, staged.crates.len()));
-                let mut out = BufWriter::new(
-                    std::fs::File::create(&dest).map_err(|e| format!("cannot stage entry `{path}`: {e}"))?,
-                );
-                let mut buf = vec![0u8; 256 << 10];
-                loop {
-                    let n = entry.read(&mut buf).map_err(read_err)?;
-                    if n == 0 {
-                        break;
-                    }
-                    hasher.update(&buf[..n]);
-                    len += n as u64;
-                    out.write_all(&buf[..n])
-                        .map_err(|e| format!("cannot stage entry `{path}`: {e}"))?;
-                }
-                out.flush().map_err(|e| format!("cannot stage entry `{path}`: {e}"))?;
-                staged.crates.push(((*m).clone(), dest));
-            }
-            if len != m.size {
-                return Err(format!("entry `{path}` is truncated: {len} of {} bytes", m.size));
-            }
-            if hex::encode(hasher.finalize()) != m.sha256 {
-                return Err(format!("entry `{path}` does not match its SHA-256 in the manifest"));
-            }
-            staged.bytes += len;
-            last = path;
-            progress.item(len);
-        }
-        progress.finish();
-    }
-    if let Some(missing) = manifest.entries.iter().find(|e| !seen.contains(&e.path)) {
-        return Err(format!(
-            "entry `{}` is missing (the bundle is truncated or incomplete)",
-            missing.path
-        ));
-    }
-    // Reading to the end checks zstd's frame checksum, and that nothing follows.
-    let mut rest = archive.into_inner();
-    std::io::copy(&mut rest, &mut std::io::sink())
-        .map_err(|e| format!("it is truncated or damaged after entry `{last}`: {e}"))?;
-    Ok(staged)
-}
-
-/// Reads and verifies the whole bundle into a new staging directory under `parent` (removed
-/// when the returned guard is dropped).
-async fn stage(file: &Path, manifest: &Manifest, parent: &Path) -> Result<(StagingDir, Staged), CliError> {
-    let staging = StagingDir(parent.join(format!("import-{}-{:016x}", manifest.id, rand::random::<u64>())));
-    std::fs::create_dir_all(&staging.0).map_err(|e| failure(format!("cannot create {}: {e}", staging.0.display())))?;
-    let (path, m, dir) = (file.to_owned(), manifest.clone(), staging.0.clone());
-    let staged = tokio::task::spawn_blocking(move || read_and_stage(&path, &m, &dir))
-        .await
-        .map_err(|e| failure(format!("the import failed: {e}")))?
-        .map_err(|why| failure(format!("{} is refused: {why}; nothing was imported", file.display())))?;
-    Ok((staging, staged))
-}
-
-/// Verifies a bundle completely, then adds its content to a proxy registry of the data
-/// directory, all at once.
+/// Verifies a bundle completely, then adds its content to a registry of a stopped daemon's
+/// data directory, all at once.
 pub async fn import(config: &Config, file: &Path, registry: Option<&str>) -> Result<ImportSummary, CliError> {
     let manifest = read_manifest(file)?;
     let reg = registry.unwrap_or(&manifest.registry.name).to_owned();
     let spec = find_spec(config, &reg).await?;
-    if spec.kind == RegistryKind::Hosted && manifest.registry.kind == "hosted" {
-        return import_hosted(config, file, &manifest, &reg).await;
-    }
-    if spec.kind != RegistryKind::Proxy || manifest.registry.kind != "proxy" {
-        let kind = |k: RegistryKind| if k == RegistryKind::Hosted { "hosted" } else { "proxy" };
-        return Err(usage(format!(
-            "{} holds a {} registry; `{reg}` is a {} registry: import it into a registry of its kind",
-            file.display(),
-            manifest.registry.kind,
-            kind(spec.kind)
-        )));
-    }
-    // An online proxy would mix another upstream's index files with its own and revalidate
-    // them against the wrong upstream. (An offline proxy, the air-gapped side, serves what it
-    // is given, whatever the connected side proxied.)
-    if registry.is_none() && !spec.offline && manifest.registry.upstream != spec.upstream {
-        let show = |u: &Option<String>| u.clone().unwrap_or_else(|| "crates.io".into());
-        return Err(failure(format!(
-            "{} is refused: it was made from a proxy of {}, but `{reg}` proxies {}; pass --registry {reg} to import it anyway; nothing was imported",
-            file.display(),
-            show(&manifest.registry.upstream),
-            show(&spec.upstream)
-        )));
+    let label = file.display().to_string();
+    core::check_target(&manifest, &spec, registry.is_some(), &label)?;
+    if spec.kind == RegistryKind::Hosted {
+        let store = crate::app::open_store(config)
+            .await
+            .map_err(|e| failure(format!("{e:#}")))?;
+        // Under the blob store's temp directory: the daemon empties it when it opens the
+        // store, so an import that was killed leaves nothing behind for long.
+        let staging = config.data_dir.join("store/blobs/tmp");
+        let result = core::import_hosted(&store, &staging, file, &label, &manifest, &reg, &reporter()).await;
+        let _ = store.meta.close().await;
+        return Ok(result?);
     }
     let (index, crates) = open_caches(config)?;
-    let cache_err = |e: crate::cache::index_cache::CacheError| failure(e.0);
-    let mut summary = ImportSummary {
-        id: manifest.id.clone(),
-        registry: reg.clone(),
-        ..ImportSummary::default()
+    Ok(core::import_proxy(
+        &index,
+        &crates,
+        config.limits.max_upstream_index_bytes,
+        file,
+        &label,
+        &manifest,
+        &reg,
+        &reporter(),
+    )
+    .await?)
+}
+
+/// The error of a failed admin API answer: a 400 is the request's fault (usage), anything
+/// else (a refused bundle, 422; no token, 401) a failure.
+async fn api_error(resp: reqwest::Response) -> CliError {
+    let status = resp.status();
+    let value: Value = resp.json().await.unwrap_or(Value::Null);
+    let detail = value["errors"][0]["detail"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| status.to_string());
+    if status == reqwest::StatusCode::BAD_REQUEST || status == reqwest::StatusCode::NOT_FOUND {
+        usage(detail)
+    } else {
+        failure(detail)
+    }
+}
+
+/// Removes a partial download however the export ends, unless it was renamed.
+struct Partial(std::path::PathBuf);
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Writes a bundle of a registry of the running daemon at `server`: streamed from its admin
+/// API into `<out>.partial`, verified completely here, then renamed to `out`.
+pub async fn export_via(server: &str, args: ExportArgs) -> Result<ExportSummary, CliError> {
+    let client = AdminClient::from_env(server)?;
+    let prev = match &args.since {
+        Some(p) => Some(read_manifest(p)?),
+        None => None,
     };
-    if index.has_bundle(&reg, &manifest.id).map_err(cache_err)? {
-        summary.already = true;
-        return Ok(summary);
+    let body = json!({
+        "crates": args.wants.as_ref().map(|ws| ws.iter().map(Want::to_line).collect::<Vec<_>>()),
+        "since": prev,
+    });
+    let resp = client
+        .send(
+            client
+                .request(reqwest::Method::POST, &format!("registries/{}/export", args.registry))
+                .json(&body),
+        )
+        .await?;
+    if !resp.status().is_success() {
+        return Err(api_error(resp).await);
     }
-    if let Some(base) = &manifest.base {
-        if !index.has_bundle(&reg, base).map_err(cache_err)? {
-            return Err(failure(format!(
-                "{} is refused: it is an increment on bundle {base}, which has not been imported into `{reg}`; \
-                 import that bundle (and any it builds on) first; nothing was imported",
-                file.display()
-            )));
-        }
-    }
-    let refused = |why: String| failure(format!("{} is refused: {why}; nothing was imported", file.display()));
-    // Room, from the manifest's sizes, before anything is read: a small bundle of highly
-    // compressible entries cannot fill memory or the disk before the budgets say no.
-    let (mut index_sizes, mut crate_sizes) = (0u64, 0u64);
-    for e in &manifest.entries {
-        if e.index.is_some() {
-            if e.size > config.limits.max_upstream_index_bytes {
-                return Err(refused(format!(
-                    "entry `{}` is larger than `max_upstream_index_size` ({} bytes)",
-                    e.path, config.limits.max_upstream_index_bytes
-                )));
-            }
-            index_sizes = index_sizes.saturating_add(e.size);
-        } else {
-            crate_sizes = crate_sizes.saturating_add(e.size);
-        }
-    }
-    if crates.disk_bytes().saturating_add(crate_sizes) > crates.budget() {
-        return Err(refused(format!(
-            "its .crate files ({crate_sizes} bytes) do not fit the crate cache's budget of {} (`[cache] disk`); raise it",
-            crates.budget()
-        )));
-    }
-    if index.disk_bytes().saturating_add(index_sizes) > config.cache.index_disk_bytes {
-        return Err(refused(format!(
-            "its index files ({index_sizes} bytes) do not fit the index cache's budget of {} (`[cache] index_disk`); raise it",
-            config.cache.index_disk_bytes
-        )));
-    }
-    let (staging, staged) = stage(file, &manifest, &crates.staging_dir()).await?;
-    // Every .crate against its index line: the bundle's index file, else the one the registry
-    // holds (an increment carrying only new .crate files).
-    let in_bundle: BTreeMap<&str, &IndexEntry> = staged.index.iter().map(|(n, e)| (n.as_str(), e)).collect();
-    let mut held: HashMap<String, Option<Arc<IndexEntry>>> = HashMap::new();
-    for (e, _) in &staged.crates {
-        let Some(c) = e.krate.as_ref() else {
-            return Err(refused(format!(
-                "entry `{}` is described wrongly in the manifest",
-                e.path
-            )));
-        };
-        let lower = c.name.to_ascii_lowercase();
-        let body = match in_bundle.get(lower.as_str()) {
-            Some(entry) => Some(entry.body.clone()),
-            None => {
-                if !held.contains_key(&lower) {
-                    let got = index.disk_get(&reg, &lower).await;
-                    held.insert(lower.clone(), got);
-                }
-                held[&lower].as_ref().filter(|e| !e.not_found).map(|e| e.body.clone())
-            }
-        };
-        let Some(body) = body else {
-            return Err(refused(format!(
-                "entry `{}`: neither the bundle nor registry `{reg}` has the index file of `{}`",
-                e.path, c.name
-            )));
-        };
-        match crate::upstream::cached::find_cksum(&body, &c.vers) {
-            Some((name, cksum)) if cksum == e.sha256 && name == c.name => {}
-            Some(_) => {
-                return Err(refused(format!(
-                    "entry `{}` does not match the cksum of its index line",
-                    e.path
-                )))
-            }
-            None => {
-                return Err(refused(format!(
-                    "entry `{}`: the index file of `{}` has no version {}",
-                    e.path, c.name, c.vers
-                )))
-            }
-        }
-    }
-    // Room: an import never evicts what it brings (or what was there) to make room.
-    let new_crate_bytes: u64 = {
-        let mut seen = HashSet::new();
-        staged
-            .crates
-            .iter()
-            .filter(|(e, _)| seen.insert(e.sha256.clone()) && crates.lookup(&e.sha256).is_none())
-            .map(|(e, _)| e.size)
-            .sum()
-    };
-    if crates.disk_bytes() + new_crate_bytes > crates.budget() {
-        return Err(refused(format!(
-            "the crate cache would grow to {} bytes, over its budget of {} (`[cache] disk`); raise it",
-            crates.disk_bytes() + new_crate_bytes,
-            crates.budget()
-        )));
-    }
-    let new_index_bytes: u64 = staged
-        .index
-        .iter()
-        .map(|(n, e)| e.body.len() as u64 + 2 * (reg.len() + n.len()) as u64 + 256)
-        .sum();
-    if index.disk_bytes() + new_index_bytes > config.cache.index_disk_bytes {
-        return Err(refused(format!(
-            "the index cache would grow to about {} bytes, over its budget of {} (`[cache] index_disk`); raise it",
-            index.disk_bytes() + new_index_bytes,
-            config.cache.index_disk_bytes
-        )));
-    }
-    // Commit: the .crate files first (nothing names them yet), then the index files and the
-    // bundle's id in one transaction.
-    summary.index_files = staged.index.len();
-    summary.crate_files = staged.crates.len();
-    summary.bytes = staged.bytes;
-    let done = {
-        let (index, crates, reg, id) = (index.clone(), crates.clone(), reg.clone(), manifest.id.clone());
-        tokio::task::spawn_blocking(move || -> Result<bool, String> {
-            let mut seen = HashSet::new();
-            let new: Vec<(String, PathBuf)> = staged
-                .crates
-                .iter()
-                .filter(|(e, _)| seen.insert(e.sha256.clone()) && crates.lookup(&e.sha256).is_none())
-                .map(|(e, path)| (e.sha256.clone(), path.clone()))
-                .collect();
-            crates
-                .adopt_many(&new)
-                .map_err(|err| format!("cannot move the .crate files into the crate cache: {err}"))?;
-            index.import_bundle(&reg, &staged.index, &id).map_err(|e| e.0)
-        })
-        .await
-        .map_err(|e| failure(format!("the import failed: {e}")))?
-        .map_err(|e| {
+    let unchanged: usize = resp
+        .headers()
+        .get("x-cargohold-bundle-unchanged")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut partial = args.out.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = Partial(partial.into());
+    let io = |e: std::io::Error| failure(format!("cannot write {}: {e}", partial.0.display()));
+    let mut file = tokio::fs::File::create(&partial.0).await.map_err(io)?;
+    let shown = Shown::new("download", None, None);
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
             failure(format!(
-                "the import failed: {e}; the registry's index files are unchanged"
+                "the export broke off: {e}; the daemon's log says why; no bundle was written"
             ))
-        })?
-    };
-    drop(staging);
-    summary.already = !done;
-    Ok(summary)
-}
-
-/// The import of a hosted registry's bundle: blobs into the store, then the crates replaced
-/// and the bundle's marker recorded in one transaction of the store.
-async fn import_hosted(
-    config: &Config,
-    file: &Path,
-    manifest: &Manifest,
-    reg: &str,
-) -> Result<ImportSummary, CliError> {
-    let store = crate::app::open_store(config)
-        .await
-        .map_err(|e| failure(format!("{e:#}")))?;
-    let result = import_hosted_into(&store, config, file, manifest, reg).await;
-    let _ = store.meta.close().await;
-    result
-}
-
-async fn import_hosted_into(
-    store: &crate::store::PrivateStore,
-    config: &Config,
-    file: &Path,
-    manifest: &Manifest,
-    reg: &str,
-) -> Result<ImportSummary, CliError> {
-    let store_err = |e: crate::store::StoreError| failure(e.to_string());
-    let marker = |id: &str| format!("bundle:{reg}:{id}");
-    let mut summary = ImportSummary {
+        })?;
+        file.write_all(&chunk).await.map_err(io)?;
+        shown.item(chunk.len() as u64);
+    }
+    shown.finish();
+    file.sync_all().await.map_err(io)?;
+    drop(file);
+    let manifest = read_manifest(&partial.0)?;
+    core::verify(&partial.0, &manifest, &reporter()).await?;
+    let file_bytes = std::fs::metadata(&partial.0).map_err(io)?.len();
+    std::fs::rename(&partial.0, &args.out).map_err(|e| failure(format!("cannot write {}: {e}", args.out.display())))?;
+    std::mem::forget(partial);
+    Ok(ExportSummary {
         id: manifest.id.clone(),
-        registry: reg.to_owned(),
-        ..ImportSummary::default()
-    };
-    if store.meta.has_marker(&marker(&manifest.id)).await.map_err(store_err)? {
-        summary.already = true;
-        return Ok(summary);
-    }
-    if let Some(base) = &manifest.base {
-        if !store.meta.has_marker(&marker(base)).await.map_err(store_err)? {
-            return Err(failure(format!(
-                "{} is refused: it is an increment on bundle {base}, which has not been imported into `{reg}`; \
-                 import that bundle (and any it builds on) first; nothing was imported",
-                file.display()
-            )));
-        }
-    }
-    let refused = |why: String| failure(format!("{} is refused: {why}; nothing was imported", file.display()));
-    // Under the blob store's temp directory: the daemon empties it when it opens the store,
-    // so an import that was killed leaves nothing behind for long.
-    let (_staging, staged) = stage(file, manifest, &config.data_dir.join("store/blobs/tmp")).await?;
-    let records: Records = match &staged.records {
-        Some(bytes) => serde_json::from_slice(bytes)
-            .map_err(|e| refused(format!("entry `{RECORDS}` is not a list of crate records: {e}")))?,
-        None if staged.crates.is_empty() => Records {
-            crates: Vec::new(),
-            users: Vec::new(),
-        },
-        None => return Err(refused(format!("entry `{RECORDS}` is missing"))),
-    };
-    // Users and owners: valid logins, and every owner a user the bundle carries or that
-    // exists here (a login nobody has yet would hand the crate to whoever takes it later).
-    for u in &records.users {
-        if crate::registry::admin::check_login(&u.login).is_err() {
-            return Err(refused(format!(
-                "entry `{RECORDS}` names an invalid user `{}`",
-                u.login
-            )));
-        }
-    }
-    for c in &records.crates {
-        if c.owners.is_empty() {
-            return Err(refused(format!("entry `{RECORDS}`: crate `{}` has no owner", c.name)));
-        }
-        for o in &c.owners {
-            let carried = records.users.iter().any(|u| u.login == *o);
-            if !carried && store.meta.get_user(o).await.map_err(store_err)?.is_none() {
-                return Err(refused(format!(
-                    "entry `{RECORDS}`: owner `{o}` of crate `{}` is neither a user in the bundle nor here",
-                    c.name
-                )));
-            }
-        }
-    }
-    // Every .crate is one of the records' versions, and every version's .crate is in the
-    // bundle or already in the store.
-    let mut cksums: HashMap<(String, String), String> = HashMap::new();
-    for c in &records.crates {
-        if !is_lookup_name(&c.name) {
-            return Err(refused(format!(
-                "entry `{RECORDS}` names an invalid crate `{}`",
-                c.name
-            )));
-        }
-        for v in &c.versions {
-            if v.line.name != c.name
-                || !crate::store::is_blob_name(&v.line.cksum)
-                || crate::index::name::validate_version(&v.line.vers).is_err()
-            {
-                return Err(refused(format!(
-                    "entry `{RECORDS}`: version {} of `{}` is malformed",
-                    v.line.vers, c.name
-                )));
-            }
-            cksums.insert((c.name.clone(), v.line.vers.clone()), v.line.cksum.clone());
-        }
-    }
-    let mut carried = HashSet::new();
-    for (e, _) in &staged.crates {
-        let Some(c) = e.krate.as_ref() else {
-            return Err(refused(format!(
-                "entry `{}` is described wrongly in the manifest",
-                e.path
-            )));
-        };
-        match cksums.get(&(c.name.clone(), c.vers.clone())) {
-            Some(cksum) if *cksum == e.sha256 => {
-                carried.insert(e.sha256.clone());
-            }
-            Some(_) => {
-                return Err(refused(format!(
-                    "entry `{}` does not match the cksum of its version in `{RECORDS}`",
-                    e.path
-                )))
-            }
-            None => return Err(refused(format!("entry `{}` is not a version in `{RECORDS}`", e.path))),
-        }
-    }
-    for ((name, vers), cksum) in &cksums {
-        if !carried.contains(cksum) && !store.blobs.exists(cksum).await.map_err(store_err)? {
-            return Err(refused(format!(
-                "`{name}` {vers}: its .crate is neither in the bundle nor in the store"
-            )));
-        }
-    }
-    // Published versions never change: a crate that is here already must keep every version
-    // it has, with the same bytes (a bundle restores and adds; it never rolls back).
-    for c in &records.crates {
-        let Some(have) = store
-            .meta
-            .get_crate(reg, &crate::index::canonical_name(&c.name))
-            .await
-            .map_err(store_err)?
-        else {
-            continue;
-        };
-        if have.name != c.name {
-            return Err(refused(format!(
-                "crate `{}` is here as `{}`; a bundle cannot rename it",
-                c.name, have.name
-            )));
-        }
-        for v in &have.versions {
-            let kept = c
-                .versions
-                .iter()
-                .any(|b| b.line.vers == v.line.vers && b.line.cksum == v.line.cksum);
-            if !kept {
-                return Err(refused(format!(
-                    "`{}` {} is published here and the bundle would drop or change it; published versions never change",
-                    c.name, v.line.vers
-                )));
-            }
-        }
-    }
-    // Commit: blobs first (nothing names them yet), then the crates with the marker.
-    for (e, path) in &staged.crates {
-        let mut f = tokio::fs::File::open(path)
-            .await
-            .map_err(|err| failure(format!("cannot read the staged `{}`: {err}", e.path)))?;
-        let (sha, _) = store.blobs.put_stream(&mut f).await.map_err(store_err)?;
-        if sha != e.sha256 {
-            return Err(failure(format!(
-                "the staged `{}` changed on disk; the registry is unchanged",
-                e.path
-            )));
-        }
-    }
-    summary.crate_files = staged.crates.len();
-    summary.bytes = staged.bytes;
-    let done = store
-        .meta
-        .restore_crates(reg, &records.crates, &records.users, &marker(&manifest.id))
-        .await
-        .map_err(|e| failure(format!("the import failed: {e}; the registry is unchanged")))?;
-    summary.already = !done;
-    Ok(summary)
+        base: manifest.base.clone(),
+        index_files: manifest.entries.iter().filter(|e| e.index.is_some()).count(),
+        crate_files: manifest.entries.iter().filter(|e| e.krate.is_some()).count(),
+        bytes: manifest.entries.iter().map(|e| e.size).sum(),
+        file_bytes,
+        unchanged,
+    })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn manifest_round_trips_and_checks_its_entries() {
-        let good = Manifest {
-            format: FORMAT.into(),
-            format_version: FORMAT_VERSION,
-            id: "ab".repeat(16),
-            base: None,
-            created: "2026-01-01T00:00:00Z".into(),
-            registry: Source {
-                name: "p".into(),
-                kind: "proxy".into(),
-                upstream: None,
-            },
-            entries: vec![
-                Entry {
-                    path: format!("index/{}", index_path("serde")),
-                    size: 1,
-                    sha256: "a".repeat(64),
-                    index: Some(IndexMeta {
-                        name: "serde".into(),
-                        upstream_etag: None,
-                        upstream_last_modified: None,
-                        fetched_at: 1,
-                    }),
-                    krate: None,
-                },
-                Entry {
-                    path: "crates/Serde/1.0.0+b.crate".into(),
-                    size: 1,
-                    sha256: "b".repeat(64),
-                    index: None,
-                    krate: Some(CrateMeta {
-                        name: "Serde".into(),
-                        vers: "1.0.0+b".into(),
-                    }),
-                },
-            ],
-            inherited: vec![],
-        };
-        let roundtrip = |m: &Manifest| {
-            let json = serde_json::to_vec(m).unwrap();
-            let mut b = tar::Builder::new(Vec::new());
-            b.append_data(&mut tar_header(json.len() as u64), MANIFEST, json.as_slice())
-                .unwrap();
-            let bytes = b.into_inner().unwrap();
-            let mut a = tar::Archive::new(bytes.as_slice());
-            let mut e = a.entries().unwrap().next().unwrap().unwrap();
-            parse_manifest(&mut e)
-        };
-        assert_eq!(roundtrip(&good).unwrap(), good);
-        let mut bad = good.clone();
-        bad.entries[1].path = "crates/../x".into();
-        assert!(roundtrip(&bad).unwrap_err().contains("described wrongly"));
-        let mut bad = good.clone();
-        bad.entries.push(good.entries[0].clone());
-        assert!(roundtrip(&bad).unwrap_err().contains("listed twice"));
-        let mut bad = good.clone();
-        bad.format_version = 2;
-        assert!(roundtrip(&bad).unwrap_err().contains("format version 2"));
-        let mut bad = good.clone();
-        bad.entries[0].sha256 = "x".into();
-        assert!(roundtrip(&bad).unwrap_err().contains("SHA-256"));
-        // Ids name staging directories and markers: only what export makes.
-        let mut bad = good.clone();
-        bad.id = "x/../../../../../tmp/evil".into();
-        assert!(roundtrip(&bad).unwrap_err().contains("invalid bundle id"));
-        let mut bad = good.clone();
-        bad.base = Some("../up".into());
-        assert!(roundtrip(&bad).unwrap_err().contains("invalid base bundle id"));
-        // Index metadata must be what the daemon would have stored and can send again.
-        let mut bad = good.clone();
-        if let Some(i) = bad.entries[0].index.as_mut() {
-            i.upstream_etag = Some("\"a\"\r\nX-Evil: 1".into());
-        }
-        assert!(roundtrip(&bad).unwrap_err().contains("described wrongly"));
-        let mut bad = good.clone();
-        if let Some(i) = bad.entries[0].index.as_mut() {
-            i.name = "Serde".into();
-        }
-        bad.entries[0].path = format!("index/{}", index_path("Serde"));
-        assert!(roundtrip(&bad).unwrap_err().contains("described wrongly"));
-        let mut bad = good;
-        bad.entries[1].size = u64::MAX;
-        assert!(roundtrip(&bad).unwrap_err().contains("larger than any entry"));
+/// Imports a bundle into a registry of the running daemon at `server`: the file is uploaded
+/// (after a check that the token and the registry are good, so a refusal does not wait for
+/// the upload), and the daemon verifies all of it before anything becomes visible.
+pub async fn import_via(server: &str, file: &Path, registry: Option<&str>) -> Result<ImportSummary, CliError> {
+    let client = AdminClient::from_env(server)?;
+    let manifest = read_manifest(file)?;
+    let reg = registry.unwrap_or(&manifest.registry.name);
+    let check = client
+        .send(client.request(reqwest::Method::GET, &format!("registries/{reg}")))
+        .await?;
+    if !check.status().is_success() {
+        return Err(api_error(check).await);
     }
+    let f = tokio::fs::File::open(file)
+        .await
+        .map_err(|e| usage(format!("cannot open {}: {e}", file.display())))?;
+    let len = f
+        .metadata()
+        .await
+        .map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?
+        .len();
+    let shown = Arc::new(Shown::new("upload", None, Some(len)));
+    let counted = shown.clone();
+    let stream = tokio_util::io::ReaderStream::with_capacity(f, 256 << 10).inspect(move |chunk| {
+        if let Ok(c) = chunk {
+            counted.item(c.len() as u64);
+        }
+    });
+    let path = match registry {
+        Some(r) => format!("import?registry={r}"),
+        None => "import".to_owned(),
+    };
+    let resp = client
+        .send(
+            client
+                .request(reqwest::Method::POST, &path)
+                .header(reqwest::header::CONTENT_LENGTH, len)
+                .header(reqwest::header::CONTENT_TYPE, "application/zstd")
+                .body(reqwest::Body::wrap_stream(stream)),
+        )
+        .await?;
+    if let Ok(s) = Arc::try_unwrap(shown) {
+        s.finish();
+    }
+    if !resp.status().is_success() {
+        let e = api_error(resp).await;
+        return Err(CliError {
+            message: e.message.replace("the bundle", &file.display().to_string()),
+            ..e
+        });
+    }
+    resp.json::<ImportSummary>()
+        .await
+        .map_err(|e| failure(format!("the daemon's answer is not an import summary: {e}")))
 }

@@ -1,15 +1,166 @@
-//! The admin API under `/-/api/v1/`: registries, users, tokens. Every call needs the `admin`
-//! scope. Bodies and answers are JSON; errors use Cargo's envelope like everything else.
+//! The admin API under `/-/api/v1/`: registries, users, tokens, bundles. Every call needs the
+//! `admin` scope, checked before any body is read. Bodies and answers are JSON (but for a
+//! bundle, streamed out of `export` and uploaded to `import`); errors use Cargo's envelope like
+//! everything else.
 
-use hyper::body::Incoming;
-use hyper::{Method, Request, StatusCode};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{header, Method, Request, Response, StatusCode};
 use serde_json::json;
+use tokio::io::AsyncWriteExt;
 
 use super::route::{query_param, Route};
-use super::{json_ok, json_status, read_json, HandlerResult};
+use super::{json_ok, json_status, read_json, ApiError, HandlerResult};
 use crate::config::RegistrySpec;
 use crate::registry::admin::{NewToken, RegistryPatch};
+use crate::registry::bundle;
 use crate::registry::RegistryService;
+
+/// Largest `export` request: the `since` bundle's manifest lists every entry of its chain.
+const MAX_EXPORT_REQUEST: u64 = 256 << 20;
+/// Size of the chunks a bundle streams in.
+const CHUNK: usize = 256 << 10;
+
+/// Body of `POST /-/api/v1/registries/{name}/export`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportRequest {
+    /// `--crates` lines (`name`, `name@REQ`, `name@=VERSION`); absent: everything.
+    #[serde(default)]
+    crates: Option<Vec<String>>,
+    /// The manifest of the bundle this one builds on (`--since`).
+    #[serde(default)]
+    since: Option<bundle::Manifest>,
+}
+
+/// A `Write` that sends what is written, in chunks, to a response body (blocking; from the
+/// thread that writes the bundle). A client that went away fails the write, which stops the
+/// export.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
+    }
+}
+
+/// The response streaming a planned bundle: written on a blocking thread as the client reads.
+/// A failure halfway (a cached file gone or changed) aborts the body, so the client sees a
+/// broken transfer, never a short bundle that looks whole.
+fn stream_bundle(plan: bundle::Plan, blobs: Option<bundle::StoreBlobs>) -> Response<super::Body> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    let id = plan.manifest.id.clone();
+    let unchanged = plan.summary.unchanged;
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let out = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+        };
+        let written =
+            bundle::write_blocking(&plan, out, blobs.map(|b| (rt, b)), &bundle::silent()).and_then(|mut w| {
+                w.flush().map_err(|e| bundle::BundleError {
+                    usage: false,
+                    message: e.to_string(),
+                })
+            });
+        match written {
+            Ok(()) => {
+                tracing::info!(registry = %plan.manifest.registry.name, bundle = %plan.manifest.id, "bundle exported")
+            }
+            Err(e) => {
+                tracing::warn!(registry = %plan.manifest.registry.name, bundle = %plan.manifest.id, error = %e, "bundle export failed");
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.message)));
+            }
+        }
+    });
+    let chunks = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let mut resp = Response::new(StreamBody::new(chunks.map_ok(Frame::data)).boxed());
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/zstd"),
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&id) {
+        h.insert("x-cargohold-bundle-id", v);
+    }
+    h.insert("x-cargohold-bundle-unchanged", header::HeaderValue::from(unchanged));
+    resp
+}
+
+/// Removes an uploaded bundle however its import ends.
+struct Upload(PathBuf);
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Stores the request body of an import in the daemon's staging directory, refusing more than
+/// the caches could take.
+async fn receive_upload(svc: &RegistryService, req: Request<Incoming>) -> Result<Upload, ApiError> {
+    let (dir, cap) = svc.bundle_upload();
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > cap) {
+        return Err(super::too_large(cap));
+    }
+    let failed = |e: std::io::Error| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot store the uploaded bundle: {e}"),
+        )
+    };
+    tokio::fs::create_dir_all(&dir).await.map_err(failed)?;
+    let upload = Upload(dir.join(format!("upload-{:016x}.bundle", rand::random::<u64>())));
+    let mut file = tokio::fs::File::create(&upload.0).await.map_err(failed)?;
+    let mut body = req.into_body();
+    let mut len = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the upload broke off: {e}; nothing was imported"),
+            )
+        })?;
+        if let Ok(data) = frame.into_data() {
+            len += data.len() as u64;
+            if len > cap {
+                return Err(super::too_large(cap));
+            }
+            file.write_all(&data).await.map_err(failed)?;
+        }
+    }
+    file.flush().await.map_err(failed)?;
+    Ok(upload)
+}
 
 /// Body of `POST /-/api/v1/users`.
 #[derive(serde::Deserialize)]
@@ -27,8 +178,18 @@ async fn registry_json(svc: &RegistryService, spec: &RegistrySpec) -> Result<ser
 }
 
 /// Dispatches an admin route.
-pub async fn handle(svc: &RegistryService, route: Route, req: Request<Incoming>, auth: Option<&str>) -> HandlerResult {
-    svc.require_admin(auth).await?;
+pub async fn handle(
+    svc: &Arc<RegistryService>,
+    route: Route,
+    req: Request<Incoming>,
+    auth: Option<&str>,
+) -> HandlerResult {
+    // Refused before the body is read, so the connection closes after the answer.
+    svc.require_admin(auth).await.map_err(|e| {
+        let mut e = ApiError::from(e);
+        e.close = true;
+        e
+    })?;
     let method = req.method().clone();
     let query = req.uri().query().map(str::to_owned);
     match (route, method) {
@@ -72,6 +233,40 @@ pub async fn handle(svc: &RegistryService, route: Route, req: Request<Incoming>,
         (Route::AdminTokens, _) => {
             let t: NewToken = read_json(req, svc.limits().max_json_bytes).await?;
             Ok(json_status(StatusCode::CREATED, &svc.create_token(t).await?))
+        }
+        (Route::AdminExport { name }, _) => {
+            let r: ExportRequest = read_json(req, MAX_EXPORT_REQUEST).await?;
+            let wants = match r.crates {
+                Some(lines) => Some(
+                    crate::index::wants::from_list(&lines.join("\n"))
+                        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("`crates`: {e}")))?,
+                ),
+                None => None,
+            };
+            let (plan, blobs) = svc.plan_export(&name, wants, r.since).await?;
+            Ok(stream_bundle(plan, blobs))
+        }
+        (Route::AdminImport, _) => {
+            let registry = query_param(query.as_deref(), "registry");
+            if let Some(r) = &registry {
+                // Before the upload: a wrong name is refused at once.
+                svc.registry(r).map_err(|e| {
+                    let mut e = ApiError::from(e);
+                    e.close = true;
+                    e
+                })?;
+            }
+            let upload = receive_upload(svc, req).await?;
+            // In its own task: a client that goes away mid-import cannot cut it short.
+            let svc = svc.clone();
+            let summary = tokio::spawn(async move {
+                let s = svc.import_bundle(&upload.0, registry.as_deref()).await;
+                drop(upload);
+                s
+            })
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the import failed: {e}")))??;
+            Ok(json_ok(&serde_json::to_value(&summary).unwrap_or_default()))
         }
         (Route::AdminToken { id }, _) => {
             svc.revoke_token(&id).await?;

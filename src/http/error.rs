@@ -75,6 +75,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::Forbidden(_) => StatusCode::FORBIDDEN,
             RegistryError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             RegistryError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            RegistryError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             RegistryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             RegistryError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             RegistryError::Upstream(u) => match u.fault() {

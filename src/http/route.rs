@@ -12,19 +12,55 @@ pub enum Route {
     Readyz,
     Metrics,
     AdminRegistries,
-    AdminRegistry { name: String },
+    AdminRegistry {
+        name: String,
+    },
     AdminUsers,
     AdminTokens,
-    AdminToken { id: String },
-    ConfigJson { reg: String },
-    IndexFile { reg: String, path: String },
-    Download { reg: String, name: String, version: String },
-    Publish { reg: String },
-    Yank { reg: String, name: String, version: String },
-    Unyank { reg: String, name: String, version: String },
-    Owners { reg: String, name: String },
-    Search { reg: String },
-    Me { reg: String },
+    AdminToken {
+        id: String,
+    },
+    /// `POST /-/api/v1/registries/{name}/export`: a bundle, streamed.
+    AdminExport {
+        name: String,
+    },
+    /// `POST /-/api/v1/import[?registry=NAME]`: a bundle uploaded and imported.
+    AdminImport,
+    ConfigJson {
+        reg: String,
+    },
+    IndexFile {
+        reg: String,
+        path: String,
+    },
+    Download {
+        reg: String,
+        name: String,
+        version: String,
+    },
+    Publish {
+        reg: String,
+    },
+    Yank {
+        reg: String,
+        name: String,
+        version: String,
+    },
+    Unyank {
+        reg: String,
+        name: String,
+        version: String,
+    },
+    Owners {
+        reg: String,
+        name: String,
+    },
+    Search {
+        reg: String,
+    },
+    Me {
+        reg: String,
+    },
 }
 
 /// Why no route matched.
@@ -48,6 +84,8 @@ impl Route {
             Route::AdminUsers => "/-/api/v1/users",
             Route::AdminTokens => "/-/api/v1/tokens",
             Route::AdminToken { .. } => "/-/api/v1/tokens/{id}",
+            Route::AdminExport { .. } => "/-/api/v1/registries/{name}/export",
+            Route::AdminImport => "/-/api/v1/import",
             Route::ConfigJson { .. } => "/{reg}/index/config.json",
             Route::IndexFile { .. } => "/{reg}/index/{path}",
             Route::Download { .. } => "/{reg}/api/v1/crates/{name}/{version}/download",
@@ -125,6 +163,10 @@ fn route_segments(method: &Method, s: &[&str]) -> Result<Route, RouteError> {
             "GET, PATCH, DELETE",
         )
         .map(|()| Route::AdminRegistry { name: owned(name) }),
+        ["-", "api", "v1", "registries", name, "export"] => {
+            method_is(method, &[Method::POST], "POST").map(|()| Route::AdminExport { name: owned(name) })
+        }
+        ["-", "api", "v1", "import"] => method_is(method, &[Method::POST], "POST").map(|()| Route::AdminImport),
         ["-", "api", "v1", "users"] => {
             method_is(method, &[Method::GET, Method::POST], "GET, POST").map(|()| Route::AdminUsers)
         }
@@ -250,6 +292,15 @@ mod tests {
         assert_eq!(
             route(&Method::POST, "/local/api/v1/crates/foo/1.0.0/yank"),
             Err(RouteError::MethodNotAllowed("DELETE"))
+        );
+        assert_eq!(route(&Method::POST, "/-/api/v1/import"), Ok(Route::AdminImport));
+        assert_eq!(
+            route(&Method::GET, "/-/api/v1/import"),
+            Err(RouteError::MethodNotAllowed("POST"))
+        );
+        assert_eq!(
+            route(&Method::POST, "/-/api/v1/registries/mirror/export"),
+            Ok(Route::AdminExport { name: "mirror".into() })
         );
         assert_eq!(route(&Method::GET, "/local/other"), Err(RouteError::NotFound));
         assert_eq!(route(&Method::GET, "/-/nothing"), Err(RouteError::NotFound));

@@ -26,6 +26,9 @@ pub enum RegistryError {
     /// 405: the operation does not exist on this kind of registry.
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// 422: well-formed but refused (a damaged bundle, an increment without its base).
+    #[error("{0}")]
+    Unprocessable(String),
     /// 413: a body or part of it is over its limit.
     #[error("{0}")]
     TooLarge(String),
@@ -39,6 +42,16 @@ pub enum RegistryError {
     /// 502/504: the upstream failed and nothing cached could answer.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+}
+
+impl From<super::bundle::BundleError> for RegistryError {
+    fn from(e: super::bundle::BundleError) -> Self {
+        if e.usage {
+            RegistryError::BadRequest(e.message)
+        } else {
+            RegistryError::Unprocessable(e.message)
+        }
+    }
 }
 
 /// Result alias for the registry layer.

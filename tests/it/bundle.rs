@@ -680,3 +680,256 @@ fn an_online_proxy_of_another_upstream_refuses_a_bundle_unless_named() {
         "the same, named explicitly",
     );
 }
+
+/// The main mode: `export` and `import` through running daemons' admin API. The bundle streams
+/// out of the live proxy while it serves; the offline daemon keeps running, verifies the upload
+/// completely, and serves the content at the next request: a name it had answered 404 for
+/// (cached in memory) is found, with the live proxy's bytes, ETags and 304s. A damaged upload
+/// is refused naming the entry, with the registry unchanged; a wrong token is refused before
+/// any upload; increments go the same way.
+#[test]
+fn bundles_go_through_running_daemons_and_are_served_at_once() {
+    let up = FakeUpstream::start_blocking();
+    let first = [
+        Package::new("alpha", "1.0.0").size_padding(64 << 10),
+        Package::new("beta", "2.0.0"),
+    ];
+    let later = Package::new("beta", "2.1.0");
+    for p in first.iter().chain([&later]) {
+        up.add_crate(p);
+    }
+    let live = Daemon::start_with_config(&live_config(&up));
+    for p in &first {
+        fetch(&live, p);
+    }
+    let before = listing(&live, &first);
+    let dir = tempfile::tempdir().unwrap();
+    let (b1, b2) = (dir.path().join("b1.bundle"), dir.path().join("b2.bundle"));
+    let said = ok(
+        live.admin(&["export", "--registry", "mirror", "--out", b1.to_str().unwrap()]),
+        "an export through the running daemon",
+    );
+    assert!(said.contains("2 index file(s) and 2 crate file(s)"), "{said}");
+    assert!(!dir.path().join("b1.bundle.partial").exists());
+
+    let offline = Daemon::start_with_config(OFFLINE);
+    // Asked before the import: a 404, which the daemon keeps in memory.
+    let alpha_index = offline.url(&format!("/mirror/index/{}", cargohold::index::index_path("alpha")));
+    assert_eq!(http::get(&alpha_index, None).status, 404);
+    let listing_before = listing(&offline, &first);
+
+    // A damaged upload is refused, naming the entry or the damage; nothing changes.
+    for (bad, what) in damaged(&b1, dir.path(), "crates/alpha/1.0.0.crate") {
+        let err = refused(offline.admin(&["import", bad.to_str().unwrap()]), what);
+        assert!(
+            err.contains("is refused") || err.contains("not a usable bundle"),
+            "{what}: {err}"
+        );
+        assert!(err.contains(bad.to_str().unwrap()), "{what} names the file: {err}");
+        assert_eq!(listing(&offline, &first), listing_before, "{what}");
+    }
+    // A wrong token is refused before the upload.
+    let mut cmd = Command::new(BIN);
+    scrub_env(&mut cmd);
+    let out = cmd
+        .args(["--server", offline.base_url(), "import", b1.to_str().unwrap()])
+        .env("CARGOHOLD_ADMIN_TOKEN", "not-the-token")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let said = ok(
+        offline.admin(&["import", b1.to_str().unwrap()]),
+        "an import into the running daemon",
+    );
+    assert!(said.contains("2 index file(s), 2 crate file(s)"), "{said}");
+    // Served at once, exactly as the live proxy served it.
+    assert_eq!(listing(&offline, &first), before);
+    let etag = http::get(&alpha_index, None).header("etag").unwrap();
+    let again = http::send(
+        reqwest::Method::GET,
+        &alpha_index,
+        None,
+        None,
+        &[("if-none-match", &etag)],
+    );
+    assert_eq!(again.status, 304);
+    let twice = ok(
+        offline.admin(&["import", b1.to_str().unwrap()]),
+        "the same bundle again",
+    );
+    assert!(twice.contains("nothing changed"), "{twice}");
+
+    // An increment, also through both daemons: only what is new travels.
+    fetch(&live, &later);
+    ok(
+        live.admin(&[
+            "export",
+            "--registry",
+            "mirror",
+            "--out",
+            b2.to_str().unwrap(),
+            "--since",
+            b1.to_str().unwrap(),
+        ]),
+        "an increment through the running daemon",
+    );
+    let mut paths: Vec<String> = read_manifest(&b2)
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
+    paths.sort();
+    // beta's index file (already listing 2.1.0) is unchanged: only the new .crate travels,
+    // checked on import against the index file the offline daemon holds.
+    assert_eq!(paths, ["crates/beta/2.1.0.crate"]);
+    ok(offline.admin(&["import", b2.to_str().unwrap()]), "the increment");
+    let all: Vec<Package> = first.iter().cloned().chain([later]).collect();
+    assert_eq!(listing(&offline, &all), listing(&live, &all));
+}
+
+/// A hosted registry through the admin API: exported from one running daemon, imported into
+/// another that had answered 404 for the crate, which then serves its index file and download
+/// at once; an export of crates the registry lacks writes nothing.
+#[test]
+fn a_hosted_bundle_goes_through_running_daemons() {
+    use crate::support::package;
+    const HOSTED: &str = "[registries.local]\nkind = \"hosted\"\n";
+    let src = Daemon::start_with_config(HOSTED);
+    let alice = src.user_token("alice", &[]);
+    let (body, _) = package::simple_publish("solo", "1.0.0");
+    let r = http::send(
+        reqwest::Method::PUT,
+        &src.url("/local/api/v1/crates/new"),
+        Some(&alice),
+        Some(body),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let dir = tempfile::tempdir().unwrap();
+    let b = dir.path().join("hosted.bundle");
+    let list = dir.path().join("crates.txt");
+    std::fs::write(&list, "nosuch\n").unwrap();
+    let err = refused(
+        src.admin(&[
+            "export",
+            "--registry",
+            "local",
+            "--out",
+            b.to_str().unwrap(),
+            "--crates",
+            list.to_str().unwrap(),
+        ]),
+        "an export of a crate the registry lacks",
+    );
+    assert!(err.contains("no crate `nosuch`"), "{err}");
+    assert!(!b.exists());
+    ok(
+        src.admin(&["export", "--registry", "local", "--out", b.to_str().unwrap()]),
+        "an export of a hosted registry through the daemon",
+    );
+
+    let dst = Daemon::start_with_config(HOSTED);
+    let index = |d: &Daemon| {
+        http::get(
+            &d.url(&format!("/local/index/{}", cargohold::index::index_path("solo"))),
+            None,
+        )
+    };
+    assert_eq!(index(&dst).status, 404);
+    let said = ok(
+        dst.admin(&["import", b.to_str().unwrap()]),
+        "an import of a hosted bundle",
+    );
+    assert!(said.contains("1 crate file(s)"), "{said}");
+    let (want, got) = (index(&src), index(&dst));
+    assert_eq!((got.status, got.text()), (200, want.text()));
+    let dl = http::get(&dst.url("/local/api/v1/crates/solo/1.0.0/download"), None);
+    assert_eq!(dl.status, 200);
+    assert_eq!(
+        dl.body,
+        http::get(&src.url("/local/api/v1/crates/solo/1.0.0/download"), None).body
+    );
+}
+
+/// Rewrites a bundle with the entry at `path` changed by `edit`, its size and SHA-256 updated
+/// in the manifest (a well-formed bundle with hostile content).
+fn with_entry_edited(src: &Path, dst: &Path, path: &str, edit: impl Fn(Vec<u8>) -> Vec<u8>) {
+    let mut raw = Vec::new();
+    zstd::Decoder::new(std::fs::File::open(src).unwrap())
+        .unwrap()
+        .read_to_end(&mut raw)
+        .unwrap();
+    let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
+    for e in tar::Archive::new(raw.as_slice()).entries().unwrap() {
+        let mut e = e.unwrap();
+        let p = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        entries.push((p, data));
+    }
+    let i = entries.iter().position(|(p, _)| p == path).unwrap();
+    entries[i].1 = edit(std::mem::take(&mut entries[i].1));
+    let mut manifest: serde_json::Value = serde_json::from_slice(&entries[0].1).unwrap();
+    for m in manifest["entries"].as_array_mut().unwrap() {
+        if m["path"] == path {
+            m["size"] = entries[i].1.len().into();
+            m["sha256"] = sha256_hex(&entries[i].1).into();
+        }
+    }
+    entries[0].1 = serde_json::to_vec(&manifest).unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    for (p, data) in &entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, p, data.as_slice()).unwrap();
+    }
+    std::fs::write(dst, zstd::encode_all(b.into_inner().unwrap().as_slice(), 3).unwrap()).unwrap();
+}
+
+/// A hosted bundle is hostile input even when its hashes agree: an owner who is neither a user
+/// in the bundle nor one here (whoever took that login later would own the crate) is refused,
+/// and so is a crate with no owner; the registry is unchanged.
+#[test]
+fn a_hosted_bundle_naming_unknown_owners_is_refused() {
+    use crate::support::package;
+    const HOSTED: &str = "[registries.local]\nkind = \"hosted\"\n";
+    let src = Daemon::start_with_config(HOSTED);
+    let alice = src.user_token("alice", &[]);
+    let (body, _) = package::simple_publish("owned", "1.0.0");
+    let r = http::send(
+        reqwest::Method::PUT,
+        &src.url("/local/api/v1/crates/new"),
+        Some(&alice),
+        Some(body),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.bundle");
+    ok(
+        src.admin(&["export", "--registry", "local", "--out", good.to_str().unwrap()]),
+        "export",
+    );
+    let edit = |owners: serde_json::Value| {
+        move |bytes: Vec<u8>| {
+            let mut r: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            r["crates"][0]["owners"] = owners.clone();
+            r["users"] = serde_json::json!([]);
+            serde_json::to_vec(&r).unwrap()
+        }
+    };
+    let (stranger, nobody) = (dir.path().join("stranger.bundle"), dir.path().join("nobody.bundle"));
+    with_entry_edited(&good, &stranger, "records.json", edit(serde_json::json!(["mallory"])));
+    with_entry_edited(&good, &nobody, "records.json", edit(serde_json::json!([])));
+    let dst = Daemon::start_with_config(HOSTED);
+    let index = dst.url(&format!("/local/index/{}", cargohold::index::index_path("owned")));
+    for (bad, why) in [(&stranger, "owner `mallory`"), (&nobody, "has no owner")] {
+        let err = refused(dst.admin(&["import", bad.to_str().unwrap()]), why);
+        assert!(err.contains(why), "{err}");
+        assert_eq!(http::get(&index, None).status, 404, "{why}");
+    }
+}

@@ -126,11 +126,11 @@ fn a_pruned_proxy_serves_only_cached_versions_with_its_own_etag() {
     assert_eq!(get(&d, "/crates-io/index/ne/ve/never").status, 200);
 }
 
-/// `cargo generate-lockfile` against an offline, pruned proxy picks only versions it can
-/// download, and every one of them downloads (`cargo fetch`).
+/// `cargo generate-lockfile` against an offline, pruned proxy filled from a bundle picks only
+/// versions it can download, and every one of them downloads (`cargo fetch`).
 #[test]
 fn cargo_resolves_only_downloadable_versions_through_a_pruned_offline_proxy() {
-    let up = FakeUpstream::start_blocking();
+    let mut up = FakeUpstream::start_blocking();
     up.add_crate(&Package::new("leaf", "1.0.0"));
     up.add_crate(&Package::new("leaf", "1.1.0"));
     up.add_crate(&Package::new("top", "1.0.0").dep("leaf", "^1"));
@@ -155,10 +155,18 @@ fn cargo_resolves_only_downloadable_versions_through_a_pruned_offline_proxy() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let leaf = get(&d, "/crates-io/index/le/af/leaf");
     assert_eq!(versions(&leaf), ["1.0.0", "1.1.0"]);
-    set(&d, "--offline", true);
+    // Across the gap: a bundle exported through the connected daemon, imported into a fresh,
+    // running air-gapped daemon that has no upstream at all and prunes.
+    let bundle = d.scratch_dir().join("mirror.bundle");
+    d.admin_ok(&["export", "--registry", "crates-io", "--out", bundle.to_str().unwrap()]);
+    let air =
+        Daemon::start_with_config("[registries.crates-io]\nkind = \"proxy\"\noffline = true\nprune_index = true\n");
+    air.admin_ok(&["import", bundle.to_str().unwrap()]);
+    drop(d);
+    up.go_down_blocking();
 
     let mut env = CargoEnv::bare();
-    env.add_registry("mirror", &d.index_url("crates-io"))
+    env.add_registry("mirror", &air.index_url("crates-io"))
         .replace_crates_io_with("mirror");
     let project = env.project(
         "pruned-app",
