@@ -19,6 +19,8 @@ pub mod auth;
 pub mod bundle;
 pub mod catalog;
 pub mod changes;
+#[cfg(test)]
+mod cluster_tests;
 pub mod error;
 pub mod merge;
 pub mod publish;
@@ -165,6 +167,42 @@ impl RegistryService {
             reads,
             imports: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Follows the store's change feed ([`Metadata::watch`](crate::store::Metadata::watch)), if
+    /// it has one (PostgreSQL): a change any node commits drops this node's cached copies — a
+    /// crate's rendered index file, the registry definitions (reloaded), the cached tokens —
+    /// and a cut feed drops them all. The task ends with the service.
+    pub async fn watch_store(self: &Arc<Self>) -> RegistryResult<()> {
+        let Some(mut events) = self.store.meta.watch().await? else {
+            return Ok(());
+        };
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                let Some(svc) = weak.upgrade() else { return };
+                svc.apply_store_event(event).await;
+            }
+        });
+        Ok(())
+    }
+
+    /// Drops what `event` made stale.
+    pub async fn apply_store_event(&self, event: crate::store::StoreEvent) {
+        use crate::store::StoreEvent;
+        tracing::debug!(?event, "store change");
+        match event {
+            StoreEvent::Crate { registry, name } => self.reads.invalidate(&registry, &name),
+            StoreEvent::Tokens => self.auth.forget_tokens(),
+            StoreEvent::Users => {}
+            StoreEvent::Registries | StoreEvent::Lost => {
+                if let Err(e) = self.catalog.reload().await {
+                    tracing::warn!(error = %e, "cannot reload the registry definitions after a change");
+                }
+                self.reads.invalidate_registry("");
+                self.auth.forget_tokens();
+            }
+        }
     }
 
     /// The store (for readiness checks and shutdown).

@@ -247,11 +247,41 @@ pub trait Metadata: Send + Sync + 'static {
         Err(StoreError::Io("this store cannot restore crates from a bundle".into()))
     }
 
+    /// Changes made through *any* handle on the same database (other nodes included), for
+    /// dropping cached copies: `None` when the store has no such feed (the embedded SQLite
+    /// store, whose only writer is this process). The feed says [`StoreEvent::Lost`] when it
+    /// may have missed changes (its connection dropped), then goes on.
+    async fn watch(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<StoreEvent>>> {
+        Ok(None)
+    }
+
     /// Whether the store answers reads and writes (readiness).
     async fn check(&self) -> StoreResult<()>;
     /// Releases the store (shutdown): pending work is committed.
     async fn close(&self) -> StoreResult<()>;
 }
+
+/// A change another handle (or node) made, as announced by [`Metadata::watch`]. Sent in the
+/// transaction of the change (PostgreSQL `NOTIFY`), so it is delivered when, and only when, the
+/// change commits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StoreEvent {
+    /// A crate changed (publish, yank, unyank, owners, restore).
+    Crate { registry: String, name: String },
+    /// Registry definitions changed.
+    Registries,
+    /// Users changed.
+    Users,
+    /// Tokens changed (one made or revoked).
+    Tokens,
+    /// Anything may have changed (an import), or the feed may have missed changes (its
+    /// connection dropped): drop every cached copy.
+    Lost,
+}
+
+/// The PostgreSQL channel of [`StoreEvent`]s.
+pub const CHANGES_CHANNEL: &str = "cargohold_changes";
 
 /// A blob being read: its length and its bytes.
 pub struct BlobReader {

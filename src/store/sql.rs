@@ -16,8 +16,8 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Row, Transaction};
 
 use super::{
-    now_secs, Counts, CrateChange, CrateRecord, Metadata, Snapshot, StoreError, StoreResult, TokenRecord, UserRecord,
-    VersionRecord,
+    now_secs, Counts, CrateChange, CrateRecord, Metadata, Snapshot, StoreError, StoreEvent, StoreResult, TokenRecord,
+    UserRecord, VersionRecord, CHANGES_CHANNEL,
 };
 use crate::config::RegistrySpec;
 use crate::index::IndexLine;
@@ -31,6 +31,31 @@ pub struct SqlMetadata {
     /// Changes. One connection for SQLite, which has one writer at a time anyway.
     write: AnyPool,
     postgres: bool,
+    /// PostgreSQL's URL, for the change feed's own connection ([`Metadata::watch`]).
+    url: Option<String>,
+}
+
+/// Announces `event` in the transaction `tx` (PostgreSQL only: `NOTIFY` is delivered to every
+/// listener when, and only when, the transaction commits; SQLite has no other process to tell).
+async fn announce(tx: &mut Transaction<'static, Any>, postgres: bool, event: &StoreEvent) -> StoreResult<()> {
+    if !postgres {
+        return Ok(());
+    }
+    let payload = serde_json::to_string(event).map_err(|e| StoreError::Io(e.to_string()))?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANGES_CHANNEL)
+        .bind(payload)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
+/// Listens to [`CHANGES_CHANNEL`] on a connection of its own.
+async fn listen(url: &str) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
+    let mut l = sqlx::postgres::PgListener::connect(url).await?;
+    l.listen(CHANGES_CHANNEL).await?;
+    Ok(l)
 }
 
 fn db_err(e: sqlx::Error) -> StoreError {
@@ -138,6 +163,7 @@ impl SqlMetadata {
             read,
             write,
             postgres: false,
+            url: None,
         })
     }
 
@@ -166,6 +192,7 @@ impl SqlMetadata {
             read,
             write,
             postgres: true,
+            url: Some(url.to_owned()),
         })
     }
 
@@ -442,6 +469,7 @@ impl Metadata for SqlMetadata {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
+        announce(&mut tx, self.postgres, &StoreEvent::Registries).await?;
         tx.commit().await.map_err(db_err)
     }
 
@@ -455,6 +483,7 @@ impl Metadata for SqlMetadata {
         ] {
             sqlx::query(sql).bind(name).execute(&mut *tx).await.map_err(db_err)?;
         }
+        announce(&mut tx, self.postgres, &StoreEvent::Registries).await?;
         tx.commit().await.map_err(db_err)
     }
 
@@ -588,6 +617,24 @@ impl Metadata for SqlMetadata {
                 rev + 1
             }
         };
+        if self.postgres {
+            // The crate's name as published: the nodes' caches are keyed by it, lowercased.
+            let row = sqlx::query("SELECT name FROM crates WHERE registry = $1 AND canonical = $2")
+                .bind(registry)
+                .bind(canonical)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            let name: String = match row {
+                Some(r) => r.try_get(0).map_err(db_err)?,
+                None => canonical.to_owned(),
+            };
+            let event = StoreEvent::Crate {
+                registry: registry.to_owned(),
+                name,
+            };
+            announce(&mut tx, true, &event).await?;
+        }
         tx.commit().await.map_err(db_err)?;
         Ok(revision)
     }
@@ -625,6 +672,7 @@ impl Metadata for SqlMetadata {
             .map_err(db_err);
             match inserted {
                 Ok(_) => {
+                    announce(&mut tx, self.postgres, &StoreEvent::Users).await?;
                     tx.commit().await.map_err(db_err)?;
                     return self.get_user(login).await;
                 }
@@ -662,6 +710,7 @@ impl Metadata for SqlMetadata {
     async fn put_token(&self, token: &TokenRecord) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         insert_token(&mut tx, token).await?;
+        announce(&mut tx, self.postgres, &StoreEvent::Tokens).await?;
         tx.commit().await.map_err(db_err)
     }
 
@@ -680,6 +729,7 @@ impl Metadata for SqlMetadata {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
+        announce(&mut tx, self.postgres, &StoreEvent::Tokens).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(done.rows_affected() > 0)
     }
@@ -775,6 +825,7 @@ impl Metadata for SqlMetadata {
             let canonical = crate::index::canonical_name(&rec.name);
             insert_whole_crate(&mut tx, registry, &canonical, rec).await?;
         }
+        announce(&mut tx, self.postgres, &StoreEvent::Lost).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(true)
     }
@@ -848,6 +899,18 @@ impl Metadata for SqlMetadata {
                 ..rec.clone()
             };
             insert_whole_crate(&mut tx, registry, &canonical, &rec).await?;
+            announce(
+                &mut tx,
+                self.postgres,
+                &StoreEvent::Crate {
+                    registry: registry.to_owned(),
+                    name: rec.name.clone(),
+                },
+            )
+            .await?;
+        }
+        if !users.is_empty() {
+            announce(&mut tx, self.postgres, &StoreEvent::Users).await?;
         }
         tx.commit().await.map_err(db_err)?;
         Ok(true)
@@ -875,6 +938,55 @@ impl Metadata for SqlMetadata {
         })
     }
 
+    async fn watch(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<StoreEvent>>> {
+        let Some(url) = self.url.clone() else {
+            return Ok(None);
+        };
+        let mut listener = listen(&url).await.map_err(|e| {
+            StoreError::Io(format!(
+                "cannot listen to {} for changes: {e}",
+                crate::store::redact_url(&url)
+            ))
+        })?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(async move {
+            loop {
+                let event = match listener.try_recv().await {
+                    Ok(Some(n)) => match serde_json::from_str::<StoreEvent>(n.payload()) {
+                        Ok(e) => e,
+                        Err(_) => StoreEvent::Lost,
+                    },
+                    // The connection dropped: what changed meanwhile is not known. Drop
+                    // everything now, reconnect, and drop everything again once listening.
+                    Ok(None) | Err(_) => {
+                        tracing::warn!("the store's change feed was cut; dropping cached copies and reconnecting");
+                        if tx.send(StoreEvent::Lost).await.is_err() {
+                            return;
+                        }
+                        listener = loop {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            if tx.is_closed() {
+                                return;
+                            }
+                            match listen(&url).await {
+                                Ok(l) => break l,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "cannot listen to the store's changes yet; retrying")
+                                }
+                            }
+                        };
+                        tracing::info!("listening to the store's changes again");
+                        StoreEvent::Lost
+                    }
+                };
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Some(rx))
+    }
+
     async fn check(&self) -> StoreResult<()> {
         // A write, so an unwritable database (read-only, disk full) is not ready.
         sqlx::query(
@@ -895,7 +1007,15 @@ impl Metadata for SqlMetadata {
 }
 
 #[cfg(test)]
-mod tests {
+impl SqlMetadata {
+    /// Runs one statement on the write pool (tests that need to act on the database itself).
+    pub(crate) async fn execute_for_tests(&self, sql: &str) {
+        sqlx::query(sql).execute(&self.write).await.unwrap();
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
     use super::*;
 
     #[tokio::test]
