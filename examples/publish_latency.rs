@@ -220,7 +220,7 @@ async fn open(backend: Backend, dir: &Path) -> Result<Bench> {
     };
     let svc = Arc::new(RegistryService::new(store, caches, settings).await?);
     let spec: RegistrySpec = serde_json::from_value(json!({"name": REGISTRY, "kind": "hosted"}))?;
-    svc.apply_configured([spec]).await?;
+    svc.apply_configured([spec], dir).await?;
     svc.create_user("bench", None).await?;
     let token = svc
         .create_token(NewToken {

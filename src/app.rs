@@ -140,7 +140,9 @@ pub async fn start(config: Config, env_admin_token: Option<String>) -> anyhow::R
     let registry = Arc::new(RegistryService::new(store, caches, settings).await?);
     // Several nodes on one PostgreSQL: what another node commits drops this node's copies.
     registry.watch_store().await?;
-    registry.apply_configured(config.registries.values().cloned()).await?;
+    registry
+        .apply_configured(config.registries.values().cloned(), &config.data_dir)
+        .await?;
     registry.warn_about_shadow_version();
     let admin_token = registry.bootstrap_admin(&config.data_dir).await?;
     let state = HttpState {

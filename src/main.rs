@@ -233,6 +233,9 @@ async fn serve(config: Config) -> Result<(), CliError> {
             p.display()
         ),
         AdminToken::Env => println!("Admin token: from CARGOHOLD_ADMIN_TOKEN"),
+        AdminToken::InStore => println!(
+            "Admin token: the store already holds one (another node's); set CARGOHOLD_ADMIN_TOKEN to it on every node"
+        ),
     }
     tracing::info!(addr = %running.addr, public_url = %running.public_url, "cargohold started");
     cargohold::app::shutdown_signal().await;

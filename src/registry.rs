@@ -145,7 +145,7 @@ impl RegistryService {
             caches.crate_bytes.clone(),
             settings.memory_bytes,
         ));
-        let env_admin = settings.env_admin_hash.is_some();
+        let env_admin_hash = settings.env_admin_hash.clone();
         Ok(RegistryService {
             auth: Auth::new(store.meta.clone(), catalog.clone(), settings.env_admin_hash),
             changes: Changes {
@@ -159,7 +159,7 @@ impl RegistryService {
                 catalog: catalog.clone(),
                 reads: reads.clone(),
                 index: caches.index.clone(),
-                env_admin,
+                env_admin_hash,
             },
             store,
             caches,
@@ -480,8 +480,12 @@ impl RegistryService {
     }
 
     /// See [`Admin::apply_configured`].
-    pub async fn apply_configured(&self, specs: impl IntoIterator<Item = RegistrySpec>) -> RegistryResult<()> {
-        self.admin.apply_configured(specs).await
+    pub async fn apply_configured(
+        &self,
+        specs: impl IntoIterator<Item = RegistrySpec>,
+        data_dir: &Path,
+    ) -> RegistryResult<()> {
+        self.admin.apply_configured(specs, data_dir).await
     }
 
     /// Creates a registry.

@@ -115,7 +115,19 @@ pub enum AdminToken {
     File(std::path::PathBuf),
     /// The generated token in this file was revoked; no bootstrap token is in use.
     Revoked(std::path::PathBuf),
+    /// The store already holds an admin token (another node's, or `CARGOHOLD_ADMIN_TOKEN`'s
+    /// from elsewhere): this node made none of its own.
+    InStore,
 }
+
+/// The id under which `CARGOHOLD_ADMIN_TOKEN`'s hash is stored: one per cluster.
+pub const CLUSTER_ADMIN_TOKEN_ID: &str = "cluster-admin";
+/// The id of the token generated on a first start without `CARGOHOLD_ADMIN_TOKEN`: a fixed id,
+/// so two nodes starting at once on an empty store cannot both make one.
+pub const BOOTSTRAP_TOKEN_ID: &str = "bootstrap-admin";
+/// This node's record of the registry definitions it applied from its config file (see
+/// [`Admin::apply_configured`]).
+pub const APPLIED_REGISTRIES_FILE: &str = "applied-registries.json";
 
 /// Registry definitions (through the store, then a catalog reload), users and tokens.
 pub struct Admin {
@@ -124,8 +136,8 @@ pub struct Admin {
     pub(super) reads: Arc<Reads>,
     /// The upstream index cache, cleared of a registry's files when it is created or deleted.
     pub(super) index: IndexCache,
-    /// Whether the environment gives the admin token (then none is generated).
-    pub(super) env_admin: bool,
+    /// The hash of `CARGOHOLD_ADMIN_TOKEN`, if set (then none is generated).
+    pub(super) env_admin_hash: Option<String>,
 }
 
 impl Admin {
@@ -135,12 +147,51 @@ impl Admin {
     /// The token is stored before its file is written, so a token file whose token is not in
     /// the store was revoked (or the store was wiped): it is never stored again, and the start
     /// logs how to get a new one. A revoked bootstrap token stays revoked across restarts.
+    ///
+    /// Several nodes on one store have one admin token: `CARGOHOLD_ADMIN_TOKEN`, set on every
+    /// node, its hash stored as token `cluster-admin` by the first node. A node whose variable
+    /// holds another token refuses to start. A node without the variable makes no token of its
+    /// own when the store already holds an admin token.
     pub async fn bootstrap_admin(&self, data_dir: &Path) -> RegistryResult<AdminToken> {
         if self.meta.get_user(ADMIN_USER).await?.is_none() {
             self.meta.create_user(ADMIN_USER, Some("Administrator".into())).await?;
         }
-        if self.env_admin {
-            return Ok(AdminToken::Env);
+        if let Some(hash) = &self.env_admin_hash {
+            for _ in 0..4 {
+                let tokens = self.meta.tokens().await?;
+                match tokens.iter().find(|t| t.id == CLUSTER_ADMIN_TOKEN_ID) {
+                    Some(t) if t.hash == *hash => return Ok(AdminToken::Env),
+                    Some(_) => {
+                        return Err(RegistryError::Conflict(format!(
+                            "CARGOHOLD_ADMIN_TOKEN is not this cluster's admin token: the store holds the hash of another one (token `{CLUSTER_ADMIN_TOKEN_ID}`). Set the same value on every node that shares the store; to change it, revoke the old one (`cargohold token revoke {CLUSTER_ADMIN_TOKEN_ID}`), then restart the nodes with the new value"
+                        )))
+                    }
+                    None => {
+                        let stored = self
+                            .meta
+                            .put_token(&TokenRecord {
+                                id: CLUSTER_ADMIN_TOKEN_ID.into(),
+                                hash: hash.clone(),
+                                user: ADMIN_USER.into(),
+                                name: "cluster admin token (CARGOHOLD_ADMIN_TOKEN)".into(),
+                                scopes: vec![Scope::Admin.as_str().into()],
+                                registries: None,
+                                expires: None,
+                                created: now_secs(),
+                            })
+                            .await;
+                        match stored {
+                            Ok(()) => return Ok(AdminToken::Env),
+                            // Another node stored it meanwhile: compare with that one.
+                            Err(crate::store::StoreError::Conflict(_)) => continue,
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+            }
+            return Err(RegistryError::Unavailable(
+                "cannot store the cluster's admin token: the store kept changing; start again".into(),
+            ));
         }
         let path = data_dir.join(ADMIN_TOKEN_FILE);
         let io_err = |e: std::io::Error| {
@@ -156,15 +207,29 @@ impl Admin {
                 }
                 tracing::warn!(
                     path = %path.display(),
-                    "the bootstrap admin token in this file was revoked; it stays revoked. Use another admin token, set CARGOHOLD_ADMIN_TOKEN, or delete the file to have a new one generated at the next start"
+                    "the bootstrap admin token in this file was revoked; it stays revoked. Use another admin token, set CARGOHOLD_ADMIN_TOKEN, or delete the file to have a new one generated at the next start (if the store then holds no other admin token)"
                 );
                 Ok(AdminToken::Revoked(path))
             }
             _ => {
+                // Another node (or CARGOHOLD_ADMIN_TOKEN elsewhere) gave the store an admin
+                // token: a second, competing one would be a secret nobody else knows of.
+                let now = now_secs();
+                let held =
+                    self.meta.tokens().await?.into_iter().any(|t| {
+                        t.scopes.iter().any(|s| s == Scope::Admin.as_str()) && t.expires.is_none_or(|e| e > now)
+                    });
+                if held {
+                    tracing::warn!(
+                        "the store already holds an admin token (another node's, or CARGOHOLD_ADMIN_TOKEN's); this node made none: set CARGOHOLD_ADMIN_TOKEN to the cluster's admin token on every node"
+                    );
+                    return Ok(AdminToken::InStore);
+                }
                 let secret = new_secret();
-                self.meta
+                let stored = self
+                    .meta
                     .put_token(&TokenRecord {
-                        id: new_token_id(),
+                        id: BOOTSTRAP_TOKEN_ID.into(),
                         hash: hash_token(&secret),
                         user: ADMIN_USER.into(),
                         name: "bootstrap admin token".into(),
@@ -173,7 +238,13 @@ impl Admin {
                         expires: None,
                         created: now_secs(),
                     })
-                    .await?;
+                    .await;
+                match stored {
+                    Ok(()) => {}
+                    // A node starting at the same moment made it: this one makes none.
+                    Err(crate::store::StoreError::Conflict(_)) => return Ok(AdminToken::InStore),
+                    Err(e) => return Err(e.into()),
+                }
                 write_private(&path, &secret).map_err(io_err)?;
                 Ok(AdminToken::File(path))
             }
@@ -220,13 +291,26 @@ impl Admin {
         }
     }
 
-    /// Applies registry definitions from the config file at start: each declared registry is
-    /// created or overwritten (the file is authoritative for what it declares).
+    /// Applies registry definitions from the config file at start, without ever overwriting
+    /// what another node or the admin API made. For each registry the file declares:
+    ///
+    /// - not in the store: created;
+    /// - stored as the file says: nothing to do;
+    /// - stored differently, as *this node* last applied it from its file (the node keeps that
+    ///   record in `<data_dir>/applied-registries.json`): the file changed here since, and
+    ///   nobody changed the registry since, so the file's definition is stored;
+    /// - stored differently otherwise (another node's file, the admin API, or a node that never
+    ///   applied it): the stored definition stays and is served, and the start logs which
+    ///   fields differ and how to reconcile.
     ///
     /// The merge access rule is checked across the file's registries *and* those created at
     /// run time: a stored registry readable without a token may not merge a proxy the file
     /// makes `auth_required` (the start fails, saying which and how to fix it).
-    pub async fn apply_configured(&self, specs: impl IntoIterator<Item = RegistrySpec>) -> RegistryResult<()> {
+    pub async fn apply_configured(
+        &self,
+        specs: impl IntoIterator<Item = RegistrySpec>,
+        data_dir: &Path,
+    ) -> RegistryResult<()> {
         let specs: Vec<RegistrySpec> = specs.into_iter().collect();
         let mut all: BTreeMap<String, RegistrySpec> = self
             .catalog
@@ -250,10 +334,39 @@ impl Admin {
                 problems.join("; ")
             )));
         }
+        let record = data_dir.join(APPLIED_REGISTRIES_FILE);
+        let mut applied: BTreeMap<String, RegistrySpec> = std::fs::read(&record)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let stored: BTreeMap<String, RegistrySpec> = self
+            .meta
+            .registries()
+            .await?
+            .into_iter()
+            .map(|s| (s.name.clone(), s))
+            .collect();
         for spec in specs {
-            if self.catalog.registries().get(&spec.name).map(|s| s.as_ref()) != Some(&spec) {
-                self.meta.put_registry(&spec).await?;
+            match stored.get(&spec.name) {
+                Some(s) if *s == spec => {}
+                None => self.meta.put_registry(&spec).await?,
+                Some(s) if applied.get(&spec.name) == Some(s) => {
+                    tracing::info!(registry = %spec.name, "the config file changed this registry; applying it");
+                    self.meta.put_registry(&spec).await?;
+                }
+                Some(s) => {
+                    tracing::warn!(
+                        registry = %spec.name,
+                        differs = %differing_fields(s, &spec).join(","),
+                        "this node's config file defines this registry differently from the store (another node's config or the admin API changed it); serving the stored definition. Make the config files agree, or change it for every node with `cargohold registry update`"
+                    );
+                    continue;
+                }
             }
+            applied.insert(spec.name.clone(), spec);
+        }
+        if let Err(e) = write_json_atomically(&record, &applied) {
+            tracing::warn!(path = %record.display(), error = %e, "cannot record the registries applied from the config file");
         }
         self.catalog.reload().await
     }
@@ -446,6 +559,33 @@ impl Admin {
 
 /// Writes a private (0600) file atomically: a temp file, fsynced, renamed over `path`, and the
 /// directory fsynced; a crash leaves the old file or the new one, never a torn one.
+/// The top-level fields in which two definitions differ.
+fn differing_fields(a: &RegistrySpec, b: &RegistrySpec) -> Vec<String> {
+    let (a, b) = (
+        serde_json::to_value(a).unwrap_or_default(),
+        serde_json::to_value(b).unwrap_or_default(),
+    );
+    let mut keys: Vec<String> = a
+        .as_object()
+        .into_iter()
+        .chain(b.as_object())
+        .flat_map(|o| o.keys().cloned())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter().filter(|k| a.get(k) != b.get(k)).collect()
+}
+
+/// Writes `value` as JSON to `path` through a temp file and a rename.
+fn write_json_atomically(path: &Path, value: &impl serde::Serialize) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{}.{}", APPLIED_REGISTRIES_FILE, rand::random::<u32>()));
+    let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));

@@ -16,6 +16,20 @@ use crate::store::sql::SqlMetadata;
 use crate::store::{blobs::FileBlobs, CrateChange, PrivateStore};
 
 async fn node(url: &str, dir: &std::path::Path, name: &str) -> Arc<RegistryService> {
+    let meta = Arc::new(SqlMetadata::open_postgres(url).await.unwrap());
+    let svc = node_on(meta, dir, name, None).await;
+    svc.watch_store().await.unwrap();
+    svc
+}
+
+/// A node over its own handle `meta` on a shared database, with its own data directory
+/// `dir/name` and, maybe, `CARGOHOLD_ADMIN_TOKEN`'s hash.
+async fn node_on(
+    meta: Arc<dyn crate::store::Metadata>,
+    dir: &std::path::Path,
+    name: &str,
+    env_admin_hash: Option<String>,
+) -> Arc<RegistryService> {
     let dir = dir.join(name);
     let cache_dir = dir.join("cache");
     let caches = CacheHandles {
@@ -27,12 +41,12 @@ async fn node(url: &str, dir: &std::path::Path, name: &str) -> Arc<RegistryServi
         public_url: "http://127.0.0.1:1".into(),
         limits: Limits::default(),
         memory_bytes: 8 << 20,
-        env_admin_hash: None,
+        env_admin_hash,
     };
-    let svc = Arc::new(
+    Arc::new(
         RegistryService::new(
             PrivateStore {
-                meta: Arc::new(SqlMetadata::open_postgres(url).await.unwrap()),
+                meta,
                 blobs: Arc::new(FileBlobs::open(dir.join("blobs")).unwrap()),
             },
             caches,
@@ -40,9 +54,13 @@ async fn node(url: &str, dir: &std::path::Path, name: &str) -> Arc<RegistryServi
         )
         .await
         .unwrap(),
-    );
-    svc.watch_store().await.unwrap();
-    svc
+    )
+}
+
+/// A handle of its own on the SQLite database in `dir` (several handles stand for several
+/// processes; the rules below need no change feed).
+async fn sqlite_handle(dir: &std::path::Path) -> Arc<dyn crate::store::Metadata> {
+    Arc::new(SqlMetadata::open_sqlite(&dir.join("shared.db")).await.unwrap())
 }
 
 /// The versions node `svc` serves for `name` in `reg` (empty for a 404).
@@ -174,4 +192,129 @@ async fn a_cut_feed_flushes_the_caches_and_reconnects() {
         served(&b, "team", "foo").await == ["1.0.0", "1.1.0"]
     })
     .await;
+}
+
+/// The rule for registries of config files on nodes sharing a store: a node stores its file's
+/// definition only where the store holds nothing, or holds what this very node applied before
+/// (its file changed since, nobody else changed the registry). Otherwise the stored definition
+/// stays: no node overwrites another's, nor a change made through the admin API.
+#[tokio::test]
+async fn config_files_never_overwrite_each_others_registries() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        node_on(sqlite_handle(dir.path()).await, dir.path(), "a", None).await,
+        node_on(sqlite_handle(dir.path()).await, dir.path(), "b", None).await,
+    );
+    let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
+    let proxy = |offline: bool, description: &str| {
+        let mut s = RegistrySpec::new("mirror", RegistryKind::Proxy);
+        s.offline = offline;
+        s.description = description.into();
+        s
+    };
+    let stored = |svc: Arc<RegistryService>| async move {
+        svc.store()
+            .meta
+            .registries()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|s| s.name == "mirror")
+    };
+
+    a.apply_configured([proxy(false, "from a")], &dir_a).await.unwrap();
+    assert_eq!(stored(a.clone()).await, Some(proxy(false, "from a")));
+    // B's file says otherwise: B serves the stored definition and writes nothing.
+    b.apply_configured([proxy(true, "from b")], &dir_b).await.unwrap();
+    assert_eq!(stored(b.clone()).await, Some(proxy(false, "from a")));
+    assert_eq!(b.registry("mirror").unwrap().description, "from a");
+    // A's file changes: A applied the stored definition itself, so its new one is stored.
+    a.apply_configured([proxy(true, "from a, edited")], &dir_a)
+        .await
+        .unwrap();
+    assert_eq!(stored(a.clone()).await, Some(proxy(true, "from a, edited")));
+    // B restarts with its old file: still not B's to change.
+    b.apply_configured([proxy(true, "from b")], &dir_b).await.unwrap();
+    assert_eq!(stored(b.clone()).await, Some(proxy(true, "from a, edited")));
+    // The admin API changes it; A restarts with its unchanged file: the change stays.
+    a.update_registry(
+        "mirror",
+        serde_json::from_value(serde_json::json!({"description": "from the API"})).unwrap(),
+    )
+    .await
+    .unwrap();
+    a.apply_configured([proxy(true, "from a, edited")], &dir_a)
+        .await
+        .unwrap();
+    assert_eq!(stored(a.clone()).await.unwrap().description, "from the API");
+    // A registry made at run time is never replaced by a file that names it too.
+    a.create_registry(RegistrySpec::new("team", RegistryKind::Hosted))
+        .await
+        .unwrap();
+    let mut other = RegistrySpec::new("team", RegistryKind::Hosted);
+    other.auth_required = true;
+    b.apply_configured([other], &dir_b).await.unwrap();
+    assert!(!a.registry("team").unwrap().auth_required);
+}
+
+/// One admin token per cluster: `CARGOHOLD_ADMIN_TOKEN`'s hash is stored by the first node;
+/// a node with another value refuses to start; a node without the variable makes no
+/// competing token when the store has one; without any, exactly one bootstrap token is made.
+#[tokio::test]
+async fn a_cluster_has_one_admin_token() {
+    use crate::registry::admin::{AdminToken, BOOTSTRAP_TOKEN_ID, CLUSTER_ADMIN_TOKEN_ID};
+    use crate::registry::auth::hash_token;
+    let dir = tempfile::tempdir().unwrap();
+    let env = |t: &str| Some(hash_token(t));
+    let a = node_on(sqlite_handle(dir.path()).await, dir.path(), "a", env("one")).await;
+    assert!(matches!(
+        a.bootstrap_admin(&dir.path().join("a")).await.unwrap(),
+        AdminToken::Env
+    ));
+    let b = node_on(sqlite_handle(dir.path()).await, dir.path(), "b", env("one")).await;
+    assert!(matches!(
+        b.bootstrap_admin(&dir.path().join("b")).await.unwrap(),
+        AdminToken::Env
+    ));
+    let tokens = a.store().meta.tokens().await.unwrap();
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(
+        (tokens[0].id.as_str(), tokens[0].hash.clone()),
+        (CLUSTER_ADMIN_TOKEN_ID, hash_token("one"))
+    );
+    // Another value: refused, saying what to do.
+    let c = node_on(sqlite_handle(dir.path()).await, dir.path(), "c", env("two")).await;
+    let err = c.bootstrap_admin(&dir.path().join("c")).await.unwrap_err().to_string();
+    assert!(err.contains("not this cluster's admin token"), "{err}");
+    // No variable: no token of its own, no file.
+    let d = node_on(sqlite_handle(dir.path()).await, dir.path(), "d", None).await;
+    assert!(matches!(
+        d.bootstrap_admin(&dir.path().join("d")).await.unwrap(),
+        AdminToken::InStore
+    ));
+    assert!(!dir
+        .path()
+        .join("d")
+        .join(crate::registry::admin::ADMIN_TOKEN_FILE)
+        .exists());
+    assert_eq!(a.store().meta.tokens().await.unwrap().len(), 1);
+
+    // A store without any admin token, two nodes without the variable starting at once:
+    // exactly one bootstrap token, written by the node that made it.
+    let other = tempfile::tempdir().unwrap();
+    let e = node_on(sqlite_handle(other.path()).await, other.path(), "e", None).await;
+    let f = node_on(sqlite_handle(other.path()).await, other.path(), "f", None).await;
+    let (de, df) = (other.path().join("e"), other.path().join("f"));
+    let (re, rf) = tokio::join!(e.bootstrap_admin(&de), f.bootstrap_admin(&df));
+    let outcomes = [re.unwrap(), rf.unwrap()];
+    assert_eq!(
+        outcomes.iter().filter(|o| matches!(o, AdminToken::File(_))).count(),
+        1,
+        "{outcomes:?}"
+    );
+    let tokens = e.store().meta.tokens().await.unwrap();
+    assert_eq!(
+        tokens.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+        [BOOTSTRAP_TOKEN_ID]
+    );
 }
