@@ -179,6 +179,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
+        Command::Migrate { config, to_config } => {
+            let (config, _) = load_config(&config).map_err(config_err)?;
+            cargohold::cli::migrate(&config, &to_config).await
+        }
         Command::Import { config, file, registry } => {
             let (config, _) = load_config(&config).map_err(config_err)?;
             let s = cargohold::cli::bundle::import(&config, &file, registry.as_deref()).await?;
