@@ -64,7 +64,13 @@ ceph-mon -c "$C/ceph.conf" --mkfs -i a --monmap "$C/monmap"
 ceph-mon -c "$C/ceph.conf" -i a
 ceph-osd -c "$C/ceph.conf" -i 0 --mkfs 2>/dev/null
 "${ceph_cli[@]}" osd new "$(cat "$C/osd0/fsid")" 0 >/dev/null
-ceph-osd -c "$C/ceph.conf" -i 0 2>/dev/null
+# The OSD's first boot now and then reaches the monitor before it can answer for the new OSD
+# ("wrong fsid") and exits; a second start goes through.
+for attempt in 1 2 3 4 5; do
+    if ceph-osd -c "$C/ceph.conf" -i 0 2>>"$C/log/osd-start.err"; then break; fi
+    [ "$attempt" = 5 ] && { echo "ceph-osd did not start" >&2; exit 1; }
+    sleep 1
+done
 for _ in $(seq 1 300); do
     "${ceph_cli[@]}" osd stat 2>/dev/null | grep -q '1 up' && break
     sleep 0.2
