@@ -1,12 +1,16 @@
 //! Publish latency of the private store: the embedded SQLite store (the default) against the
-//! sled store of earlier releases, measured in the same run. Used by `benches/publish.sh`;
-//! everything is in-process, in a temp dir, with no network at all.
+//! sled store of earlier releases and, when the engines are there, the shared store of several
+//! nodes (PostgreSQL + S3), measured in the same run. Used by `benches/publish.sh`; everything
+//! is in-process, in a temp dir; the only network is to the PostgreSQL server and the S3
+//! endpoint named by `CARGOHOLD_TEST_POSTGRES_URL` and `CARGOHOLD_TEST_S3_*` (loopback in CI),
+//! when those are set.
 //!
 //! ```text
 //! cargo run --release --example publish_latency -- [--rounds R] [--quick] [--dir DIR]
 //! ```
 //!
-//! Builds one `RegistryService` per backend (SQLite + blob files, sled + blob files; the same
+//! Builds one `RegistryService` per backend (SQLite + blob files, sled + blob files, and
+//! PostgreSQL + S3 on a fresh database and a fresh key prefix; the same
 //! caches and settings as the daemon's defaults) with a hosted registry `local`, a user and a
 //! token, then times real publishes through `RegistryService::publish` with real publish bodies
 //! (cargo's frame around a gzipped tarball that passes the daemon's tarball inspection). Each
@@ -38,22 +42,25 @@ use serde_json::json;
 
 use cargohold::cache::crate_files::CrateFiles;
 use cargohold::cache::index_cache::IndexCache;
+use cargohold::config::store::S3Config;
 use cargohold::config::{Limits, RegistrySpec};
 use cargohold::index::{canonical_name, IndexLine};
 use cargohold::registry::admin::NewToken;
 use cargohold::registry::{CacheHandles, Principal, RegistryService, ServiceSettings};
 use cargohold::store::blobs::FileBlobs;
+use cargohold::store::s3::{S3Blobs, S3Credentials};
 use cargohold::store::sled::SledMetadata;
 use cargohold::store::sql::SqlMetadata;
-use cargohold::store::{CrateChange, Metadata, PrivateStore, VersionRecord};
+use cargohold::store::{Blobs, CrateChange, Metadata, PrivateStore, VersionRecord};
 
 const REGISTRY: &str = "local";
-const BACKENDS: [Backend; 2] = [Backend::Sqlite, Backend::Sled];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
     Sqlite,
     Sled,
+    /// PostgreSQL + S3, the store several nodes share.
+    Shared,
 }
 
 impl Backend {
@@ -61,8 +68,67 @@ impl Backend {
         match self {
             Backend::Sqlite => "SQLite",
             Backend::Sled => "sled",
+            Backend::Shared => "PG+S3",
         }
     }
+}
+
+/// The engines of the shared store, from the environment (as the store tests read them).
+struct Engines {
+    postgres: String,
+    s3: S3Config,
+    creds: S3Credentials,
+}
+
+fn engines() -> Option<Engines> {
+    let var = |v: &str| std::env::var(v).ok().filter(|s| !s.is_empty());
+    let endpoint = var("CARGOHOLD_TEST_S3_ENDPOINT")?;
+    Some(Engines {
+        postgres: var("CARGOHOLD_TEST_POSTGRES_URL")?,
+        s3: S3Config {
+            bucket: var("CARGOHOLD_TEST_S3_BUCKET")?,
+            prefix: format!("bench-{:016x}", rand::random::<u64>()),
+            allow_http: endpoint.starts_with("http://"),
+            endpoint: Some(endpoint),
+            region: "us-east-1".into(),
+        },
+        creds: S3Credentials {
+            access_key_id: var("CARGOHOLD_TEST_S3_ACCESS_KEY")?,
+            secret_access_key: var("CARGOHOLD_TEST_S3_SECRET_KEY")?,
+            session_token: None,
+        },
+    })
+}
+
+/// `fsync` and `synchronous_commit` of the PostgreSQL server, for the report.
+async fn postgres_settings(server: &str) -> Result<String> {
+    use sqlx::Row;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(server)
+        .await?;
+    let mut out = Vec::new();
+    for name in ["fsync", "synchronous_commit"] {
+        let row = sqlx::query(&format!("SHOW {name}")).fetch_one(&pool).await?;
+        out.push(format!("{name}={}", row.try_get::<String, _>(0)?));
+    }
+    pool.close().await;
+    Ok(out.join(", "))
+}
+
+/// A new, empty database on the server `server` names; its URL.
+async fn fresh_database(server: &str) -> Result<String> {
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(server)
+        .await?;
+    let name = format!("cargohold_bench_{:016x}", rand::random::<u64>());
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
+    admin.close().await;
+    let base = server.rsplit_once('/').map_or(server, |(b, _)| b);
+    Ok(format!("{base}/{name}"))
 }
 
 /// What is timed; the order of the table.
@@ -194,13 +260,26 @@ fn publish_body(name: &str, vers: &str) -> Result<Bytes> {
     Ok(Bytes::from(out))
 }
 
-async fn open(backend: Backend, dir: &Path) -> Result<Bench> {
+async fn open(backend: Backend, dir: &Path, engines: Option<&Engines>) -> Result<Bench> {
     let store_dir = dir.join("store");
     std::fs::create_dir_all(&store_dir)?;
-    let blobs = Arc::new(FileBlobs::open(store_dir.join("blobs"))?);
-    let meta: Arc<dyn Metadata> = match backend {
-        Backend::Sqlite => Arc::new(SqlMetadata::open_sqlite(&store_dir.join("registry.db")).await?),
-        Backend::Sled => Arc::new(SledMetadata::open(&store_dir)?),
+    let (meta, blobs): (Arc<dyn Metadata>, Arc<dyn Blobs>) = match backend {
+        Backend::Sqlite => (
+            Arc::new(SqlMetadata::open_sqlite(&store_dir.join("registry.db")).await?),
+            Arc::new(FileBlobs::open(store_dir.join("blobs"))?),
+        ),
+        Backend::Sled => (
+            Arc::new(SledMetadata::open(&store_dir)?),
+            Arc::new(FileBlobs::open(store_dir.join("blobs"))?),
+        ),
+        Backend::Shared => {
+            let e = engines.context("no engines for the shared store")?;
+            let url = fresh_database(&e.postgres).await?;
+            (
+                Arc::new(SqlMetadata::open_postgres(&url).await?),
+                Arc::new(S3Blobs::open(&e.s3, &e.creds, store_dir.join("spool")).await?),
+            )
+        }
     };
     let store = PrivateStore { meta, blobs };
     // The daemon's default cache sizes (the caches only matter for reads here).
@@ -537,11 +616,28 @@ fn run(tmp: &Path, p: &Params) -> Result<()> {
         .build()?;
     let fs = fs_type(tmp);
     let (fsync_file, fsync_dir) = fsync_cost(tmp)?;
+    let engines = engines();
+    let mut backends = vec![Backend::Sqlite, Backend::Sled];
+    match &engines {
+        Some(e) => {
+            eprintln!(
+                "publish_latency: the shared store too: PostgreSQL at {} and s3://{}/{} at {}",
+                cargohold::store::redact_url(&e.postgres),
+                e.s3.bucket,
+                e.s3.prefix,
+                e.s3.endpoint.as_deref().unwrap_or("AWS")
+            );
+            backends.push(Backend::Shared);
+        }
+        None => eprintln!(
+            "publish_latency: CARGOHOLD_TEST_POSTGRES_URL and CARGOHOLD_TEST_S3_* are not set: PostgreSQL + S3 is skipped (benches/publish.sh --engines starts them)"
+        ),
+    }
     rt.block_on(async {
         let mut benches = Vec::new();
-        for backend in BACKENDS {
-            let dir = tmp.join(backend.label().to_ascii_lowercase());
-            let b = open(backend, &dir).await?;
+        for &backend in &backends {
+            let dir = tmp.join(backend.label().to_ascii_lowercase().replace('+', "-"));
+            let b = open(backend, &dir, engines.as_ref()).await?;
             // Four crates whose new versions the rounds publish, and one warm-up publish.
             for j in 0..4 {
                 publish(&b, &format!("hot-{j}"), "0.1.0").await?;
@@ -551,9 +647,10 @@ fn run(tmp: &Path, p: &Params) -> Result<()> {
         }
         let started = Instant::now();
         for r in 0..p.rounds {
-            let order: [usize; 2] = if r % 2 == 0 { [0, 1] } else { [1, 0] };
-            for i in order {
-                round(&mut benches[i], r, p).await?;
+            // Each round starts with another backend, so machine noise hits all alike.
+            let n = benches.len();
+            for k in 0..n {
+                round(&mut benches[(r + k) % n], r, p).await?;
             }
             eprintln!("publish_latency: round {}/{} done", r + 1, p.rounds);
         }
@@ -623,6 +720,51 @@ fn run(tmp: &Path, p: &Params) -> Result<()> {
             p.conc,
             ra / rb.max(1e-9),
         );
+        if let Some(shared) = benches.iter().find(|b| b.backend == Backend::Shared) {
+            let e = engines.as_ref().context("engines")?;
+            println!();
+            println!(
+                "### publish latency, PostgreSQL + S3 (several nodes) vs SQLite (one node) — the same run",
+            );
+            println!();
+            let pg = postgres_settings(&e.postgres).await.unwrap_or_else(|err| format!("settings unknown: {err}"));
+            println!(
+                "PostgreSQL: {} (fresh database; {pg}) · S3: {} bucket {} (fresh prefix) · the `.crate` goes to S3 with one PUT, the version to PostgreSQL in one transaction \
+                 · the engines are what the environment names: in CI a throwaway PostgreSQL with fsync=off and Ceph RGW on a memory-backed OSD, on the same 2 cores, so the figures \
+                 show the protocol's cost (round trips, signing, hashing), not a disk's",
+                cargohold::store::redact_url(&e.postgres),
+                e.s3.endpoint.as_deref().unwrap_or("AWS"),
+                e.s3.bucket,
+            );
+            println!();
+            println!("| operation | n per backend | p50 SQLite ms | p50 PG+S3 ms | p50 PG+S3/SQLite | p99 SQLite ms | p99 PG+S3 ms | p99 PG+S3/SQLite | mean SQLite ms | mean PG+S3 ms | mean PG+S3/SQLite |");
+            println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            for op in Op::ALL {
+                let (a, c) = (stats(&benches[0], op), stats(shared, op));
+                println!(
+                    "| {} | {} | {:.2} | {:.2} | {} | {:.2} | {:.2} | {} | {:.2} | {:.2} | {} |",
+                    op.label(p.conc, p.per_task, p.rounds, p.new_versions),
+                    a.n.min(c.n),
+                    a.p50,
+                    c.p50,
+                    ratio(c.p50, a.p50),
+                    a.p99,
+                    c.p99,
+                    ratio(c.p99, a.p99),
+                    a.mean,
+                    c.mean,
+                    ratio(c.mean, a.mean),
+                );
+            }
+            let rc = rate(shared);
+            println!();
+            println!(
+                "Concurrent throughput ({} tasks): PG+S3 {rc:.0} publishes/s against SQLite {ra:.0} (PG+S3/SQLite {:.2}x). \
+                 Latency ratios: above 1.00x PG+S3 is slower.",
+                p.conc,
+                rc / ra.max(1e-9),
+            );
+        }
         for b in &benches {
             let counts = b.svc.store().meta.counts().await?;
             eprintln!("publish_latency: {} holds {counts:?}", b.backend.label());

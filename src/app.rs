@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::cache::crate_files::CrateFiles;
 use crate::cache::index_cache::IndexCache;
+use crate::config::env::ProcessEnv;
 use crate::config::{Config, RegistryKind};
 use crate::http::HttpState;
 use crate::registry::admin::AdminToken;
@@ -82,20 +83,40 @@ impl Running {
     }
 }
 
-/// Opens the private store of `config` (`<data_dir>/store`), migrating an earlier release's.
+/// Opens the private store of `config`: the `[store]` it names (embedded under
+/// `<data_dir>/store` by default, migrating an earlier release's).
 pub async fn open_store(config: &Config) -> anyhow::Result<PrivateStore> {
-    let store_dir = config.data_dir.join("store");
-    PrivateStore::open_embedded(&store_dir)
-        .await
-        .with_context(|| format!("cannot open the store in {}", store_dir.display()))
+    open_configured(config, false).await
 }
 
 /// Opens the private store of `config` for maintenance beside a running daemon (`gc`).
 pub async fn open_store_beside_daemon(config: &Config) -> anyhow::Result<PrivateStore> {
+    open_configured(config, true).await
+}
+
+async fn open_configured(config: &Config, beside_daemon: bool) -> anyhow::Result<PrivateStore> {
     let store_dir = config.data_dir.join("store");
-    PrivateStore::open_embedded_beside_daemon(&store_dir)
+    PrivateStore::open(&config.store, &store_dir, &ProcessEnv, beside_daemon)
         .await
-        .with_context(|| format!("cannot open the store in {}", store_dir.display()))
+        .with_context(|| describe_store(config))
+}
+
+/// Where the store of `config` is, for messages (no password).
+pub fn describe_store(config: &Config) -> String {
+    let store_dir = config.data_dir.join("store");
+    let database = match &config.store.database {
+        Some(db) => db.redacted(),
+        None => store_dir.join("registry.db").display().to_string(),
+    };
+    let blobs = match &config.store.s3 {
+        Some(s3) => s3.url(),
+        None => store_dir.join("blobs").display().to_string(),
+    };
+    if config.store.is_embedded() {
+        format!("cannot open the store in {}", store_dir.display())
+    } else {
+        format!("cannot open the store (database {database}, blobs {blobs})")
+    }
 }
 
 /// Opens the store, binds the listener and starts serving. `env_admin_token` is the value of

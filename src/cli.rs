@@ -136,6 +136,19 @@ pub enum Command {
         #[arg(long)]
         since: Option<PathBuf>,
     },
+    /// Copy the embedded store of a data dir (SQLite + blob files) into the PostgreSQL
+    /// database and S3 bucket that FILE's [store] names: the step from one node to several.
+    /// Stop the daemon first. Idempotent: a second run changes nothing, one cut short
+    /// resumes; the result is verified by counts and by hashing every blob read back. A
+    /// target that holds other data is refused.
+    Migrate {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Config file whose [store] names the target (both `database` and `blobs`); only its
+        /// [store] is used, the environment is not read for it.
+        #[arg(long = "to-config", value_name = "FILE")]
+        to_config: PathBuf,
+    },
     /// Verify a bundle completely, then add its content to a registry, all or nothing: uploaded
     /// to the running daemon (`--server`, with CARGOHOLD_ADMIN_TOKEN), which serves it at once;
     /// with `--data-dir` or `--config`, written into a stopped daemon's data directory.
@@ -283,6 +296,87 @@ impl CliError {
             message: m.into(),
         }
     }
+}
+
+/// `cargohold migrate --to-config FILE`: copies the embedded store of `source` into the shared
+/// store FILE names (see [`crate::store::migrate::copy_store`]) and prints what it did.
+pub async fn migrate(source: &crate::config::Config, to_config: &std::path::Path) -> Result<(), CliError> {
+    use crate::config::{Config, Overrides};
+    if !source.store.is_embedded() {
+        return Err(CliError::usage(
+            "the source must be an embedded store (SQLite and blob files under data_dir), but its config names a [store]; run migrate with the config of the single node",
+        ));
+    }
+    let store_dir = source.data_dir.join("store");
+    if !store_dir.join("registry.db").is_file() {
+        return Err(CliError::usage(format!(
+            "there is no store in {}; pass the node's --data-dir or --config",
+            store_dir.display()
+        )));
+    }
+    let target = Config::load(Some(to_config), &Overrides::default())
+        .map_err(|e| CliError::usage(format!("{}: {e}", to_config.display())))?;
+    let (Some(db), Some(s3)) = (&target.store.database, &target.store.s3) else {
+        return Err(CliError::usage(format!(
+            "{} must name the target in [store]: both database = \"postgres://...\" and blobs = \"s3://BUCKET/PREFIX\"",
+            to_config.display()
+        )));
+    };
+    let from = crate::app::open_store_beside_daemon(source)
+        .await
+        .map_err(|e| CliError::failure(format!("{e:#}")))?;
+    // Nothing of the target is local but the spool of uploads, kept beside the source.
+    let scratch = source.data_dir.join("migrate-scratch");
+    let to = crate::store::PrivateStore::open(&target.store, &scratch, &crate::config::env::ProcessEnv, false)
+        .await
+        .map_err(|e| CliError::failure(format!("{}: {e}", crate::app::describe_store(&target))))?;
+    eprintln!(
+        "copying the store in {} to {} and {}",
+        store_dir.display(),
+        db.redacted(),
+        s3.url()
+    );
+    let mut sent = 0u64;
+    let done = crate::store::migrate::copy_store(&from, &to, &mut |_| {
+        sent += 1;
+        if sent % 500 == 0 {
+            eprintln!("  {sent} blobs sent");
+        }
+    })
+    .await;
+    let _ = from.meta.close().await;
+    let _ = to.meta.close().await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    let done = done.map_err(|e| CliError::failure(format!("migration failed: {e}")))?;
+    println!(
+        "blobs: {} named by versions; {} sent ({} bytes), {} already in {}",
+        done.blobs,
+        done.blobs_copied,
+        done.bytes_copied,
+        done.blobs - done.blobs_copied - done.missing_blobs,
+        s3.url()
+    );
+    if done.missing_blobs > 0 {
+        println!(
+            "warning: {} version(s) have no blob in the source; they were carried over as they were",
+            done.missing_blobs
+        );
+    }
+    println!(
+        "metadata: {}",
+        if done.imported {
+            "imported in one transaction"
+        } else {
+            "imported by an earlier run; nothing changed"
+        }
+    );
+    let c = done.counts;
+    println!(
+        "verified: {} registries, {} crates, {} versions, {} owners, {} users, {} tokens on both sides; every blob read back matches its SHA-256",
+        c.registries, c.crates, c.versions, c.owners, c.users, c.tokens
+    );
+    println!("next: start the nodes with the [store] of {}", to_config.display());
+    Ok(())
 }
 
 /// Client of the admin API.
@@ -548,6 +642,7 @@ pub async fn run_admin(server: &str, command: Command) -> Result<(), CliError> {
         | Command::Warm { .. }
         | Command::Gc { .. }
         | Command::Export { .. }
+        | Command::Migrate { .. }
         | Command::Import { .. } => {}
     }
     Ok(())

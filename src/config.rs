@@ -5,6 +5,7 @@
 
 pub mod env;
 pub mod raw;
+pub mod store;
 pub mod units;
 
 #[cfg(test)]
@@ -407,6 +408,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Edge worker threads serving connections (`workers = 0` or unset: one per CPU core).
     pub workers: usize,
+    /// Where the private store lives (`[store]`).
+    pub store: store::StoreConfig,
     /// Registries declared in the file (or the embedded default), by name.
     pub registries: BTreeMap<String, RegistrySpec>,
 }
@@ -570,6 +573,24 @@ impl Config {
         kv(o, prov, "cache.memory", self.cache.memory_bytes.to_string());
         kv(o, prov, "cache.disk", self.cache.disk_bytes.to_string());
         kv(o, prov, "cache.index_disk", self.cache.index_disk_bytes.to_string());
+        o.push_str("\n[store]\n");
+        match &self.store.database {
+            Some(db) => kv(o, prov, "store.database", format!("{:?}", db.redacted())),
+            None => o.push_str("# database is unset: SQLite at <data_dir>/store/registry.db\n"),
+        }
+        match &self.store.s3 {
+            Some(s3) => {
+                kv(o, prov, "store.blobs", format!("{:?}", s3.url()));
+                o.push_str("\n[store.s3]\n");
+                if let Some(e) = &s3.endpoint {
+                    kv(o, prov, "store.s3.endpoint", format!("{e:?}"));
+                }
+                kv(o, prov, "store.s3.region", format!("{:?}", s3.region));
+                kv(o, prov, "store.s3.allow_http", s3.allow_http.to_string());
+                o.push_str("# credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from the environment\n");
+            }
+            None => o.push_str("# blobs is unset: files under <data_dir>/store/blobs\n"),
+        }
         if let Some(tls) = &self.tls {
             o.push_str("\n[tls]\n");
             kv(o, prov, "tls.cert", format!("{:?}", tls.cert.display().to_string()));
@@ -712,6 +733,7 @@ impl Config {
                 }
             }
         }
+        let store = store::validate(raw.store, &mut problem);
         let mut shutdown_grace = Duration::from_secs(30);
         if let Some(g) = raw.shutdown_grace {
             match units::parse_duration(&g) {
@@ -838,6 +860,7 @@ impl Config {
             cache,
             shutdown_grace,
             workers,
+            store,
             registries,
         })
     }
@@ -924,6 +947,50 @@ auth_required = false
         // A spec stored before the setting existed reads as verbatim.
         let old: RegistrySpec = serde_json::from_str(r#"{"name":"m","kind":"proxy"}"#).unwrap();
         assert!(!old.prune_index);
+    }
+
+    #[test]
+    fn a_shared_store_prints_without_its_password_and_reads_back() {
+        let c = parse(
+            "[store]\ndatabase = \"postgres://app:hunter2@db/cargohold\"\nblobs = \"s3://crates/prod\"\n[store.s3]\nendpoint = \"http://127.0.0.1:7480\"\nallow_http = true\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.store.database.as_ref().unwrap().expose(),
+            "postgres://app:hunter2@db/cargohold"
+        );
+        assert_eq!(c.store.s3.as_ref().unwrap().bucket, "crates");
+        let prov = env::file_provenance(&Config::embedded_default(), false);
+        let text = c.describe(&prov);
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let again = parse(&text).unwrap();
+        assert_eq!(again.store.s3, c.store.s3);
+        assert_eq!(
+            again.store.database.unwrap().expose(),
+            "postgres://app:***@db/cargohold"
+        );
+        // The embedded default says where it is.
+        let text = parse("").unwrap().describe(&prov);
+        assert!(text.contains("SQLite at <data_dir>/store/registry.db"), "{text}");
+        // Unknown keys in [store] and [store.s3] are named.
+        for bad in ["[store]\ndatabse = \"x\"\n", "[store.s3]\nbukket = \"x\"\n"] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains("databse") || e.contains("bukket"), "{e}");
+        }
+        // The environment sets them too (a Secret in Kubernetes).
+        let env: BTreeMap<String, String> = [
+            ("CARGOHOLD_STORE_DATABASE".to_owned(), "postgres://db/x".to_owned()),
+            ("CARGOHOLD_STORE_S3_ALLOW_HTTP".to_owned(), "maybe".to_owned()),
+        ]
+        .into();
+        let e = Config::load_layered(None, &Overrides::default(), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("store.s3.allow_http") && e.contains("CARGOHOLD_STORE_S3_ALLOW_HTTP"),
+            "{e}"
+        );
     }
 
     #[test]

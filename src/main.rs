@@ -111,7 +111,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         } => {
             let grace_secs = cargohold::cli::parse_grace(&grace)?;
             let (config, _) = load_config(&config).map_err(config_err)?;
-            if !config.data_dir.join("store").is_dir() {
+            if config.store.is_embedded() && !config.data_dir.join("store").is_dir() {
                 return Err(CliError {
                     code: EXIT_USAGE,
                     message: format!(
@@ -124,7 +124,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 code: EXIT_FAILURE,
                 message: e,
             };
-            let store = cargohold::app::open_store(&config)
+            let store = cargohold::app::open_store_beside_daemon(&config)
                 .await
                 .map_err(|e| failed(format!("{e:#}")))?;
             let report = cargohold::store::gc::collect(&store, grace_secs, apply)
@@ -179,6 +179,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 None => println!("bundle {}", s.id),
             }
             Ok(())
+        }
+        Command::Migrate { config, to_config } => {
+            let (config, _) = load_config(&config).map_err(config_err)?;
+            cargohold::cli::migrate(&config, &to_config).await
         }
         Command::Import { config, file, registry } => {
             let s = if on_data_dir(&config) {

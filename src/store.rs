@@ -22,6 +22,7 @@ pub mod blobs;
 pub mod conformance;
 pub mod gc;
 pub mod migrate;
+pub mod s3;
 pub mod sled;
 pub mod sql;
 
@@ -35,6 +36,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncRead;
 
+use crate::config::env::EnvSource;
+use crate::config::store::StoreConfig;
 use crate::config::RegistrySpec;
 use crate::index::IndexLine;
 
@@ -353,6 +356,46 @@ impl PrivateStore {
         Ok(PrivateStore { meta, blobs })
     }
 
+    /// The store `config` names (`[store]`), with `dir` (`<data_dir>/store`) for what stays
+    /// local: SQLite and blob files when those halves are embedded, and the spool of S3
+    /// uploads. S3 credentials come from `env`. With `beside_daemon` (`gc`), nothing local is
+    /// cleaned up or migrated, as in
+    /// [`open_embedded_beside_daemon`](Self::open_embedded_beside_daemon).
+    pub async fn open(config: &StoreConfig, dir: &Path, env: &dyn EnvSource, beside_daemon: bool) -> StoreResult<Self> {
+        if config.is_embedded() {
+            return if beside_daemon {
+                Self::open_embedded_beside_daemon(dir).await
+            } else {
+                Self::open_embedded(dir).await
+            };
+        }
+        std::fs::create_dir_all(dir)?;
+        let blobs: Arc<dyn Blobs> = match &config.s3 {
+            Some(s3) => {
+                let spool = dir.join("spool");
+                if !beside_daemon && spool.exists() {
+                    // Uploads a crash cut short; nothing names them.
+                    std::fs::remove_dir_all(&spool)?;
+                }
+                let creds = s3::S3Credentials::from_env(env)?;
+                Arc::new(s3::S3Blobs::open(s3, &creds, spool).await?)
+            }
+            None if beside_daemon => Arc::new(blobs::FileBlobs::attach(dir.join("blobs"))),
+            None => Arc::new(blobs::FileBlobs::open(dir.join("blobs"))?),
+        };
+        let meta: Arc<dyn Metadata> = match &config.database {
+            Some(url) => Arc::new(sql::SqlMetadata::open_postgres(url.expose()).await?),
+            None => {
+                let meta = sql::SqlMetadata::open_sqlite(&dir.join("registry.db")).await?;
+                if !beside_daemon {
+                    migrate::from_sled_if_present(dir, &meta).await?;
+                }
+                Arc::new(meta)
+            }
+        };
+        Ok(PrivateStore { meta, blobs })
+    }
+
     /// The embedded store under `dir` for maintenance beside a running daemon (`gc`): it
     /// must exist and be migrated; nothing is cleaned up or migrated on opening, so the
     /// daemon's writes in flight are untouched.
@@ -372,21 +415,7 @@ impl PrivateStore {
     }
 }
 
-/// `url` with any password replaced by `***` (for errors and logs).
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            if userinfo.contains(':') {
-                format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
-            } else {
-                url.to_owned()
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
+pub use crate::config::store::redact_url;
 
 /// Current unix time in seconds.
 pub fn now_secs() -> u64 {

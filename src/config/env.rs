@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::raw::{RawCache, RawConfig, RawLimits, RawTls, Size};
+use super::raw::{RawCache, RawConfig, RawLimits, RawS3, RawStore, RawTls, Size};
 
 /// Where environment variables come from.
 pub trait EnvSource {
@@ -72,6 +72,11 @@ pub const KEYS: &[&str] = &[
     "cache.memory",
     "cache.disk",
     "cache.index_disk",
+    "store.database",
+    "store.blobs",
+    "store.s3.endpoint",
+    "store.s3.region",
+    "store.s3.allow_http",
 ];
 
 /// The environment variable of a key.
@@ -91,6 +96,8 @@ pub fn is_set(raw: &RawConfig, key: &str) -> bool {
     let l = raw.limits.as_ref();
     let c = raw.cache.as_ref();
     let t = raw.tls.as_ref();
+    let st = raw.store.as_ref();
+    let s3 = st.and_then(|s| s.s3.as_ref());
     match key {
         "listen" => raw.listen.is_some(),
         "public_url" => raw.public_url.is_some(),
@@ -112,6 +119,11 @@ pub fn is_set(raw: &RawConfig, key: &str) -> bool {
         "cache.memory" => c.and_then(|c| size(&c.memory)).is_some(),
         "cache.disk" => c.and_then(|c| size(&c.disk)).is_some(),
         "cache.index_disk" => c.and_then(|c| size(&c.index_disk)).is_some(),
+        "store.database" => st.is_some_and(|s| s.database.is_some()),
+        "store.blobs" => st.is_some_and(|s| s.blobs.is_some()),
+        "store.s3.endpoint" => s3.is_some_and(|s| s.endpoint.is_some()),
+        "store.s3.region" => s3.is_some_and(|s| s.region.is_some()),
+        "store.s3.allow_http" => s3.is_some_and(|s| s.allow_http.is_some()),
         _ => false,
     }
 }
@@ -158,9 +170,27 @@ pub fn set(raw: &mut RawConfig, key: &str, value: String) -> Result<(), String> 
         "cache.memory" => raw.cache.get_or_insert_with(RawCache::default).memory = Some(Size::Text(value)),
         "cache.disk" => raw.cache.get_or_insert_with(RawCache::default).disk = Some(Size::Text(value)),
         "cache.index_disk" => raw.cache.get_or_insert_with(RawCache::default).index_disk = Some(Size::Text(value)),
+        "store.database" => raw.store.get_or_insert_with(RawStore::default).database = Some(value),
+        "store.blobs" => raw.store.get_or_insert_with(RawStore::default).blobs = Some(value),
+        "store.s3.endpoint" => store_s3(raw).endpoint = Some(value),
+        "store.s3.region" => store_s3(raw).region = Some(value),
+        "store.s3.allow_http" => {
+            store_s3(raw).allow_http = Some(match value.trim() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => return Err(format!("`{value}` is not true or false")),
+            });
+        }
         other => return Err(format!("`{other}` is not a configuration key")),
     }
     Ok(())
+}
+
+fn store_s3(raw: &mut RawConfig) -> &mut RawS3 {
+    raw.store
+        .get_or_insert_with(RawStore::default)
+        .s3
+        .get_or_insert_with(RawS3::default)
 }
 
 /// Provenance after the file: every key is `File` if set there, else `Default`.

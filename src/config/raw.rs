@@ -19,6 +19,7 @@ pub struct RawConfig {
     pub tls: Option<RawTls>,
     pub limits: Option<RawLimits>,
     pub cache: Option<RawCache>,
+    pub store: Option<RawStore>,
     pub registries: Option<BTreeMap<String, RawRegistry>>,
 }
 
@@ -53,6 +54,24 @@ pub struct RawCache {
     pub memory: Option<Size>,
     pub disk: Option<Size>,
     pub index_disk: Option<Size>,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub database: Option<String>,
+    pub blobs: Option<String>,
+    pub s3: Option<RawS3>,
+}
+
+/// `[store.s3]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawS3 {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub allow_http: Option<bool>,
 }
 
 /// `[registries.NAME]`.

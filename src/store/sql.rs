@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyPool, Row, Transaction};
+use sqlx::{Any, AnyPool, Connection, Row, Transaction};
 
 use super::{
     now_secs, Counts, CrateChange, CrateRecord, Metadata, Snapshot, StoreError, StoreEvent, StoreResult, TokenRecord,
@@ -172,16 +172,22 @@ impl SqlMetadata {
     pub async fn open_postgres(url: &str) -> StoreResult<Self> {
         sqlx::any::install_default_drivers();
         let safe = crate::store::redact_url(url);
+        // Migrations on a connection of their own: sqlx's migrator takes a PostgreSQL
+        // advisory lock (keyed by the database name) on it before it even creates its table,
+        // so nodes starting at once migrate one after the other, and the later ones find the
+        // work done. Closing the connection releases the lock whatever happened.
+        let mut conn = sqlx::AnyConnection::connect(url)
+            .await
+            .map_err(|e| StoreError::Io(format!("cannot connect to {safe}: {e}")))?;
+        let migrated = MIGRATOR.run_direct(&mut conn).await;
+        let _ = conn.close().await;
+        migrated.map_err(|e| StoreError::Io(format!("cannot migrate {safe}: {e}")))?;
         let write = AnyPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(30))
             .connect(url)
             .await
             .map_err(|e| StoreError::Io(format!("cannot connect to {safe}: {e}")))?;
-        MIGRATOR
-            .run(&write)
-            .await
-            .map_err(|e| StoreError::Io(format!("cannot migrate {safe}: {e}")))?;
         let read = AnyPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(30))
@@ -1059,6 +1065,34 @@ pub(crate) mod tests {
         // Opening again finds the schema migrated.
         let again = SqlMetadata::open_postgres(&url).await.unwrap();
         assert!(again.get_crate("local", "my_crate").await.unwrap().is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nodes_opening_a_fresh_postgres_at_once_migrate_it_once() {
+        let Some(url) = fresh_postgres("the concurrent migration").await else {
+            return;
+        };
+        // As several nodes starting at once: every open succeeds, the schema is there once.
+        let opens = (0..4).map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { SqlMetadata::open_postgres(&url).await })
+        });
+        let opened: Vec<SqlMetadata> = futures_util::future::join_all(opens)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap().unwrap())
+            .collect();
+        let row = sqlx::query("SELECT COUNT(*), COUNT(DISTINCT version) FROM _sqlx_migrations")
+            .fetch_one(&opened[0].read)
+            .await
+            .unwrap();
+        let (all, distinct): (i64, i64) = (row.try_get(0).unwrap(), row.try_get(1).unwrap());
+        assert_eq!(all, distinct, "each migration is recorded once");
+        assert_eq!(to_u64(all), MIGRATOR.iter().count() as u64);
+        for (i, m) in opened.iter().enumerate() {
+            crate::store::conformance::publish_one(m, "local", &format!("node{i}"), "1.0.0").await;
+        }
+        assert_eq!(opened[3].crate_count("local").await.unwrap(), 4);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -876,10 +876,117 @@ fn operations_guide_names_every_variable_metric_and_limit() {
         "cargohold.service",
         "Dockerfile",
         "compose.yaml",
+        "compose.cluster.yaml",
+        "cluster.example.toml",
     ] {
         assert!(
             deploy_path(file).is_file() && doc.contains(&format!("deploy/{file}")),
             "{file}"
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several nodes: deploy/k8s/cluster/ and compose.cluster.yaml on PostgreSQL + S3.
+
+/// The config of a ConfigMap manifest.
+fn config_of(rel: &str) -> Config {
+    let cm = manifest(rel, "ConfigMap");
+    let text = at(&cm, "data")["config.toml"]
+        .as_str()
+        .expect("data.\"config.toml\" holds the config")
+        .to_owned();
+    load(&text, &format!("deploy/{rel} config.toml"))
+}
+
+/// The store settings of a node config: both shared, without credentials in them.
+fn assert_shared_store(config: &Config, what: &str) {
+    let db = config
+        .store
+        .database
+        .as_ref()
+        .unwrap_or_else(|| panic!("{what}: no database"));
+    assert_eq!(db.expose(), db.redacted(), "{what}: a password in the database URL");
+    assert!(config.store.s3.is_some(), "{what}: no S3 blobs");
+}
+
+#[test]
+fn the_cluster_manifests_run_several_replicas_on_the_shared_store() {
+    let config = config_of("k8s/cluster/configmap.yaml");
+    assert_shared_store(&config, "k8s/cluster/configmap.yaml");
+    assert!(!config.store.s3.as_ref().unwrap().allow_http);
+    let dep = manifest("k8s/cluster/deployment.yaml", "Deployment");
+    assert!(at_int(&dep, "spec.replicas") >= 2, "several replicas");
+    let pod = at(&dep, "spec.template.spec");
+    assert_eq!(at(pod, "enableServiceLinks").as_bool(), Some(false));
+    assert_eq!(at(pod, "securityContext.runAsNonRoot").as_bool(), Some(true));
+    let c = find_by(at_vec(pod, "containers"), "name", "cargohold");
+    let args: Vec<&str> = at_vec(c, "args").iter().filter_map(Yaml::as_str).collect();
+    assert_eq!(&args[..3], ["serve", "--config", CONFIG_PATH]);
+    for (probe, path) in [("livenessProbe", healthz()), ("readinessProbe", readyz())] {
+        assert_eq!(at_str(c, &format!("{probe}.httpGet.path")), path, "{probe}");
+    }
+    // The credentials: every variable the store needs, from the Secret.
+    let secret = manifest("k8s/cluster/secret.yaml", "Secret");
+    let from = at_str(&at_vec(c, "envFrom")[0], "secretRef.name");
+    assert_eq!(from, at_str(&secret, "metadata.name"));
+    for var in [
+        "PGPASSWORD",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "CARGOHOLD_ADMIN_TOKEN",
+    ] {
+        assert!(!at(&secret, "stringData")[var].is_badvalue(), "{var} not in the Secret");
+    }
+    // Local data on an emptyDir larger than the caches; the config from the ConfigMap.
+    let mounts = at_vec(c, "volumeMounts");
+    let data = mounts
+        .iter()
+        .find(|m| m["mountPath"].as_str() == Some(DATA_DIR))
+        .expect("a mount at the data dir");
+    let volumes = at_vec(pod, "volumes");
+    let vol = find_by(volumes, "name", at_str(data, "name"));
+    assert!(k8s_bytes(at_str(vol, "emptyDir.sizeLimit")) > config.cache.disk_bytes + config.cache.index_disk_bytes);
+    assert_eq!(config.data_dir, Path::new(DATA_DIR));
+    let cfg = find_by(volumes, "name", "config");
+    assert_eq!(at_str(cfg, "configMap.name"), "cargohold-cluster-config");
+    let svc = manifest("k8s/cluster/service.yaml", "Service");
+    let labels = at(&dep, "spec.template.metadata.labels");
+    for (k, v) in at(&svc, "spec.selector").as_hash().expect("selector") {
+        assert_eq!(&labels[k.as_str().expect("label key")], v);
+    }
+}
+
+#[test]
+fn the_cluster_compose_file_runs_two_nodes_on_postgres_and_s3() {
+    let config = load(&read("cluster.example.toml"), "deploy/cluster.example.toml");
+    assert_shared_store(&config, "deploy/cluster.example.toml");
+    let s3 = config.store.s3.as_ref().unwrap();
+    let doc = &load_yaml("compose.cluster.yaml")[0];
+    for engine in ["postgres", "s3", "s3-bucket"] {
+        assert!(!at(doc, "services")[engine].is_badvalue(), "no {engine} service");
+    }
+    // The bucket the config names is the one the init job makes.
+    let init: Vec<&str> = at_vec(doc, "services.s3-bucket.entrypoint")
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert!(init.concat().contains(&format!("/{}", s3.bucket)), "{init:?}");
+    for node in ["node1", "node2"] {
+        let s = at(doc, &format!("services.{node}"));
+        let volumes: Vec<&str> = at_vec(s, "volumes").iter().filter_map(Yaml::as_str).collect();
+        assert!(
+            volumes.contains(&format!("./cluster.example.toml:{CONFIG_PATH}:ro").as_str()),
+            "{node}: {volumes:?}"
+        );
+        for var in [
+            "PGPASSWORD",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "CARGOHOLD_ADMIN_TOKEN",
+        ] {
+            assert!(!at(s, "environment")[var].is_badvalue(), "{node}: {var}");
+        }
+        assert!(!at(s, "depends_on.postgres").is_badvalue(), "{node} waits for postgres");
     }
 }

@@ -14,6 +14,7 @@ mod ops;
 mod proxy;
 mod proxy_e2e;
 mod prune;
+mod shared_store;
 mod support;
 mod upstream_faults;
 mod warm;
