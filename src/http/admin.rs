@@ -142,10 +142,8 @@ async fn receive_upload(svc: &RegistryService, req: Request<Incoming>) -> Result
     let upload = Upload(dir.join(format!("upload-{:016x}.bundle", rand::random::<u64>())));
     // Buffered: every write to a tokio file is a trip to the blocking pool, and body frames
     // are small.
-    let mut file = tokio::io::BufWriter::with_capacity(
-        1 << 20,
-        tokio::fs::File::create(&upload.0).await.map_err(failed)?,
-    );
+    let mut file =
+        tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(&upload.0).await.map_err(failed)?);
     let mut body = req.into_body();
     let mut len = 0u64;
     while let Some(frame) = body.frame().await {

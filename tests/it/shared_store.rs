@@ -11,15 +11,15 @@ use crate::support::daemon::{scrub_env, Daemon, BIN, HERMETIC_DEFAULT};
 use crate::support::{http, index_path, package, parse_index_lines, sha256_hex};
 
 /// The engines of the environment: (PostgreSQL server URL, S3 endpoint, bucket, key, secret).
-struct Engines {
-    postgres: String,
-    endpoint: String,
-    bucket: String,
-    key: String,
-    secret: String,
+pub(crate) struct Engines {
+    pub(crate) postgres: String,
+    pub(crate) endpoint: String,
+    pub(crate) bucket: String,
+    pub(crate) key: String,
+    pub(crate) secret: String,
 }
 
-fn engines(test: &str) -> Option<Engines> {
+pub(crate) fn engines(test: &str) -> Option<Engines> {
     let var = |v: &str| std::env::var(v).ok().filter(|s| !s.is_empty());
     match (
         var("CARGOHOLD_TEST_POSTGRES_URL"),
@@ -45,7 +45,7 @@ fn engines(test: &str) -> Option<Engines> {
 }
 
 /// A new, empty database on the test server; its URL.
-fn fresh_database(server: &str) -> String {
+pub(crate) fn fresh_database(server: &str) -> String {
     let name = format!("cargohold_it_{:016x}", rand::random::<u64>());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -69,7 +69,7 @@ fn fresh_database(server: &str) -> String {
 }
 
 /// A daemon config on the shared store (with the hermetic registries).
-fn shared_config(e: &Engines, database: &str, prefix: &str) -> String {
+pub(crate) fn shared_config(e: &Engines, database: &str, prefix: &str) -> String {
     format!(
         "{HERMETIC_DEFAULT}\n[store]\ndatabase = \"{database}\"\nblobs = \"s3://{}/{prefix}\"\n\n[store.s3]\nendpoint = \"{}\"\nallow_http = true\n",
         e.bucket, e.endpoint
@@ -149,9 +149,11 @@ fn an_embedded_store_migrates_to_postgres_and_s3_and_a_node_there_serves_every_c
     );
 
     // A node on the shared store, with a data dir of its own, serves every crate.
-    let two = Daemon::start_with_config_env(
+    // The store carries the cluster's admin token (the first node's): the new node has it too.
+    let two = Daemon::start_node(
         &target_toml,
         &[("AWS_ACCESS_KEY_ID", &e.key), ("AWS_SECRET_ACCESS_KEY", &e.secret)],
+        one.admin_token(),
     );
     assert_ne!(two.data_dir(), one.data_dir());
     for (name, vers) in published {

@@ -75,6 +75,12 @@ impl Daemon {
         Self::start_inner_with(Some(config_toml), true, env)
     }
 
+    /// A node of a cluster: [`Daemon::start_with_config_env`] with `CARGOHOLD_ADMIN_TOKEN` set
+    /// to `admin_token`, the one admin token every node sharing a store must have.
+    pub fn start_node(config_toml: &str, env: &[(&str, &str)], admin_token: &str) -> Daemon {
+        Self::start_inner_full(Some(config_toml), true, env, Some(admin_token), |_| {})
+    }
+
     /// Like [`Daemon::start_with_config`], but without `CARGOHOLD_ADMIN_TOKEN`: the daemon
     /// generates its bootstrap admin token, which [`Daemon::admin_token`] reads from the file.
     pub fn start_with_bootstrap_token(config_toml: &str) -> Daemon {
@@ -101,6 +107,16 @@ impl Daemon {
         env: &[(&str, &str)],
         seed: impl FnOnce(&Path),
     ) -> Daemon {
+        Self::start_inner_full(config_toml, env_admin, env, None, seed)
+    }
+
+    fn start_inner_full(
+        config_toml: Option<&str>,
+        env_admin: bool,
+        env: &[(&str, &str)],
+        admin_token: Option<&str>,
+        seed: impl FnOnce(&Path),
+    ) -> Daemon {
         let data = tempfile::Builder::new()
             .prefix("cargohold-data-")
             .tempdir()
@@ -118,7 +134,7 @@ impl Daemon {
             data,
             aux,
             config_path,
-            admin_token: super::random_secret(),
+            admin_token: admin_token.map_or_else(super::random_secret, str::to_owned),
             child: None,
             base_url: String::new(),
             stderr: Arc::default(),

@@ -143,3 +143,24 @@ pub fn publish_raw(api: &str, token: Option<&str>, body: Vec<u8>) -> Resp {
         ],
     )
 }
+
+/// [`publish_raw`], but `None` on a transport error (a daemon killed mid-request).
+pub fn try_publish_raw(api: &str, token: Option<&str>, body: Vec<u8>) -> Option<Resp> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let client = client();
+    rt.block_on(send_async(
+        &client,
+        Method::PUT,
+        &format!("{api}/api/v1/crates/new"),
+        token,
+        Some(body),
+        &[
+            ("Content-Type", "application/octet-stream"),
+            ("Accept", "application/json"),
+        ],
+    ))
+    .ok()
+}
