@@ -334,6 +334,14 @@ index_ttl = "$INDEX_TTL"
 kind = "hosted"
 upstreams = ["crates-io"]
 EOF
+# BENCH_STORE_TOML: a [store] section, to measure a node of a cluster (PostgreSQL + S3; the
+# S3 credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY as for the daemon).
+if [ -n "${BENCH_STORE_TOML:-}" ]; then
+    printf '\n%s\n' "$BENCH_STORE_TOML" >>"$DCONF"
+    STORE_NOTE="store: $(printf '%s' "$BENCH_STORE_TOML" | sed -n 's/^database *= *"\([a-z]*\):.*/\1/p')$(printf '%s' "$BENCH_STORE_TOML" | sed -n 's/^blobs *= *"\([a-z0-9]*\):.*/ + \1/p')"
+else
+    STORE_NOTE="store: embedded (SQLite + files)"
+fi
 for v in $(compgen -e | grep '^CARGOHOLD_' || true); do unset "$v"; done
 DLOG="$TMP/daemon.log"
 DWARN="$TMP/daemon-warnings.log"
@@ -668,7 +676,7 @@ ratio_time() { awk -v d="$1" -v n="$2" 'BEGIN { if (d > 0 && n > 0) printf "%.2f
     echo
     echo "### cargohold vs nginx — $(date -u '+%Y-%m-%d %H:%M UTC'), nproc $(nproc), ${CPU_MODEL:-unknown CPU}"
     echo
-    echo "Command: \`$CMDLINE\` · wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}') \`-t min($WRK_MAX_THREADS,c) -d $DURATION --latency\`, rounds alternate daemon/nginx · nginx $NGINX_VERSION (\`worker_processes $SERVER_WORKERS\`, sendfile, tcp_nopush) · $PIN_NOTE · $LOG_NOTE · CPU busy before the run ${BUSY_BEFORE}%, other processes during the wrk rounds ${FOREIGN}%, after ${BUSY_AFTER}% (loadavg at start $LOAD_BEFORE)"
+    echo "Command: \`$CMDLINE\` · wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}') \`-t min($WRK_MAX_THREADS,c) -d $DURATION --latency\`, rounds alternate daemon/nginx · nginx $NGINX_VERSION (\`worker_processes $SERVER_WORKERS\`, sendfile, tcp_nopush) · $PIN_NOTE · $LOG_NOTE · $STORE_NOTE · CPU busy before the run ${BUSY_BEFORE}%, other processes during the wrk rounds ${FOREIGN}%, after ${BUSY_AFTER}% (loadavg at start $LOAD_BEFORE)"
     echo
     echo "| scenario | conns | req/s daemon | req/s nginx | daemon/nginx | p50 daemon ms | p50 nginx ms | p99 daemon ms | p99 nginx ms | other CPU |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
