@@ -494,6 +494,47 @@ pub(crate) mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_upload_cut_short_leaves_nothing_in_the_bucket_or_the_spool() {
+        let Some((config, creds)) = test_bucket("the cut upload") else {
+            return;
+        };
+        let spool = tempfile::tempdir().unwrap();
+        let blobs = S3Blobs::open(&config, &creds, spool.path().to_owned()).await.unwrap();
+        let (mut w, mut r) = tokio::io::duplex(1024);
+        let writer = tokio::spawn(async move {
+            w.write_all(&[5u8; 4000]).await.unwrap();
+            // Dropped without a clean end: the reader sees an error, as from a cut connection.
+        });
+        struct Failing<R>(R, usize);
+        impl<R: AsyncRead + Unpin> AsyncRead for Failing<R> {
+            fn poll_read(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<std::io::Result<()>> {
+                let before = buf.filled().len();
+                let res = Pin::new(&mut self.0).poll_read(cx, buf);
+                if let Poll::Ready(Ok(())) = &res {
+                    let n = buf.filled().len() - before;
+                    if n == 0 {
+                        return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "cut")));
+                    }
+                    self.1 += n;
+                }
+                res
+            }
+        }
+        let mut failing = Failing(&mut r, 0);
+        assert!(blobs.put_stream(&mut failing).await.is_err());
+        writer.await.unwrap();
+        assert!(blobs.list().await.unwrap().is_empty(), "nothing under a final key");
+        assert!(
+            std::fs::read_dir(spool.path()).unwrap().next().is_none(),
+            "the spool is emptied"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn gc_passes_the_conformance_suite_on_s3() {
         use crate::store::{sql::SqlMetadata, Metadata, PrivateStore};
         let Some((config, creds)) = test_bucket("the gc conformance suite") else {

@@ -249,3 +249,54 @@ fn migrate_refuses_what_it_cannot_do_with_clear_messages() {
     assert_eq!(out.status.code(), Some(64));
     assert!(text(&out.stderr).contains("there is no store"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_node_that_cannot_reach_its_shared_store_says_why_without_secrets() {
+    let scratch = tempfile::tempdir().unwrap();
+    let run = |toml: &str, env: &[(&str, &str)]| {
+        let path = scratch.path().join("node.toml");
+        std::fs::write(&path, format!("{HERMETIC_DEFAULT}\n{toml}")).unwrap();
+        let mut cmd = Command::new(BIN);
+        scrub_env(&mut cmd);
+        for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "PGPASSWORD"] {
+            cmd.env_remove(var);
+        }
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(scratch.path().join("data"))
+            .arg("--config")
+            .arg(&path)
+            .env("CARGOHOLD_ADMIN_TOKEN", "chd_admin_token_of_the_unreachable_store_test");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run cargohold serve");
+        assert!(!out.status.success(), "started without its store");
+        text(&out.stderr)
+    };
+    // S3 blobs without the keys in the environment: the variables are named.
+    let err = run(
+        "[store]\nblobs = \"s3://bucket/prefix\"\n[store.s3]\nendpoint = \"http://127.0.0.1:9\"\nallow_http = true\n",
+        &[],
+    );
+    assert!(
+        err.contains("AWS_ACCESS_KEY_ID") && err.contains("AWS_SECRET_ACCESS_KEY"),
+        "{err}"
+    );
+    // An endpoint that does not answer: the start fails naming the bucket, never the secret.
+    let err = run(
+        "[store]\nblobs = \"s3://bucket/prefix\"\n[store.s3]\nendpoint = \"http://127.0.0.1:9\"\nallow_http = true\n",
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIDTEST"),
+            ("AWS_SECRET_ACCESS_KEY", "s3-secret-never-shown"),
+        ],
+    );
+    assert!(err.contains("s3://bucket/prefix"), "{err}");
+    assert!(!err.contains("s3-secret-never-shown"), "{err}");
+    // A database that does not answer: the URL is shown with its password redacted.
+    let err = run(
+        "[store]\ndatabase = \"postgres://app:pg-password-never-shown@127.0.0.1:9/cargohold\"\n",
+        &[],
+    );
+    assert!(err.contains("postgres://app:***@127.0.0.1:9/cargohold"), "{err}");
+    assert!(!err.contains("pg-password-never-shown"), "{err}");
+}
