@@ -177,6 +177,9 @@ impl RegistryService {
         let Some(mut events) = self.store.meta.watch().await? else {
             return Ok(());
         };
+        // What changed between loading the definitions and listening is not announced to this
+        // node: read them again now that it listens.
+        self.catalog.reload().await?;
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
