@@ -411,36 +411,48 @@ impl RegistryService {
         Ok((bundle::plan(&spec, entries, since)?, blobs))
     }
 
-    /// Where an uploaded bundle waits while it is imported (the crate cache's temp directory,
-    /// emptied when the daemon starts), and the largest upload taken: what the caches could
-    /// hold, and 1 GiB for a hosted registry's crates.
-    pub fn bundle_upload(&self) -> (std::path::PathBuf, u64) {
-        let room = self
-            .caches
+    /// The largest bundle upload taken: what the caches could hold, and 1 GiB for a hosted
+    /// registry's crates.
+    pub fn bundle_upload_limit(&self) -> u64 {
+        self.caches
             .crates
             .budget()
             .saturating_add(self.caches.index.disk_budget())
-            .saturating_add(1 << 30);
-        (self.caches.crates.staging_dir(), room)
+            .saturating_add(1 << 30)
     }
 
-    /// Imports a bundle file into registry `registry` (default: the bundle's source registry
-    /// name) of the running daemon: verified completely first, all or nothing, then the
-    /// cached copies of what it changed are dropped so that every read after the answer sees
-    /// it. Imports run one at a time.
-    pub async fn import_bundle(&self, file: &Path, registry: Option<&str>) -> RegistryResult<bundle::ImportSummary> {
+    /// Imports an uploaded bundle into registry `registry` (default: the bundle's source
+    /// registry name) of the running daemon, reading it once as it arrives: its manifest is
+    /// checked first, then every entry is verified and staged, all or nothing; then the cached
+    /// copies of what it changed are dropped so that every read after the answer sees it.
+    /// Imports run one at a time. An upload refused or found imported before is drained unread.
+    pub async fn import_bundle(
+        &self,
+        mut upload: bundle::Upload,
+        registry: Option<&str>,
+    ) -> RegistryResult<bundle::ImportSummary> {
+        let result = self.import_upload(&mut upload, registry).await;
+        upload.finish().await;
+        result
+    }
+
+    async fn import_upload(
+        &self,
+        upload: &mut bundle::Upload,
+        registry: Option<&str>,
+    ) -> RegistryResult<bundle::ImportSummary> {
         let label = "the bundle";
-        let manifest = bundle::read_manifest(file)
-            .map_err(|e| RegistryError::Unprocessable(e.message.replace(&file.display().to_string(), label)))?;
+        let manifest = upload.manifest().clone();
         let name = registry.unwrap_or(&manifest.registry.name);
         let spec = self.registry(name)?;
         bundle::check_target(&manifest, &spec, registry.is_some(), label)?;
         let _one = self.imports.lock().await;
         let quiet = bundle::silent();
+        let input = bundle::Input::Stream(upload);
         let summary = match spec.kind {
             crate::config::RegistryKind::Hosted => {
                 let staging = self.caches.crates.staging_dir();
-                let s = bundle::import_hosted(&self.store, &staging, file, label, &manifest, name, &quiet).await?;
+                let s = bundle::import_hosted(&self.store, &staging, input, label, &manifest, name, &quiet).await?;
                 for c in &s.crates {
                     self.reads.invalidate(name, c);
                 }
@@ -451,7 +463,7 @@ impl RegistryService {
                     &self.caches.index,
                     &self.caches.crates,
                     self.limits().max_upstream_index_bytes,
-                    file,
+                    input,
                     label,
                     &manifest,
                     name,

@@ -171,7 +171,8 @@ pub async fn import(config: &Config, file: &Path, registry: Option<&str>) -> Res
         // Under the blob store's temp directory: the daemon empties it when it opens the
         // store, so an import that was killed leaves nothing behind for long.
         let staging = config.data_dir.join("store/blobs/tmp");
-        let result = core::import_hosted(&store, &staging, file, &label, &manifest, &reg, &reporter()).await;
+        let input = core::Input::File(file);
+        let result = core::import_hosted(&store, &staging, input, &label, &manifest, &reg, &reporter()).await;
         let _ = store.meta.close().await;
         return Ok(result?);
     }
@@ -180,7 +181,7 @@ pub async fn import(config: &Config, file: &Path, registry: Option<&str>) -> Res
         &index,
         &crates,
         config.limits.max_upstream_index_bytes,
-        file,
+        core::Input::File(file),
         &label,
         &manifest,
         &reg,

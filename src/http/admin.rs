@@ -4,7 +4,6 @@
 //! everything else.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -13,7 +12,6 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{header, Method, Request, Response, StatusCode};
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
 
 use super::route::{query_param, Route};
 use super::{json_ok, json_status, read_json, ApiError, HandlerResult};
@@ -111,58 +109,65 @@ fn stream_bundle(plan: bundle::Plan, blobs: Option<bundle::StoreBlobs>) -> Respo
     resp
 }
 
-/// Removes an uploaded bundle however its import ends.
-struct Upload(PathBuf);
+/// The request body as a blocking `Read`, for the thread that reads an uploaded bundle.
+struct BodyReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    current: Bytes,
+}
 
-impl Drop for Upload {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+impl std::io::Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.current = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
     }
 }
 
-/// Stores the request body of an import in the daemon's staging directory, refusing more than
-/// the caches could take.
-async fn receive_upload(svc: &RegistryService, req: Request<Incoming>) -> Result<Upload, ApiError> {
-    let (dir, cap) = svc.bundle_upload();
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > cap) {
-        return Err(super::too_large(cap));
-    }
-    let failed = |e: std::io::Error| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot store the uploaded bundle: {e}"),
-        )
-    };
-    tokio::fs::create_dir_all(&dir).await.map_err(failed)?;
-    let upload = Upload(dir.join(format!("upload-{:016x}.bundle", rand::random::<u64>())));
-    // Buffered: every write to a tokio file is a trip to the blocking pool, and body frames
-    // are small.
-    let mut file =
-        tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(&upload.0).await.map_err(failed)?);
-    let mut body = req.into_body();
+/// Forwards the request body to a [`BodyReader`], refusing more than `cap` bytes (`over` is
+/// set) and passing on a body that broke off as an error. Once the reader has stopped (the
+/// bundle was refused halfway), the rest is read and dropped, so that the client, still
+/// sending, gets the answer rather than a closed connection.
+async fn forward_body(
+    mut body: Incoming,
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    cap: u64,
+    over: Arc<std::sync::atomic::AtomicBool>,
+) {
     let mut len = 0u64;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("the upload broke off: {e}; nothing was imported"),
-            )
-        })?;
-        if let Ok(data) = frame.into_data() {
-            len += data.len() as u64;
-            if len > cap {
-                return Err(super::too_large(cap));
+        let data = match frame {
+            Ok(f) => match f.into_data() {
+                Ok(d) => d,
+                Err(_) => continue,
+            },
+            Err(e) => {
+                let _ = tx
+                    .send(Err(std::io::Error::other(format!("the upload broke off: {e}"))))
+                    .await;
+                return;
             }
-            file.write_all(&data).await.map_err(failed)?;
+        };
+        len += data.len() as u64;
+        if len > cap {
+            over.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = tx
+                .send(Err(std::io::Error::other(format!(
+                    "the upload is larger than {cap} bytes"
+                ))))
+                .await;
+            return;
+        }
+        if !tx.is_closed() {
+            let _ = tx.send(Ok(data)).await;
         }
     }
-    file.flush().await.map_err(failed)?;
-    Ok(upload)
 }
 
 /// Body of `POST /-/api/v1/users`.
@@ -259,16 +264,36 @@ pub async fn handle(
                     e
                 })?;
             }
-            let upload = receive_upload(svc, req).await?;
-            // In its own task: a client that goes away mid-import cannot cut it short.
+            let cap = svc.bundle_upload_limit();
+            let declared = req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|len| len > cap) {
+                return Err(super::too_large(cap));
+            }
+            // The bundle is read once, as it arrives: verified and staged on a blocking thread
+            // while the body streams in; in tasks of their own, so a client that goes away
+            // mid-import cannot cut a commit short.
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            let over = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            tokio::spawn(forward_body(req.into_body(), tx, cap, over.clone()));
             let svc = svc.clone();
-            let summary = tokio::spawn(async move {
-                let s = svc.import_bundle(&upload.0, registry.as_deref()).await;
-                drop(upload);
-                s
+            let imported = tokio::spawn(async move {
+                let reader = BodyReader {
+                    rx,
+                    current: Bytes::new(),
+                };
+                let upload = bundle::Upload::start(reader, bundle::silent()).await?;
+                svc.import_bundle(upload, registry.as_deref()).await
             })
             .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the import failed: {e}")))??;
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the import failed: {e}")))?;
+            if over.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(super::too_large(cap));
+            }
+            let summary = imported?;
             Ok(json_ok(&serde_json::to_value(&summary).unwrap_or_default()))
         }
         (Route::AdminToken { id }, _) => {

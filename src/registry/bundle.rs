@@ -797,8 +797,54 @@ fn read_and_stage(
     reporter: &Reporter,
 ) -> Result<Staged, String> {
     let f = std::fs::File::open(file).map_err(|e| format!("cannot open it: {e}"))?;
-    let decoder = zstd::Decoder::new(f).map_err(|e| format!("cannot read it: {e}"))?;
+    let gate = |m: &Manifest| {
+        if m == manifest {
+            Gate::Stage(staging.map(Path::to_owned))
+        } else {
+            Gate::Stop
+        }
+    };
+    match read_bundle(f, gate, reporter)? {
+        Some((_, staged)) => Ok(staged),
+        None => Err("its manifest changed while it was read".into()),
+    }
+}
+
+/// What to do with a bundle once its manifest is read.
+pub enum Gate {
+    /// Verify every entry, staging the `.crate` files in this directory (`None`: verify only).
+    Stage(Option<PathBuf>),
+    /// Read no further (the rest of the input is drained unread).
+    Stop,
+}
+
+/// Reads a bundle from `reader`: its manifest, then, as `gate` decides, every entry checked
+/// against it (see [`read_and_stage`]); `None` when the gate stopped it.
+fn read_bundle<R: Read>(
+    reader: R,
+    gate: impl FnOnce(&Manifest) -> Gate,
+    reporter: &Reporter,
+) -> Result<Option<(Manifest, Staged)>, String> {
+    let decoder = zstd::Decoder::new(reader).map_err(|e| format!("cannot read it: {e}"))?;
     let mut archive = tar::Archive::new(decoder);
+    let mut entries = archive
+        .entries()
+        .map_err(|e| format!("entry `{MANIFEST}` (the first) is truncated or damaged: {e}"))?;
+    let manifest = match entries.next() {
+        Some(Ok(mut first)) => parse_manifest(&mut first)?,
+        Some(Err(e)) => return Err(format!("entry `{MANIFEST}` (the first) is truncated or damaged: {e}")),
+        None => return Err("it is empty".into()),
+    };
+    let staging = match gate(&manifest) {
+        Gate::Stage(dir) => dir,
+        Gate::Stop => {
+            // (`entries` is not used again: the archive is free to give its reader back.)
+            let mut raw = archive.into_inner().finish();
+            let _ = std::io::copy(&mut raw, &mut std::io::sink());
+            return Ok(None);
+        }
+    };
+    let staging = staging.as_deref();
     let listed: HashMap<&str, &Entry> = manifest.entries.iter().map(|e| (e.path.as_str(), e)).collect();
     let mut seen: HashSet<String> = HashSet::new();
     let mut staged = Staged {
@@ -810,13 +856,6 @@ fn read_and_stage(
     let mut last = MANIFEST.to_owned();
     {
         let damaged = |last: &str, e: std::io::Error| format!("it is truncated or damaged after entry `{last}`: {e}");
-        let mut entries = archive.entries().map_err(|e| damaged(&last, e))?;
-        // The manifest (already parsed) comes first.
-        match entries.next() {
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(damaged(&last, e)),
-            None => return Err("it is empty".into()),
-        }
         let progress = reporter(
             if staging.is_some() { "import: verify" } else { "verify" },
             Some(manifest.entries.len() as u64),
@@ -917,7 +956,111 @@ fn read_and_stage(
     let mut rest = archive.into_inner();
     std::io::copy(&mut rest, &mut std::io::sink())
         .map_err(|e| format!("it is truncated or damaged after entry `{last}`: {e}"))?;
-    Ok(staged)
+    Ok(Some((manifest, staged)))
+}
+
+/// What [`read_bundle`] gives: the manifest and the staged entries, `None` when stopped, or
+/// why the bundle is refused.
+type ReadOutcome = Result<Option<(Manifest, Staged)>, String>;
+
+/// A bundle arriving as a stream (an upload to the daemon), read once: verified and staged as
+/// it arrives, on a blocking thread that stops after the manifest until the import has checked
+/// it ([`Upload::stage`]), so nothing is written for a bundle that is refused at once.
+pub struct Upload {
+    manifest: Manifest,
+    go: Option<std::sync::mpsc::Sender<Gate>>,
+    done: Option<tokio::task::JoinHandle<ReadOutcome>>,
+}
+
+impl Upload {
+    /// Starts reading `reader`; returns once its manifest is read (or the input failed).
+    pub async fn start<R: Read + Send + 'static>(reader: R, reporter: Reporter) -> Result<Upload, BundleError> {
+        let (manifest_tx, manifest_rx) = tokio::sync::oneshot::channel();
+        let (go, go_rx) = std::sync::mpsc::channel::<Gate>();
+        let mut done = tokio::task::spawn_blocking(move || {
+            let gate = |m: &Manifest| {
+                let _ = manifest_tx.send(m.clone());
+                go_rx.recv().unwrap_or(Gate::Stop)
+            };
+            read_bundle(reader, gate, &reporter)
+        });
+        match manifest_rx.await {
+            Ok(manifest) => Ok(Upload {
+                manifest,
+                go: Some(go),
+                done: Some(done),
+            }),
+            // The input ended or failed before a manifest: the thread says why.
+            Err(_) => {
+                let why = match (&mut done).await {
+                    Ok(Err(why)) => why,
+                    Ok(Ok(_)) => "it has no manifest".into(),
+                    Err(e) => e.to_string(),
+                };
+                Err(failure(format!(
+                    "the bundle is not usable: {why}; nothing was imported"
+                )))
+            }
+        }
+    }
+
+    /// The bundle's manifest (checked as an import checks one).
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Lets the reading go on, verifying every entry and staging the `.crate` files under a
+    /// new directory of `parent`.
+    async fn stage(&mut self, label: &str, parent: &Path) -> Result<(StagingDir, Staged), BundleError> {
+        let staging = StagingDir(parent.join(format!("import-{}-{:016x}", self.manifest.id, rand::random::<u64>())));
+        std::fs::create_dir_all(&staging.0)
+            .map_err(|e| failure(format!("cannot create {}: {e}", staging.0.display())))?;
+        let (Some(go), Some(done)) = (self.go.take(), self.done.take()) else {
+            return Err(failure("the bundle was read already"));
+        };
+        let _ = go.send(Gate::Stage(Some(staging.0.clone())));
+        let read = done
+            .await
+            .map_err(|e| failure(format!("the import failed: {e}")))?
+            .map_err(|why| failure(format!("{label} is refused: {why}; nothing was imported")))?;
+        match read {
+            Some((_, staged)) => Ok((staging, staged)),
+            None => Err(failure("the bundle was not read")),
+        }
+    }
+
+    /// Ends the upload: one not staged is drained unread (so its sender gets an answer).
+    pub async fn finish(mut self) {
+        if let Some(go) = self.go.take() {
+            let _ = go.send(Gate::Stop);
+        }
+        if let Some(done) = self.done.take() {
+            let _ = done.await;
+        }
+    }
+}
+
+/// Where an import's bundle comes from.
+pub enum Input<'a> {
+    /// A file, read after its manifest was checked.
+    File(&'a Path),
+    /// An upload being read ([`Upload`]).
+    Stream(&'a mut Upload),
+}
+
+impl Input<'_> {
+    async fn stage(
+        &mut self,
+        label: &str,
+        manifest: &Manifest,
+        parent: &Path,
+        reporter: &Reporter,
+    ) -> Result<(StagingDir, Staged), BundleError> {
+        match self {
+            Input::File(file) => stage(file, label, manifest, parent, reporter).await,
+            Input::Stream(upload) => upload.stage(label, parent).await,
+        }
+    }
 }
 
 /// Reads and verifies the whole bundle into a new staging directory under `parent` (removed
@@ -985,7 +1128,7 @@ pub async fn import_proxy(
     index: &IndexCache,
     crates: &Arc<CrateFiles>,
     max_index_bytes: u64,
-    file: &Path,
+    mut input: Input<'_>,
     label: &str,
     manifest: &Manifest,
     reg: &str,
@@ -1039,7 +1182,7 @@ pub async fn import_proxy(
             index.disk_budget()
         )));
     }
-    let (staging, staged) = stage(file, label, manifest, &crates.staging_dir(), reporter).await?;
+    let (staging, staged) = input.stage(label, manifest, &crates.staging_dir(), reporter).await?;
     // Every .crate against its index line: the bundle's index file, else the one the registry
     // holds (an increment carrying only new .crate files).
     let in_bundle: BTreeMap<&str, &IndexEntry> = staged.index.iter().map(|(n, e)| (n.as_str(), e)).collect();
@@ -1153,7 +1296,7 @@ pub async fn import_proxy(
 pub async fn import_hosted(
     store: &crate::store::PrivateStore,
     staging_parent: &Path,
-    file: &Path,
+    mut input: Input<'_>,
     label: &str,
     manifest: &Manifest,
     reg: &str,
@@ -1181,7 +1324,7 @@ pub async fn import_hosted(
     let refused = |why: String| failure(format!("{label} is refused: {why}; nothing was imported"));
     // Under the blob store's temp directory: the daemon empties it when it opens the store,
     // so an import that was killed leaves nothing behind for long.
-    let (_staging, staged) = stage(file, label, manifest, staging_parent, reporter).await?;
+    let (_staging, staged) = input.stage(label, manifest, staging_parent, reporter).await?;
     let records: Records = match &staged.records {
         Some(bytes) => serde_json::from_slice(bytes)
             .map_err(|e| refused(format!("entry `{RECORDS}` is not a list of crate records: {e}")))?,
