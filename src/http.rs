@@ -41,10 +41,13 @@ pub struct HttpState {
 pub type HandlerResult = Result<Response<Body>, ApiError>;
 
 /// Whether a request may run past the request timeout: a bundle upload (`POST
-/// /-/api/v1/import`) takes as long as the bundle is large; its size cap and the connection's
-/// idle timeout bound it instead.
+/// /-/api/v1/import`) or export (`POST /-/api/v1/registries/{name}/export`, whose planning
+/// reads the whole cache) takes as long as the bundle is large; its size cap and the
+/// connection's idle timeout bound it instead. Both are admin calls, refused before any work.
 pub fn unbounded(req: &Request<Incoming>) -> bool {
-    req.method() == hyper::Method::POST && req.uri().path().trim_end_matches('/') == "/-/api/v1/import"
+    let path = req.uri().path().trim_end_matches('/');
+    req.method() == hyper::Method::POST
+        && (path == "/-/api/v1/import" || (path.starts_with("/-/api/v1/registries/") && path.ends_with("/export")))
 }
 
 /// Handles one request and says which route template it matched (for the access log).

@@ -199,8 +199,19 @@ impl RegistryService {
             StoreEvent::Tokens => self.auth.forget_tokens(),
             StoreEvent::Users => {}
             StoreEvent::Registries | StoreEvent::Lost => {
+                let before = self.catalog.registries();
                 if let Err(e) = self.catalog.reload().await {
                     tracing::warn!(error = %e, "cannot reload the registry definitions after a change");
+                }
+                // A proxy deleted or made on another node: what this node cached under that
+                // name belongs to a registry that is gone (the node that made the change
+                // cleared its own cache already).
+                let after = self.catalog.registries();
+                let proxy = |s: &RegistrySpec| s.kind == crate::config::RegistryKind::Proxy;
+                let gone = before.values().filter(|s| proxy(s) && !after.contains_key(&s.name));
+                let new = after.values().filter(|s| proxy(s) && !before.contains_key(&s.name));
+                for spec in gone.chain(new) {
+                    self.caches.index.clear(&spec.name).await;
                 }
                 self.reads.invalidate_registry("");
                 self.auth.forget_tokens();
@@ -452,7 +463,9 @@ impl RegistryService {
         let summary = match spec.kind {
             crate::config::RegistryKind::Hosted => {
                 let staging = self.caches.crates.staging_dir();
-                let s = bundle::import_hosted(&self.store, &staging, input, label, &manifest, name, &quiet).await?;
+                let max = self.limits().max_crate_bytes;
+                let s =
+                    bundle::import_hosted(&self.store, &staging, max, input, label, &manifest, name, &quiet).await?;
                 for c in &s.crates {
                     self.reads.invalidate(name, c);
                 }

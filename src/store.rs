@@ -250,6 +250,12 @@ pub trait Metadata: Send + Sync + 'static {
         Err(StoreError::Io("this store cannot restore crates from a bundle".into()))
     }
 
+    /// Whether other processes may share this store (nodes of a cluster): PostgreSQL yes, the
+    /// embedded SQLite store no (one daemon owns its data dir).
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// Changes made through *any* handle on the same database (other nodes included), for
     /// dropping cached copies: `None` when the store has no such feed (the embedded SQLite
     /// store, whose only writer is this process). The feed says [`StoreEvent::Lost`] when it

@@ -572,6 +572,9 @@ impl IndexCache {
         self.bundles.flush().map_err(|e| fail(e.to_string()))?;
         if done {
             self.rebuild().map_err(|e| fail(e.to_string()))?;
+            // A lookup in flight (one that missed on disk before the import) must not put
+            // its 404 back after the invalidation below: it started in an earlier epoch.
+            self.epoch.fetch_add(1, Ordering::SeqCst);
             for (k, _, _) in &encoded {
                 self.memory.invalidate(k);
                 self.negatives.invalidate(k);

@@ -172,7 +172,8 @@ pub async fn import(config: &Config, file: &Path, registry: Option<&str>) -> Res
         // store, so an import that was killed leaves nothing behind for long.
         let staging = config.data_dir.join("store/blobs/tmp");
         let input = core::Input::File(file);
-        let result = core::import_hosted(&store, &staging, input, &label, &manifest, &reg, &reporter()).await;
+        let max = config.limits.max_crate_bytes;
+        let result = core::import_hosted(&store, &staging, max, input, &label, &manifest, &reg, &reporter()).await;
         let _ = store.meta.close().await;
         return Ok(result?);
     }

@@ -78,13 +78,22 @@ fn stream_bundle(plan: bundle::Plan, blobs: Option<bundle::StoreBlobs>) -> Respo
             tx: tx.clone(),
             buf: Vec::with_capacity(CHUNK),
         };
-        let written =
-            bundle::write_blocking(&plan, out, blobs.map(|b| (rt, b)), &bundle::silent()).and_then(|mut w| {
-                w.flush().map_err(|e| bundle::BundleError {
-                    usage: false,
-                    message: e.to_string(),
-                })
-            });
+        // A panic must break the transfer off too: a body that simply ends looks whole.
+        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            bundle::write_blocking(&plan, out, blobs.map(|b| (rt, b)), &bundle::silent())
+        }))
+        .unwrap_or_else(|_| {
+            Err(bundle::BundleError {
+                usage: false,
+                message: "the export failed (a bug: see the daemon's log)".into(),
+            })
+        })
+        .and_then(|mut w| {
+            w.flush().map_err(|e| bundle::BundleError {
+                usage: false,
+                message: e.to_string(),
+            })
+        });
         match written {
             Ok(()) => {
                 tracing::info!(registry = %plan.manifest.registry.name, bundle = %plan.manifest.id, "bundle exported")

@@ -161,6 +161,13 @@ impl Admin {
                 let tokens = self.meta.tokens().await?;
                 match tokens.iter().find(|t| t.id == CLUSTER_ADMIN_TOKEN_ID) {
                     Some(t) if t.hash == *hash => return Ok(AdminToken::Env),
+                    // One node owns an embedded store: its variable changed, which is how its
+                    // admin token is rotated.
+                    Some(_) if !self.meta.shared() => {
+                        self.meta.delete_token(CLUSTER_ADMIN_TOKEN_ID).await?;
+                        tracing::info!("CARGOHOLD_ADMIN_TOKEN changed: the stored admin token is replaced by the new one");
+                        continue;
+                    }
                     Some(_) => {
                         return Err(RegistryError::Conflict(format!(
                             "CARGOHOLD_ADMIN_TOKEN is not this cluster's admin token: the store holds the hash of another one (token `{CLUSTER_ADMIN_TOKEN_ID}`). Set the same value on every node that shares the store; to change it, revoke the old one (`cargohold token revoke {CLUSTER_ADMIN_TOKEN_ID}`), then restart the nodes with the new value"
@@ -312,28 +319,6 @@ impl Admin {
         data_dir: &Path,
     ) -> RegistryResult<()> {
         let specs: Vec<RegistrySpec> = specs.into_iter().collect();
-        let mut all: BTreeMap<String, RegistrySpec> = self
-            .catalog
-            .registries()
-            .iter()
-            .map(|(k, v)| (k.clone(), (**v).clone()))
-            .collect();
-        all.extend(specs.iter().map(|s| (s.name.clone(), s.clone())));
-        let problems: Vec<String> = all
-            .values()
-            .flat_map(|h| {
-                h.upstreams
-                    .iter()
-                    .filter_map(|u| all.get(u))
-                    .filter_map(|u| merge_exposure(h, u))
-            })
-            .collect();
-        if !problems.is_empty() {
-            return Err(RegistryError::BadRequest(format!(
-                "{} (registries created at run time count too: change them with `cargohold registry update`, or change the config file)",
-                problems.join("; ")
-            )));
-        }
         let record = data_dir.join(APPLIED_REGISTRIES_FILE);
         let mut applied: BTreeMap<String, RegistrySpec> = std::fs::read(&record)
             .ok()
@@ -346,13 +331,15 @@ impl Admin {
             .into_iter()
             .map(|s| (s.name.clone(), s))
             .collect();
+        // Decide first which of the file's definitions will be stored ...
+        let mut writes = Vec::new();
         for spec in specs {
             match stored.get(&spec.name) {
                 Some(s) if *s == spec => {}
-                None => self.meta.put_registry(&spec).await?,
+                None => writes.push(spec.clone()),
                 Some(s) if applied.get(&spec.name) == Some(s) => {
                     tracing::info!(registry = %spec.name, "the config file changed this registry; applying it");
-                    self.meta.put_registry(&spec).await?;
+                    writes.push(spec.clone());
                 }
                 Some(s) => {
                     tracing::warn!(
@@ -364,6 +351,28 @@ impl Admin {
                 }
             }
             applied.insert(spec.name.clone(), spec);
+        }
+        // ... then check the merge access rule on exactly what will be served: the stored
+        // definitions with those writes applied.
+        let mut served = stored;
+        served.extend(writes.iter().map(|s| (s.name.clone(), s.clone())));
+        let problems: Vec<String> = served
+            .values()
+            .flat_map(|h| {
+                h.upstreams
+                    .iter()
+                    .filter_map(|u| served.get(u))
+                    .filter_map(|u| merge_exposure(h, u))
+            })
+            .collect();
+        if !problems.is_empty() {
+            return Err(RegistryError::BadRequest(format!(
+                "{} (registries created at run time or changed through the admin API count too: change them with `cargohold registry update`, or change the config file)",
+                problems.join("; ")
+            )));
+        }
+        for spec in &writes {
+            self.meta.put_registry(spec).await?;
         }
         if let Err(e) = write_json_atomically(&record, &applied) {
             tracing::warn!(path = %record.display(), error = %e, "cannot record the registries applied from the config file");

@@ -1013,8 +1013,12 @@ impl Upload {
     /// new directory of `parent`.
     async fn stage(&mut self, label: &str, parent: &Path) -> Result<(StagingDir, Staged), BundleError> {
         let staging = StagingDir(parent.join(format!("import-{}-{:016x}", self.manifest.id, rand::random::<u64>())));
-        std::fs::create_dir_all(&staging.0)
-            .map_err(|e| failure(format!("cannot create {}: {e}", staging.0.display())))?;
+        std::fs::create_dir_all(&staging.0).map_err(|e| {
+            tracing::warn!(path = %staging.0.display(), error = %e, "cannot create a staging directory");
+            failure(format!(
+                "the daemon cannot stage the bundle ({e}); its log names the directory"
+            ))
+        })?;
         let (Some(go), Some(done)) = (self.go.take(), self.done.take()) else {
             return Err(failure("the bundle was read already"));
         };
@@ -1293,9 +1297,11 @@ pub async fn import_proxy(
 /// under `staging_parent`, blobs into the store, then the crates replaced and the bundle's
 /// marker recorded in one transaction of the store. The caller drops what it cached of the
 /// crates in [`ImportSummary::crates`].
+#[allow(clippy::too_many_arguments)]
 pub async fn import_hosted(
     store: &crate::store::PrivateStore,
     staging_parent: &Path,
+    max_crate_bytes: u64,
     mut input: Input<'_>,
     label: &str,
     manifest: &Manifest,
@@ -1322,7 +1328,25 @@ pub async fn import_hosted(
         }
     }
     let refused = |why: String| failure(format!("{label} is refused: {why}; nothing was imported"));
-    // Under the blob store's temp directory: the daemon empties it when it opens the store,
+    // Sizes from the manifest, before anything is read: a hosted registry's bundle carries
+    // no index files, and no `.crate` larger than a publish may send (`max_crate_size`), so
+    // a small bundle of compressible entries cannot fill memory or the disk first.
+    for e in &manifest.entries {
+        if e.index.is_some() {
+            return Err(refused(format!(
+                "entry `{}` is an index file, which a hosted registry's bundle never carries",
+                e.path
+            )));
+        }
+        if e.krate.is_some() && e.size > max_crate_bytes {
+            return Err(refused(format!(
+                "entry `{}` is larger than `max_crate_size` ({max_crate_bytes} bytes)",
+                e.path
+            )));
+        }
+    }
+    // Under a temp directory the daemon empties when it starts (the blob store's, or the crate
+    // cache's through the daemon),
     // so an import that was killed leaves nothing behind for long.
     let (_staging, staged) = input.stage(label, manifest, staging_parent, reporter).await?;
     let records: Records = match &staged.records {

@@ -60,7 +60,12 @@ async fn node_on(
 /// A handle of its own on the SQLite database in `dir` (several handles stand for several
 /// processes; the rules below need no change feed).
 async fn sqlite_handle(dir: &std::path::Path) -> Arc<dyn crate::store::Metadata> {
-    Arc::new(SqlMetadata::open_sqlite(&dir.join("shared.db")).await.unwrap())
+    Arc::new(
+        SqlMetadata::open_sqlite(&dir.join("shared.db"))
+            .await
+            .unwrap()
+            .shared_for_tests(),
+    )
 }
 
 /// The versions node `svc` serves for `name` in `reg` (empty for a 404).
@@ -317,4 +322,68 @@ async fn a_cluster_has_one_admin_token() {
         tokens.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
         [BOOTSTRAP_TOKEN_ID]
     );
+}
+
+/// The merge access rule is checked on what a start will serve: the stored definitions with the
+/// file's applied ones, not the file's view (review finding: a file that still made `local`
+/// need a token let a start serve an anonymous `local`, changed through the admin API, merging a
+/// proxy the edited file made `auth_required`).
+#[tokio::test]
+async fn a_start_checks_the_merge_rule_on_what_it_will_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = node_on(sqlite_handle(dir.path()).await, dir.path(), "a", None).await;
+    let dir_a = dir.path().join("a");
+    let mut local = RegistrySpec::new("local", RegistryKind::Hosted);
+    local.auth_required = true;
+    local.upstreams = vec!["private".into()];
+    let mut private = RegistrySpec::new("private", RegistryKind::Proxy);
+    private.offline = true;
+    a.apply_configured([private.clone(), local.clone()], &dir_a)
+        .await
+        .unwrap();
+    a.update_registry(
+        "local",
+        serde_json::from_value(serde_json::json!({"auth_required": false})).unwrap(),
+    )
+    .await
+    .unwrap();
+    private.auth_required = true;
+    let err = a
+        .apply_configured([private, local], &dir_a)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("private"), "{err}");
+    // Nothing was written: the proxy is still readable without a token.
+    assert!(!a
+        .store()
+        .meta
+        .registries()
+        .await
+        .unwrap()
+        .iter()
+        .any(|s| s.name == "private" && s.auth_required));
+}
+
+/// A single node on its embedded store rotates its admin token by changing the variable: the
+/// stored hash is replaced, not refused.
+#[tokio::test]
+async fn a_single_node_rotates_its_admin_token_by_its_variable() {
+    use crate::registry::admin::{AdminToken, CLUSTER_ADMIN_TOKEN_ID};
+    use crate::registry::auth::hash_token;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("own.db");
+    for value in ["first", "second"] {
+        let meta: Arc<dyn crate::store::Metadata> = Arc::new(SqlMetadata::open_sqlite(&db).await.unwrap());
+        let node = node_on(meta, dir.path(), "n", Some(hash_token(value))).await;
+        assert!(matches!(
+            node.bootstrap_admin(&dir.path().join("n")).await.unwrap(),
+            AdminToken::Env
+        ));
+        let tokens = node.store().meta.tokens().await.unwrap();
+        let stored: Vec<_> = tokens.iter().filter(|t| t.id == CLUSTER_ADMIN_TOKEN_ID).collect();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].hash, hash_token(value));
+        node.store().meta.close().await.unwrap();
+    }
 }

@@ -33,6 +33,8 @@ pub struct SqlMetadata {
     postgres: bool,
     /// PostgreSQL's URL, for the change feed's own connection ([`Metadata::watch`]).
     url: Option<String>,
+    /// [`Metadata::shared`]: PostgreSQL (tests may say so of SQLite handles standing for nodes).
+    shared: bool,
 }
 
 /// Announces `event` in the transaction `tx` (PostgreSQL only: `NOTIFY` is delivered to every
@@ -164,6 +166,7 @@ impl SqlMetadata {
             write,
             postgres: false,
             url: None,
+            shared: false,
         })
     }
 
@@ -199,6 +202,7 @@ impl SqlMetadata {
             write,
             postgres: true,
             url: Some(url.to_owned()),
+            shared: true,
         })
     }
 
@@ -878,16 +882,43 @@ impl Metadata for SqlMetadata {
         }
         for rec in crates {
             let canonical = crate::index::canonical_name(&rec.name);
-            let old = sqlx::query("SELECT revision FROM crates WHERE registry = $1 AND canonical = $2")
-                .bind(registry)
-                .bind(&canonical)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?;
+            // The crate's row locked (PostgreSQL; SQLite's transaction already holds the one
+            // write lock), so no publish commits a version between this check and the
+            // replacement, then the check the caller made before the blobs went up is made
+            // again here: a crate that is here keeps every version it has, with its bytes.
+            let lock = if self.postgres { " FOR UPDATE" } else { "" };
+            let old = sqlx::query(&format!(
+                "SELECT revision FROM crates WHERE registry = $1 AND canonical = $2{lock}"
+            ))
+            .bind(registry)
+            .bind(&canonical)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
             let old_revision = match old {
                 Some(row) => to_u64(row.try_get(0).map_err(db_err)?),
                 None => 0,
             };
+            let have = sqlx::query("SELECT vers, cksum FROM versions WHERE registry = $1 AND canonical = $2")
+                .bind(registry)
+                .bind(&canonical)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            for row in &have {
+                let (vers, cksum): (String, String) =
+                    (row.try_get(0).map_err(db_err)?, row.try_get(1).map_err(db_err)?);
+                if !rec
+                    .versions
+                    .iter()
+                    .any(|v| v.line.vers == vers && v.line.cksum == cksum)
+                {
+                    return Err(StoreError::Conflict(format!(
+                        "`{}` {vers} is published here (perhaps while the bundle was being imported) and the bundle would drop or change it; published versions never change",
+                        rec.name
+                    )));
+                }
+            }
             for sql in [
                 "DELETE FROM owners WHERE registry = $1 AND canonical = $2",
                 "DELETE FROM versions WHERE registry = $1 AND canonical = $2",
@@ -942,6 +973,10 @@ impl Metadata for SqlMetadata {
             users: n[4],
             tokens: n[5],
         })
+    }
+
+    fn shared(&self) -> bool {
+        self.shared
     }
 
     async fn watch(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<StoreEvent>>> {
@@ -1014,6 +1049,12 @@ impl Metadata for SqlMetadata {
 
 #[cfg(test)]
 impl SqlMetadata {
+    /// This handle counts as one of several nodes' ([`Metadata::shared`]).
+    pub(crate) fn shared_for_tests(mut self) -> Self {
+        self.shared = true;
+        self
+    }
+
     /// Runs one statement on the write pool (tests that need to act on the database itself).
     pub(crate) async fn execute_for_tests(&self, sql: &str) {
         sqlx::query(sql).execute(&self.write).await.unwrap();
@@ -1136,6 +1177,35 @@ pub(crate) mod tests {
         let a = SqlMetadata::open_sqlite(&path).await.unwrap();
         let b = SqlMetadata::open_sqlite(&path).await.unwrap();
         crate::store::conformance::shared(&a, &b).await;
+    }
+
+    /// A restore decided on a crate as it was (its versions kept) finds a version published since
+    /// (review finding): it is refused in its transaction, and nothing changes.
+    #[tokio::test]
+    async fn a_restore_never_drops_a_version_published_after_its_check() {
+        use crate::store::conformance::{publish_one, version};
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SqlMetadata::open_sqlite(&dir.path().join("registry.db")).await.unwrap();
+        meta.create_user("alice", None).await.unwrap();
+        publish_one(&meta, "local", "foo", "1.0.0").await;
+        let bundle = CrateRecord {
+            name: "foo".into(),
+            owners: vec!["alice".into()],
+            description: None,
+            keywords: vec![],
+            versions: vec![version("foo", "1.0.0", "alice")],
+            revision: 1,
+        };
+        // Published between the importer's check and its transaction.
+        publish_one(&meta, "local", "foo", "1.1.0").await;
+        let err = meta
+            .restore_crates("local", std::slice::from_ref(&bundle), &[], "bundle:late")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("1.1.0"), "{err}");
+        assert!(!meta.has_marker("bundle:late").await.unwrap());
+        let after = meta.get_crate("local", "foo").await.unwrap().unwrap();
+        assert_eq!(after.versions.len(), 2);
     }
 
     #[tokio::test]

@@ -932,4 +932,30 @@ fn a_hosted_bundle_naming_unknown_owners_is_refused() {
         assert!(err.contains(why), "{err}");
         assert_eq!(http::get(&index, None).status, 404, "{why}");
     }
+    // Sizes come from the manifest, checked before anything is read: no `.crate` larger than
+    // a publish may send, no index files in a hosted registry's bundle.
+    let small = Daemon::start_with_config(&format!("{HOSTED}\n[limits]\nmax_crate_size = \"64B\"\n"));
+    let err = refused(
+        small.admin(&["import", good.to_str().unwrap()]),
+        "a .crate over max_crate_size",
+    );
+    assert!(err.contains("larger than `max_crate_size`"), "{err}");
+    let with_index = dir.path().join("with-index.bundle");
+    with_entry_edited(&good, &with_index, "manifest.json", |bytes| {
+        let mut m: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let e = m["entries"].as_array_mut().unwrap();
+        e.push(serde_json::json!({
+            "path": format!("index/{}", cargohold::index::index_path("zzz")),
+            "size": 1u64 << 30,
+            "sha256": "a".repeat(64),
+            "index": {"name": "zzz", "upstream_etag": null, "upstream_last_modified": null, "fetched_at": 1}
+        }));
+        serde_json::to_vec(&m).unwrap()
+    });
+    let err = refused(
+        dst.admin(&["import", with_index.to_str().unwrap()]),
+        "an index file in a hosted bundle",
+    );
+    assert!(err.contains("never carries"), "{err}");
+    assert_eq!(http::get(&index, None).status, 404);
 }
