@@ -3,6 +3,7 @@
 //! [`Reads`] owns the read caches; the change side calls [`Reads::invalidate`] after each
 //! commit, so a read after a write's 200 always shows the write.
 
+mod browse;
 mod download;
 mod search;
 #[cfg(test)]
@@ -13,6 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+pub use browse::{CrateView, VersionView};
 pub use download::Download;
 pub use search::MAX_QUERY_LEN;
 
