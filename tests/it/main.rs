@@ -17,3 +17,4 @@ mod prune;
 mod support;
 mod upstream_faults;
 mod warm;
+mod web;
