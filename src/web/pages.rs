@@ -749,3 +749,78 @@ pub fn tokens(
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::IndexLine;
+
+    fn line(vers: &str, yanked: bool) -> IndexLine {
+        serde_json::from_value(serde_json::json!({
+            "name": "demo", "vers": vers, "cksum": "0".repeat(64), "yanked": yanked, "links": null, "v": 2,
+            "features": {"<script>f</script>": ["\"><img src=x onerror=alert(1)>"]},
+            "deps": [{"name": "<b>dep</b>", "req": "^1", "features": [], "optional": false, "default_features": true,
+                      "target": null, "kind": "normal", "registry": null, "package": null}],
+            "pubtime": "2026-12-05T04:00:00Z"
+        }))
+        .unwrap()
+    }
+
+    fn hostile_view() -> CrateView {
+        CrateView {
+            name: "demo".into(),
+            description: Some("<script>alert('d')</script>".into()),
+            keywords: vec!["<i>k</i>".into()],
+            owners: vec!["<svg onload=alert(2)>".into()],
+            versions: vec![
+                VersionView {
+                    line: line("1.1.0", true),
+                    published_by: Some("<u>eve</u>".into()),
+                },
+                VersionView {
+                    line: line("1.0.0+b.1", false),
+                    published_by: None,
+                },
+            ],
+            local: true,
+        }
+    }
+
+    #[test]
+    fn publisher_text_is_escaped_everywhere() {
+        let spec: RegistrySpec = serde_json::from_value(serde_json::json!({
+            "name": "local", "kind": "hosted", "description": "<script>x</script>", "labels": ["<b>l</b>"]
+        }))
+        .unwrap();
+        let view = hostile_view();
+        let page = crate_page(None, &spec, &view, view.default_version().unwrap(), Some("<p>ok</p>"));
+        for bad in ["<script>", "<img", "<svg", "<b>", "<i>k", "<u>"] {
+            assert!(!page.contains(bad), "`{bad}` unescaped in the crate page");
+        }
+        assert!(
+            page.contains("&lt;script&gt;alert('d')&lt;/script&gt;")
+                || page.contains("&lt;script&gt;alert(&#39;d&#39;)")
+        );
+        // The default version is the newest not yanked; yanked ones are marked; `+` is encoded.
+        assert!(page.contains("<h1>demo 1.0.0+b.1</h1>"), "{page}");
+        assert!(page.contains("/local/crates/demo/1.0.0%2Bb.1"));
+        assert!(page.contains("class=\"yanked\""));
+        assert!(page.contains("cargo add demo@1.0.0+b.1 --registry local"));
+        assert!(page.contains("<p>ok</p>"), "the sanitised README is embedded as HTML");
+        let rows = [RegistryRow {
+            spec: &spec,
+            crates: Some(1),
+        }];
+        let home = home(None, &rows);
+        assert!(!home.contains("<script>x") && !home.contains("<b>l"));
+        assert!(home.contains("<title>Registries · cargohold</title>") && home.contains("<h1>"));
+    }
+
+    #[test]
+    fn segments_and_sizes() {
+        assert_eq!(seg("a+b/c"), "a%2Bb%2Fc");
+        assert_eq!(crate_url("r", "n", Some("1.0.0+x")), "/r/crates/n/1.0.0%2Bx");
+        assert_eq!(human_bytes(10), "10 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+    }
+}

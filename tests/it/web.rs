@@ -114,6 +114,18 @@ fn seed_flow_hostile_readme_csrf_and_anonymous_in_a_real_browser() {
     }
     assert!(b.text_of("#snippet-0").contains(&d.index_url("team")));
 
+    // Edit it: the stored values are in the form; a new description is saved.
+    b.goto(&d.url("/-/admin/registries/team"));
+    b.check_accessible();
+    assert!(b.try_find("#up-cio:checked").is_some(), "the attached proxy is checked");
+    b.fill("#description", "Crates of the platform team");
+    b.submit("form.stack button[type=submit]");
+    assert!(
+        b.body_text().contains("Crates of the platform team"),
+        "{}",
+        b.body_text()
+    );
+
     // The proxy's page: cache figures and reachability.
     b.goto(&d.url("/cio/"));
     b.check_accessible();
@@ -410,6 +422,29 @@ fn sessions_and_csrf_over_http() {
     assert_eq!(spec["description"], "Web things");
     assert_eq!(spec["labels"], serde_json::json!(["a", "b"]));
     assert_eq!(spec["upstreams"], serde_json::json!(["cio"]));
+
+    // Deleting: a hosted registry holding crates needs the confirmation; an empty one goes.
+    let (body, _) = simple_publish("webthing", "0.1.0");
+    let token = d.user_token("pub", &["publish"]);
+    assert_eq!(http::publish_raw(&d.api_url("web"), Some(&token), body).status, 200);
+    let r = form(
+        &d.url("/-/admin/registries/web/delete"),
+        &session,
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("holds 1 crate"), "{}", r.text());
+    let r = form(
+        &d.url("/-/admin/registries/web/delete"),
+        &session,
+        &format!("csrf={csrf}&force=true"),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("Registry web deleted."));
+    assert_eq!(
+        http::get(&d.url("/-/api/v1/registries/web"), Some(d.admin_token())).status,
+        404
+    );
 
     // Signing out ends the session on the server: the old cookie no longer works.
     let r = form(&d.url("/-/logout"), &session, &format!("csrf={csrf}"));
