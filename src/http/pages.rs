@@ -3,8 +3,8 @@
 //! [`crate::web`] from what the registry layer answers (the same access rules as the API:
 //! a registry the visitor may not read is a 404, like one that does not exist).
 //!
-//! Cookies: `cargohold_session` (the session id; HttpOnly, SameSite=Strict, Path=/, Secure
-//! when the public URL is https) and `cargohold_login` (the login form's CSRF token, the
+//! Cookies: `cargohold_session` (the session id; HttpOnly, SameSite=Strict, Path=/; named
+//! `__Host-cargohold_session` and Secure when the public URL is https) and `cargohold_login` (the login form's CSRF token, the
 //! double-submit pattern, as there is no session yet). Every response carries a
 //! Content-Security-Policy that allows only our own script and stylesheet.
 
@@ -26,8 +26,11 @@ use crate::registry::{CrateView, Principal, RegistryError, RegistryService, Sess
 use crate::web::pages::{self as tpl, CrateRow, NewTokenShown, RegistryForm, RegistryRow, SearchHit};
 use crate::web::{markdown, Viewer, APP_CSS, APP_JS};
 
-/// The session cookie.
+/// The session cookie over plain HTTP.
 pub const SESSION_COOKIE: &str = "cargohold_session";
+/// The session cookie when the public URL is https: the `__Host-` prefix makes the browser
+/// refuse it unless it is `Secure`, for this host only and `Path=/`.
+pub const SESSION_COOKIE_TLS: &str = "__Host-cargohold_session";
 /// The login form's CSRF cookie.
 pub const LOGIN_COOKIE: &str = "cargohold_login";
 /// Largest form body accepted.
@@ -136,11 +139,41 @@ fn secure(svc: &RegistryService) -> &'static str {
     }
 }
 
+fn session_cookie_name(svc: &RegistryService) -> &'static str {
+    if secure(svc).is_empty() {
+        SESSION_COOKIE
+    } else {
+        SESSION_COOKIE_TLS
+    }
+}
+
 fn session_cookie(svc: &RegistryService, value: &str, max_age: Option<u32>) -> String {
     let age = max_age.map(|a| format!("; Max-Age={a}")).unwrap_or_default();
     format!(
-        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict{age}{}",
+        "{}={value}; Path=/; HttpOnly; SameSite=Strict{age}{}",
+        session_cookie_name(svc),
         secure(svc)
+    )
+}
+
+/// Whether a browser says the request comes from another site (`Sec-Fetch-Site`): such a
+/// form post is refused whatever it carries. Clients that send no such header (older
+/// browsers, scripts) are judged by the CSRF token alone.
+fn cross_site(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("cross-site") || v.eq_ignore_ascii_case("same-site"))
+}
+
+fn refused_cross_site() -> Response<Body> {
+    html(
+        StatusCode::FORBIDDEN,
+        tpl::error(
+            None,
+            "Refused",
+            "this form was sent from another site; open the page here and send it from there",
+        ),
     )
 }
 
@@ -220,6 +253,9 @@ pub async fn handle(state: &HttpState, page: Page, req: Request<Incoming>) -> Re
         }
     };
     let post = req.method() == Method::POST;
+    if post && cross_site(&req) {
+        return refused_cross_site();
+    }
     // Every form that posts carries the CSRF token (the login form's is checked in `login`).
     let form = if post {
         match read_body(req, MAX_FORM_BYTES).await {
@@ -255,7 +291,7 @@ pub async fn handle(state: &HttpState, page: Page, req: Request<Incoming>) -> Re
 }
 
 async fn visit(svc: &RegistryService, req: &Request<Incoming>) -> Result<Visit, RegistryError> {
-    let Some(id) = cookie(req, SESSION_COOKIE) else {
+    let Some(id) = cookie(req, session_cookie_name(svc)) else {
         return Ok(Visit {
             session_id: None,
             session: None,
@@ -762,6 +798,9 @@ fn form_error(
 /// `POST /-/login`: the login form's CSRF token (cookie and field equal), then the token.
 pub async fn login_post(state: &HttpState, req: Request<Incoming>) -> Response<Body> {
     let svc = &*state.registry;
+    if cross_site(&req) {
+        return refused_cross_site();
+    }
     let cookie_token = cookie(&req, LOGIN_COOKIE).unwrap_or_default();
     let form = match read_body(req, MAX_FORM_BYTES).await {
         Ok(b) => Form(parse_form(&b)),

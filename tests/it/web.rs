@@ -395,6 +395,18 @@ fn sessions_and_csrf_over_http() {
         let r = form(&d.url("/-/admin/users"), cookie, &body);
         assert!(r.status == 403 || r.status == 303, "{body}: {} {}", r.status, r.text());
     }
+    // A browser saying the form comes from another site is refused even with the token.
+    let r = send(
+        Method::POST,
+        &d.url("/-/admin/users"),
+        Some(&format!("login=eve&csrf={csrf}")),
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Cookie", session.as_str()),
+            ("Sec-Fetch-Site", "cross-site"),
+        ],
+    );
+    assert_eq!(r.status, 403);
     assert!(!page(&d.url("/-/admin/users"), &session).text().contains("eve"));
     let r = form(&d.url("/-/admin/users"), &session, &format!("login=eve&csrf={csrf}"));
     assert_eq!(r.status, 200, "{}", r.text());
@@ -403,6 +415,51 @@ fn sessions_and_csrf_over_http() {
     let r = form(&d.url("/-/admin/users"), &session, &format!("login=-x&csrf={csrf}"));
     assert_eq!(r.status, 400);
     assert!(r.text().contains("invalid login"));
+
+    // A token through the form, shown once with its snippet; then revoked through the form.
+    let r = form(
+        &d.url("/-/admin/tokens"),
+        &session,
+        &format!("csrf={csrf}&user=eve&name=ci&scopes=read&scopes=publish&registries=cio&expires=7d"),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let text = r.text();
+    let secret_at = text.find("chd_").expect("the secret is shown");
+    let secret: String = text[secret_at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    assert!(
+        text.contains(&format!("[registries.cio]\ntoken = &quot;Bearer {secret}&quot;")),
+        "{text}"
+    );
+    let list = http::get(&d.url("/-/api/v1/tokens?user=eve"), Some(d.admin_token())).json();
+    assert_eq!(list["tokens"][0]["scopes"], serde_json::json!(["read", "publish"]));
+    assert_eq!(list["tokens"][0]["registries"], serde_json::json!(["cio"]));
+    assert!(list["tokens"][0]["expires"].as_u64().is_some());
+    assert!(
+        !page(&d.url("/-/admin/tokens"), &session).text().contains(&secret),
+        "shown once"
+    );
+    let id = list["tokens"][0]["id"].as_str().unwrap().to_owned();
+    let r = form(&d.url(&format!("/-/admin/tokens/{id}/revoke")), &session, "");
+    assert_eq!(r.status, 403, "revoking needs the CSRF token too");
+    let r = form(
+        &d.url(&format!("/-/admin/tokens/{id}/revoke")),
+        &session,
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    let list = http::get(&d.url("/-/api/v1/tokens?user=eve"), Some(d.admin_token())).json();
+    assert_eq!(list["tokens"], serde_json::json!([]));
+    // A bad expiry is explained, and nothing is created.
+    let r = form(
+        &d.url("/-/admin/tokens"),
+        &session,
+        &format!("csrf={csrf}&user=eve&scopes=read&expires=someday"),
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("neither a duration"), "{}", r.text());
 
     // A registry through the form (the admin API's rules): a bad name is refused and explained.
     let r = form(
