@@ -131,8 +131,13 @@ impl Form {
     }
 }
 
+/// Whether browsers reach us over https (TLS here or at a proxy in front).
+fn is_https(svc: &RegistryService) -> bool {
+    svc.public_url().starts_with("https://")
+}
+
 fn secure(svc: &RegistryService) -> &'static str {
-    if svc.public_url().starts_with("https://") {
+    if is_https(svc) {
         "; Secure"
     } else {
         ""
@@ -140,19 +145,28 @@ fn secure(svc: &RegistryService) -> &'static str {
 }
 
 fn session_cookie_name(svc: &RegistryService) -> &'static str {
-    if secure(svc).is_empty() {
-        SESSION_COOKIE
-    } else {
+    cookie_name(is_https(svc))
+}
+
+fn cookie_name(https: bool) -> &'static str {
+    if https {
         SESSION_COOKIE_TLS
+    } else {
+        SESSION_COOKIE
     }
 }
 
 fn session_cookie(svc: &RegistryService, value: &str, max_age: Option<u32>) -> String {
+    session_set_cookie(is_https(svc), value, max_age)
+}
+
+/// The `Set-Cookie` value of the session cookie.
+fn session_set_cookie(https: bool, value: &str, max_age: Option<u32>) -> String {
     let age = max_age.map(|a| format!("; Max-Age={a}")).unwrap_or_default();
+    let secure = if https { "; Secure" } else { "" };
     format!(
-        "{}={value}; Path=/; HttpOnly; SameSite=Strict{age}{}",
-        session_cookie_name(svc),
-        secure(svc)
+        "{}={value}; Path=/; HttpOnly; SameSite=Strict{age}{secure}",
+        cookie_name(https)
     )
 }
 
@@ -854,6 +868,18 @@ mod tests {
         assert_eq!(form.get("d"), "\u{fffd}");
         assert_eq!(form.get("missing"), "");
         assert_eq!(labels(" a, b,,c "), vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn session_cookies() {
+        assert_eq!(
+            session_set_cookie(false, "abc", None),
+            "cargohold_session=abc; Path=/; HttpOnly; SameSite=Strict"
+        );
+        assert_eq!(
+            session_set_cookie(true, "abc", Some(0)),
+            "__Host-cargohold_session=abc; Path=/; HttpOnly; SameSite=Strict; Max-Age=0; Secure"
+        );
     }
 
     #[test]
