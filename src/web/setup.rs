@@ -29,12 +29,14 @@ pub fn snippets(reg: &RegistrySpec, index_url: &str) -> Vec<Snippet> {
     let providers = "[registry]\nglobal-credential-providers = [\"cargo:token\"]\n";
     match reg.kind {
         RegistryKind::Proxy => {
+            // A [registries] entry rather than a [source] one, so cargo finds credentials for
+            // it (deploy/cargo-config.example.toml does the same).
             let mut config = format!(
-                "[source.crates-io]\nreplace-with = \"{name}\"\n\n[source.{name}]\nregistry = \"{index_url}\"\n"
+                "[registries.{name}]\nindex = \"{index_url}\"\n\n[source.crates-io]\nreplace-with = \"{name}\"\n"
             );
             if reg.auth_required {
-                // cargo finds the token of a replaced source through a registry of the same index.
-                config.push_str(&format!("\n[registries.{name}]\nindex = \"{index_url}\"\n\n{providers}"));
+                config.push('\n');
+                config.push_str(providers);
                 vec![
                     Snippet {
                         file: "~/.cargo/config.toml",
@@ -90,7 +92,10 @@ mod tests {
         assert!(s[0].text.contains("[source.crates-io]\nreplace-with = \"x\""));
         let s = snippets(&spec(r#"{"name":"x","kind":"proxy"}"#), url);
         assert_eq!(s.len(), 1);
-        assert!(s[0].text.contains("[source.x]\nregistry = \"sparse+"));
+        assert!(s[0].text.starts_with("[registries.x]\nindex = \"sparse+"));
+        assert!(s[0].text.contains("[source.crates-io]\nreplace-with = \"x\""));
+        let s = snippets(&spec(r#"{"name":"x","kind":"proxy","auth_required":true}"#), url);
+        assert!(s.len() == 2 && s[0].text.contains("global-credential-providers"));
         let s = snippets(&spec(r#"{"name":"crates-io","kind":"proxy"}"#), url);
         assert!(s[0].text.contains("replace-with = \"cargohold-crates-io\""));
     }

@@ -112,7 +112,8 @@ fn seed_flow_hostile_readme_csrf_and_anonymous_in_a_real_browser() {
     ] {
         assert!(page.contains(want), "registry page lacks {want:?}: {page}");
     }
-    assert!(b.text_of("#snippet-0").contains(&d.index_url("team")));
+    let merged_config = b.text_of("#snippet-0");
+    assert!(merged_config.contains(&d.index_url("team")), "{merged_config}");
 
     // Edit it: the stored values are in the form; a new description is saved.
     b.goto(&d.url("/-/admin/registries/team"));
@@ -180,6 +181,25 @@ fn seed_flow_hostile_readme_csrf_and_anonymous_in_a_real_browser() {
     assert!(
         page.contains("by carol") && page.contains("The webdemo crate"),
         "{page}"
+    );
+    // The merged registry's recommended layout, pasted as is: the private crate by
+    // `registry = "team"`, the public one through crates.io replaced by `team`.
+    let merged_env = CargoEnv::bare();
+    std::fs::write(
+        merged_env.config_path(),
+        format!("{merged_config}\n\n[net]\nretry = 0\n"),
+    )
+    .unwrap();
+    let app = merged_env.project(
+        "consumer",
+        "[package]\nname = \"consumer\"\nversion = \"0.0.0\"\nedition = \"2021\"\npublish = false\n\n[dependencies]\nwebdemo = { version = \"0.1\", registry = \"team\" }\nupthing = \"1\"\n",
+        &[("src/lib.rs", "")],
+    );
+    merged_env.must_succeed(&app, &["fetch"]);
+    let lock = std::fs::read_to_string(app.join("Cargo.lock")).unwrap();
+    assert!(
+        lock.contains("name = \"webdemo\"") && lock.contains("name = \"upthing\""),
+        "{lock}"
     );
     b.goto(&d.url("/team/crates/webdemo/0.1.0"));
     assert_eq!(b.text_of("h1"), "webdemo 0.1.0");
