@@ -2,9 +2,10 @@
 //! Run with `cargo bench --bench web` (add `-- --quick` for a short run).
 //!
 //! - `crate_page/template_500`: the page rendered from a crate already read (maud).
-//! - `crate_page/server_500`: what a page view costs the server: the crate read from the
-//!   embedded store (SQLite, its 500 index lines parsed), then rendered; the README comes
-//!   from the handler's cache (a hit, as on every view but the first).
+//! - `crate_page/server_500`: what a page view costs the server: the crate's view (from the
+//!   read cache, as on every view but the first after a change; the first reads the crate
+//!   from SQLite and parses its 500 index lines), then rendered; the README comes from the
+//!   handler's cache (a hit, likewise).
 //! - `crate_page/index_file_500` is the baseline measured in the same run: rendering the
 //!   same crate's sparse index file (what cargo gets), so the page cost reads as a ratio.
 

@@ -332,7 +332,7 @@ impl RegistryService {
         registry: &str,
         who: Option<&Principal>,
         name: &str,
-    ) -> RegistryResult<Option<CrateView>> {
+    ) -> RegistryResult<Option<Arc<CrateView>>> {
         let reg = self.readable(registry, who)?;
         self.reads.crate_view(&reg, name).await
     }

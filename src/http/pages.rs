@@ -761,6 +761,17 @@ async fn post_page(svc: &RegistryService, visit: &Visit, page: Page, form: Form)
             let user = req.user.clone();
             match svc.create_token(req).await {
                 Ok(t) => {
+                    // Snippets for the registries it is limited to; for a token of every
+                    // registry, those where cargo sends a token (hosted, or auth_required).
+                    let registries = if registries.is_empty() {
+                        svc.registries()
+                            .values()
+                            .filter(|r| r.kind == RegistryKind::Hosted || r.auth_required)
+                            .map(|r| r.name.clone())
+                            .collect()
+                    } else {
+                        registries
+                    };
                     let shown = NewTokenShown {
                         secret: t["token"].as_str().unwrap_or_default().to_owned(),
                         user,

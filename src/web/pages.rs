@@ -653,7 +653,7 @@ pub fn users(v: Viewer<'_>, users: &Value, notice: Option<&str>, error: Option<&
 pub struct NewTokenShown {
     pub secret: String,
     pub user: String,
-    /// Registries it is limited to (empty: all).
+    /// The registries to show a `credentials.toml` snippet for.
     pub registries: Vec<String>,
 }
 
@@ -688,8 +688,7 @@ pub fn tokens(
                         pre #token-secret { code { (t.secret) } }
                         button type="button" data-copy="token-secret" hidden { "Copy" }
                     }
-                    @let regs = if t.registries.is_empty() { registries.to_vec() } else { t.registries.clone() };
-                    @for (i, r) in regs.iter().enumerate() {
+                    @for (i, r) in t.registries.iter().enumerate() {
                         @let s = setup::credentials(r, &t.secret);
                         (snippet_block(&format!("token-snippet-{i}"), &s))
                     }

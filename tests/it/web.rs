@@ -584,6 +584,25 @@ fn anonymous_visitors_see_nothing_of_an_auth_required_registry() {
     assert!(page(&d.url("/-/search?q=hidden"), &session)
         .text()
         .contains("hiddencrate"));
+    // The crate page follows every change at once (its cached view is invalidated with the
+    // index file): a new version, then a yank.
+    let crate_page = |s: &str| page(&d.url("/vault/crates/hiddencrate"), s).text();
+    assert!(crate_page(&session).contains("<h1>hiddencrate 0.3.0</h1>"));
+    let token = d.user_token("vaulter", &["read", "publish", "yank"]);
+    let (body, _) = simple_publish("hiddencrate", "0.4.0");
+    assert_eq!(http::publish_raw(&d.api_url("vault"), Some(&token), body).status, 200);
+    assert!(crate_page(&session).contains("<h1>hiddencrate 0.4.0</h1>"));
+    let r = http::delete(
+        &d.url("/vault/api/v1/crates/hiddencrate/0.4.0/yank"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = crate_page(&session);
+    assert!(
+        text.contains("<h1>hiddencrate 0.3.0</h1>") && text.contains("yanked"),
+        "{text}"
+    );
     let home = page(&d.url("/"), &session).text();
     assert!(home.contains("the vault"), "{home}");
     // Cargo's own routes are untouched by the pages.

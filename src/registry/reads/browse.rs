@@ -2,11 +2,15 @@
 //! description, from the store for a local crate, or from the index file a proxy (or a merged
 //! view's upstream) serves; and the README of a local version, from its `.crate`.
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
 use semver::Version;
 
 use super::{Download, IndexBody, Reads};
-use crate::cache::CacheStatus;
+use crate::cache::{registry_key as cache_key, CacheStatus};
 use crate::config::{RegistryKind, RegistrySpec};
+use crate::index::canonical_name;
 use crate::index::line::lines;
 use crate::index::IndexLine;
 use crate::registry::check_name_and_version;
@@ -37,6 +41,24 @@ pub struct CrateView {
 }
 
 impl CrateView {
+    /// About the bytes it holds (for the cache's bound).
+    pub fn weight(&self) -> usize {
+        let lines: usize = self
+            .versions
+            .iter()
+            .map(|v| {
+                256 + v.line.vers.len()
+                    + v.line.deps.len() * 160
+                    + v.line
+                        .features
+                        .iter()
+                        .map(|(k, f)| k.len() + f.iter().map(|x| x.len() + 24).sum::<usize>() + 48)
+                        .sum::<usize>()
+            })
+            .sum();
+        256 + self.name.len() + self.description.as_ref().map_or(0, String::len) + lines
+    }
+
     /// Sorts the versions newest first.
     pub fn sort_versions(&mut self) {
         self.versions
@@ -66,9 +88,40 @@ fn parse_lines(body: &[u8]) -> Vec<VersionView> {
 impl Reads {
     /// The crate `name` of `reg`, or `None`. Read access is the caller's to check. A proxied
     /// crate may cost an upstream request, as its index file would.
-    pub async fn crate_view(&self, reg: &RegistrySpec, name: &str) -> RegistryResult<Option<CrateView>> {
+    pub async fn crate_view(&self, reg: &RegistrySpec, name: &str) -> RegistryResult<Option<Arc<CrateView>>> {
         check_name_and_version(name, None)?;
         if reg.kind == RegistryKind::Hosted {
+            if let Some(view) = self.local_view(reg, name).await? {
+                return Ok(Some(view));
+            }
+            if reg.upstreams.is_empty() {
+                return Ok(None);
+            }
+        }
+        Ok(self.upstream_view(reg, name).await?.map(Arc::new))
+    }
+
+    /// A local crate's view, from the cache or the store (as `local_index_file` does, a copy
+    /// read before a concurrent change is dropped rather than cached).
+    async fn local_view(&self, reg: &RegistrySpec, name: &str) -> RegistryResult<Option<Arc<CrateView>>> {
+        let key = cache_key(&reg.name, &canonical_name(name));
+        if let Some(hit) = self.views.get(&key) {
+            return Ok(Some(hit));
+        }
+        let seen = self.index_writes.load(Ordering::SeqCst);
+        let Some(view) = self.local_view_uncached(reg, name).await? else {
+            return Ok(None);
+        };
+        let view = Arc::new(view);
+        self.views.insert(key.clone(), view.clone());
+        if self.index_writes.load(Ordering::SeqCst) != seen {
+            self.views.invalidate(&key);
+        }
+        Ok(Some(view))
+    }
+
+    async fn local_view_uncached(&self, reg: &RegistrySpec, name: &str) -> RegistryResult<Option<CrateView>> {
+        {
             if let Some(rec) = self.load_crate(&reg.name, name).await? {
                 if !rec.versions.is_empty() {
                     let mut view = CrateView {
@@ -90,10 +143,12 @@ impl Reads {
                     return Ok(Some(view));
                 }
             }
-            if reg.upstreams.is_empty() {
-                return Ok(None);
-            }
         }
+        Ok(None)
+    }
+
+    /// A crate served by the upstream (a proxy, or the upstreams of a merged view).
+    async fn upstream_view(&self, reg: &RegistrySpec, name: &str) -> RegistryResult<Option<CrateView>> {
         let answer = self.index_file(reg, &name.to_ascii_lowercase(), true).await?;
         let Some(file) = answer.file else { return Ok(None) };
         let body = match &file {
