@@ -337,14 +337,12 @@ impl RegistryService {
         self.reads.crate_view(&reg, name).await
     }
 
-    /// The README of a local version (see [`Reads::readme`]); the caller got `view` from
-    /// [`crate_view`](Self::crate_view), which checked access.
+    /// The README of a version (see [`Reads::readme`]: a proxied one only once its `.crate`
+    /// is cached); the caller got `view` from [`crate_view`](Self::crate_view), which checked
+    /// access.
     pub async fn readme(&self, view: &CrateView, version: &VersionView) -> RegistryResult<Option<String>> {
-        if !view.local {
-            return Ok(None);
-        }
         self.reads
-            .readme(&view.name, &version.line.vers, &version.line.cksum)
+            .readme(&view.name, &version.line.vers, &version.line.cksum, view.local)
             .await
     }
 

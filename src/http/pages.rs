@@ -43,7 +43,8 @@ const SEARCH_PER_REGISTRY: usize = 50;
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: http:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 /// State of the web interface: rendered READMEs by the `.crate`'s SHA-256 (content-addressed,
-/// so never stale), so a page view does not unpack the crate again.
+/// so never stale; a proxied crate's index gives the SHA-256 the cache verified), so a page
+/// view does not unpack the crate again.
 pub struct PageState {
     readmes: MemCache<String, Arc<str>>,
 }
@@ -523,9 +524,6 @@ async fn readme_html(
     view: &CrateView,
     sel: &crate::registry::VersionView,
 ) -> Result<Option<Arc<str>>, RegistryError> {
-    if !view.local {
-        return Ok(None);
-    }
     let key = sel.line.cksum.clone();
     if let Some(h) = state.pages.readmes.get(&key) {
         return Ok((!h.is_empty()).then_some(h));
@@ -536,6 +534,8 @@ async fn readme_html(
             .await
             .unwrap_or_default()
             .into(),
+        // A proxied crate's README appears once its `.crate` is cached: not remembered as none.
+        None if !view.local => return Ok(None),
         None => Arc::from(""),
     };
     state.pages.readmes.insert(key, rendered.clone());

@@ -207,6 +207,11 @@ pub struct ProxyStatus {
 }
 
 impl Catalog {
+    /// A proxied `.crate` in the shared crate cache, by SHA-256 (checked), if present.
+    pub fn cached_crate_file(&self, sha: &str) -> Option<(std::path::PathBuf, u64)> {
+        self.caches.crates.lookup(sha)
+    }
+
     /// The cache figures and upstream reachability of a proxy registry.
     pub async fn proxy_status(&self, name: &str) -> RegistryResult<ProxyStatus> {
         let proxy = self.proxy(name)?;

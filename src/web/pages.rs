@@ -327,7 +327,7 @@ pub fn crate_page(
                         h2 #readme { "README" }
                         @match readme_html {
                             Some(h) => div { (PreEscaped(h)) },
-                            None => p.muted { @if view.local { "This version has no README." } @else { "READMEs are shown for crates published here." } },
+                            None => p.muted { @if view.local { "This version has no README." } @else { "No README: a proxied crate's README shows once its .crate is in the cache (after a first download)." } },
                         }
                     }
                 }

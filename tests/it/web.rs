@@ -62,7 +62,7 @@ const HOSTILE_README: &str = r#"# Evil
 fn seed_flow_hostile_readme_csrf_and_anonymous_in_a_real_browser() {
     let Some(b) = Browser::start() else { return };
     let up = FakeUpstream::start_blocking();
-    up.add_crate(&Package::new("upthing", "1.0.0"));
+    up.add_crate(&Package::new("upthing", "1.0.0").file("README.md", "# Upthing\n\nFrom *upstream*.\n"));
     let d = daemon(&up);
     fill_vault(&d);
 
@@ -206,6 +206,10 @@ fn seed_flow_hostile_readme_csrf_and_anonymous_in_a_real_browser() {
     // The upstream's crate through the merged view, and search across registries.
     b.goto(&d.url("/team/crates/upthing"));
     assert_eq!(b.text_of("h1"), "upthing 1.0.0");
+    // Its README too, as cargo's fetch above put its .crate in the cache.
+    assert_eq!(b.text_of(".readme h1"), "Upthing");
+    // A public crate comes through crates.io replaced by the merged view: no `--registry`.
+    assert_eq!(b.text_of("#add-line"), "cargo add upthing@1.0.0");
     b.goto(&d.url("/-/search?q=webdemo"));
     b.check_accessible();
     assert!(b.text_of("main table").contains("webdemo"));

@@ -13,9 +13,9 @@ use crate::config::{RegistryKind, RegistrySpec};
 use crate::index::canonical_name;
 use crate::index::line::lines;
 use crate::index::IndexLine;
-use crate::registry::check_name_and_version;
 use crate::registry::error::RegistryResult;
 use crate::registry::readme::readme_of;
+use crate::registry::{check_name_and_version, MEMORY_CRATE_MAX};
 
 /// One version of a crate as the crate page shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,14 +169,28 @@ impl Reads {
         Ok(Some(view))
     }
 
-    /// The README (Markdown, unrendered) of a local version whose `.crate` has SHA-256
-    /// `cksum`, read from the stored blob; `None` without one. The archive is hostile input
-    /// (see [`readme_of`]); it is read on the blocking pool.
-    pub async fn readme(&self, name: &str, vers: &str, cksum: &str) -> RegistryResult<Option<String>> {
-        let bytes = match self.hosted_blob(cksum, CacheStatus::Bypass).await? {
-            Some(Download::Bytes { bytes, .. }) => bytes,
-            // Larger than the memory tier: not unpacked for a page.
-            _ => return Ok(None),
+    /// The README (Markdown, unrendered) of a version whose `.crate` has SHA-256 `cksum`:
+    /// a local one from the stored blob, a proxied one only if its `.crate` is cached already
+    /// (a page view never fetches from the upstream). `None` without one. The archive is
+    /// hostile input (see [`readme_of`]); it is read on the blocking pool.
+    pub async fn readme(&self, name: &str, vers: &str, cksum: &str, local: bool) -> RegistryResult<Option<String>> {
+        let bytes = if local {
+            match self.hosted_blob(cksum, CacheStatus::Bypass).await? {
+                Some(Download::Bytes { bytes, .. }) => bytes,
+                // Larger than the memory tier: not unpacked for a page.
+                _ => return Ok(None),
+            }
+        } else if let Some(bytes) = self.crate_bytes.get(cksum) {
+            bytes
+        } else {
+            match self.catalog.cached_crate_file(cksum) {
+                Some((path, len)) if len <= MEMORY_CRATE_MAX => match tokio::fs::read(&path).await {
+                    Ok(b) => b.into(),
+                    // Evicted meanwhile.
+                    Err(_) => return Ok(None),
+                },
+                _ => return Ok(None),
+            }
         };
         let max_unpacked = self.catalog.limits().max_unpacked_bytes;
         let (name, vers) = (name.to_owned(), vers.to_owned());
