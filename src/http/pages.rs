@@ -68,6 +68,14 @@ struct Visit {
 }
 
 impl Visit {
+    fn anonymous() -> Visit {
+        Visit {
+            session_id: None,
+            session: None,
+            who: None,
+        }
+    }
+
     fn viewer(&self) -> Option<Viewer<'_>> {
         match (&self.session, &self.who) {
             (Some(s), Some(w)) => Some(Viewer {
@@ -244,6 +252,17 @@ fn error_page(visit: &Visit, e: RegistryError) -> Response<Body> {
     html(api.status, tpl::error(visit.viewer(), title, &api.detail))
 }
 
+/// A form body that could not be read (too large, broken): the connection is closed when the
+/// rest of the body was left unread.
+fn body_refused(viewer: Option<Viewer<'_>>, e: &ApiError) -> Response<Body> {
+    let mut r = html(e.status, tpl::error(viewer, "Refused", &e.detail));
+    if e.close {
+        r.headers_mut()
+            .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    }
+    r
+}
+
 fn not_found(visit: &Visit, what: String) -> Response<Body> {
     error_page(visit, RegistryError::NotFound(what))
 }
@@ -256,16 +275,7 @@ pub async fn handle(state: &HttpState, page: Page, req: Request<Incoming>) -> Re
     }
     let visit = match visit(svc, &req).await {
         Ok(v) => v,
-        Err(e) => {
-            return error_page(
-                &Visit {
-                    session_id: None,
-                    session: None,
-                    who: None,
-                },
-                e,
-            )
-        }
+        Err(e) => return error_page(&Visit::anonymous(), e),
     };
     let post = req.method() == Method::POST;
     if post && cross_site(&req) {
@@ -275,9 +285,7 @@ pub async fn handle(state: &HttpState, page: Page, req: Request<Incoming>) -> Re
     let form = if post {
         match read_body(req, MAX_FORM_BYTES).await {
             Ok(b) => Some(Form(parse_form(&b))),
-            Err(e) => {
-                return html(e.status, tpl::error(visit.viewer(), "Refused", &e.detail));
-            }
+            Err(e) => return body_refused(visit.viewer(), &e),
         }
     } else {
         None
@@ -307,11 +315,7 @@ pub async fn handle(state: &HttpState, page: Page, req: Request<Incoming>) -> Re
 
 async fn visit(svc: &RegistryService, req: &Request<Incoming>) -> Result<Visit, RegistryError> {
     let Some(id) = cookie(req, session_cookie_name(svc)) else {
-        return Ok(Visit {
-            session_id: None,
-            session: None,
-            who: None,
-        });
+        return Ok(Visit::anonymous());
     };
     Ok(match svc.session(&id).await? {
         Some((s, who)) => Visit {
@@ -319,11 +323,7 @@ async fn visit(svc: &RegistryService, req: &Request<Incoming>) -> Result<Visit, 
             session: Some(s),
             who: Some(who),
         },
-        None => Visit {
-            session_id: None,
-            session: None,
-            who: None,
-        },
+        None => Visit::anonymous(),
     })
 }
 
@@ -428,16 +428,7 @@ pub async fn read_page(state: &HttpState, page: Page, req: Request<Incoming>) ->
     let svc = &*state.registry;
     let visit = match visit(svc, &req).await {
         Ok(v) => v,
-        Err(e) => {
-            return error_page(
-                &Visit {
-                    session_id: None,
-                    session: None,
-                    who: None,
-                },
-                e,
-            )
-        }
+        Err(e) => return error_page(&Visit::anonymous(), e),
     };
     let query = req.uri().query();
     let q = query_param(query, "q").unwrap_or_default();
@@ -829,7 +820,7 @@ pub async fn login_post(state: &HttpState, req: Request<Incoming>) -> Response<B
     let cookie_token = cookie(&req, LOGIN_COOKIE).unwrap_or_default();
     let form = match read_body(req, MAX_FORM_BYTES).await {
         Ok(b) => Form(parse_form(&b)),
-        Err(e) => return html(e.status, tpl::error(None, "Refused", &e.detail)),
+        Err(e) => return body_refused(None, &e),
     };
     let sent = form.get("csrf");
     if cookie_token.is_empty() || !constant_time_eq(sent.as_bytes(), cookie_token.as_bytes()) {

@@ -435,6 +435,10 @@ fn sessions_and_csrf_over_http() {
     let r = form(&d.url("/-/admin/users"), &session, &format!("login=eve&csrf={csrf}"));
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().contains("User eve added."));
+    // A form body over 64 KiB is refused before it is parsed.
+    let big = format!("csrf={csrf}&login={}", "a".repeat(100 << 10));
+    let r = form(&d.url("/-/admin/users"), &session, &big);
+    assert_eq!(r.status, 413, "{}", r.text());
     // A bad login is explained, with the rule.
     let r = form(&d.url("/-/admin/users"), &session, &format!("login=-x&csrf={csrf}"));
     assert_eq!(r.status, 400);
