@@ -16,6 +16,19 @@ pub const APP_CSS: &str = include_str!("web/app.css");
 /// The copy buttons, served at `/-/static/app.js` (the only script; no inline script).
 pub const APP_JS: &str = include_str!("web/app.js");
 
+/// A short hash of the two assets, put into their URLs (`?v=`): a new release's stylesheet
+/// or script is a new URL, so browsers may keep each version as long as they like.
+pub fn asset_version() -> &'static str {
+    static V: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    V.get_or_init(|| {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(APP_CSS);
+        h.update(APP_JS);
+        hex::encode(&h.finalize()[..6])
+    })
+}
+
 /// Who is looking at a page.
 #[derive(Debug, Clone, Copy)]
 pub struct Viewer<'a> {

@@ -339,7 +339,8 @@ fn static_file(file: &str) -> Response<Body> {
     let mut r = with_headers(r);
     r.headers_mut().insert(
         header::CACHE_CONTROL,
-        header::HeaderValue::from_static("public, max-age=3600"),
+        // Pages name them with their content's hash (`?v=`), so a cached copy is never stale.
+        header::HeaderValue::from_static("public, max-age=31536000, immutable"),
     );
     r
 }

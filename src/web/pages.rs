@@ -45,8 +45,8 @@ fn layout(title: &str, viewer: Option<Viewer<'_>>, content: Markup) -> String {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · cargohold" }
-                link rel="stylesheet" href="/-/static/app.css";
-                script src="/-/static/app.js" defer {}
+                link rel="stylesheet" href={ "/-/static/app.css?v=" (super::asset_version()) };
+                script src={ "/-/static/app.js?v=" (super::asset_version()) } defer {}
             }
             body {
                 header {
@@ -260,7 +260,7 @@ pub fn registry(viewer: Option<Viewer<'_>>, p: &RegistryPage<'_>) -> String {
                 }
                 @if spec.kind == RegistryKind::Proxy { p.hint { "A proxy lists the crates it has cached." } }
                 @if p.crates.is_empty() { p { "No crates." } } @else {
-                    p.muted { (p.total) " crates, page " (p.page) " of " (pages) }
+                    p.muted { (p.total) @if p.total == 1 { " crate" } @else { " crates" } ", page " (p.page) " of " (pages) }
                     (crate_table(name, p.crates))
                     nav aria-label="Pages" {
                         @if p.page > 1 { a rel="prev" href={ (base) "?q=" (q_enc) "&page=" (p.page - 1) } { "Previous page" } " " }

@@ -12,7 +12,7 @@ pub struct Snippet {
 
 /// Why a merged registry should replace crates.io rather than be named with `--registry` for
 /// public crates (checked with real cargo).
-pub const MERGED_WHY: &str = "cargo treats each registry as its own source, so a public crate added with `--registry` is built a second time when a private crate pulls the same crate in through crates.io; with crates.io replaced by this registry, every public crate comes through one source and is built once.";
+pub const MERGED_WHY: &str = "cargo treats each registry as its own source, so a public crate added with --registry is built a second time when a private crate pulls the same crate in through crates.io; with crates.io replaced by this registry, every public crate comes through one source and is built once.";
 
 /// `~/.cargo/credentials.toml` for a registry, with the token's secret (or a placeholder).
 pub fn credentials(reg: &str, token: &str) -> Snippet {
