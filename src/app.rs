@@ -166,9 +166,7 @@ pub async fn start(config: Config, env_admin_token: Option<String>) -> anyhow::R
         .await?;
     registry.warn_about_shadow_version();
     let admin_token = registry.bootstrap_admin(&config.data_dir).await?;
-    let state = HttpState {
-        registry: registry.clone(),
-    };
+    let state = HttpState::new(registry.clone());
     let acceptor = match &tls {
         Some(cert) => Some(cert.acceptor().map_err(anyhow::Error::msg)?),
         None => None,

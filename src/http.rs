@@ -6,6 +6,7 @@ pub mod admin;
 pub mod body;
 pub mod error;
 pub mod index;
+pub mod pages;
 pub mod route;
 
 use std::sync::Arc;
@@ -35,6 +36,18 @@ pub const X_UNPRUNED: header::HeaderName = header::HeaderName::from_static("x-ca
 #[derive(Clone)]
 pub struct HttpState {
     pub registry: Arc<RegistryService>,
+    /// The web interface's caches.
+    pub pages: Arc<pages::PageState>,
+}
+
+impl HttpState {
+    /// The state of a server over `registry`.
+    pub fn new(registry: Arc<RegistryService>) -> Self {
+        HttpState {
+            registry,
+            pages: Arc::default(),
+        }
+    }
 }
 
 /// The result of a handler.
@@ -221,6 +234,14 @@ async fn dispatch(state: &HttpState, route: Route, req: Request<Incoming>) -> Ha
             let add = method == hyper::Method::PUT;
             Ok(json_ok(&svc.change_owners(&reg, &who, &name, users.users, add).await?))
         }
+        Route::Web(page) => Ok(match page {
+            route::Page::Login if req.method() == hyper::Method::POST => pages::login_post(state, req).await,
+            route::Page::Registry { .. }
+            | route::Page::Crate { .. }
+            | route::Page::CrateVersion { .. }
+            | route::Page::Search => pages::read_page(state, page, req).await,
+            page => pages::handle(state, page, req).await,
+        }),
         Route::Search { reg } => {
             let (q, per_page, page) = route::search_params(req.uri().query());
             Ok(json_ok(&svc.search(&reg, auth, &q, per_page, page).await?))

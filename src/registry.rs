@@ -24,7 +24,9 @@ mod cluster_tests;
 pub mod error;
 pub mod merge;
 pub mod publish;
+pub mod readme;
 pub mod reads;
+pub mod sessions;
 pub mod tarball;
 
 use std::collections::BTreeMap;
@@ -44,11 +46,14 @@ use crate::store::PrivateStore;
 use admin::{Admin, AdminToken, NewToken, RegistryPatch};
 use auth::Auth;
 use catalog::Catalog;
+pub use catalog::ProxyStatus;
 use changes::Changes;
 use reads::Reads;
+pub use sessions::Session;
 
 pub use auth::{Principal, Scope};
 pub use error::{RegistryError, RegistryResult};
+pub use reads::{CrateView, VersionView};
 pub use reads::{Download, IndexAnswer, IndexBody, IndexFile, UpstreamPresence};
 
 /// The name users give a registry in `~/.cargo/config.toml`: its own name, except that cargo
@@ -344,6 +349,80 @@ impl RegistryService {
         let reg = self.catalog.registry(registry)?;
         self.auth.authorize_read(&reg, header).await?;
         self.reads.search(&reg, q, per_page, page).await
+    }
+
+    /// [`search`](Self::search) for a visitor of the web interface (`None`: anonymous): a
+    /// registry the visitor may not read answers 404, as one that does not exist.
+    pub async fn search_as(
+        &self,
+        registry: &str,
+        who: Option<&Principal>,
+        q: &str,
+        per_page: usize,
+        page: usize,
+    ) -> RegistryResult<Value> {
+        let reg = self.readable(registry, who)?;
+        self.reads.search(&reg, q, per_page, page).await
+    }
+
+    /// A registry the visitor may read, or the same 404 as for one that does not exist (a page
+    /// must not tell an anonymous visitor that a private registry is there).
+    pub fn readable(&self, registry: &str, who: Option<&Principal>) -> RegistryResult<Arc<RegistrySpec>> {
+        match self.catalog.registry(registry) {
+            Ok(reg) if self.auth.may_read(&reg, who) => Ok(reg),
+            _ => Err(RegistryError::NotFound(format!(
+                "no registry named `{registry}` that you may read (sign in with a token that may)"
+            ))),
+        }
+    }
+
+    /// Whether a visitor may read a registry (see [`Auth::may_read`]).
+    pub fn may_read(&self, reg: &RegistrySpec, who: Option<&Principal>) -> bool {
+        self.auth.may_read(reg, who)
+    }
+
+    /// A crate as the web interface shows it (see [`Reads::crate_view`]); 404 unless the
+    /// visitor may read the registry.
+    pub async fn crate_view(
+        &self,
+        registry: &str,
+        who: Option<&Principal>,
+        name: &str,
+    ) -> RegistryResult<Option<Arc<CrateView>>> {
+        let reg = self.readable(registry, who)?;
+        self.reads.crate_view(&reg, name).await
+    }
+
+    /// The README of a version (see [`Reads::readme`]: a proxied one only once its `.crate`
+    /// is cached); the caller got `view` from [`crate_view`](Self::crate_view), which checked
+    /// access.
+    pub async fn readme(&self, view: &CrateView, version: &VersionView) -> RegistryResult<Option<String>> {
+        self.reads
+            .readme(&view.name, &version.line.vers, &version.line.cksum, view.local)
+            .await
+    }
+
+    /// A proxy's cache figures and upstream reachability; 404 unless the visitor may read it.
+    pub async fn proxy_status(&self, registry: &str, who: Option<&Principal>) -> RegistryResult<ProxyStatus> {
+        self.readable(registry, who)?;
+        self.catalog.proxy_status(registry).await
+    }
+
+    // --- sessions (web interface) ---
+
+    /// Signs a browser in with a token (see [`Auth::sign_in`]): the session id and the session.
+    pub async fn sign_in(&self, secret: &str) -> RegistryResult<(String, Arc<Session>, Principal)> {
+        self.auth.sign_in(secret).await
+    }
+
+    /// The live session of a cookie value, with its principal.
+    pub async fn session(&self, id: &str) -> RegistryResult<Option<(Arc<Session>, Principal)>> {
+        self.auth.session(id).await
+    }
+
+    /// Ends a session.
+    pub fn sign_out(&self, id: &str) {
+        self.auth.sign_out(id)
     }
 
     // --- changes ---

@@ -227,6 +227,23 @@ impl Metrics {
         InFlight(self)
     }
 
+    /// Cache lookups of one registry since start, by status (`HIT`, `MISS`, ...), summed over
+    /// tiers.
+    pub fn cache_lookups(&self, registry: &str) -> Vec<(&'static str, u64)> {
+        let mut by_status: Vec<(&'static str, u64)> = Vec::new();
+        for ((reg, _tier, status), v) in self.series.cache.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            if *reg != registry {
+                continue;
+            }
+            let n = v.load(Ordering::Relaxed);
+            match by_status.iter_mut().find(|(s, _)| s == status) {
+                Some((_, total)) => *total += n,
+                None => by_status.push((status, n)),
+            }
+        }
+        by_status
+    }
+
     /// The value of a counter (tests).
     pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> u64 {
         let rendered = self.render();

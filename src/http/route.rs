@@ -61,6 +61,70 @@ pub enum Route {
     Me {
         reg: String,
     },
+    /// A page of the web interface (HTML).
+    Web(Page),
+}
+
+/// The pages of the web interface (`http/pages.rs`). Registry pages live under the registry's
+/// root (the `api` of its `config.json`); everything else under `/-/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Page {
+    /// `GET /`: the registries the visitor may read, and a search box.
+    Home,
+    /// `GET /{reg}/` (with the trailing slash).
+    Registry { reg: String },
+    /// `GET /{reg}/crates/{name}`.
+    Crate { reg: String, name: String },
+    /// `GET /{reg}/crates/{name}/{version}`.
+    CrateVersion { reg: String, name: String, version: String },
+    /// `GET /-/search?q=`.
+    Search,
+    /// `GET, POST /-/login`.
+    Login,
+    /// `POST /-/logout`.
+    Logout,
+    /// `GET /-/admin`.
+    Admin,
+    /// `GET /-/admin/registries/new`: the form.
+    AdminRegistryNew,
+    /// `POST /-/admin/registries`: create.
+    AdminRegistries,
+    /// `GET, POST /-/admin/registries/{name}`: the edit form, and saving it.
+    AdminRegistry { name: String },
+    /// `POST /-/admin/registries/{name}/delete`.
+    AdminRegistryDelete { name: String },
+    /// `GET, POST /-/admin/users`.
+    AdminUsers,
+    /// `GET, POST /-/admin/tokens`.
+    AdminTokens,
+    /// `POST /-/admin/tokens/{id}/revoke`.
+    AdminTokenRevoke { id: String },
+    /// `GET /-/static/{file}`: the stylesheet and the copy-button script.
+    Static { file: String },
+}
+
+impl Page {
+    /// The route template, for logs and metrics.
+    pub fn template(&self) -> &'static str {
+        match self {
+            Page::Home => "/",
+            Page::Registry { .. } => "/{reg}/",
+            Page::Crate { .. } => "/{reg}/crates/{name}",
+            Page::CrateVersion { .. } => "/{reg}/crates/{name}/{version}",
+            Page::Search => "/-/search",
+            Page::Login => "/-/login",
+            Page::Logout => "/-/logout",
+            Page::Admin => "/-/admin",
+            Page::AdminRegistryNew => "/-/admin/registries/new",
+            Page::AdminRegistries => "/-/admin/registries",
+            Page::AdminRegistry { .. } => "/-/admin/registries/{name}",
+            Page::AdminRegistryDelete { .. } => "/-/admin/registries/{name}/delete",
+            Page::AdminUsers => "/-/admin/users",
+            Page::AdminTokens => "/-/admin/tokens",
+            Page::AdminTokenRevoke { .. } => "/-/admin/tokens/{id}/revoke",
+            Page::Static { .. } => "/-/static/{file}",
+        }
+    }
 }
 
 /// Why no route matched.
@@ -95,6 +159,7 @@ impl Route {
             Route::Owners { .. } => "/{reg}/api/v1/crates/{name}/owners",
             Route::Search { .. } => "/{reg}/api/v1/crates",
             Route::Me { .. } => "/{reg}/me",
+            Route::Web(p) => p.template(),
         }
     }
 
@@ -109,7 +174,10 @@ impl Route {
             | Route::Unyank { reg, .. }
             | Route::Owners { reg, .. }
             | Route::Search { reg }
-            | Route::Me { reg } => Some(reg),
+            | Route::Me { reg }
+            | Route::Web(Page::Registry { reg } | Page::Crate { reg, .. } | Page::CrateVersion { reg, .. }) => {
+                Some(reg)
+            }
             _ => None,
         }
     }
@@ -132,6 +200,20 @@ const MAX_SEGMENTS: usize = 16;
 
 /// Matches a request to a route. Paths without `%` (nearly all) are split without allocating.
 pub fn route(method: &Method, path: &str) -> Result<Route, RouteError> {
+    // The two pages whose path is defined by its slashes: `/` and `/{reg}/` (a registry's
+    // root; without the slash it stays not found, as before the web interface).
+    if let Some(inner) = path
+        .strip_prefix('/')
+        .and_then(|p| p.strip_suffix('/').or(Some(p).filter(|p| p.is_empty())))
+    {
+        if inner.is_empty() {
+            return method_is(method, &[Method::GET], "GET").map(|()| Route::Web(Page::Home));
+        }
+        if !inner.contains('/') && inner != "-" {
+            return method_is(method, &[Method::GET], "GET")
+                .map(|()| Route::Web(Page::Registry { reg: decode(inner) }));
+        }
+    }
     if path.contains('%') {
         let segs: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(decode).collect();
         let s: Vec<&str> = segs.iter().map(String::as_str).collect();
@@ -176,7 +258,40 @@ fn route_segments(method: &Method, s: &[&str]) -> Result<Route, RouteError> {
         ["-", "api", "v1", "tokens", id] => {
             method_is(method, &[Method::DELETE], "DELETE").map(|()| Route::AdminToken { id: owned(id) })
         }
+        ["-", "search"] => get(Route::Web(Page::Search)),
+        ["-", "login"] => {
+            method_is(method, &[Method::GET, Method::POST], "GET, POST").map(|()| Route::Web(Page::Login))
+        }
+        ["-", "logout"] => method_is(method, &[Method::POST], "POST").map(|()| Route::Web(Page::Logout)),
+        ["-", "admin"] => get(Route::Web(Page::Admin)),
+        ["-", "admin", "registries"] => {
+            method_is(method, &[Method::POST], "POST").map(|()| Route::Web(Page::AdminRegistries))
+        }
+        ["-", "admin", "registries", "new"] => get(Route::Web(Page::AdminRegistryNew)),
+        ["-", "admin", "registries", name] => method_is(method, &[Method::GET, Method::POST], "GET, POST")
+            .map(|()| Route::Web(Page::AdminRegistry { name: owned(name) })),
+        ["-", "admin", "registries", name, "delete"] => method_is(method, &[Method::POST], "POST")
+            .map(|()| Route::Web(Page::AdminRegistryDelete { name: owned(name) })),
+        ["-", "admin", "users"] => {
+            method_is(method, &[Method::GET, Method::POST], "GET, POST").map(|()| Route::Web(Page::AdminUsers))
+        }
+        ["-", "admin", "tokens"] => {
+            method_is(method, &[Method::GET, Method::POST], "GET, POST").map(|()| Route::Web(Page::AdminTokens))
+        }
+        ["-", "admin", "tokens", id, "revoke"] => {
+            method_is(method, &[Method::POST], "POST").map(|()| Route::Web(Page::AdminTokenRevoke { id: owned(id) }))
+        }
+        ["-", "static", file] => get(Route::Web(Page::Static { file: owned(file) })),
         ["-", ..] => Err(RouteError::NotFound),
+        [reg, "crates", name] => get(Route::Web(Page::Crate {
+            reg: owned(reg),
+            name: owned(name),
+        })),
+        [reg, "crates", name, version] => get(Route::Web(Page::CrateVersion {
+            reg: owned(reg),
+            name: owned(name),
+            version: owned(version),
+        })),
         [reg, "index", "config.json"] => get(Route::ConfigJson { reg: owned(reg) }),
         [reg, "index", rest @ ..] if !rest.is_empty() => get(Route::IndexFile {
             reg: owned(reg),
@@ -308,6 +423,60 @@ mod tests {
     }
 
     #[test]
+    fn page_routes() {
+        let page = |m: Method, p: &str| route(&m, p);
+        assert_eq!(page(Method::GET, "/"), Ok(Route::Web(Page::Home)));
+        assert_eq!(
+            page(Method::GET, "/local/"),
+            Ok(Route::Web(Page::Registry { reg: "local".into() }))
+        );
+        // Without the slash, and `//x`, nothing lives there (as before the web interface).
+        assert_eq!(page(Method::GET, "/local"), Err(RouteError::NotFound));
+        assert_eq!(page(Method::GET, "//nothing"), Err(RouteError::NotFound));
+        assert_eq!(page(Method::GET, "/-/"), Err(RouteError::NotFound));
+        assert_eq!(page(Method::POST, "/"), Err(RouteError::MethodNotAllowed("GET")));
+        assert_eq!(
+            page(Method::GET, "/local/crates/foo/1.0.0"),
+            Ok(Route::Web(Page::CrateVersion {
+                reg: "local".into(),
+                name: "foo".into(),
+                version: "1.0.0".into()
+            }))
+        );
+        assert_eq!(
+            page(Method::GET, "/local/crates/foo"),
+            Ok(Route::Web(Page::Crate {
+                reg: "local".into(),
+                name: "foo".into()
+            }))
+        );
+        assert_eq!(page(Method::GET, "/-/search"), Ok(Route::Web(Page::Search)));
+        assert_eq!(page(Method::POST, "/-/login"), Ok(Route::Web(Page::Login)));
+        assert_eq!(
+            page(Method::GET, "/-/logout"),
+            Err(RouteError::MethodNotAllowed("POST"))
+        );
+        assert_eq!(
+            page(Method::POST, "/-/admin/tokens/abc/revoke"),
+            Ok(Route::Web(Page::AdminTokenRevoke { id: "abc".into() }))
+        );
+        assert_eq!(
+            page(Method::GET, "/-/admin/registries/new"),
+            Ok(Route::Web(Page::AdminRegistryNew))
+        );
+        assert_eq!(
+            page(Method::GET, "/-/admin/registries/x"),
+            Ok(Route::Web(Page::AdminRegistry { name: "x".into() }))
+        );
+        // Cargo's routes are unchanged.
+        assert_eq!(page(Method::GET, "/local/me"), Ok(Route::Me { reg: "local".into() }));
+        assert_eq!(
+            page(Method::GET, "/local/api/v1/crates"),
+            Ok(Route::Search { reg: "local".into() })
+        );
+    }
+
+    #[test]
     fn query_params() {
         assert_eq!(
             query_param(Some("q=serde%2Djson&per_page=5"), "q").as_deref(),
@@ -400,6 +569,8 @@ mod tests {
         #[test]
         fn fast_split_matches_decoding_split(segs in proptest::collection::vec("[a-z0-9.+-]{0,6}", 0..20)) {
             let path = format!("/{}", segs.join("/"));
+            // `/` and `/{reg}/` are routed by their slashes before the split.
+            prop_assume!(!path.ends_with('/'));
             let decoded: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(decode).collect();
             let s: Vec<&str> = decoded.iter().map(String::as_str).collect();
             let slow = if s.len() > MAX_SEGMENTS { Err(RouteError::NotFound) } else { route_segments(&Method::GET, &s) };

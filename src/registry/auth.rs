@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use super::admin::ADMIN_USER;
 use super::catalog::Catalog;
 use super::error::{RegistryError, RegistryResult};
+use super::sessions::{Session, Sessions};
 use crate::cache::{FastHasher, MemCache};
 use crate::config::RegistrySpec;
 use crate::store::{now_secs, Metadata, TokenRecord};
@@ -149,6 +150,8 @@ pub struct Auth {
     /// before a revocation drops what it cached if the counter moved meanwhile, so a revoked
     /// token can never be put back after the revocation returned.
     token_epoch: std::sync::atomic::AtomicU64,
+    /// Signed-in browsers of the web interface.
+    sessions: Sessions,
 }
 
 /// How long a token read from the store is trusted without asking again: the longest a
@@ -166,6 +169,7 @@ impl Auth {
                 .time_to_live(TOKEN_CACHE_TTL)
                 .build_with_hasher(FastHasher::default()),
             token_epoch: std::sync::atomic::AtomicU64::new(0),
+            sessions: Sessions::default(),
         }
     }
 
@@ -193,6 +197,19 @@ impl Auth {
         Ok(found)
     }
 
+    /// The principal of a token by the hash of its secret: the environment's admin token, or a
+    /// stored token that has not expired. `None` for anything else.
+    pub async fn principal_by_hash(&self, hash: &str) -> RegistryResult<Option<Principal>> {
+        if self.env_admin_hash.as_deref() == Some(hash) {
+            return Ok(Some(Principal {
+                user: ADMIN_USER.into(),
+                scopes: vec!["admin".into()],
+                registries: None,
+            }));
+        }
+        Ok(self.token(hash).await?.and_then(principal_of))
+    }
+
     /// Resolves an `Authorization` header to a principal. `Ok(None)` when there is no header.
     /// An unknown, revoked or expired token is a 401.
     pub async fn authenticate(
@@ -202,20 +219,49 @@ impl Auth {
     ) -> RegistryResult<Option<Principal>> {
         let Some(header) = header else { return Ok(None) };
         let hash = hash_token(secret_from_header(header));
-        if self.env_admin_hash.as_deref() == Some(hash.as_str()) {
-            return Ok(Some(Principal {
-                user: ADMIN_USER.into(),
-                scopes: vec!["admin".into()],
-                registries: None,
-            }));
-        }
-        match self.token(&hash).await?.and_then(principal_of) {
+        match self.principal_by_hash(&hash).await? {
             Some(p) => Ok(Some(p)),
             None => Err(RegistryError::Unauthorized {
                 message: "the token is not valid: it is unknown, revoked or expired; get a new one (see the registry's /me page)".into(),
                 login_url: registry.map(|r| format!("{}/me", self.catalog.registry_root(r))),
             }),
         }
+    }
+
+    /// Signs a browser in with a token secret: a new session, or a 401 for a token that is
+    /// unknown, revoked or expired.
+    pub async fn sign_in(&self, secret: &str) -> RegistryResult<(String, Arc<Session>, Principal)> {
+        let hash = hash_token(secret_from_header(secret));
+        let who = self
+            .principal_by_hash(&hash)
+            .await?
+            .ok_or_else(|| RegistryError::Unauthorized {
+                message: "that token is not valid: it is unknown, revoked or expired".into(),
+                login_url: None,
+            })?;
+        let (id, session) = self.sessions.create(hash);
+        tracing::info!(user = %who.user, "signed in to the web interface");
+        Ok((id, session, who))
+    }
+
+    /// The live session of a cookie value and its principal. A session whose token was
+    /// revoked or expired meanwhile is ended here.
+    pub async fn session(&self, id: &str) -> RegistryResult<Option<(Arc<Session>, Principal)>> {
+        let Some(session) = self.sessions.get(id) else {
+            return Ok(None);
+        };
+        match self.principal_by_hash(&session.token_hash).await? {
+            Some(who) => Ok(Some((session, who))),
+            None => {
+                self.sessions.remove(id);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Ends a session.
+    pub fn sign_out(&self, id: &str) {
+        self.sessions.remove(id);
     }
 
     /// Like [`authenticate`](Self::authenticate) but a missing header is a 401 too.
@@ -250,15 +296,24 @@ impl Auth {
     /// could not read from the proxy itself (a token limited to some registries does not
     /// reach others through it, and anonymous clients never see a private proxy).
     pub async fn authorize_read(&self, reg: &RegistrySpec, header: Option<&str>) -> RegistryResult<()> {
-        let guarded = self.catalog.guarded_upstreams(reg);
-        if !reg.auth_required && guarded.is_empty() {
+        if self.read_is_free(reg) {
             return Ok(());
         }
         let who = self.require_principal(&reg.name, header).await?;
+        self.read_allowed(reg, &who)
+    }
+
+    /// Whether reading `reg` needs no token at all.
+    fn read_is_free(&self, reg: &RegistrySpec) -> bool {
+        !reg.auth_required && self.catalog.guarded_upstreams(reg).is_empty()
+    }
+
+    /// The checks of [`authorize_read`](Self::authorize_read) for a known principal.
+    fn read_allowed(&self, reg: &RegistrySpec, who: &Principal) -> RegistryResult<()> {
         if reg.auth_required {
             who.require(Scope::Read, Some(&reg.name))?;
         }
-        for up in &guarded {
+        for up in &self.catalog.guarded_upstreams(reg) {
             who.require(Scope::Read, Some(up)).map_err(|e| {
                 RegistryError::Forbidden(format!(
                     "registry `{}` merges `{up}`, which needs a token with `read` on `{up}`: {e}",
@@ -267,6 +322,12 @@ impl Auth {
             })?;
         }
         Ok(())
+    }
+
+    /// Whether a visitor (`None`: anonymous) may read `reg`: the same rule as
+    /// [`authorize_read`](Self::authorize_read), for the web interface.
+    pub fn may_read(&self, reg: &RegistrySpec, who: Option<&Principal>) -> bool {
+        self.read_is_free(reg) || who.is_some_and(|w| self.read_allowed(reg, w).is_ok())
     }
 
     /// Resolves the header and requires the admin scope.

@@ -187,3 +187,45 @@ impl Catalog {
             .collect()
     }
 }
+
+/// What the web interface shows of a proxy's cache and upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyStatus {
+    /// Index files of this proxy in the index cache (memory or disk).
+    pub index_files: usize,
+    /// `.crate` files on disk, and their bytes: one cache shared by every proxy.
+    pub crate_files: usize,
+    pub crate_bytes: u64,
+    /// Cache lookups of this registry since start that were hits, and all lookups (hits,
+    /// misses, revalidations and stale answers; `BYPASS` is not a cache lookup).
+    pub hits: u64,
+    pub lookups: u64,
+    /// Whether the upstream answers now (`Err`: why not).
+    pub reachable: Result<(), String>,
+    /// The upstream's index URL.
+    pub upstream_url: String,
+}
+
+impl Catalog {
+    /// A proxied `.crate` in the shared crate cache, by SHA-256 (checked), if present.
+    pub fn cached_crate_file(&self, sha: &str) -> Option<(std::path::PathBuf, u64)> {
+        self.caches.crates.lookup(sha)
+    }
+
+    /// The cache figures and upstream reachability of a proxy registry.
+    pub async fn proxy_status(&self, name: &str) -> RegistryResult<ProxyStatus> {
+        let proxy = self.proxy(name)?;
+        let counts = crate::telemetry::METRICS.cache_lookups(name);
+        let count = |s: &str| counts.iter().filter(|(k, _)| *k == s).map(|(_, n)| *n).sum::<u64>();
+        let hits = count("HIT");
+        Ok(ProxyStatus {
+            index_files: proxy.cached_names().await.len(),
+            crate_files: self.caches.crates.files(),
+            crate_bytes: self.caches.crates.disk_bytes(),
+            hits,
+            lookups: hits + count("MISS") + count("REVALIDATED") + count("STALE"),
+            reachable: proxy.probe().await,
+            upstream_url: crate::upstream::classify::redact(&proxy.settings().upstream_url).into_owned(),
+        })
+    }
+}

@@ -3,6 +3,7 @@
 //! [`Reads`] owns the read caches; the change side calls [`Reads::invalidate`] after each
 //! commit, so a read after a write's 200 always shows the write.
 
+mod browse;
 mod download;
 mod search;
 #[cfg(test)]
@@ -13,6 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+pub use browse::{CrateView, VersionView};
 pub use download::Download;
 pub use search::MAX_QUERY_LEN;
 
@@ -155,6 +157,9 @@ pub struct Reads {
     /// `{registry}\0{lowercase name}\0{version}` -> cksum of hosted versions (immutable once
     /// published; cleared when registries change).
     hosted_cksums: MemCache<String, String>,
+    /// Local crates as their web page shows them, by `{registry}\0{canonical name}`: a page
+    /// view costs no store read. Invalidated with the rendered index files (same counter).
+    views: MemCache<String, Arc<browse::CrateView>>,
 }
 
 impl Reads {
@@ -182,6 +187,12 @@ impl Reads {
             index_writes: AtomicU64::new(0),
             hosted_cksums: moka::sync::Cache::builder()
                 .max_capacity(200_000)
+                .build_with_hasher(FastHasher::default()),
+            views: moka::sync::Cache::builder()
+                .max_capacity((memory_bytes / 16).max(1 << 20))
+                .weigher(|k: &String, v: &Arc<browse::CrateView>| {
+                    u32::try_from(k.len() + v.weight()).unwrap_or(u32::MAX)
+                })
                 .build_with_hasher(FastHasher::default()),
             merged: moka::sync::Cache::builder()
                 .max_capacity((memory_bytes / 8).max(1 << 20))
@@ -376,6 +387,7 @@ impl Reads {
         self.index_writes.fetch_add(1, Ordering::SeqCst);
         self.index_cache
             .invalidate(&cache_key(registry, &name.to_ascii_lowercase()));
+        self.views.invalidate(&cache_key(registry, &canonical_name(name)));
     }
 
     /// Drops every cached file of a registry (settings changed or registry deleted).
@@ -385,6 +397,7 @@ impl Reads {
         self.index_writes.fetch_add(1, Ordering::SeqCst);
         self.index_cache.invalidate_all();
         self.hosted_cksums.invalidate_all();
+        self.views.invalidate_all();
     }
 
     /// Loads a crate record by any spelling of its name.

@@ -267,7 +267,14 @@ pub struct CachedUpstream {
     /// `prune_index`: the pruned files by lowercase name (`None` otherwise, so a verbatim
     /// proxy pays nothing for the feature).
     pruned: Option<MemCache<String, Arc<Pruned>>>,
+    /// The last [`probe`](Self::probe): when, and what it found.
+    probed: std::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
 }
+
+/// How long a [`CachedUpstream::probe`] result is reused.
+pub const PROBE_TTL: Duration = Duration::from_secs(15);
+/// How long a probe waits for the upstream.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl CachedUpstream {
     /// Builds the proxy over shared cache handles.
@@ -304,6 +311,7 @@ impl CachedUpstream {
                 .build_with_hasher(FastHasher::default()),
             dl: tokio::sync::RwLock::new(None),
             unreachable_until: AtomicU64::new(0),
+            probed: std::sync::Mutex::new(None),
             pruned: settings_prune.then(|| {
                 moka::sync::Cache::builder()
                     .max_capacity(PRUNED_CACHE_BYTES)
@@ -534,6 +542,28 @@ impl CachedUpstream {
     /// The cached index entry without any upstream traffic (search, merged listings).
     pub async fn cached(&self, lower: &str) -> Option<Arc<IndexEntry>> {
         self.index.get(&self.settings.registry, lower).await
+    }
+
+    /// Whether the upstream answers now: its `config.json` fetched within a few seconds
+    /// (`Err` says why not). Remembered for [`PROBE_TTL`], so a page view costs at most one
+    /// request per proxy that often. An `offline` proxy is never asked.
+    pub async fn probe(&self) -> Result<(), String> {
+        if self.settings.offline {
+            return Err("offline: this proxy never contacts its upstream".into());
+        }
+        let now = std::time::Instant::now();
+        if let Some((at, r)) = self.probed.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            if now.duration_since(at) < PROBE_TTL {
+                return r;
+            }
+        }
+        let r = match tokio::time::timeout(PROBE_TIMEOUT, self.client.dl_template()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {}s", PROBE_TIMEOUT.as_secs())),
+        };
+        *self.probed.lock().unwrap_or_else(|e| e.into_inner()) = Some((now, r.clone()));
+        r
     }
 
     /// Names this proxy has cached.

@@ -19,3 +19,4 @@ mod shared_store;
 mod support;
 mod upstream_faults;
 mod warm;
+mod web;

@@ -3,6 +3,7 @@
 //! ([`package`]). Not every test module uses every helper.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod cargo;
 pub mod connect_proxy;
 pub mod daemon;

@@ -123,7 +123,7 @@ impl Reads {
 
     /// A hosted blob, from memory or the private store; `None` if the blob is missing.
     /// Blobs that fit the memory tier are read once and cached by SHA-256; larger ones stream.
-    async fn hosted_blob(&self, cksum: &str, status: CacheStatus) -> RegistryResult<Option<Download>> {
+    pub(super) async fn hosted_blob(&self, cksum: &str, status: CacheStatus) -> RegistryResult<Option<Download>> {
         if let Some(bytes) = self.crate_bytes.get(cksum) {
             return Ok(Some(Download::Bytes { bytes, status }));
         }

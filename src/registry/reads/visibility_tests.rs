@@ -186,6 +186,31 @@ async fn a_read_racing_a_write_cannot_put_back_the_old_file() {
     );
 }
 
+/// The same race for the web interface's cached crate views.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_read_racing_a_write_cannot_put_back_the_old_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = gated_store(dir.path()).await;
+    publish_one(store.as_ref(), "local", "foo", "1.0.0").await;
+    let svc = service(&store, dir.path()).await;
+    let reg = svc.registry("local").unwrap();
+
+    store.hold.store(true, Ordering::SeqCst);
+    let reader = {
+        let (svc, reg) = (svc.clone(), reg.clone());
+        tokio::spawn(async move { svc.reads.crate_view(&reg, "foo").await })
+    };
+    store.read_done.notified().await;
+    publish_one(store.as_ref(), "local", "foo", "1.1.0").await;
+    svc.reads.invalidate("local", "foo");
+    store.release.add_permits(1);
+    reader.await.unwrap().unwrap();
+
+    let after = svc.reads.crate_view(&reg, "foo").await.unwrap().unwrap();
+    let versions: Vec<&str> = after.versions.iter().map(|v| v.line.vers.as_str()).collect();
+    assert_eq!(versions, ["1.1.0", "1.0.0"], "the page lost the published version");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_token_is_refused_once_the_revoke_returns() {
     let dir = tempfile::tempdir().unwrap();

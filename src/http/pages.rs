@@ -1,0 +1,904 @@
+//! The web interface's handlers: the visitor from the session cookie, CSRF on every form
+//! that posts, form bodies, and HTML responses; the pages themselves are rendered by
+//! [`crate::web`] from what the registry layer answers (the same access rules as the API:
+//! a registry the visitor may not read is a 404, like one that does not exist).
+//!
+//! Cookies: `cargohold_session` (the session id; HttpOnly, SameSite=Strict, Path=/; named
+//! `__Host-cargohold_session` and Secure when the public URL is https) and `cargohold_login` (the login form's CSRF token, the
+//! double-submit pattern, as there is no session yet). Every response carries a
+//! Content-Security-Policy that allows only our own script and stylesheet.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::{header, Method, Request, Response, StatusCode};
+use serde_json::json;
+
+use super::body::{full, Body};
+use super::route::{query_param, Page};
+use super::{read_body, ApiError, HttpState};
+use crate::cache::{FastHasher, MemCache};
+use crate::config::{RegistryKind, RegistrySpec};
+use crate::registry::admin::{NewToken, RegistryPatch};
+use crate::registry::sessions::{constant_time_eq, random_hex32};
+use crate::registry::{CrateView, Principal, RegistryError, RegistryService, Session};
+use crate::web::pages::{self as tpl, CrateRow, NewTokenShown, RegistryForm, RegistryRow, SearchHit};
+use crate::web::{markdown, Viewer, APP_CSS, APP_JS};
+
+/// The session cookie over plain HTTP.
+pub const SESSION_COOKIE: &str = "cargohold_session";
+/// The session cookie when the public URL is https: the `__Host-` prefix makes the browser
+/// refuse it unless it is `Secure`, for this host only and `Path=/`.
+pub const SESSION_COOKIE_TLS: &str = "__Host-cargohold_session";
+/// The login form's CSRF cookie.
+pub const LOGIN_COOKIE: &str = "cargohold_login";
+/// Largest form body accepted.
+const MAX_FORM_BYTES: u64 = 64 << 10;
+/// Crates per page of a registry page.
+const PER_PAGE: usize = 50;
+/// Hits per registry on the search page.
+const SEARCH_PER_REGISTRY: usize = 50;
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: http:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+/// State of the web interface: rendered READMEs by the `.crate`'s SHA-256 (content-addressed,
+/// so never stale; a proxied crate's index gives the SHA-256 the cache verified), so a page
+/// view does not unpack the crate again.
+pub struct PageState {
+    readmes: MemCache<String, Arc<str>>,
+}
+
+impl Default for PageState {
+    fn default() -> Self {
+        PageState {
+            readmes: moka::sync::Cache::builder()
+                .max_capacity(32 << 20)
+                .weigher(|k: &String, v: &Arc<str>| u32::try_from(k.len() + v.len() + 64).unwrap_or(u32::MAX))
+                .build_with_hasher(FastHasher::default()),
+        }
+    }
+}
+
+/// Who is asking: the session (if its cookie names a live one) and its principal.
+struct Visit {
+    session_id: Option<String>,
+    session: Option<Arc<Session>>,
+    who: Option<Principal>,
+}
+
+impl Visit {
+    fn anonymous() -> Visit {
+        Visit {
+            session_id: None,
+            session: None,
+            who: None,
+        }
+    }
+
+    fn viewer(&self) -> Option<Viewer<'_>> {
+        match (&self.session, &self.who) {
+            (Some(s), Some(w)) => Some(Viewer {
+                user: &w.user,
+                admin: w.is_admin(),
+                csrf: &s.csrf,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The value of cookie `name` in the request.
+pub fn cookie(req: &Request<Incoming>, name: &str) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then(|| v.to_owned())
+        })
+}
+
+/// A form body (`application/x-www-form-urlencoded`) as pairs, in order.
+pub fn parse_form(body: &[u8]) -> Vec<(String, String)> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+struct Form(Vec<(String, String)>);
+
+impl Form {
+    fn get(&self, key: &str) -> String {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.trim().to_owned())
+            .unwrap_or_default()
+    }
+    fn all(&self, key: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, v)| k == key && !v.trim().is_empty())
+            .map(|(_, v)| v.trim().to_owned())
+            .collect()
+    }
+    fn checked(&self, key: &str) -> bool {
+        self.0.iter().any(|(k, v)| k == key && v == "true")
+    }
+}
+
+/// Whether browsers reach us over https (TLS here or at a proxy in front).
+fn is_https(svc: &RegistryService) -> bool {
+    svc.public_url().starts_with("https://")
+}
+
+fn secure(svc: &RegistryService) -> &'static str {
+    if is_https(svc) {
+        "; Secure"
+    } else {
+        ""
+    }
+}
+
+fn session_cookie_name(svc: &RegistryService) -> &'static str {
+    cookie_name(is_https(svc))
+}
+
+fn cookie_name(https: bool) -> &'static str {
+    if https {
+        SESSION_COOKIE_TLS
+    } else {
+        SESSION_COOKIE
+    }
+}
+
+fn session_cookie(svc: &RegistryService, value: &str, max_age: Option<u32>) -> String {
+    session_set_cookie(is_https(svc), value, max_age)
+}
+
+/// The `Set-Cookie` value of the session cookie.
+fn session_set_cookie(https: bool, value: &str, max_age: Option<u32>) -> String {
+    let age = max_age.map(|a| format!("; Max-Age={a}")).unwrap_or_default();
+    let secure = if https { "; Secure" } else { "" };
+    format!(
+        "{}={value}; Path=/; HttpOnly; SameSite=Strict{age}{secure}",
+        cookie_name(https)
+    )
+}
+
+/// Whether a browser says the request comes from another site (`Sec-Fetch-Site`): such a
+/// form post is refused whatever it carries. Clients that send no such header (older
+/// browsers, scripts) are judged by the CSRF token alone.
+fn cross_site(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("cross-site") || v.eq_ignore_ascii_case("same-site"))
+}
+
+fn refused_cross_site() -> Response<Body> {
+    html(
+        StatusCode::FORBIDDEN,
+        tpl::error(
+            None,
+            "Refused",
+            "this form was sent from another site; open the page here and send it from there",
+        ),
+    )
+}
+
+fn with_headers(mut r: Response<Body>) -> Response<Body> {
+    let h = r.headers_mut();
+    h.insert("content-security-policy", header::HeaderValue::from_static(CSP));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::REFERRER_POLICY, header::HeaderValue::from_static("same-origin"));
+    h.insert(header::X_FRAME_OPTIONS, header::HeaderValue::from_static("DENY"));
+    h.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    r
+}
+
+/// An HTML response.
+fn html(status: StatusCode, body: String) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    with_headers(r)
+}
+
+/// A 303 to `location`, setting `cookies`.
+fn redirect(location: &str, cookies: &[String]) -> Response<Body> {
+    let mut r = Response::new(full(Bytes::new()));
+    *r.status_mut() = StatusCode::SEE_OTHER;
+    if let Ok(v) = header::HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    for c in cookies {
+        if let Ok(v) = header::HeaderValue::from_str(c) {
+            r.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    with_headers(r)
+}
+
+fn error_page(visit: &Visit, e: RegistryError) -> Response<Body> {
+    let api = ApiError::from(e);
+    let title = match api.status {
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::FORBIDDEN => "Not allowed",
+        StatusCode::BAD_REQUEST => "Bad request",
+        StatusCode::UNAUTHORIZED => "Sign in needed",
+        s if s.is_server_error() => "Something failed",
+        _ => "Refused",
+    };
+    html(api.status, tpl::error(visit.viewer(), title, &api.detail))
+}
+
+/// A form body that could not be read (too large, broken): the connection is closed when the
+/// rest of the body was left unread.
+fn body_refused(viewer: Option<Viewer<'_>>, e: &ApiError) -> Response<Body> {
+    let mut r = html(e.status, tpl::error(viewer, "Refused", &e.detail));
+    if e.close {
+        r.headers_mut()
+            .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    }
+    r
+}
+
+fn not_found(visit: &Visit, what: String) -> Response<Body> {
+    error_page(visit, RegistryError::NotFound(what))
+}
+
+/// Handles a page route. Errors become HTML pages, never Cargo's JSON.
+pub async fn handle(state: &HttpState, page: Page, req: Request<Incoming>) -> Response<Body> {
+    let svc = &*state.registry;
+    if let Page::Static { file } = &page {
+        return static_file(file);
+    }
+    let visit = match visit(svc, &req).await {
+        Ok(v) => v,
+        Err(e) => return error_page(&Visit::anonymous(), e),
+    };
+    let post = req.method() == Method::POST;
+    if post && cross_site(&req) {
+        return refused_cross_site();
+    }
+    // Every form that posts carries the CSRF token (the login form's is checked in `login`).
+    let form = if post {
+        match read_body(req, MAX_FORM_BYTES).await {
+            Ok(b) => Some(Form(parse_form(&b))),
+            Err(e) => return body_refused(visit.viewer(), &e),
+        }
+    } else {
+        None
+    };
+    match (page, form) {
+        (Page::Login, _) => login_form(svc),
+        (page, Some(form)) => {
+            let Some(session) = &visit.session else {
+                return redirect("/-/login", &[]);
+            };
+            let sent = form.get("csrf");
+            if sent.is_empty() || !constant_time_eq(sent.as_bytes(), session.csrf.as_bytes()) {
+                return html(
+                    StatusCode::FORBIDDEN,
+                    tpl::error(
+                        visit.viewer(),
+                        "Refused",
+                        "this form's CSRF token is missing or wrong; reload the page and send the form again",
+                    ),
+                );
+            }
+            post_page(svc, &visit, page, form).await
+        }
+        (page, None) => get_page(state, &visit, page).await,
+    }
+}
+
+async fn visit(svc: &RegistryService, req: &Request<Incoming>) -> Result<Visit, RegistryError> {
+    let Some(id) = cookie(req, session_cookie_name(svc)) else {
+        return Ok(Visit::anonymous());
+    };
+    Ok(match svc.session(&id).await? {
+        Some((s, who)) => Visit {
+            session_id: Some(id),
+            session: Some(s),
+            who: Some(who),
+        },
+        None => Visit::anonymous(),
+    })
+}
+
+fn static_file(file: &str) -> Response<Body> {
+    let (body, ctype) = match file {
+        "app.css" => (APP_CSS, "text/css; charset=utf-8"),
+        "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
+        _ => return html(StatusCode::NOT_FOUND, tpl::error(None, "Not found", "no such file")),
+    };
+    let mut r = Response::new(full(body));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(ctype));
+    let mut r = with_headers(r);
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        // Pages name them with their content's hash (`?v=`), so a cached copy is never stale.
+        header::HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    r
+}
+
+/// `GET /-/login`: the form, with a fresh CSRF token in a cookie and in the form.
+fn login_form(svc: &RegistryService) -> Response<Body> {
+    let token = random_hex32();
+    let cookie = format!(
+        "{LOGIN_COOKIE}={token}; Path=/-/login; HttpOnly; SameSite=Strict; Max-Age=3600{}",
+        secure(svc)
+    );
+    let mut r = html(StatusCode::OK, tpl::login(None, &token));
+    if let Ok(v) = header::HeaderValue::from_str(&cookie) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// Renders a GET page.
+async fn get_page(state: &HttpState, visit: &Visit, page: Page) -> Response<Body> {
+    let svc = &*state.registry;
+    let result = match page {
+        Page::Home => Ok(home(svc, visit).await),
+        Page::Admin | Page::AdminRegistryNew | Page::AdminRegistry { .. } | Page::AdminUsers | Page::AdminTokens => {
+            match admin_viewer(visit) {
+                Err(r) => return r,
+                Ok(v) => admin_get(svc, v, page).await,
+            }
+        }
+        _ => Err(RegistryError::NotFound("no such page".into())),
+    };
+    result.unwrap_or_else(|e| error_page(visit, e))
+}
+
+/// The viewer of an admin page, or the answer for a visitor who is not an administrator.
+#[allow(clippy::result_large_err)] // answered at once, never passed on
+fn admin_viewer(visit: &Visit) -> Result<Viewer<'_>, Response<Body>> {
+    match visit.viewer() {
+        None => Err(redirect("/-/login", &[])),
+        Some(v) if !v.admin => Err(html(
+            StatusCode::FORBIDDEN,
+            tpl::error(
+                Some(v),
+                "Not allowed",
+                "administration needs a token with the admin scope",
+            ),
+        )),
+        Some(v) => Ok(v),
+    }
+}
+
+async fn registry_rows(
+    svc: &RegistryService,
+    who: Option<&Principal>,
+) -> Result<Vec<(Arc<RegistrySpec>, Option<usize>)>, RegistryError> {
+    let mut rows = Vec::new();
+    for spec in svc.registries().values() {
+        if !svc.may_read(spec, who) {
+            continue;
+        }
+        let crates = if spec.kind == RegistryKind::Hosted {
+            Some(svc.crate_count(&spec.name).await?)
+        } else {
+            None
+        };
+        rows.push((spec.clone(), crates));
+    }
+    Ok(rows)
+}
+
+async fn home(svc: &RegistryService, visit: &Visit) -> Response<Body> {
+    match registry_rows(svc, visit.who.as_ref()).await {
+        Ok(rows) => {
+            let rows: Vec<RegistryRow<'_>> = rows
+                .iter()
+                .map(|(spec, crates)| RegistryRow { spec, crates: *crates })
+                .collect();
+            html(StatusCode::OK, tpl::home(visit.viewer(), &rows))
+        }
+        Err(e) => error_page(visit, e),
+    }
+}
+
+/// The read pages that take a query string: registry, crate, search.
+pub async fn read_page(state: &HttpState, page: Page, req: Request<Incoming>) -> Response<Body> {
+    let svc = &*state.registry;
+    let visit = match visit(svc, &req).await {
+        Ok(v) => v,
+        Err(e) => return error_page(&Visit::anonymous(), e),
+    };
+    let query = req.uri().query();
+    let q = query_param(query, "q").unwrap_or_default();
+    let result = match page {
+        Page::Registry { reg } => {
+            let page_no = query_param(query, "page")
+                .and_then(|p| p.parse::<usize>().ok())
+                .unwrap_or(1)
+                .clamp(1, 1_000_000);
+            registry_page(svc, &visit, &reg, &q, page_no).await
+        }
+        Page::Crate { reg, name } => crate_page(state, &visit, &reg, &name, None).await,
+        Page::CrateVersion { reg, name, version } => crate_page(state, &visit, &reg, &name, Some(&version)).await,
+        Page::Search => search_page(svc, &visit, &q).await,
+        _ => Err(RegistryError::NotFound("no such page".into())),
+    };
+    result.unwrap_or_else(|e| error_page(&visit, e))
+}
+
+async fn registry_page(
+    svc: &RegistryService,
+    visit: &Visit,
+    reg: &str,
+    q: &str,
+    page: usize,
+) -> Result<Response<Body>, RegistryError> {
+    let who = visit.who.as_ref();
+    let spec = svc.readable(reg, who)?;
+    let found = svc.search_as(reg, who, q, PER_PAGE, page).await?;
+    let crates = CrateRow::from_search(&found);
+    let total = usize::try_from(found["meta"]["total"].as_u64().unwrap_or(0)).unwrap_or(0);
+    let proxy = if spec.kind == RegistryKind::Proxy {
+        Some(svc.proxy_status(reg, who).await?)
+    } else {
+        None
+    };
+    let index_url = svc.index_url(reg);
+    let p = tpl::RegistryPage {
+        spec: &spec,
+        index_url: &index_url,
+        crates: &crates,
+        total,
+        page,
+        per_page: PER_PAGE,
+        q,
+        proxy: proxy.as_ref(),
+    };
+    Ok(html(StatusCode::OK, tpl::registry(visit.viewer(), &p)))
+}
+
+async fn crate_page(
+    state: &HttpState,
+    visit: &Visit,
+    reg: &str,
+    name: &str,
+    version: Option<&str>,
+) -> Result<Response<Body>, RegistryError> {
+    let svc = &*state.registry;
+    let who = visit.who.as_ref();
+    let spec = svc.readable(reg, who)?;
+    let Some(view) = svc.crate_view(reg, who, name).await? else {
+        return Ok(not_found(visit, format!("no crate named `{name}` in registry `{reg}`")));
+    };
+    let sel = match version {
+        Some(v) => view.versions.iter().find(|x| x.line.vers == v),
+        None => view.default_version(),
+    };
+    let Some(sel) = sel else {
+        return Ok(not_found(
+            visit,
+            format!("crate `{}` has no version `{}`", view.name, version.unwrap_or("")),
+        ));
+    };
+    let readme = readme_html(state, &view, sel).await?;
+    Ok(html(
+        StatusCode::OK,
+        tpl::crate_page(visit.viewer(), &spec, &view, sel, readme.as_deref()),
+    ))
+}
+
+/// The rendered README of a version, from the cache or rendered once.
+async fn readme_html(
+    state: &HttpState,
+    view: &CrateView,
+    sel: &crate::registry::VersionView,
+) -> Result<Option<Arc<str>>, RegistryError> {
+    let key = sel.line.cksum.clone();
+    if let Some(h) = state.pages.readmes.get(&key) {
+        return Ok((!h.is_empty()).then_some(h));
+    }
+    let md = state.registry.readme(view, sel).await?;
+    let rendered: Arc<str> = match md {
+        Some(md) => tokio::task::spawn_blocking(move || markdown::render(&md))
+            .await
+            .unwrap_or_default()
+            .into(),
+        // A proxied crate's README appears once its `.crate` is cached: not remembered as none.
+        None if !view.local => return Ok(None),
+        None => Arc::from(""),
+    };
+    state.pages.readmes.insert(key, rendered.clone());
+    Ok((!rendered.is_empty()).then_some(rendered))
+}
+
+async fn search_page(svc: &RegistryService, visit: &Visit, q: &str) -> Result<Response<Body>, RegistryError> {
+    let who = visit.who.as_ref();
+    let mut hits = Vec::new();
+    let mut error = None;
+    if !q.trim().is_empty() {
+        for spec in svc.registries().values() {
+            if !svc.may_read(spec, who) {
+                continue;
+            }
+            match svc.search_as(&spec.name, who, q, SEARCH_PER_REGISTRY, 1).await {
+                Ok(found) => hits.extend(CrateRow::from_search(&found).into_iter().map(|krate| SearchHit {
+                    registry: spec.name.clone(),
+                    krate,
+                })),
+                Err(e @ RegistryError::BadRequest(_)) => {
+                    error = Some(e.to_string());
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let status = if error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    Ok(html(status, tpl::search(visit.viewer(), q, &hits, error.as_deref())))
+}
+
+fn proxies(svc: &RegistryService) -> Vec<String> {
+    svc.registries()
+        .values()
+        .filter(|r| r.kind == RegistryKind::Proxy)
+        .map(|r| r.name.clone())
+        .collect()
+}
+
+async fn admin_get(svc: &RegistryService, v: Viewer<'_>, page: Page) -> Result<Response<Body>, RegistryError> {
+    match page {
+        Page::Admin => admin_home(svc, v, None).await,
+        Page::AdminRegistryNew => Ok(html(
+            StatusCode::OK,
+            tpl::registry_form(v, None, &RegistryForm::default(), &proxies(svc), None),
+        )),
+        Page::AdminRegistry { name } => {
+            let spec = svc.registry(&name)?;
+            Ok(html(
+                StatusCode::OK,
+                tpl::registry_form(v, Some(&name), &RegistryForm::of(&spec), &proxies(svc), None),
+            ))
+        }
+        Page::AdminUsers => Ok(html(
+            StatusCode::OK,
+            tpl::users(v, &svc.list_users().await?, None, None),
+        )),
+        Page::AdminTokens => tokens_page(svc, v, StatusCode::OK, None, None).await,
+        _ => Err(RegistryError::NotFound("no such page".into())),
+    }
+}
+
+async fn admin_home(
+    svc: &RegistryService,
+    v: Viewer<'_>,
+    notice: Option<&str>,
+) -> Result<Response<Body>, RegistryError> {
+    // An administrator reads every registry.
+    let all: Vec<(Arc<RegistrySpec>, Option<usize>)> = {
+        let mut out = Vec::new();
+        for spec in svc.registries().values() {
+            let n = if spec.kind == RegistryKind::Hosted {
+                Some(svc.crate_count(&spec.name).await?)
+            } else {
+                None
+            };
+            out.push((spec.clone(), n));
+        }
+        out
+    };
+    let rows: Vec<RegistryRow<'_>> = all
+        .iter()
+        .map(|(spec, crates)| RegistryRow { spec, crates: *crates })
+        .collect();
+    Ok(html(StatusCode::OK, tpl::admin(v, &rows, notice)))
+}
+
+async fn tokens_page(
+    svc: &RegistryService,
+    v: Viewer<'_>,
+    status: StatusCode,
+    created: Option<&NewTokenShown>,
+    error: Option<&str>,
+) -> Result<Response<Body>, RegistryError> {
+    let tokens = svc.list_tokens(None).await?;
+    let users: Vec<String> = svc.list_users().await?["users"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|u| u["login"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let registries: Vec<String> = svc.registries().keys().cloned().collect();
+    Ok(html(
+        status,
+        tpl::tokens(v, &tokens, &users, &registries, created, error),
+    ))
+}
+
+/// The form of a new registry as the spec the admin API takes (the same JSON, so the same
+/// defaults and the same checks).
+fn spec_from_form(form: &Form) -> Result<RegistrySpec, RegistryError> {
+    let kind = form.get("kind");
+    let mut v = json!({
+        "name": form.get("name"),
+        "kind": if kind == "proxy" { "proxy" } else { "hosted" },
+        "description": form.get("description"),
+        "labels": labels(&form.get("labels")),
+        "auth_required": form.checked("auth_required"),
+    });
+    if kind == "proxy" {
+        let up = form.get("upstream");
+        if !up.is_empty() {
+            v["upstream"] = json!(up);
+        }
+    } else {
+        v["upstreams"] = json!(form.all("upstreams"));
+    }
+    serde_json::from_value(v).map_err(|e| RegistryError::BadRequest(format!("invalid registry: {e}")))
+}
+
+fn labels(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn post_page(svc: &RegistryService, visit: &Visit, page: Page, form: Form) -> Response<Body> {
+    if let Page::Logout = page {
+        if let Some(id) = &visit.session_id {
+            svc.sign_out(id);
+        }
+        return redirect("/", &[session_cookie(svc, "", Some(0))]);
+    }
+    let v = match admin_viewer(visit) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let result = match page {
+        Page::AdminRegistries => {
+            let f = form_values(&form);
+            match spec_from_form(&form) {
+                Ok(spec) => match svc.create_registry(spec).await {
+                    Ok(created) => Ok(redirect(&format!("/{}/", tpl::seg(&created.name)), &[])),
+                    Err(e) => Ok(form_error(svc, v, None, &f, e)),
+                },
+                Err(e) => Ok(form_error(svc, v, None, &f, e)),
+            }
+        }
+        Page::AdminRegistry { name } => {
+            let f = form_values(&form);
+            let spec = match svc.registry(&name) {
+                Ok(s) => s,
+                Err(e) => return error_page(visit, e),
+            };
+            let mut patch = RegistryPatch {
+                description: Some(form.get("description")),
+                labels: Some(labels(&form.get("labels"))),
+                auth_required: Some(form.checked("auth_required")),
+                ..RegistryPatch::default()
+            };
+            if spec.kind == RegistryKind::Proxy {
+                let up = form.get("upstream");
+                patch.upstream = (!up.is_empty()).then_some(up);
+            } else {
+                patch.upstreams = Some(form.all("upstreams"));
+            }
+            match svc.update_registry(&name, patch).await {
+                Ok(_) => Ok(redirect(&format!("/{}/", tpl::seg(&name)), &[])),
+                Err(e) => Ok(form_error(svc, v, Some(&name), &f, e)),
+            }
+        }
+        Page::AdminRegistryDelete { name } => match svc.delete_registry(&name, form.checked("force")).await {
+            Ok(()) => admin_home(svc, v, Some(&format!("Registry {name} deleted."))).await,
+            Err(e) => Err(e),
+        },
+        Page::AdminUsers => {
+            let login = form.get("login");
+            let name = Some(form.get("name")).filter(|n| !n.is_empty());
+            match svc.create_user(&login, name).await {
+                Ok(_) => svc.list_users().await.map(|u| {
+                    html(
+                        StatusCode::OK,
+                        tpl::users(v, &u, Some(&format!("User {login} added.")), None),
+                    )
+                }),
+                Err(e) => {
+                    let api = ApiError::from(e);
+                    svc.list_users()
+                        .await
+                        .map(|u| html(api.status, tpl::users(v, &u, None, Some(&api.detail))))
+                }
+            }
+        }
+        Page::AdminTokens => {
+            let scopes = form.all("scopes");
+            let registries = form.all("registries");
+            let req = NewToken {
+                user: form.get("user"),
+                name: Some(form.get("name")).filter(|n| !n.is_empty()),
+                scopes: Some(scopes),
+                registries: (!registries.is_empty()).then(|| registries.clone()),
+                expires: Some(form.get("expires")).filter(|e| !e.is_empty()),
+            };
+            let user = req.user.clone();
+            match svc.create_token(req).await {
+                Ok(t) => {
+                    // Snippets for the registries it is limited to; for a token of every
+                    // registry, those where cargo sends a token (hosted, or auth_required).
+                    let registries = if registries.is_empty() {
+                        svc.registries()
+                            .values()
+                            .filter(|r| r.kind == RegistryKind::Hosted || r.auth_required)
+                            .map(|r| r.name.clone())
+                            .collect()
+                    } else {
+                        registries
+                    };
+                    let shown = NewTokenShown {
+                        secret: t["token"].as_str().unwrap_or_default().to_owned(),
+                        user,
+                        registries,
+                    };
+                    tokens_page(svc, v, StatusCode::CREATED, Some(&shown), None).await
+                }
+                Err(e) => {
+                    let api = ApiError::from(e);
+                    tokens_page(svc, v, api.status, None, Some(&api.detail)).await
+                }
+            }
+        }
+        Page::AdminTokenRevoke { id } => match svc.revoke_token(&id).await {
+            Ok(()) => Ok(redirect("/-/admin/tokens", &[])),
+            Err(e) => Err(e),
+        },
+        _ => Err(RegistryError::NotFound("no such form".into())),
+    };
+    result.unwrap_or_else(|e| error_page(visit, e))
+}
+
+fn form_values(form: &Form) -> RegistryForm {
+    RegistryForm {
+        name: form.get("name"),
+        kind: form.get("kind"),
+        description: form.get("description"),
+        labels: form.get("labels"),
+        auth_required: form.checked("auth_required"),
+        upstream: form.get("upstream"),
+        upstreams: form.all("upstreams"),
+    }
+}
+
+fn form_error(
+    svc: &RegistryService,
+    v: Viewer<'_>,
+    editing: Option<&str>,
+    f: &RegistryForm,
+    e: RegistryError,
+) -> Response<Body> {
+    let api = ApiError::from(e);
+    html(
+        api.status,
+        tpl::registry_form(v, editing, f, &proxies(svc), Some(&api.detail)),
+    )
+}
+
+/// `POST /-/login`: the login form's CSRF token (cookie and field equal), then the token.
+pub async fn login_post(state: &HttpState, req: Request<Incoming>) -> Response<Body> {
+    let svc = &*state.registry;
+    if cross_site(&req) {
+        return refused_cross_site();
+    }
+    let cookie_token = cookie(&req, LOGIN_COOKIE).unwrap_or_default();
+    let form = match read_body(req, MAX_FORM_BYTES).await {
+        Ok(b) => Form(parse_form(&b)),
+        Err(e) => return body_refused(None, &e),
+    };
+    let sent = form.get("csrf");
+    if cookie_token.is_empty() || !constant_time_eq(sent.as_bytes(), cookie_token.as_bytes()) {
+        return html(
+            StatusCode::FORBIDDEN,
+            tpl::error(
+                None,
+                "Refused",
+                "this form's CSRF token is missing or wrong; open the sign-in page again and send the form from there",
+            ),
+        );
+    }
+    let secret = form.get("token");
+    if secret.is_empty() {
+        return html(StatusCode::BAD_REQUEST, tpl::login(Some("Enter a token."), &sent));
+    }
+    match svc.sign_in(&secret).await {
+        Ok((id, _, who)) => {
+            let to = if who.is_admin() { "/-/admin" } else { "/" };
+            redirect(
+                to,
+                &[
+                    session_cookie(svc, &id, None),
+                    format!("{LOGIN_COOKIE}=; Path=/-/login; HttpOnly; SameSite=Strict; Max-Age=0"),
+                ],
+            )
+        }
+        Err(e) => {
+            let api = ApiError::from(e);
+            html(api.status, tpl::login(Some(&api.detail), &sent))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms() {
+        let f = parse_form(b"a=1&b=x+y%21&c&scopes=read&scopes=publish&&d=%FF");
+        assert_eq!(f[0], ("a".into(), "1".into()));
+        assert_eq!(f[1], ("b".into(), "x y!".into()));
+        assert_eq!(f[2], ("c".into(), String::new()));
+        let form = Form(f);
+        assert_eq!(form.all("scopes"), vec!["read", "publish"]);
+        assert_eq!(form.get("d"), "\u{fffd}");
+        assert_eq!(form.get("missing"), "");
+        assert_eq!(labels(" a, b,,c "), vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn session_cookies() {
+        assert_eq!(
+            session_set_cookie(false, "abc", None),
+            "cargohold_session=abc; Path=/; HttpOnly; SameSite=Strict"
+        );
+        assert_eq!(
+            session_set_cookie(true, "abc", Some(0)),
+            "__Host-cargohold_session=abc; Path=/; HttpOnly; SameSite=Strict; Max-Age=0; Secure"
+        );
+    }
+
+    #[test]
+    fn specs_from_forms() {
+        let f = Form(parse_form(
+            b"name=team&kind=hosted&description=Ours&labels=a%2C+b&upstreams=cio&auth_required=true",
+        ));
+        let s = spec_from_form(&f).unwrap();
+        assert_eq!((s.name.as_str(), s.kind), ("team", RegistryKind::Hosted));
+        assert_eq!(s.labels, vec!["a", "b"]);
+        assert_eq!(s.upstreams, vec!["cio"]);
+        assert!(s.auth_required);
+        let f = Form(parse_form(
+            b"name=p&kind=proxy&upstream=sparse%2Bhttp%3A%2F%2F127.0.0.1%3A1%2F",
+        ));
+        let s = spec_from_form(&f).unwrap();
+        assert_eq!(s.upstream.as_deref(), Some("sparse+http://127.0.0.1:1/"));
+    }
+}
