@@ -41,7 +41,13 @@ const PROXY_ONLY: &[&str] = &[
     "upstream_deadline",
     "ca_file",
 ];
-const HOSTED_ONLY: &[&str] = &["upstreams", "shadow", "allow_upstream_names"];
+const HOSTED_ONLY: &[&str] = &[
+    "upstreams",
+    "shadow",
+    "allow_upstream_names",
+    "allowed_licenses",
+    "allow_license_file_only",
+];
 const COMMON: &[&str] = &["kind", "description", "labels", "auth_required"];
 
 fn deploy_path(rel: &str) -> PathBuf {

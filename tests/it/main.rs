@@ -9,6 +9,7 @@ mod e2e;
 mod fake_upstream_selftest;
 mod gc;
 mod hardening;
+mod license;
 mod migration;
 mod miss_cost;
 mod ops;
