@@ -2,6 +2,7 @@
 mod admin_cli;
 mod bad_input;
 mod bundle;
+mod ci;
 mod cluster;
 mod crash;
 mod deploy;
