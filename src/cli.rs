@@ -195,6 +195,13 @@ pub struct RegistryFields {
     /// `""` removes it.
     #[arg(long)]
     pub ca_file: Option<String>,
+    /// Hosted: SPDX licences a published crate's `license` must be satisfiable from
+    /// (comma-separated, e.g. `MIT,Apache-2.0`); `""` removes the policy.
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_licenses: Option<Vec<String>>,
+    /// Hosted, with --allowed-licenses: accept a crate with a `license-file` but no `license`.
+    #[arg(long)]
+    pub allow_license_file_only: Option<bool>,
 }
 
 /// `cargohold registry ...`
@@ -490,6 +497,13 @@ fn fields_json(f: &RegistryFields, out: &mut serde_json::Map<String, Value>) {
     }
     if let Some(c) = &f.ca_file {
         out.insert("ca_file".into(), json!(c));
+    }
+    if let Some(l) = &f.allowed_licenses {
+        let list: Vec<&str> = l.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).collect();
+        out.insert("allowed_licenses".into(), json!(list));
+    }
+    if let Some(a) = f.allow_license_file_only {
+        out.insert("allow_license_file_only".into(), json!(a));
     }
 }
 

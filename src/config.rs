@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::index::license::check_allowed_list;
 use crate::index::validate_registry_name;
 
 /// Default listen address.
@@ -109,6 +110,13 @@ pub struct RegistrySpec {
     /// Hosted: allow publishing a new name that exists upstream.
     #[serde(default)]
     pub allow_upstream_names: bool,
+    /// Hosted: licences a published crate's SPDX `license` must be satisfiable from; empty =
+    /// no licence policy (see `index::license`).
+    #[serde(default)]
+    pub allowed_licenses: Vec<String>,
+    /// Hosted, with `allowed_licenses`: accept a crate with a `license_file` but no `license`.
+    #[serde(default)]
+    pub allow_license_file_only: bool,
 }
 
 fn default_index_ttl() -> u64 {
@@ -164,6 +172,8 @@ impl RegistrySpec {
             upstreams: Vec::new(),
             shadow: Shadow::Crate,
             allow_upstream_names: false,
+            allowed_licenses: Vec::new(),
+            allow_license_file_only: false,
         }
     }
 
@@ -194,6 +204,8 @@ impl RegistrySpec {
                 .into()
             }),
             allow_upstream_names: hosted.then_some(self.allow_upstream_names),
+            allowed_licenses: (hosted && !self.allowed_licenses.is_empty()).then(|| self.allowed_licenses.clone()),
+            allow_license_file_only: (hosted && self.allow_license_file_only).then_some(true),
         }
     }
 
@@ -235,6 +247,9 @@ impl RegistrySpec {
                         "only proxy registries have a `ca_file` (it is trusted for their upstream)".into(),
                     );
                 }
+                for message in check_allowed_list(&self.allowed_licenses) {
+                    p("allowed_licenses", message);
+                }
             }
             RegistryKind::Proxy => {
                 if !self.upstreams.is_empty() {
@@ -265,11 +280,20 @@ impl RegistrySpec {
                 if self.upstream_deadline_secs == 0 {
                     p("upstream_deadline", "must be at least 1s".into());
                 }
+                if !self.allowed_licenses.is_empty() {
+                    p("allowed_licenses", PROXY_LICENSE_RULE.into());
+                }
+                if self.allow_license_file_only {
+                    p("allow_license_file_only", PROXY_LICENSE_RULE.into());
+                }
             }
         }
         out
     }
 }
+
+/// Why a proxy cannot have a licence policy.
+const PROXY_LICENSE_RULE: &str = "only hosted registries have a licence policy (it is checked on publish); a proxy serves its upstream's crates as they are";
 
 /// A label is `key` or `key=value`; the key is non-empty and has no spaces or `=`.
 pub fn check_label(label: &str) -> Result<(), String> {
@@ -786,6 +810,20 @@ impl Config {
             spec.prune_index = r.prune_index.unwrap_or(false);
             spec.upstreams = r.upstreams.unwrap_or_default();
             spec.allow_upstream_names = r.allow_upstream_names.unwrap_or(false);
+            if kind == RegistryKind::Proxy {
+                // Named even when set to its no-op value: the key means nothing on a proxy.
+                for (k, set) in [
+                    ("allowed_licenses", r.allowed_licenses.is_some()),
+                    ("allow_license_file_only", r.allow_license_file_only.is_some()),
+                ] {
+                    if set {
+                        problem(&format!("{key}.{k}"), PROXY_LICENSE_RULE.into());
+                    }
+                }
+            } else {
+                spec.allowed_licenses = r.allowed_licenses.unwrap_or_default();
+                spec.allow_license_file_only = r.allow_license_file_only.unwrap_or(false);
+            }
             if let Some(n) = r.upstream_concurrency {
                 match u32::try_from(n) {
                     Ok(v) if (1..=MAX_UPSTREAM_CONCURRENCY).contains(&n) => spec.upstream_concurrency = v,
@@ -947,6 +985,48 @@ auth_required = false
         // A spec stored before the setting existed reads as verbatim.
         let old: RegistrySpec = serde_json::from_str(r#"{"name":"m","kind":"proxy"}"#).unwrap();
         assert!(!old.prune_index);
+    }
+
+    #[test]
+    fn licence_policy_is_a_hosted_setting_checked_entry_by_entry() {
+        let c = parse(
+            "[registries.h]\nkind = \"hosted\"\nallowed_licenses = [\"MIT\", \"Apache-2.0 WITH LLVM-exception\"]\nallow_license_file_only = true\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.registries["h"].allowed_licenses,
+            ["MIT", "Apache-2.0 WITH LLVM-exception"]
+        );
+        assert!(c.registries["h"].allow_license_file_only);
+        let prov = env::file_provenance(&Config::embedded_default(), false);
+        let again = parse(&c.describe(&prov)).unwrap();
+        assert_eq!(again.registries["h"], c.registries["h"], "print-config keeps it");
+        // Each bad entry is named, under the key.
+        let e = parse("[registries.h]\nkind = \"hosted\"\nallowed_licenses = [\"MIT\", \"Apache 2\", \"Nope-1.0\"]\n")
+            .unwrap_err();
+        let ConfigError::Invalid(problems) = e else {
+            panic!("{e}")
+        };
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems.iter().all(|p| p.key == "registries.h.allowed_licenses"),
+            "{problems:?}"
+        );
+        assert!(problems[0].message.contains("`Apache 2`"), "{problems:?}");
+        assert!(problems[1].message.contains("`Nope-1.0`"), "{problems:?}");
+        // A proxy with either key, even at its no-op value, names the key.
+        for (k, v) in [("allowed_licenses", "[]"), ("allow_license_file_only", "false")] {
+            let e = parse(&format!("[registries.p]\nkind = \"proxy\"\n{k} = {v}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("registries.p.{k}")) && e.contains("only hosted"),
+                "{e}"
+            );
+        }
+        // A spec stored before the policy existed loads without one.
+        let old: RegistrySpec = serde_json::from_str(r#"{"name":"h","kind":"hosted"}"#).unwrap();
+        assert!(old.allowed_licenses.is_empty() && !old.allow_license_file_only);
     }
 
     #[test]

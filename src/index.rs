@@ -5,6 +5,7 @@
 pub mod config_json;
 pub mod etag;
 pub mod gzip;
+pub mod license;
 pub mod line;
 pub mod name;
 pub mod publish_frame;

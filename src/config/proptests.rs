@@ -42,6 +42,8 @@ const KEYS: &[(&str, &[&str])] = &[
             "upstreams",
             "shadow",
             "allow_upstream_names",
+            "allowed_licenses",
+            "allow_license_file_only",
         ],
     ),
 ];

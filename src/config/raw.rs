@@ -94,6 +94,8 @@ pub struct RawRegistry {
     pub upstreams: Option<Vec<String>>,
     pub shadow: Option<String>,
     pub allow_upstream_names: Option<bool>,
+    pub allowed_licenses: Option<Vec<String>>,
+    pub allow_license_file_only: Option<bool>,
 }
 
 /// A size written as a number of bytes or a string with a unit.

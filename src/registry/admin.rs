@@ -42,6 +42,9 @@ pub struct RegistryPatch {
     pub upstreams: Option<Vec<String>>,
     pub shadow: Option<Shadow>,
     pub allow_upstream_names: Option<bool>,
+    /// Hosted: the licence policy; `[]` removes it.
+    pub allowed_licenses: Option<Vec<String>>,
+    pub allow_license_file_only: Option<bool>,
 }
 
 /// Body of `POST /-/api/v1/tokens`.
@@ -417,7 +420,9 @@ impl Admin {
             upstream_deadline_secs,
             upstreams,
             shadow,
-            allow_upstream_names
+            allow_upstream_names,
+            allowed_licenses,
+            allow_license_file_only
         );
         if patch.upstream.is_some() {
             spec.upstream = patch.upstream;

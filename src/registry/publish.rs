@@ -12,6 +12,7 @@ use super::reads::UpstreamPresence;
 use super::tarball::{self, TarballLimits};
 use super::{Principal, Scope};
 use crate::config::{RegistrySpec, Shadow};
+use crate::index::license::LicensePolicy;
 use crate::index::line::pubtime;
 use crate::index::name::validate_dep_name;
 use crate::index::publish_frame::{parse_frame, FrameError, NewCrate};
@@ -148,6 +149,13 @@ impl Changes {
             ))
         })?;
         let version = validate_metadata(&meta)?;
+        // The licence policy, before the tarball is inspected and long before anything is
+        // stored: a refused crate leaves no blob and no row.
+        if let Some(policy) = LicensePolicy::new(&reg.allowed_licenses, reg.allow_license_file_only) {
+            policy
+                .check(registry, meta.license.as_deref(), meta.license_file.as_deref())
+                .map_err(bad)?;
+        }
         // Decompressing and hashing a crate of up to `max_crate_size` takes a while: off the
         // connection's thread, so an edge worker keeps serving its other connections meanwhile.
         let krate = body.slice_ref(frame.krate);

@@ -41,7 +41,13 @@ const PROXY_ONLY: &[&str] = &[
     "upstream_deadline",
     "ca_file",
 ];
-const HOSTED_ONLY: &[&str] = &["upstreams", "shadow", "allow_upstream_names"];
+const HOSTED_ONLY: &[&str] = &[
+    "upstreams",
+    "shadow",
+    "allow_upstream_names",
+    "allowed_licenses",
+    "allow_license_file_only",
+];
 const COMMON: &[&str] = &["kind", "description", "labels", "auth_required"];
 
 fn deploy_path(rel: &str) -> PathBuf {
@@ -989,4 +995,151 @@ fn the_cluster_compose_file_runs_two_nodes_on_postgres_and_s3() {
         }
         assert!(!at(s, "depends_on.postgres").is_badvalue(), "{node} waits for postgres");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// deploy/ci/: the pipeline examples of docs/CI.md.
+
+/// What both CI examples must say, whatever the CI system.
+fn check_ci_text(rel: &str) {
+    let text = read(rel);
+    // The server-side command that makes the publish token, as docs/CI.md gives it.
+    assert!(
+        text.contains("cargohold token create --user ci --scope publish --registry local --expires 30d"),
+        "deploy/{rel}: the scoped, expiring token command"
+    );
+    // Source replacement through a config file: cargo has no environment variable for it.
+    assert!(
+        text.contains(r#"[source.crates-io]\nreplace-with = "cargohold-mirror""#),
+        "deploy/{rel}: crates.io replaced by the proxy in CARGO_HOME/config.toml"
+    );
+    assert!(
+        !text.contains("CARGO_SOURCE_"),
+        "deploy/{rel}: cargo ignores CARGO_SOURCE_* variables"
+    );
+    // Only the placeholder host.
+    for (i, _) in text.match_indices("://") {
+        let host: String = text[i + 3..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+            .collect();
+        assert_eq!(host, "cargohold.example.internal", "deploy/{rel}: a real host name");
+    }
+    assert!(
+        text.contains("cargo publish --locked --registry cargohold"),
+        "deploy/{rel}"
+    );
+}
+
+/// The two index variables: the hosted registry as `cargohold`, the proxy as `cargohold-mirror`.
+fn check_ci_indexes(vars: &Yaml, rel: &str) {
+    for (var, reg) in [
+        ("CARGO_REGISTRIES_CARGOHOLD_INDEX", "local"),
+        ("CARGO_REGISTRIES_CARGOHOLD_MIRROR_INDEX", "crates-io"),
+    ] {
+        assert_eq!(
+            vars[var].as_str(),
+            Some(format!("sparse+https://cargohold.example.internal/{reg}/index/").as_str()),
+            "deploy/{rel}: {var}"
+        );
+    }
+}
+
+fn check_ci_cache_paths(paths: &[&str], rel: &str) {
+    for want in ["registry/index/", "registry/cache/", "target/"] {
+        assert!(
+            paths.iter().any(|p| p.ends_with(want)),
+            "deploy/{rel}: {want} is not cached: {paths:?}"
+        );
+    }
+}
+
+#[test]
+fn github_actions_example_builds_through_the_proxy_and_publishes_with_a_token() {
+    let rel = "ci/github-actions.yml";
+    check_ci_text(rel);
+    let docs = load_yaml(rel);
+    assert_eq!(docs.len(), 1, "deploy/{rel}: one document");
+    let wf = &docs[0];
+    check_ci_indexes(at(wf, "env"), rel);
+    assert!(!at(wf, "on.push.tags").is_badvalue(), "deploy/{rel}: publishes on tags");
+    for job in ["test", "publish"] {
+        let steps = at_vec(wf, &format!("jobs.{job}.steps"));
+        let runs: Vec<&str> = steps.iter().filter_map(|s| s["run"].as_str()).collect();
+        assert!(
+            runs.iter().any(|r| r.contains("replace-with = \"cargohold-mirror\"")),
+            "deploy/{rel}: job {job} replaces crates.io"
+        );
+        let cache = steps
+            .iter()
+            .find(|s| s["uses"].as_str().is_some_and(|u| u.starts_with("actions/cache")))
+            .unwrap_or_else(|| panic!("deploy/{rel}: job {job} has no cache step"));
+        let paths: Vec<&str> = at_str(cache, "with.path").lines().collect();
+        check_ci_cache_paths(&paths, rel);
+        assert!(
+            at_str(cache, "with.key").contains("hashFiles('**/Cargo.lock')"),
+            "{rel}"
+        );
+    }
+    assert_eq!(at_str(wf, "jobs.publish.needs"), "test");
+    assert!(at_str(wf, "jobs.publish.if").contains("refs/tags/"), "{rel}");
+    let steps = at_vec(wf, "jobs.publish.steps");
+    let publish = steps
+        .iter()
+        .find(|s| s["run"].as_str().is_some_and(|r| r.starts_with("cargo publish")))
+        .expect("a cargo publish step");
+    assert_eq!(
+        at_str(publish, "env.CARGO_REGISTRIES_CARGOHOLD_TOKEN"),
+        "${{ secrets.CARGOHOLD_PUBLISH_TOKEN }}"
+    );
+    // The token is given to the publish step alone, not to every job.
+    assert!(at(wf, "env")["CARGO_REGISTRIES_CARGOHOLD_TOKEN"].is_badvalue());
+}
+
+#[test]
+fn gitlab_ci_example_builds_through_the_proxy_and_publishes_with_a_token() {
+    let rel = "ci/gitlab-ci.yml";
+    check_ci_text(rel);
+    let docs = load_yaml(rel);
+    assert_eq!(docs.len(), 1, "deploy/{rel}: one document");
+    let ci = &docs[0];
+    let vars = at(ci, "variables");
+    check_ci_indexes(vars, rel);
+    let home = at_str(vars, "CARGO_HOME");
+    assert!(
+        home.starts_with("${CI_PROJECT_DIR}/"),
+        "GitLab caches only the project dir: {home}"
+    );
+    let home_rel = home.trim_start_matches("${CI_PROJECT_DIR}/");
+    let base = &ci[".cargohold"];
+    assert!(!base.is_badvalue(), "deploy/{rel}: the `.cargohold` template");
+    let before: Vec<&str> = at_vec(base, "before_script").iter().filter_map(Yaml::as_str).collect();
+    assert!(
+        before
+            .iter()
+            .any(|l| l.contains("replace-with = \"cargohold-mirror\"") && l.contains("$CARGO_HOME/config.toml")),
+        "{before:?}"
+    );
+    for cache in [at(base, "cache"), at(ci, "publish.cache")] {
+        let paths: Vec<&str> = at_vec(cache, "paths").iter().filter_map(Yaml::as_str).collect();
+        check_ci_cache_paths(&paths, rel);
+        assert!(
+            paths.iter().all(|p| p.starts_with(home_rel) || *p == "target/"),
+            "{paths:?}"
+        );
+    }
+    assert_eq!(at_str(ci, "publish.cache.policy"), "pull");
+    for job in ["test", "publish"] {
+        assert_eq!(at_str(ci, &format!("{job}.extends")), ".cargohold");
+    }
+    assert!(at_str(&at_vec(ci, "publish.rules")[0], "if").contains("CI_COMMIT_TAG"));
+    let script: Vec<&str> = at_vec(ci, "publish.script").iter().filter_map(Yaml::as_str).collect();
+    assert!(
+        script.contains(&"export CARGO_REGISTRIES_CARGOHOLD_TOKEN=\"$CARGOHOLD_PUBLISH_TOKEN\""),
+        "{script:?}"
+    );
+    assert!(
+        vars["CARGO_REGISTRIES_CARGOHOLD_TOKEN"].is_badvalue(),
+        "the token only in the publish job"
+    );
 }

@@ -2,6 +2,7 @@
 mod admin_cli;
 mod bad_input;
 mod bundle;
+mod ci;
 mod cluster;
 mod crash;
 mod deploy;
@@ -9,6 +10,7 @@ mod e2e;
 mod fake_upstream_selftest;
 mod gc;
 mod hardening;
+mod license;
 mod migration;
 mod miss_cost;
 mod ops;
