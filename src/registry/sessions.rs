@@ -3,8 +3,9 @@
 //! Signing in with a token makes a session: a random id (the cookie's value) mapped, in this
 //! process's memory, to the SHA-256 of the token and a per-session CSRF token. The token's
 //! secret is never kept. Every request resolves the session's token hash through `Auth` again,
-//! so a revoked or expired token ends its sessions at once (within the token cache's 30 s for
-//! a revocation made by another process). Signing out deletes the session here.
+//! so a revoked or expired token ends its sessions at once (a revocation made by another node
+//! arrives through the store's change feed, which drops the cached tokens). Signing out deletes
+//! the session here.
 //!
 //! Sessions live in memory: on several nodes behind a load balancer a session is known only on
 //! the node that made it (use sticky sessions, or sign in again), and a restart ends them all.
