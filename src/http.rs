@@ -58,9 +58,11 @@ pub type HandlerResult = Result<Response<Body>, ApiError>;
 /// reads the whole cache) takes as long as the bundle is large; its size cap and the
 /// connection's idle timeout bound it instead. Both are admin calls, refused before any work.
 pub fn unbounded(req: &Request<Incoming>) -> bool {
+    if req.method() != hyper::Method::POST {
+        return false;
+    }
     let path = req.uri().path().trim_end_matches('/');
-    req.method() == hyper::Method::POST
-        && (path == "/-/api/v1/import" || (path.starts_with("/-/api/v1/registries/") && path.ends_with("/export")))
+    path == "/-/api/v1/import" || (path.starts_with("/-/api/v1/registries/") && path.ends_with("/export"))
 }
 
 /// Handles one request and says which route template it matched (for the access log).
