@@ -71,6 +71,9 @@ pub enum Command {
     /// Manage API tokens (through the admin API).
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Manage webhooks and their deliveries (through the admin API).
+    #[command(subcommand)]
+    Hook(HookCmd),
     /// Fill a registry's caches with the crates of lockfiles or a list (through the daemon).
     Warm {
         /// The registry to warm (a proxy, or a hosted registry with upstreams).
@@ -281,6 +284,34 @@ pub enum TokenCmd {
     },
     /// Revoke a token by id.
     Revoke { id: String },
+}
+
+/// `cargohold hook ...`
+#[derive(Debug, Subcommand)]
+pub enum HookCmd {
+    /// Create a hook; deliveries are signed with the secret read from --secret-file.
+    Create {
+        #[arg(long)]
+        url: String,
+        /// A file holding the signing secret (its surrounding whitespace is dropped).
+        #[arg(long)]
+        secret_file: PathBuf,
+        /// Only this registry's events (default: every registry).
+        #[arg(long)]
+        registry: Option<String>,
+        /// Events, comma-separated (default: all): crate.published, crate.yanked,
+        /// crate.unyanked, crate.owners_changed, registry.changed.
+        #[arg(long, value_delimiter = ',')]
+        events: Vec<String>,
+    },
+    /// List hooks (never their secrets).
+    List,
+    /// Delete a hook and its deliveries.
+    Delete { id: String },
+    /// Show a hook's latest deliveries and their attempts.
+    Deliveries { id: String },
+    /// Send a delivery again (same delivery id).
+    Redeliver { delivery: String },
 }
 
 /// A failed CLI command: message and exit code.
@@ -648,6 +679,68 @@ pub async fn run_admin(server: &str, command: Command) -> Result<(), CliError> {
             TokenCmd::Revoke { id } => {
                 let r = client.call(M::DELETE, &format!("tokens/{id}"), None).await?;
                 println!("{}", r["msg"].as_str().unwrap_or("revoked"));
+            }
+        },
+        Command::Hook(cmd) => match cmd {
+            HookCmd::Create {
+                url,
+                secret_file,
+                registry,
+                events,
+            } => {
+                let secret = std::fs::read_to_string(&secret_file).map_err(|e| {
+                    CliError::usage(format!("cannot read the secret file {}: {e}", secret_file.display()))
+                })?;
+                let body = json!({"url": url, "secret": secret.trim(), "registry": registry, "events": events});
+                let r = client.call(M::POST, "hooks", Some(body)).await?;
+                println!("{}", r["id"].as_str().unwrap_or(""));
+                eprintln!("created hook for {}", r["url"].as_str().unwrap_or(""));
+            }
+            HookCmd::List => {
+                let r = client.call(M::GET, "hooks", None).await?;
+                for h in r["hooks"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}  {}  registry={} events={}",
+                        h["id"].as_str().unwrap_or(""),
+                        h["url"].as_str().unwrap_or(""),
+                        h["registry"].as_str().unwrap_or("*"),
+                        h["events"]
+                    );
+                }
+            }
+            HookCmd::Delete { id } => {
+                let r = client.call(M::DELETE, &format!("hooks/{id}"), None).await?;
+                println!("{}", r["msg"].as_str().unwrap_or("deleted"));
+            }
+            HookCmd::Deliveries { id } => {
+                let r = client.call(M::GET, &format!("hooks/{id}/deliveries"), None).await?;
+                for d in r["deliveries"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}  {}  {}  attempts={} last_status={} last_error={}",
+                        d["id"].as_str().unwrap_or(""),
+                        d["event"].as_str().unwrap_or(""),
+                        d["state"].as_str().unwrap_or(""),
+                        d["attempts"],
+                        d["last_status"],
+                        d["last_error"].as_str().unwrap_or("-")
+                    );
+                    for a in d["attempt_log"].as_array().into_iter().flatten() {
+                        println!(
+                            "    attempt {} at={} status={} {}ms {}",
+                            a["n"],
+                            a["at"],
+                            a["status"],
+                            a["millis"],
+                            a["error"].as_str().unwrap_or("")
+                        );
+                    }
+                }
+            }
+            HookCmd::Redeliver { delivery } => {
+                let r = client
+                    .call(M::POST, &format!("deliveries/{delivery}/redeliver"), None)
+                    .await?;
+                println!("{}", r["msg"].as_str().unwrap_or("queued"));
             }
         },
         Command::Serve(_)

@@ -434,9 +434,38 @@ pub struct Config {
     pub workers: usize,
     /// Where the private store lives (`[store]`).
     pub store: store::StoreConfig,
+    /// Webhook deliveries (`[webhooks]`).
+    pub webhooks: WebhooksConfig,
     /// Registries declared in the file (or the embedded default), by name.
     pub registries: BTreeMap<String, RegistrySpec>,
 }
+
+/// `[webhooks]`: how deliveries are made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WebhooksConfig {
+    /// Hooks may target loopback, private and link-local addresses (tests, labs).
+    pub allow_private: bool,
+    /// Attempts of a delivery before it is marked failed.
+    pub max_attempts: u32,
+    /// The first retry's delay; each next one doubles (with jitter), capped at an hour.
+    pub retry_base: Duration,
+    /// Timeout of one delivery request.
+    pub timeout: Duration,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            allow_private: false,
+            max_attempts: 8,
+            retry_base: Duration::from_secs(10),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Most attempts `[webhooks] max_attempts` takes.
+const MAX_WEBHOOK_ATTEMPTS: u64 = 100;
 
 /// Values from the command line, applied over the file.
 #[derive(Debug, Clone, Default)]
@@ -615,6 +644,17 @@ impl Config {
             }
             None => o.push_str("# blobs is unset: files under <data_dir>/store/blobs\n"),
         }
+        o.push_str("\n[webhooks]\n");
+        let w = &self.webhooks;
+        kv(o, prov, "webhooks.allow_private", w.allow_private.to_string());
+        kv(o, prov, "webhooks.max_attempts", w.max_attempts.to_string());
+        kv(
+            o,
+            prov,
+            "webhooks.retry_base",
+            format!("\"{}ms\"", w.retry_base.as_millis()),
+        );
+        kv(o, prov, "webhooks.timeout", format!("\"{}ms\"", w.timeout.as_millis()));
         if let Some(tls) = &self.tls {
             o.push_str("\n[tls]\n");
             kv(o, prov, "tls.cert", format!("{:?}", tls.cert.display().to_string()));
@@ -758,6 +798,30 @@ impl Config {
             }
         }
         let store = store::validate(raw.store, &mut problem);
+        let mut webhooks = WebhooksConfig::default();
+        if let Some(w) = raw.webhooks {
+            webhooks.allow_private = w.allow_private.unwrap_or(false);
+            match w.max_attempts {
+                None => {}
+                Some(n @ 1..=MAX_WEBHOOK_ATTEMPTS) => webhooks.max_attempts = n as u32,
+                Some(n) => problem(
+                    "webhooks.max_attempts",
+                    format!("{n} is out of range: 1 to {MAX_WEBHOOK_ATTEMPTS}"),
+                ),
+            }
+            for (key, value, slot) in [
+                ("webhooks.retry_base", w.retry_base, &mut webhooks.retry_base),
+                ("webhooks.timeout", w.timeout, &mut webhooks.timeout),
+            ] {
+                if let Some(v) = value {
+                    match units::parse_duration(&v) {
+                        Ok(d) if !d.is_zero() => *slot = d,
+                        Ok(_) => problem(key, "must be more than 0".into()),
+                        Err(e) => problem(key, e),
+                    }
+                }
+            }
+        }
         let mut shutdown_grace = Duration::from_secs(30);
         if let Some(g) = raw.shutdown_grace {
             match units::parse_duration(&g) {
@@ -899,6 +963,7 @@ impl Config {
             shutdown_grace,
             workers,
             store,
+            webhooks,
             registries,
         })
     }
@@ -1027,6 +1092,34 @@ auth_required = false
         // A spec stored before the policy existed loads without one.
         let old: RegistrySpec = serde_json::from_str(r#"{"name":"h","kind":"hosted"}"#).unwrap();
         assert!(old.allowed_licenses.is_empty() && !old.allow_license_file_only);
+    }
+
+    #[test]
+    fn webhooks_settings_are_validated() {
+        let c = parse("").unwrap();
+        assert_eq!(c.webhooks, WebhooksConfig::default());
+        assert!(!c.webhooks.allow_private);
+        let c = parse("[webhooks]\nallow_private = true\nmax_attempts = 3\nretry_base = \"50ms\"\ntimeout = \"2s\"\n")
+            .unwrap();
+        assert_eq!(
+            c.webhooks,
+            WebhooksConfig {
+                allow_private: true,
+                max_attempts: 3,
+                retry_base: Duration::from_millis(50),
+                timeout: Duration::from_secs(2),
+            }
+        );
+        let e = parse("[webhooks]\nmax_attempts = 0\nretry_base = \"soon\"\ntimeout = \"0s\"\n")
+            .unwrap_err()
+            .to_string();
+        for key in ["webhooks.max_attempts", "webhooks.retry_base", "webhooks.timeout"] {
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        assert!(
+            parse("[webhooks]\nallow_privat = true\n").is_err(),
+            "unknown keys are refused"
+        );
     }
 
     #[test]

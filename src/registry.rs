@@ -28,6 +28,7 @@ pub mod readme;
 pub mod reads;
 pub mod sessions;
 pub mod tarball;
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -131,6 +132,8 @@ pub struct RegistryService {
     admin: Admin,
     /// One bundle import at a time (each checks, then commits, what the one before wrote).
     imports: tokio::sync::Mutex<()>,
+    /// This node's webhook delivery worker, once started ([`Self::start_webhooks`]).
+    webhooks: webhooks::WorkerSlot,
 }
 
 impl RegistryService {
@@ -171,6 +174,7 @@ impl RegistryService {
             catalog,
             reads,
             imports: tokio::sync::Mutex::new(()),
+            webhooks: Default::default(),
         })
     }
 

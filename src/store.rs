@@ -21,6 +21,7 @@
 pub mod blobs;
 pub mod conformance;
 pub mod gc;
+pub mod hooks;
 pub mod migrate;
 pub mod s3;
 pub mod sled;
@@ -199,6 +200,95 @@ pub trait Metadata: Send + Sync + 'static {
         expected: Option<u64>,
         change: &CrateChange,
     ) -> StoreResult<u64>;
+    /// [`change_crate`](Self::change_crate) made by `actor`, recording its webhook event in the
+    /// outbox in the same transaction. Stores without an outbox (the legacy sled store) only
+    /// change.
+    async fn change_crate_as(
+        &self,
+        registry: &str,
+        canonical: &str,
+        expected: Option<u64>,
+        change: &CrateChange,
+        actor: &str,
+    ) -> StoreResult<u64> {
+        let _ = actor;
+        self.change_crate(registry, canonical, expected, change).await
+    }
+    /// [`put_registry`](Self::put_registry) recording `registry.changed` (by `actor`; `None`:
+    /// the config file) in the same transaction, where there is an outbox.
+    async fn put_registry_as(&self, spec: &RegistrySpec, actor: Option<&str>) -> StoreResult<()> {
+        let _ = actor;
+        self.put_registry(spec).await
+    }
+    /// [`delete_registry`](Self::delete_registry) recording `registry.changed` like
+    /// [`put_registry_as`](Self::put_registry_as).
+    async fn delete_registry_as(&self, name: &str, actor: Option<&str>) -> StoreResult<()> {
+        let _ = actor;
+        self.delete_registry(name).await
+    }
+
+    /// Outbox events not yet turned into deliveries, oldest first (at most `limit`).
+    async fn outbox_pending(&self, limit: u64) -> StoreResult<Vec<(String, hooks::HookEvent)>> {
+        let _ = limit;
+        Ok(Vec::new())
+    }
+    /// Turns the outbox event `id` into one delivery per hook that wants it, in one
+    /// transaction that first marks it done: of several nodes, one does it. Returns how many
+    /// deliveries were made (`None`: another node did it).
+    async fn fan_out(&self, id: &str) -> StoreResult<Option<u64>> {
+        let _ = id;
+        Ok(None)
+    }
+    /// Stores a new hook.
+    async fn put_hook(&self, hook: &hooks::HookRecord) -> StoreResult<()> {
+        let _ = hook;
+        Err(StoreError::Io("this store has no webhooks".into()))
+    }
+    /// All hooks.
+    async fn hooks(&self) -> StoreResult<Vec<hooks::HookRecord>> {
+        Ok(Vec::new())
+    }
+    /// Deletes a hook and its deliveries; `false` if there was none.
+    async fn delete_hook(&self, id: &str) -> StoreResult<bool> {
+        let _ = id;
+        Ok(false)
+    }
+    /// The deliveries of a hook, newest first (at most `limit`), with their attempts.
+    async fn deliveries(&self, hook: &str, limit: u64) -> StoreResult<Vec<hooks::DeliveryRecord>> {
+        let _ = (hook, limit);
+        Ok(Vec::new())
+    }
+    /// Claims up to `limit` pending deliveries due at `now` (unix ms) for `node` until
+    /// `now + lease` ms: a delivery claimed by one node is not claimed by another until the
+    /// claim ends or the attempt is recorded.
+    async fn claim_deliveries(
+        &self,
+        node: &str,
+        now: u64,
+        lease: u64,
+        limit: u64,
+    ) -> StoreResult<Vec<hooks::DueDelivery>> {
+        let _ = (node, now, lease, limit);
+        Ok(Vec::new())
+    }
+    /// Records an attempt of a delivery and its new state (`pending` again at `next_attempt`,
+    /// `delivered` or `failed`), ending the claim.
+    async fn record_attempt(
+        &self,
+        delivery: &str,
+        attempt: &hooks::AttemptRecord,
+        state: &str,
+        next_attempt: u64,
+    ) -> StoreResult<()> {
+        let _ = (delivery, attempt, state, next_attempt);
+        Err(StoreError::Io("this store has no webhooks".into()))
+    }
+    /// Makes the delivery `id` pending again, due now; `false` if there is none.
+    async fn redeliver(&self, id: &str) -> StoreResult<bool> {
+        let _ = id;
+        Ok(false)
+    }
+
     /// The SHA-256 of every blob some version names (for [`gc`]).
     async fn referenced_blobs(&self) -> StoreResult<HashSet<String>>;
 

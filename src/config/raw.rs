@@ -20,6 +20,7 @@ pub struct RawConfig {
     pub limits: Option<RawLimits>,
     pub cache: Option<RawCache>,
     pub store: Option<RawStore>,
+    pub webhooks: Option<RawWebhooks>,
     pub registries: Option<BTreeMap<String, RawRegistry>>,
 }
 
@@ -63,6 +64,16 @@ pub struct RawStore {
     pub database: Option<String>,
     pub blobs: Option<String>,
     pub s3: Option<RawS3>,
+}
+
+/// `[webhooks]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhooks {
+    pub allow_private: Option<bool>,
+    pub max_attempts: Option<u64>,
+    pub retry_base: Option<String>,
+    pub timeout: Option<String>,
 }
 
 /// `[store.s3]`.

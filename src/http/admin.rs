@@ -202,7 +202,7 @@ pub async fn handle(
     auth: Option<&str>,
 ) -> HandlerResult {
     // Refused before the body is read, so the connection closes after the answer.
-    svc.require_admin(auth).await.map_err(|e| {
+    let admin = svc.require_admin(auth).await.map_err(|e| {
         let mut e = ApiError::from(e);
         e.close = true;
         e
@@ -233,6 +233,22 @@ pub async fn handle(
             svc.delete_registry(&name, force).await?;
             Ok(json_ok(
                 &json!({"ok": true, "msg": format!("registry `{name}` deleted")}),
+            ))
+        }
+        (Route::AdminHooks, Method::GET) => Ok(json_ok(&svc.list_hooks().await?)),
+        (Route::AdminHooks, _) => {
+            let new: crate::registry::webhooks::NewHook = read_json(req, svc.limits().max_json_bytes).await?;
+            Ok(json_status(StatusCode::CREATED, &svc.create_hook(&admin, new).await?))
+        }
+        (Route::AdminHook { id }, _) => {
+            svc.delete_hook(&id).await?;
+            Ok(json_ok(&json!({"ok": true, "msg": format!("hook `{id}` deleted")})))
+        }
+        (Route::AdminHookDeliveries { id }, _) => Ok(json_ok(&svc.hook_deliveries(&id).await?)),
+        (Route::AdminRedeliver { id }, _) => {
+            svc.redeliver(&id).await?;
+            Ok(json_ok(
+                &json!({"ok": true, "msg": format!("delivery `{id}` queued again")}),
             ))
         }
         (Route::AdminUsers, Method::GET) => Ok(json_ok(&svc.list_users().await?)),

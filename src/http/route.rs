@@ -26,6 +26,20 @@ pub enum Route {
     },
     /// `POST /-/api/v1/import[?registry=NAME]`: a bundle uploaded and imported.
     AdminImport,
+    /// `GET / POST /-/api/v1/hooks`.
+    AdminHooks,
+    /// `DELETE /-/api/v1/hooks/{id}`.
+    AdminHook {
+        id: String,
+    },
+    /// `GET /-/api/v1/hooks/{id}/deliveries`.
+    AdminHookDeliveries {
+        id: String,
+    },
+    /// `POST /-/api/v1/deliveries/{id}/redeliver`.
+    AdminRedeliver {
+        id: String,
+    },
     ConfigJson {
         reg: String,
     },
@@ -150,6 +164,10 @@ impl Route {
             Route::AdminToken { .. } => "/-/api/v1/tokens/{id}",
             Route::AdminExport { .. } => "/-/api/v1/registries/{name}/export",
             Route::AdminImport => "/-/api/v1/import",
+            Route::AdminHooks => "/-/api/v1/hooks",
+            Route::AdminHook { .. } => "/-/api/v1/hooks/{id}",
+            Route::AdminHookDeliveries { .. } => "/-/api/v1/hooks/{id}/deliveries",
+            Route::AdminRedeliver { .. } => "/-/api/v1/deliveries/{id}/redeliver",
             Route::ConfigJson { .. } => "/{reg}/index/config.json",
             Route::IndexFile { .. } => "/{reg}/index/{path}",
             Route::Download { .. } => "/{reg}/api/v1/crates/{name}/{version}/download",
@@ -249,6 +267,18 @@ fn route_segments(method: &Method, s: &[&str]) -> Result<Route, RouteError> {
             method_is(method, &[Method::POST], "POST").map(|()| Route::AdminExport { name: owned(name) })
         }
         ["-", "api", "v1", "import"] => method_is(method, &[Method::POST], "POST").map(|()| Route::AdminImport),
+        ["-", "api", "v1", "hooks"] => {
+            method_is(method, &[Method::GET, Method::POST], "GET, POST").map(|()| Route::AdminHooks)
+        }
+        ["-", "api", "v1", "hooks", id] => {
+            method_is(method, &[Method::DELETE], "DELETE").map(|()| Route::AdminHook { id: owned(id) })
+        }
+        ["-", "api", "v1", "hooks", id, "deliveries"] => {
+            method_is(method, &[Method::GET], "GET").map(|()| Route::AdminHookDeliveries { id: owned(id) })
+        }
+        ["-", "api", "v1", "deliveries", id, "redeliver"] => {
+            method_is(method, &[Method::POST], "POST").map(|()| Route::AdminRedeliver { id: owned(id) })
+        }
         ["-", "api", "v1", "users"] => {
             method_is(method, &[Method::GET, Method::POST], "GET, POST").map(|()| Route::AdminUsers)
         }

@@ -375,7 +375,7 @@ impl Admin {
             )));
         }
         for spec in &writes {
-            self.meta.put_registry(spec).await?;
+            self.meta.put_registry_as(spec, None).await?;
         }
         if let Err(e) = write_json_atomically(&record, &applied) {
             tracing::warn!(path = %record.display(), error = %e, "cannot record the registries applied from the config file");
@@ -394,7 +394,7 @@ impl Admin {
         self.check_spec(&spec)?;
         // Whatever an earlier registry of this name left in the index cache is not this one's.
         self.index.clear(&spec.name).await;
-        self.meta.put_registry(&spec).await?;
+        self.meta.put_registry_as(&spec, None).await?;
         self.catalog.reload().await?;
         tracing::info!(registry = %spec.name, kind = ?spec.kind, "registry created");
         self.warn_about_shadow_version();
@@ -431,7 +431,7 @@ impl Admin {
             spec.ca_file = (!ca.as_os_str().is_empty()).then_some(ca);
         }
         self.check_spec(&spec)?;
-        self.meta.put_registry(&spec).await?;
+        self.meta.put_registry_as(&spec, None).await?;
         self.catalog.reload().await?;
         self.reads.invalidate_registry(name);
         tracing::info!(registry = %name, "registry updated");
@@ -462,7 +462,7 @@ impl Admin {
                 )));
             }
         }
-        self.meta.delete_registry(name).await?;
+        self.meta.delete_registry_as(name, None).await?;
         self.catalog.reload().await?;
         self.reads.invalidate_registry(name);
         // A deleted proxy's cached index files must not come back under a new registry of the

@@ -126,6 +126,7 @@ impl Changes {
         &self,
         registry: &str,
         name: &str,
+        actor: &str,
         mut current: Option<CrateRecord>,
         mut decide: impl FnMut(Option<&CrateRecord>) -> RegistryResult<Decision<T>>,
     ) -> RegistryResult<(T, bool)> {
@@ -143,8 +144,12 @@ impl Changes {
             let committed = {
                 let (meta, reads) = (self.meta.clone(), self.reads.clone());
                 let (registry, name, canonical) = (registry.to_owned(), name.to_owned(), canonical.clone());
+                let actor = actor.to_owned();
                 tokio::spawn(async move {
-                    let done = meta.change_crate(&registry, &canonical, expected, &change).await;
+                    // The webhook event is written in the change's transaction (the outbox).
+                    let done = meta
+                        .change_crate_as(&registry, &canonical, expected, &change, &actor)
+                        .await;
                     if done.is_ok() {
                         reads.invalidate(&registry, &name);
                     }
@@ -183,7 +188,7 @@ impl Changes {
         check_name_and_version(name, Some(version))?;
         let current = self.load_crate(registry, name).await?;
         let (krate, changed) = self
-            .decide_and_change(registry, name, current, |cur| {
+            .decide_and_change(registry, name, &who.user, current, |cur| {
                 let rec = owned(cur, registry, name, who)?;
                 let i = find_version(rec, version).ok_or_else(|| {
                     RegistryError::NotFound(format!("crate `{}` has no version `{version}`", rec.name))
@@ -264,7 +269,7 @@ impl Changes {
         }
         let current = self.load_crate(registry, name).await?;
         let ((krate, msg), _) = self
-            .decide_and_change(registry, name, current, |cur| {
+            .decide_and_change(registry, name, &who.user, current, |cur| {
                 let rec = owned(cur, registry, name, who)?;
                 let (owners, msg) = owners_after(rec, &logins, add)?;
                 Ok(Decision::Change(

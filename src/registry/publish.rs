@@ -208,7 +208,7 @@ impl Changes {
             line,
             published_by: who.user.clone(),
         };
-        self.decide_and_change(registry, &meta.name, prior, |cur| {
+        self.decide_and_change(registry, &meta.name, &who.user, prior, |cur| {
             check_publish_allowed(cur, &meta, &version, who)?;
             let change = CrateChange::Publish {
                 name: meta.name.clone(),

@@ -595,3 +595,125 @@ pub async fn shared(a: &dyn Metadata, b: &dyn Metadata) {
     let distinct: HashSet<u32> = made.into_iter().collect();
     assert_eq!(distinct.len(), 10);
 }
+
+/// The webhook outbox and deliveries of a store that has them (the SQL store): events are
+/// written only by the `_as` changes, fanned out once to the hooks that want them, claimed by
+/// one node at a time, and every attempt is kept.
+pub async fn webhooks(meta: &dyn Metadata) {
+    use super::hooks::{now_millis, AttemptRecord, HookRecord};
+    let spec = RegistrySpec::new("hooked", RegistryKind::Hosted);
+    meta.put_registry(&spec).await.unwrap();
+    assert!(
+        meta.outbox_pending(10).await.unwrap().is_empty(),
+        "plain changes record no event"
+    );
+    meta.put_registry_as(&spec, Some("root")).await.unwrap();
+    let hook = |id: &str, registry: Option<&str>, events: &[&str]| HookRecord {
+        id: id.into(),
+        url: format!("http://127.0.0.1:9/{id}"),
+        secret: "s3cret".into(),
+        registry: registry.map(str::to_owned),
+        events: events.iter().map(|e| (*e).to_owned()).collect(),
+        created: now_millis(),
+        created_by: "root".into(),
+    };
+    meta.put_hook(&hook("all", None, &[])).await.unwrap();
+    meta.put_hook(&hook("pub", Some("hooked"), &["crate.published"]))
+        .await
+        .unwrap();
+    meta.put_hook(&hook("other", Some("elsewhere"), &[])).await.unwrap();
+    let listed = meta.hooks().await.unwrap();
+    assert_eq!(listed.len(), 3);
+    assert!(
+        !serde_json::to_string(&listed).unwrap().contains("s3cret"),
+        "a hook's secret is never serialized"
+    );
+
+    let change = CrateChange::Publish {
+        name: "Hooked-Crate".into(),
+        version: version("Hooked-Crate", "1.0.0", "alice"),
+        description: None,
+        keywords: Vec::new(),
+    };
+    meta.change_crate_as("hooked", "hooked_crate", None, &change, "alice")
+        .await
+        .unwrap();
+    let pending = meta.outbox_pending(10).await.unwrap();
+    let events: Vec<_> = pending.iter().map(|(_, e)| e.event.as_str()).collect();
+    assert_eq!(events, ["registry.changed", "crate.published"]);
+    let body: serde_json::Value = serde_json::from_str(&pending[1].1.payload).unwrap();
+    assert_eq!(body["schema"], 1);
+    assert_eq!(body["registry"], "hooked");
+    assert_eq!(body["crate"], "Hooked-Crate");
+    assert_eq!(body["version"], "1.0.0");
+    assert_eq!(body["actor"], "alice");
+    assert!(humantime::parse_rfc3339(body["time"].as_str().unwrap()).is_ok());
+
+    // Fan-out: once, to the hooks that want the event.
+    assert_eq!(
+        meta.fan_out(&pending[0].0).await.unwrap(),
+        Some(1),
+        "registry.changed: `all`"
+    );
+    assert_eq!(
+        meta.fan_out(&pending[1].0).await.unwrap(),
+        Some(2),
+        "published: `all` and `pub`"
+    );
+    assert_eq!(
+        meta.fan_out(&pending[1].0).await.unwrap(),
+        None,
+        "a second fan-out does nothing"
+    );
+    assert!(meta.outbox_pending(10).await.unwrap().is_empty());
+
+    // Claims are exclusive until the attempt is recorded or the lease ends.
+    let now = now_millis();
+    let a = meta.claim_deliveries("node-a", now, 60_000, 10).await.unwrap();
+    assert_eq!(a.len(), 3);
+    assert!(meta
+        .claim_deliveries("node-b", now, 60_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let d = a.iter().find(|d| d.delivery.hook == "pub").unwrap();
+    assert_eq!(d.secret, "s3cret");
+    let attempt = |n, status| AttemptRecord {
+        n,
+        at: now_millis(),
+        status: Some(status),
+        error: None,
+        millis: 3,
+    };
+    meta.record_attempt(&d.delivery.id, &attempt(1, 500), "pending", now)
+        .await
+        .unwrap();
+    let again = meta.claim_deliveries("node-b", now_millis(), 60_000, 10).await.unwrap();
+    assert_eq!(again.len(), 1, "recorded as pending and due: claimable again");
+    meta.record_attempt(&d.delivery.id, &attempt(2, 200), "delivered", 0)
+        .await
+        .unwrap();
+    let log = meta.deliveries("pub", 10).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].state, "delivered");
+    assert_eq!(log[0].attempts, 2);
+    assert_eq!(log[0].last_status, Some(200));
+    let statuses: Vec<_> = log[0].attempt_log.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, [Some(500), Some(200)]);
+    // Redelivery makes it pending and due again.
+    assert!(meta.redeliver(&d.delivery.id).await.unwrap());
+    assert!(!meta.redeliver("nope").await.unwrap());
+    assert_eq!(meta.deliveries("pub", 10).await.unwrap()[0].state, "pending");
+
+    // Deleting a hook deletes its deliveries.
+    assert!(meta.delete_hook("pub").await.unwrap());
+    assert!(!meta.delete_hook("pub").await.unwrap());
+    assert!(meta.deliveries("pub", 10).await.unwrap().is_empty());
+    meta.delete_registry_as("hooked", None).await.unwrap();
+    let last = meta.outbox_pending(10).await.unwrap();
+    let body: serde_json::Value = serde_json::from_str(&last[0].1.payload).unwrap();
+    assert_eq!(
+        (body["event"].as_str(), body["actor"].is_null()),
+        (Some("registry.changed"), true)
+    );
+}

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Connection, Row, Transaction};
 
+use super::hooks::{new_id, now_millis, AttemptRecord, DeliveryRecord, DueDelivery, HookEvent, HookRecord};
 use super::{
     now_secs, Counts, CrateChange, CrateRecord, Metadata, Snapshot, StoreError, StoreEvent, StoreResult, TokenRecord,
     UserRecord, VersionRecord, CHANGES_CHANNEL,
@@ -51,6 +52,81 @@ async fn announce(tx: &mut Transaction<'static, Any>, postgres: bool, event: &St
         .await
         .map_err(db_err)?;
     Ok(())
+}
+
+/// Writes `event` into the webhook outbox in the transaction `tx` of the change it reports.
+async fn record_event(tx: &mut Transaction<'static, Any>, event: &HookEvent) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO webhook_outbox (id, event, registry, payload, created, fanned_out) VALUES ($1, $2, $3, $4, $5, 0)",
+    )
+    .bind(new_id())
+    .bind(&event.event)
+    .bind(&event.registry)
+    .bind(&event.payload)
+    .bind(to_i64(now_millis()))
+    .execute(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
+const HOOK_COLUMNS: &str = "id, url, secret, registry, events, created, created_by";
+
+fn hook_of(r: &AnyRow) -> StoreResult<HookRecord> {
+    let events: String = r.try_get(4).map_err(db_err)?;
+    Ok(HookRecord {
+        id: r.try_get(0).map_err(db_err)?,
+        url: r.try_get(1).map_err(db_err)?,
+        secret: r.try_get(2).map_err(db_err)?,
+        registry: r.try_get(3).map_err(db_err)?,
+        events: serde_json::from_str(&events).map_err(|e| corrupt("hook events", e))?,
+        created: to_u64(r.try_get(5).map_err(db_err)?),
+        created_by: r.try_get(6).map_err(db_err)?,
+    })
+}
+
+const DELIVERY_COLUMNS: &str = "d.id, d.hook, d.event, d.payload, d.state, d.attempts, d.next_attempt, d.last_status, \
+     d.last_error, d.created, d.last_attempt, d.finished";
+
+fn opt_u64(r: &AnyRow, i: usize) -> StoreResult<Option<u64>> {
+    Ok(r.try_get::<Option<i64>, _>(i).map_err(db_err)?.map(to_u64))
+}
+
+fn delivery_of(r: &AnyRow) -> StoreResult<DeliveryRecord> {
+    Ok(DeliveryRecord {
+        id: r.try_get(0).map_err(db_err)?,
+        hook: r.try_get(1).map_err(db_err)?,
+        event: r.try_get(2).map_err(db_err)?,
+        payload: r.try_get(3).map_err(db_err)?,
+        state: r.try_get(4).map_err(db_err)?,
+        attempts: to_u64(r.try_get(5).map_err(db_err)?),
+        next_attempt: to_u64(r.try_get(6).map_err(db_err)?),
+        last_status: opt_u64(r, 7)?.map(|s| s as u16),
+        last_error: r.try_get(8).map_err(db_err)?,
+        created: to_u64(r.try_get(9).map_err(db_err)?),
+        last_attempt: opt_u64(r, 10)?,
+        finished: opt_u64(r, 11)?,
+        attempt_log: Vec::new(),
+    })
+}
+
+async fn attempts_of(conn: &mut sqlx::AnyConnection, delivery: &str) -> StoreResult<Vec<AttemptRecord>> {
+    let rows = sqlx::query("SELECT n, at, status, error, millis FROM webhook_attempts WHERE delivery = $1 ORDER BY n")
+        .bind(delivery)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    rows.iter()
+        .map(|r| {
+            Ok(AttemptRecord {
+                n: to_u64(r.try_get(0).map_err(db_err)?),
+                at: to_u64(r.try_get(1).map_err(db_err)?),
+                status: opt_u64(r, 2)?.map(|s| s as u16),
+                error: r.try_get(3).map_err(db_err)?,
+                millis: to_u64(r.try_get(4).map_err(db_err)?),
+            })
+        })
+        .collect()
 }
 
 /// Listens to [`CHANGES_CHANNEL`] on a connection of its own.
@@ -208,6 +284,186 @@ impl SqlMetadata {
 
     async fn begin(&self) -> StoreResult<Transaction<'static, Any>> {
         self.write.begin().await.map_err(db_err)
+    }
+
+    /// [`Metadata::change_crate`], recording the change's webhook event (by `actor`) in the
+    /// same transaction when `actor` is given.
+    async fn apply_change(
+        &self,
+        registry: &str,
+        canonical: &str,
+        expected: Option<u64>,
+        change: &CrateChange,
+        actor: Option<&str>,
+    ) -> StoreResult<u64> {
+        let mut tx = self.begin().await?;
+
+        let revision = match (expected, change) {
+            (
+                None,
+                CrateChange::Publish {
+                    name,
+                    version,
+                    description,
+                    keywords,
+                },
+            ) => {
+                let rec = CrateRecord {
+                    name: name.clone(),
+                    owners: vec![version.published_by.clone()],
+                    description: description.clone(),
+                    keywords: keywords.clone(),
+                    versions: Vec::new(),
+                    revision: 1,
+                };
+                insert_crate(&mut tx, registry, canonical, &rec).await?;
+                set_owners(&mut tx, registry, canonical, &rec.owners).await?;
+                insert_version(&mut tx, registry, canonical, 1, version).await?;
+                1
+            }
+            (None, _) => {
+                return Err(StoreError::Conflict(format!(
+                    "crate `{canonical}` does not exist in `{registry}`"
+                )))
+            }
+            (Some(rev), change) => {
+                let bumped = sqlx::query(
+                    "UPDATE crates SET revision = revision + 1 WHERE registry = $1 AND canonical = $2 AND revision = $3",
+                )
+                .bind(registry)
+                .bind(canonical)
+                .bind(to_i64(rev))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                if bumped.rows_affected() != 1 {
+                    return Err(StoreError::Conflict(format!(
+                        "crate `{canonical}` in `{registry}` changed since revision {rev}"
+                    )));
+                }
+                match change {
+                    CrateChange::Publish {
+                        version,
+                        description,
+                        keywords,
+                        ..
+                    } => {
+                        if let Some(d) = description {
+                            sqlx::query("UPDATE crates SET description = $3 WHERE registry = $1 AND canonical = $2")
+                                .bind(registry)
+                                .bind(canonical)
+                                .bind(d)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(db_err)?;
+                        }
+                        if !keywords.is_empty() {
+                            sqlx::query("UPDATE crates SET keywords = $3 WHERE registry = $1 AND canonical = $2")
+                                .bind(registry)
+                                .bind(canonical)
+                                .bind(json(keywords)?)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(db_err)?;
+                        }
+                        let row = sqlx::query(
+                            "SELECT COALESCE(MAX(seq), 0) FROM versions WHERE registry = $1 AND canonical = $2",
+                        )
+                        .bind(registry)
+                        .bind(canonical)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                        let seq: i64 = row.try_get(0).map_err(db_err)?;
+                        insert_version(&mut tx, registry, canonical, seq + 1, version).await?;
+                    }
+                    CrateChange::SetYanked { vers, yanked } => {
+                        let done = sqlx::query(
+                            "UPDATE versions SET yanked = $4 WHERE registry = $1 AND canonical = $2 AND vers = $3",
+                        )
+                        .bind(registry)
+                        .bind(canonical)
+                        .bind(vers)
+                        .bind(i64::from(*yanked))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                        if done.rows_affected() != 1 {
+                            return Err(StoreError::Conflict(format!(
+                                "crate `{canonical}` has no version `{vers}`"
+                            )));
+                        }
+                    }
+                    CrateChange::SetOwners(owners) => set_owners(&mut tx, registry, canonical, owners).await?,
+                }
+                rev + 1
+            }
+        };
+        if self.postgres || actor.is_some() {
+            // The crate's name as published: the nodes' caches are keyed by it, lowercased.
+            let row = sqlx::query("SELECT name FROM crates WHERE registry = $1 AND canonical = $2")
+                .bind(registry)
+                .bind(canonical)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            let name: String = match row {
+                Some(r) => r.try_get(0).map_err(db_err)?,
+                None => canonical.to_owned(),
+            };
+            let event = StoreEvent::Crate {
+                registry: registry.to_owned(),
+                name,
+            };
+            if let Some(actor) = actor {
+                if let StoreEvent::Crate { name, .. } = &event {
+                    record_event(&mut tx, &HookEvent::of_change(registry, name, change, actor)).await?;
+                }
+            }
+            announce(&mut tx, self.postgres, &event).await?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(revision)
+    }
+
+    /// Creates or replaces a registry definition; with `actor` (`Some(None)`: the config
+    /// file), records `registry.changed` in the same transaction.
+    async fn write_registry(&self, spec: &RegistrySpec, actor: Option<Option<&str>>) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM registries WHERE name = $1")
+            .bind(&spec.name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        sqlx::query("INSERT INTO registries (name, spec) VALUES ($1, $2)")
+            .bind(&spec.name)
+            .bind(json(spec)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if let Some(actor) = actor {
+            record_event(&mut tx, &HookEvent::registry_changed(&spec.name, actor)).await?;
+        }
+        announce(&mut tx, self.postgres, &StoreEvent::Registries).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    /// Deletes a registry like [`Self::write_registry`] writes one.
+    async fn remove_registry(&self, name: &str, actor: Option<Option<&str>>) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        for sql in [
+            "DELETE FROM registries WHERE name = $1",
+            "DELETE FROM owners WHERE registry = $1",
+            "DELETE FROM versions WHERE registry = $1",
+            "DELETE FROM crates WHERE registry = $1",
+        ] {
+            sqlx::query(sql).bind(name).execute(&mut *tx).await.map_err(db_err)?;
+        }
+        if let Some(actor) = actor {
+            record_event(&mut tx, &HookEvent::registry_changed(name, actor)).await?;
+        }
+        announce(&mut tx, self.postgres, &StoreEvent::Registries).await?;
+        tx.commit().await.map_err(db_err)
     }
 }
 
@@ -467,34 +723,11 @@ impl Metadata for SqlMetadata {
     }
 
     async fn put_registry(&self, spec: &RegistrySpec) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM registries WHERE name = $1")
-            .bind(&spec.name)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        sqlx::query("INSERT INTO registries (name, spec) VALUES ($1, $2)")
-            .bind(&spec.name)
-            .bind(json(spec)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        announce(&mut tx, self.postgres, &StoreEvent::Registries).await?;
-        tx.commit().await.map_err(db_err)
+        self.write_registry(spec, None).await
     }
 
     async fn delete_registry(&self, name: &str) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        for sql in [
-            "DELETE FROM registries WHERE name = $1",
-            "DELETE FROM owners WHERE registry = $1",
-            "DELETE FROM versions WHERE registry = $1",
-            "DELETE FROM crates WHERE registry = $1",
-        ] {
-            sqlx::query(sql).bind(name).execute(&mut *tx).await.map_err(db_err)?;
-        }
-        announce(&mut tx, self.postgres, &StoreEvent::Registries).await?;
-        tx.commit().await.map_err(db_err)
+        self.remove_registry(name, None).await
     }
 
     async fn get_crate(&self, registry: &str, canonical: &str) -> StoreResult<Option<CrateRecord>> {
@@ -525,128 +758,258 @@ impl Metadata for SqlMetadata {
         expected: Option<u64>,
         change: &CrateChange,
     ) -> StoreResult<u64> {
+        self.apply_change(registry, canonical, expected, change, None).await
+    }
+
+    async fn change_crate_as(
+        &self,
+        registry: &str,
+        canonical: &str,
+        expected: Option<u64>,
+        change: &CrateChange,
+        actor: &str,
+    ) -> StoreResult<u64> {
+        self.apply_change(registry, canonical, expected, change, Some(actor))
+            .await
+    }
+
+    async fn put_registry_as(&self, spec: &RegistrySpec, actor: Option<&str>) -> StoreResult<()> {
+        self.write_registry(spec, Some(actor)).await
+    }
+
+    async fn delete_registry_as(&self, name: &str, actor: Option<&str>) -> StoreResult<()> {
+        self.remove_registry(name, Some(actor)).await
+    }
+
+    async fn outbox_pending(&self, limit: u64) -> StoreResult<Vec<(String, HookEvent)>> {
+        let rows = sqlx::query(
+            "SELECT id, event, registry, payload FROM webhook_outbox WHERE fanned_out = 0 ORDER BY created, id LIMIT $1",
+        )
+        .bind(to_i64(limit))
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(db_err)?,
+                    HookEvent {
+                        event: r.try_get(1).map_err(db_err)?,
+                        registry: r.try_get(2).map_err(db_err)?,
+                        payload: r.try_get(3).map_err(db_err)?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn fan_out(&self, id: &str) -> StoreResult<Option<u64>> {
         let mut tx = self.begin().await?;
-        let revision = match (expected, change) {
-            (
-                None,
-                CrateChange::Publish {
-                    name,
-                    version,
-                    description,
-                    keywords,
-                },
-            ) => {
-                let rec = CrateRecord {
-                    name: name.clone(),
-                    owners: vec![version.published_by.clone()],
-                    description: description.clone(),
-                    keywords: keywords.clone(),
-                    versions: Vec::new(),
-                    revision: 1,
-                };
-                insert_crate(&mut tx, registry, canonical, &rec).await?;
-                set_owners(&mut tx, registry, canonical, &rec.owners).await?;
-                insert_version(&mut tx, registry, canonical, 1, version).await?;
-                1
+        let claimed = sqlx::query("UPDATE webhook_outbox SET fanned_out = 1 WHERE id = $1 AND fanned_out = 0")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if claimed.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let row = sqlx::query("SELECT event, registry, payload FROM webhook_outbox WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let (event, registry, payload): (String, String, String) = (
+            row.try_get(0).map_err(db_err)?,
+            row.try_get(1).map_err(db_err)?,
+            row.try_get(2).map_err(db_err)?,
+        );
+        let rows = sqlx::query(&format!("SELECT {HOOK_COLUMNS} FROM webhooks"))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let now = to_i64(now_millis());
+        let mut made = 0;
+        for hook in rows.iter().map(hook_of) {
+            let hook = hook?;
+            if !hook.wants(&event, &registry) {
+                continue;
             }
-            (None, _) => {
-                return Err(StoreError::Conflict(format!(
-                    "crate `{canonical}` does not exist in `{registry}`"
-                )))
-            }
-            (Some(rev), change) => {
-                let bumped = sqlx::query(
-                    "UPDATE crates SET revision = revision + 1 WHERE registry = $1 AND canonical = $2 AND revision = $3",
-                )
-                .bind(registry)
-                .bind(canonical)
-                .bind(to_i64(rev))
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-                if bumped.rows_affected() != 1 {
-                    return Err(StoreError::Conflict(format!(
-                        "crate `{canonical}` in `{registry}` changed since revision {rev}"
-                    )));
-                }
-                match change {
-                    CrateChange::Publish {
-                        version,
-                        description,
-                        keywords,
-                        ..
-                    } => {
-                        if let Some(d) = description {
-                            sqlx::query("UPDATE crates SET description = $3 WHERE registry = $1 AND canonical = $2")
-                                .bind(registry)
-                                .bind(canonical)
-                                .bind(d)
-                                .execute(&mut *tx)
-                                .await
-                                .map_err(db_err)?;
-                        }
-                        if !keywords.is_empty() {
-                            sqlx::query("UPDATE crates SET keywords = $3 WHERE registry = $1 AND canonical = $2")
-                                .bind(registry)
-                                .bind(canonical)
-                                .bind(json(keywords)?)
-                                .execute(&mut *tx)
-                                .await
-                                .map_err(db_err)?;
-                        }
-                        let row = sqlx::query(
-                            "SELECT COALESCE(MAX(seq), 0) FROM versions WHERE registry = $1 AND canonical = $2",
-                        )
-                        .bind(registry)
-                        .bind(canonical)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(db_err)?;
-                        let seq: i64 = row.try_get(0).map_err(db_err)?;
-                        insert_version(&mut tx, registry, canonical, seq + 1, version).await?;
-                    }
-                    CrateChange::SetYanked { vers, yanked } => {
-                        let done = sqlx::query(
-                            "UPDATE versions SET yanked = $4 WHERE registry = $1 AND canonical = $2 AND vers = $3",
-                        )
-                        .bind(registry)
-                        .bind(canonical)
-                        .bind(vers)
-                        .bind(i64::from(*yanked))
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db_err)?;
-                        if done.rows_affected() != 1 {
-                            return Err(StoreError::Conflict(format!(
-                                "crate `{canonical}` has no version `{vers}`"
-                            )));
-                        }
-                    }
-                    CrateChange::SetOwners(owners) => set_owners(&mut tx, registry, canonical, owners).await?,
-                }
-                rev + 1
-            }
-        };
-        if self.postgres {
-            // The crate's name as published: the nodes' caches are keyed by it, lowercased.
-            let row = sqlx::query("SELECT name FROM crates WHERE registry = $1 AND canonical = $2")
-                .bind(registry)
-                .bind(canonical)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?;
-            let name: String = match row {
-                Some(r) => r.try_get(0).map_err(db_err)?,
-                None => canonical.to_owned(),
-            };
-            let event = StoreEvent::Crate {
-                registry: registry.to_owned(),
-                name,
-            };
-            announce(&mut tx, true, &event).await?;
+            sqlx::query(
+                "INSERT INTO webhook_deliveries (id, hook, outbox, event, payload, state, attempts, next_attempt, created, claimed_until) \
+                 VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, 0)",
+            )
+            .bind(new_id())
+            .bind(&hook.id)
+            .bind(id)
+            .bind(&event)
+            .bind(&payload)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            made += 1;
         }
         tx.commit().await.map_err(db_err)?;
-        Ok(revision)
+        Ok(Some(made))
+    }
+
+    async fn put_hook(&self, hook: &HookRecord) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO webhooks (id, url, secret, registry, events, created, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&hook.id)
+        .bind(&hook.url)
+        .bind(&hook.secret)
+        .bind(&hook.registry)
+        .bind(json(&hook.events)?)
+        .bind(to_i64(hook.created))
+        .bind(&hook.created_by)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn hooks(&self) -> StoreResult<Vec<HookRecord>> {
+        let rows = sqlx::query(&format!("SELECT {HOOK_COLUMNS} FROM webhooks ORDER BY created, id"))
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(hook_of).collect()
+    }
+
+    async fn delete_hook(&self, id: &str) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("DELETE FROM webhooks WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        for sql in [
+            "DELETE FROM webhook_attempts WHERE delivery IN (SELECT id FROM webhook_deliveries WHERE hook = $1)",
+            "DELETE FROM webhook_deliveries WHERE hook = $1",
+        ] {
+            sqlx::query(sql).bind(id).execute(&mut *tx).await.map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn deliveries(&self, hook: &str, limit: u64) -> StoreResult<Vec<DeliveryRecord>> {
+        let mut conn = self.read.acquire().await.map_err(db_err)?;
+        let rows = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d WHERE d.hook = $1 ORDER BY d.created DESC, d.id LIMIT $2"
+        ))
+        .bind(hook)
+        .bind(to_i64(limit))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let mut d = delivery_of(r)?;
+            d.attempt_log = attempts_of(&mut conn, &d.id).await?;
+            out.push(d);
+        }
+        Ok(out)
+    }
+
+    async fn claim_deliveries(&self, node: &str, now: u64, lease: u64, limit: u64) -> StoreResult<Vec<DueDelivery>> {
+        let due = sqlx::query(
+            "SELECT id FROM webhook_deliveries WHERE state = 'pending' AND next_attempt <= $1 AND claimed_until < $1 \
+             ORDER BY next_attempt, id LIMIT $2",
+        )
+        .bind(to_i64(now))
+        .bind(to_i64(limit))
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?;
+        let mut out = Vec::new();
+        for r in &due {
+            let id: String = r.try_get(0).map_err(db_err)?;
+            // The claim: only one node's UPDATE finds the row still unclaimed.
+            let claimed = sqlx::query(
+                "UPDATE webhook_deliveries SET claimed_by = $2, claimed_until = $3 \
+                 WHERE id = $1 AND state = 'pending' AND next_attempt <= $4 AND claimed_until < $4",
+            )
+            .bind(&id)
+            .bind(node)
+            .bind(to_i64(now.saturating_add(lease)))
+            .bind(to_i64(now))
+            .execute(&self.write)
+            .await
+            .map_err(db_err)?;
+            if claimed.rows_affected() != 1 {
+                continue;
+            }
+            let row = sqlx::query(&format!(
+                "SELECT {DELIVERY_COLUMNS}, h.url, h.secret FROM webhook_deliveries d JOIN webhooks h ON h.id = d.hook WHERE d.id = $1"
+            ))
+            .bind(&id)
+            .fetch_optional(&self.write)
+            .await
+            .map_err(db_err)?;
+            if let Some(row) = row {
+                out.push(DueDelivery {
+                    delivery: delivery_of(&row)?,
+                    url: row.try_get(12).map_err(db_err)?,
+                    secret: row.try_get(13).map_err(db_err)?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn record_attempt(
+        &self,
+        delivery: &str,
+        attempt: &AttemptRecord,
+        state: &str,
+        next_attempt: u64,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let finished = (state != "pending").then(|| to_i64(attempt.at));
+        sqlx::query(
+            "UPDATE webhook_deliveries SET state = $2, attempts = $3, next_attempt = $4, last_status = $5, last_error = $6, \
+             last_attempt = $7, finished = $8, claimed_by = NULL, claimed_until = 0 WHERE id = $1",
+        )
+        .bind(delivery)
+        .bind(state)
+        .bind(to_i64(attempt.n))
+        .bind(to_i64(next_attempt))
+        .bind(attempt.status.map(i64::from))
+        .bind(&attempt.error)
+        .bind(to_i64(attempt.at))
+        .bind(finished)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        sqlx::query(
+            "INSERT INTO webhook_attempts (delivery, n, at, status, error, millis) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(delivery)
+        .bind(to_i64(attempt.n))
+        .bind(to_i64(attempt.at))
+        .bind(attempt.status.map(i64::from))
+        .bind(&attempt.error)
+        .bind(to_i64(attempt.millis))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn redeliver(&self, id: &str) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE webhook_deliveries SET state = 'pending', next_attempt = $2, finished = NULL, claimed_until = 0 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(to_i64(now_millis()))
+        .execute(&self.write)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn referenced_blobs(&self) -> StoreResult<HashSet<String>> {
@@ -1070,6 +1433,22 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let meta = SqlMetadata::open_sqlite(&dir.path().join("registry.db")).await.unwrap();
         crate::store::conformance::metadata(&meta).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_keeps_the_webhook_outbox_and_deliveries() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SqlMetadata::open_sqlite(&dir.path().join("registry.db")).await.unwrap();
+        crate::store::conformance::webhooks(&meta).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_keeps_the_webhook_outbox_and_deliveries() {
+        let Some(url) = fresh_postgres("the webhook outbox").await else {
+            return;
+        };
+        let meta = SqlMetadata::open_postgres(&url).await.unwrap();
+        crate::store::conformance::webhooks(&meta).await;
     }
 
     /// A new, empty PostgreSQL database on the server `CARGOHOLD_TEST_POSTGRES_URL` names

@@ -22,3 +22,4 @@ mod support;
 mod upstream_faults;
 mod warm;
 mod web;
+mod webhooks;

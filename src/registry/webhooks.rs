@@ -1,0 +1,413 @@
+//! Webhooks: the hooks' administration (with the private-address guard) and the delivery
+//! worker. Events come from the store's outbox, written in the transaction of each change
+//! ([`Metadata::change_crate_as`]); the worker, off every request's path, turns them into one
+//! delivery per matching hook and POSTs each, signed, at least once, with retries.
+
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use tokio::sync::{Notify, Semaphore};
+
+use super::error::{RegistryError, RegistryResult};
+use super::{Principal, RegistryService};
+use crate::config::WebhooksConfig;
+use crate::store::hooks::{new_id, now_millis, AttemptRecord, DueDelivery, HookRecord, EVENTS};
+use crate::store::Metadata;
+
+/// How often the worker looks at the outbox and the due deliveries without being woken.
+const TICK: Duration = Duration::from_millis(500);
+/// Deliveries sent at once by one node.
+const CONCURRENCY: usize = 16;
+/// Longest delay between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// Longest secret taken.
+const MAX_SECRET: usize = 1024;
+/// Deliveries shown per hook.
+const DELIVERIES_SHOWN: u64 = 100;
+
+/// The `X-Cargohold-Signature-256` value: `sha256=` and the hex HMAC-SHA256, under `secret`,
+/// of `"<timestamp>.<body>"`.
+pub fn sign(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Whether a hook may not target `ip` without `allow_private`: loopback, private, link-local,
+/// unspecified, CGNAT, unique-local, and IPv4 mapped into IPv6 of those.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || (o[0] == 100 && (64..128).contains(&o[1]))
+                || o[0] == 0
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            v6.is_loopback() || v6.is_unspecified() || (s[0] & 0xfe00) == 0xfc00 || (s[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Checks a hook's URL: http(s), a host, and — unless `allow_private` — every address the
+/// host resolves to is public.
+pub async fn check_url(url: &str, allow_private: bool) -> RegistryResult<reqwest::Url> {
+    let bad = |why: String| RegistryError::BadRequest(format!("hook URL `{url}`: {why}"));
+    let parsed = reqwest::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(bad("only http and https URLs are taken".into()));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(bad(
+            "credentials in the URL are refused (the signature authenticates)".into()
+        ));
+    }
+    let host = parsed.host_str().ok_or_else(|| bad("no host".into()))?.to_owned();
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    if allow_private {
+        return Ok(parsed);
+    }
+    let host_only = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let addrs: Vec<IpAddr> = match host_only.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => tokio::net::lookup_host((host_only.as_str(), port))
+            .await
+            .map_err(|e| bad(format!("cannot resolve `{host}`: {e}")))?
+            .map(|a| a.ip())
+            .collect(),
+    };
+    if addrs.is_empty() {
+        return Err(bad(format!("`{host}` resolves to no address")));
+    }
+    if let Some(ip) = addrs.into_iter().find(|ip| is_private(*ip)) {
+        return Err(bad(format!(
+            "`{host}` resolves to {ip}, a loopback, private or link-local address; hooks may target those only with `[webhooks] allow_private = true`"
+        )));
+    }
+    Ok(parsed)
+}
+
+/// Body of `POST /-/api/v1/hooks`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewHook {
+    pub url: String,
+    pub secret: String,
+    pub registry: Option<String>,
+    #[serde(default)]
+    pub events: Vec<String>,
+}
+
+/// The delivery worker of this node.
+pub struct Webhooks {
+    meta: Arc<dyn Metadata>,
+    config: WebhooksConfig,
+    client: reqwest::Client,
+    /// This node's name in claims.
+    node: String,
+    wake: Notify,
+    slots: Arc<Semaphore>,
+}
+
+impl Webhooks {
+    pub fn new(meta: Arc<dyn Metadata>, config: WebhooksConfig) -> RegistryResult<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("cargohold/", env!("CARGO_PKG_VERSION"), " webhooks"))
+            .build()
+            .map_err(|e| RegistryError::Store(crate::store::StoreError::Io(format!("webhook client: {e}"))))?;
+        Ok(Webhooks {
+            meta,
+            config,
+            client,
+            node: new_id(),
+            wake: Notify::new(),
+            slots: Arc::new(Semaphore::new(CONCURRENCY)),
+        })
+    }
+
+    /// Runs the worker until the runtime stops: it wakes on [`Self::wake`] and every
+    /// [`TICK`] (so events committed before a crash are delivered after the restart).
+    pub fn spawn(self: Arc<Self>) {
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = self.tick().await {
+                    tracing::warn!(error = %e, "webhook worker: the store failed; trying again");
+                }
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(TICK) => {}
+                }
+            }
+        });
+    }
+
+    /// Makes the worker look now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    async fn tick(self: &Arc<Self>) -> Result<(), crate::store::StoreError> {
+        for (id, _) in self.meta.outbox_pending(100).await? {
+            self.meta.fan_out(&id).await?;
+        }
+        let free = self.slots.available_permits() as u64;
+        if free == 0 {
+            return Ok(());
+        }
+        let lease = (self.config.timeout + Duration::from_secs(30)).as_millis() as u64;
+        for due in self
+            .meta
+            .claim_deliveries(&self.node, now_millis(), lease, free)
+            .await?
+        {
+            let Ok(permit) = self.slots.clone().acquire_owned().await else {
+                return Ok(());
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                me.send(due).await;
+                drop(permit);
+            });
+        }
+        Ok(())
+    }
+
+    /// One attempt of a claimed delivery, recorded with the delivery's next state.
+    async fn send(&self, due: DueDelivery) {
+        let d = &due.delivery;
+        let n = d.attempts + 1;
+        let started = Instant::now();
+        let at = now_millis();
+        let (status, error) = match self.post(&due).await {
+            Ok(s) if (200..300).contains(&s) => (Some(s), None),
+            Ok(s) => (Some(s), Some(format!("the receiver answered {s}"))),
+            Err(e) => (None, Some(e)),
+        };
+        let ok = error.is_none();
+        let (state, next) = if ok {
+            ("delivered", 0)
+        } else if n >= u64::from(self.config.max_attempts) {
+            ("failed", 0)
+        } else {
+            (
+                "pending",
+                now_millis() + backoff(self.config.retry_base, n).as_millis() as u64,
+            )
+        };
+        let attempt = AttemptRecord {
+            n,
+            at,
+            status,
+            error: error.clone(),
+            millis: started.elapsed().as_millis() as u64,
+        };
+        if let Some(e) = &error {
+            tracing::warn!(hook = %d.hook, delivery = %d.id, event = %d.event, attempt = n, state, error = %e, "webhook delivery failed");
+        } else {
+            tracing::info!(hook = %d.hook, delivery = %d.id, event = %d.event, attempt = n, "webhook delivered");
+        }
+        if let Err(e) = self.meta.record_attempt(&d.id, &attempt, state, next).await {
+            // The claim runs out and the delivery is tried again: at least once.
+            tracing::warn!(delivery = %d.id, error = %e, "cannot record a webhook attempt");
+        }
+    }
+
+    async fn post(&self, due: &DueDelivery) -> Result<u16, String> {
+        // Checked again at each attempt: the name may resolve elsewhere than at creation.
+        check_url(&due.url, self.config.allow_private)
+            .await
+            .map_err(|e| e.to_string())?;
+        let d = &due.delivery;
+        let timestamp = now_millis() / 1000;
+        let body = d.payload.clone().into_bytes();
+        let signature = sign(due.secret.as_bytes(), timestamp, &body);
+        let answer = self
+            .client
+            .post(&due.url)
+            .header("content-type", "application/json")
+            .header("x-cargohold-event", &d.event)
+            .header("x-cargohold-delivery", &d.id)
+            .header("x-cargohold-timestamp", timestamp.to_string())
+            .header("x-cargohold-signature-256", signature)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("{e}{}", source_chain(&e)))?;
+        Ok(answer.status().as_u16())
+    }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = String::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(&format!(": {s}"));
+        cur = s.source();
+    }
+    out
+}
+
+/// Delay before attempt `n + 1` after `n` failed: `base * 2^(n-1)`, capped, times a random
+/// factor in [0.5, 1) (jitter: receivers coming back are not hit by every node at once).
+pub fn backoff(base: Duration, n: u64) -> Duration {
+    let exp = base
+        .saturating_mul(1u32 << (n.saturating_sub(1)).min(20))
+        .min(MAX_BACKOFF);
+    exp.mul_f64(0.5 + rand::random::<f64>() / 2.0)
+}
+
+/// The hooks' administration on the service.
+impl RegistryService {
+    /// Starts this node's delivery worker (the daemon does, once).
+    pub fn start_webhooks(&self, config: WebhooksConfig) -> RegistryResult<()> {
+        let worker = Arc::new(Webhooks::new(self.store.meta.clone(), config)?);
+        if self.webhooks.set(worker.clone()).is_ok() {
+            worker.spawn();
+        }
+        Ok(())
+    }
+
+    fn webhook_config(&self) -> WebhooksConfig {
+        self.webhooks.get().map(|w| w.config.clone()).unwrap_or_default()
+    }
+
+    /// Creates a hook for `who`.
+    pub async fn create_hook(&self, who: &Principal, new: NewHook) -> RegistryResult<Value> {
+        let url = check_url(&new.url, self.webhook_config().allow_private).await?;
+        if new.secret.trim().is_empty() {
+            return Err(RegistryError::BadRequest("a hook needs a non-empty `secret`".into()));
+        }
+        if new.secret.len() > MAX_SECRET {
+            return Err(RegistryError::BadRequest(format!(
+                "a hook's `secret` is at most {MAX_SECRET} bytes"
+            )));
+        }
+        if let Some(r) = &new.registry {
+            self.registry(r)?;
+        }
+        for e in &new.events {
+            if !EVENTS.contains(&e.as_str()) {
+                return Err(RegistryError::BadRequest(format!(
+                    "unknown event `{e}`; events are {}",
+                    EVENTS.join(", ")
+                )));
+            }
+        }
+        let mut events = new.events;
+        events.sort();
+        events.dedup();
+        let hook = HookRecord {
+            id: new_id(),
+            url: url.to_string(),
+            secret: new.secret,
+            registry: new.registry,
+            events,
+            created: now_millis(),
+            created_by: who.user.clone(),
+        };
+        self.store.meta.put_hook(&hook).await?;
+        tracing::info!(hook = %hook.id, url = %hook.url, "webhook created");
+        Ok(serde_json::to_value(&hook).unwrap_or_default())
+    }
+
+    /// Every hook (no secrets).
+    pub async fn list_hooks(&self) -> RegistryResult<Value> {
+        Ok(json!({ "hooks": self.store.meta.hooks().await? }))
+    }
+
+    /// Deletes a hook and its deliveries.
+    pub async fn delete_hook(&self, id: &str) -> RegistryResult<()> {
+        if !self.store.meta.delete_hook(id).await? {
+            return Err(RegistryError::NotFound(format!("there is no hook `{id}`")));
+        }
+        Ok(())
+    }
+
+    /// The latest deliveries of a hook, with their attempts.
+    pub async fn hook_deliveries(&self, id: &str) -> RegistryResult<Value> {
+        if !self.store.meta.hooks().await?.iter().any(|h| h.id == id) {
+            return Err(RegistryError::NotFound(format!("there is no hook `{id}`")));
+        }
+        Ok(json!({ "deliveries": self.store.meta.deliveries(id, DELIVERIES_SHOWN).await? }))
+    }
+
+    /// Sends a delivery again (same delivery id: receivers deduplicate on it).
+    pub async fn redeliver(&self, id: &str) -> RegistryResult<()> {
+        if !self.store.meta.redeliver(id).await? {
+            return Err(RegistryError::NotFound(format!("there is no delivery `{id}`")));
+        }
+        if let Some(w) = self.webhooks.get() {
+            w.wake();
+        }
+        Ok(())
+    }
+}
+
+/// Where the service keeps its worker.
+pub(super) type WorkerSlot = OnceLock<Arc<Webhooks>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_is_the_hmac_of_timestamp_dot_body() {
+        // RFC 4231 test case 2 key and data, split as "<timestamp>.<body>" would be.
+        let sig = sign(b"Jefe", 1, b"what do ya want for nothing?");
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"Jefe").unwrap();
+        mac.update(b"1.what do ya want for nothing?");
+        assert_eq!(sig, format!("sha256={}", hex::encode(mac.finalize().into_bytes())));
+        assert_ne!(sig, sign(b"Jefe", 2, b"what do ya want for nothing?"));
+    }
+
+    #[test]
+    fn private_addresses_are_recognised() {
+        for ip in [
+            "127.0.0.1",
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fc00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+            "::",
+        ] {
+            assert!(is_private(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["192.0.2.1", "8.8.8.8", "2001:db8::1", "::ffff:192.0.2.1"] {
+            assert!(!is_private(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let base = Duration::from_millis(100);
+        for n in 1..=6u64 {
+            let d = backoff(base, n);
+            let full = base * (1 << (n - 1));
+            assert!(d >= full / 2 && d <= full, "attempt {n}: {d:?}");
+        }
+        assert!(backoff(base, 1000) <= MAX_BACKOFF);
+    }
+}
