@@ -487,10 +487,7 @@ impl AdminClient {
         if status.is_success() {
             return Ok(value);
         }
-        let detail = value["errors"][0]["detail"]
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| status.to_string());
+        let detail = error_detail(status, &value);
         Err(
             if status.is_client_error() && status.as_u16() != 401 && status.as_u16() != 403 {
                 CliError::usage(detail)
@@ -499,6 +496,15 @@ impl AdminClient {
             },
         )
     }
+}
+
+/// What a failed admin API answer says: the first `detail` of Cargo's JSON error body, else the
+/// status.
+pub(crate) fn error_detail(status: reqwest::StatusCode, body: &Value) -> String {
+    body["errors"][0]["detail"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| status.to_string())
 }
 
 fn fields_json(f: &RegistryFields, out: &mut serde_json::Map<String, Value>) {

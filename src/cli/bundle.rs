@@ -196,10 +196,7 @@ pub async fn import(config: &Config, file: &Path, registry: Option<&str>) -> Res
 async fn api_error(resp: reqwest::Response) -> CliError {
     let status = resp.status();
     let value: Value = resp.json().await.unwrap_or(Value::Null);
-    let detail = value["errors"][0]["detail"]
-        .as_str()
-        .map(str::to_owned)
-        .unwrap_or_else(|| status.to_string());
+    let detail = super::error_detail(status, &value);
     if status == reqwest::StatusCode::BAD_REQUEST || status == reqwest::StatusCode::NOT_FOUND {
         usage(detail)
     } else {

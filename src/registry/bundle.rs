@@ -212,6 +212,13 @@ fn parse_manifest(entry: &mut tar::Entry<'_, impl Read>) -> Result<Manifest, Str
         .map_err(|e| format!("entry `{MANIFEST}` is truncated or damaged: {e}"))?;
     let m: Manifest =
         serde_json::from_slice(&text).map_err(|e| format!("entry `{MANIFEST}` is not a bundle manifest: {e}"))?;
+    check_fields(&m)?;
+    Ok(m)
+}
+
+/// What a manifest must satisfy, wherever it comes from (a bundle's first entry, or the
+/// `since` of an export request).
+fn check_fields(m: &Manifest) -> Result<(), String> {
     if m.format != FORMAT {
         return Err(format!("entry `{MANIFEST}` has format `{}`, not `{FORMAT}`", m.format));
     }
@@ -259,7 +266,7 @@ fn parse_manifest(entry: &mut tar::Entry<'_, impl Read>) -> Result<Manifest, Str
             _ => return Err(format!("entry `{}` is described wrongly in the manifest", e.path)),
         }
     }
-    Ok(m)
+    Ok(())
 }
 
 /// Largest entry a bundle may list (far above any `.crate` or index file a registry accepts).
@@ -510,21 +517,7 @@ pub struct Plan {
 
 /// Checks a manifest sent by a client (the `--since` bundle's) as an import checks one.
 pub fn check_manifest(m: &Manifest) -> Result<(), BundleError> {
-    let json = serde_json::to_vec(m).map_err(|e| usage(e.to_string()))?;
-    let mut b = tar::Builder::new(Vec::new());
-    b.append_data(&mut tar_header(json.len() as u64), MANIFEST, json.as_slice())
-        .map_err(|e| usage(e.to_string()))?;
-    let bytes = b.into_inner().map_err(|e| usage(e.to_string()))?;
-    let mut a = tar::Archive::new(bytes.as_slice());
-    let mut e = a
-        .entries()
-        .map_err(|e| usage(e.to_string()))?
-        .next()
-        .ok_or_else(|| usage("empty manifest"))?
-        .map_err(|e| usage(e.to_string()))?;
-    parse_manifest(&mut e)
-        .map(|_| ())
-        .map_err(|m| usage(format!("the --since bundle: {m}")))
+    check_fields(m).map_err(|why| usage(format!("the --since bundle: {why}")))
 }
 
 /// Decides a bundle of `entries`: leaves out what the base chain of `prev` holds and writes the
@@ -782,6 +775,19 @@ struct Staged {
 /// Removes the staging directory however the import ends.
 struct StagingDir(PathBuf);
 
+impl StagingDir {
+    /// A new, empty directory for the import of bundle `id` under `parent`. Its path goes to
+    /// the log, never to the client.
+    fn create(parent: &Path, id: &str) -> Result<Self, BundleError> {
+        let dir = StagingDir(parent.join(format!("import-{id}-{:016x}", rand::random::<u64>())));
+        std::fs::create_dir_all(&dir.0).map_err(|e| {
+            tracing::warn!(path = %dir.0.display(), error = %e, "cannot create a staging directory");
+            failure(format!("cannot stage the bundle ({e}); the log names the directory"))
+        })?;
+        Ok(dir)
+    }
+}
+
 impl Drop for StagingDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -1012,13 +1018,7 @@ impl Upload {
     /// Lets the reading go on, verifying every entry and staging the `.crate` files under a
     /// new directory of `parent`.
     async fn stage(&mut self, label: &str, parent: &Path) -> Result<(StagingDir, Staged), BundleError> {
-        let staging = StagingDir(parent.join(format!("import-{}-{:016x}", self.manifest.id, rand::random::<u64>())));
-        std::fs::create_dir_all(&staging.0).map_err(|e| {
-            tracing::warn!(path = %staging.0.display(), error = %e, "cannot create a staging directory");
-            failure(format!(
-                "the daemon cannot stage the bundle ({e}); its log names the directory"
-            ))
-        })?;
+        let staging = StagingDir::create(parent, &self.manifest.id)?;
         let (Some(go), Some(done)) = (self.go.take(), self.done.take()) else {
             return Err(failure("the bundle was read already"));
         };
@@ -1076,8 +1076,7 @@ async fn stage(
     parent: &Path,
     reporter: &Reporter,
 ) -> Result<(StagingDir, Staged), BundleError> {
-    let staging = StagingDir(parent.join(format!("import-{}-{:016x}", manifest.id, rand::random::<u64>())));
-    std::fs::create_dir_all(&staging.0).map_err(|e| failure(format!("cannot create {}: {e}", staging.0.display())))?;
+    let staging = StagingDir::create(parent, &manifest.id)?;
     let (path, m, dir, reporter) = (file.to_owned(), manifest.clone(), staging.0.clone(), reporter.clone());
     let staged = tokio::task::spawn_blocking(move || read_and_stage(&path, &m, Some(&dir), &reporter))
         .await

@@ -110,6 +110,26 @@ fn listing(d: &Daemon, pkgs: &[Package]) -> Vec<String> {
     out
 }
 
+/// The entry paths a bundle's manifest lists, sorted.
+fn entry_paths(bundle: &Path) -> Vec<String> {
+    let mut paths: Vec<String> = read_manifest(bundle)
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// Publishes `name@vers` (a [`crate::support::package::simple_publish`] body) to `d`'s hosted
+/// registry `local` with `token`.
+fn publish_hosted(d: &Daemon, token: &str, name: &str, vers: &str) {
+    let (body, _) = crate::support::package::simple_publish(name, vers);
+    let r = http::publish_raw(&d.api_url("local"), Some(token), body);
+    assert_eq!(r.status, 200, "publish {name} {vers}: {}", r.text());
+}
+
 fn fetch(d: &Daemon, p: &Package) {
     let r = http::get(
         &d.url(&format!("/mirror/api/v1/crates/{}/{}/download", p.name(), p.vers())),
@@ -364,13 +384,7 @@ fn a_limited_export_carries_the_named_crates_or_nothing() {
     let out = dir.path().join("limited.bundle");
     std::fs::write(&list, "beta@=2.0.0\n").unwrap();
     export(&live, &out, &["--crates", list.to_str().unwrap()]);
-    let mut paths: Vec<String> = read_manifest(&out)
-        .unwrap()
-        .entries
-        .into_iter()
-        .map(|e| e.path)
-        .collect();
-    paths.sort();
+    let paths = entry_paths(&out);
     assert_eq!(paths, ["crates/beta/2.0.0.crate", "index/be/ta/beta"]);
     // A crate that is not cached: an error naming it, and no bundle.
     std::fs::write(&list, "beta@=2.0.0\nalpha@=9.0.0\n").unwrap();
@@ -461,23 +475,12 @@ fn cargo_fetch_and_build_through_an_offline_proxy_filled_from_a_bundle() {
 /// `.crate` files and the records, and adds up.
 #[test]
 fn a_hosted_registry_bundle_restores_crates_owners_and_yanks() {
-    use crate::support::package;
     use reqwest::Method;
     const HOSTED: &str = "[registries.local]\nkind = \"hosted\"\n\n[registries.p]\nkind = \"proxy\"\noffline = true\n";
     let mut src = Daemon::start_with_config(HOSTED);
     let alice = src.user_token("alice", &[]);
     src.add_user("bob");
-    let publish = |d: &Daemon, name: &str, vers: &str| {
-        let (body, _) = package::simple_publish(name, vers);
-        let r = http::send(
-            Method::PUT,
-            &d.url("/local/api/v1/crates/new"),
-            Some(&alice),
-            Some(body),
-            &[],
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
-    };
+    let publish = |d: &Daemon, name: &str, vers: &str| publish_hosted(d, &alice, name, vers);
     let versions = [("one", "1.0.0"), ("one", "1.1.0"), ("two", "0.1.0"), ("two", "0.2.0")];
     for (n, v) in &versions[..3] {
         publish(&src, n, v);
@@ -579,13 +582,7 @@ fn a_hosted_registry_bundle_restores_crates_owners_and_yanks() {
         ),
         "an increment of a hosted registry",
     );
-    let mut paths: Vec<String> = read_manifest(&b2)
-        .unwrap()
-        .entries
-        .into_iter()
-        .map(|e| e.path)
-        .collect();
-    paths.sort();
+    let paths = entry_paths(&b2);
     assert_eq!(paths, ["crates/two/0.2.0.crate", "records.json"]);
     // An increment builds on a bundle of the same registry; a hosted bundle does not go into a proxy.
     let other = dir.path().join("other.bundle");
@@ -625,15 +622,7 @@ fn a_hosted_registry_bundle_restores_crates_owners_and_yanks() {
     // registry where `one` has a version the bundle lacks refuses it and stays as it was.
     let mut third = Daemon::start_with_config(HOSTED);
     let tok = third.user_token("alice", &[]);
-    let (body, _) = package::simple_publish("one", "9.0.0");
-    let r = http::send(
-        Method::PUT,
-        &third.url("/local/api/v1/crates/new"),
-        Some(&tok),
-        Some(body),
-        &[],
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
+    publish_hosted(&third, &tok, "one", "9.0.0");
     let index_of_one = |d: &Daemon| {
         http::get(
             &d.url(&format!("/local/index/{}", cargohold::index::index_path("one"))),
@@ -775,13 +764,7 @@ fn bundles_go_through_running_daemons_and_are_served_at_once() {
         ]),
         "an increment through the running daemon",
     );
-    let mut paths: Vec<String> = read_manifest(&b2)
-        .unwrap()
-        .entries
-        .into_iter()
-        .map(|e| e.path)
-        .collect();
-    paths.sort();
+    let paths = entry_paths(&b2);
     // beta's index file (already listing 2.1.0) is unchanged: only the new .crate travels,
     // checked on import against the index file the offline daemon holds.
     assert_eq!(paths, ["crates/beta/2.1.0.crate"]);
@@ -795,19 +778,10 @@ fn bundles_go_through_running_daemons_and_are_served_at_once() {
 /// at once; an export of crates the registry lacks writes nothing.
 #[test]
 fn a_hosted_bundle_goes_through_running_daemons() {
-    use crate::support::package;
     const HOSTED: &str = "[registries.local]\nkind = \"hosted\"\n";
     let src = Daemon::start_with_config(HOSTED);
     let alice = src.user_token("alice", &[]);
-    let (body, _) = package::simple_publish("solo", "1.0.0");
-    let r = http::send(
-        reqwest::Method::PUT,
-        &src.url("/local/api/v1/crates/new"),
-        Some(&alice),
-        Some(body),
-        &[],
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
+    publish_hosted(&src, &alice, "solo", "1.0.0");
     let dir = tempfile::tempdir().unwrap();
     let b = dir.path().join("hosted.bundle");
     let list = dir.path().join("crates.txt");
@@ -895,19 +869,10 @@ fn with_entry_edited(src: &Path, dst: &Path, path: &str, edit: impl Fn(Vec<u8>) 
 /// and so is a crate with no owner; the registry is unchanged.
 #[test]
 fn a_hosted_bundle_naming_unknown_owners_is_refused() {
-    use crate::support::package;
     const HOSTED: &str = "[registries.local]\nkind = \"hosted\"\n";
     let src = Daemon::start_with_config(HOSTED);
     let alice = src.user_token("alice", &[]);
-    let (body, _) = package::simple_publish("owned", "1.0.0");
-    let r = http::send(
-        reqwest::Method::PUT,
-        &src.url("/local/api/v1/crates/new"),
-        Some(&alice),
-        Some(body),
-        &[],
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
+    publish_hosted(&src, &alice, "owned", "1.0.0");
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.bundle");
     ok(
