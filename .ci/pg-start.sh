@@ -6,7 +6,7 @@
 # Stop it with: kill -INT <pid> (fast shutdown). initdb refuses to run as root, so the server
 # runs as the `postgres` user; $PGTMP must be traversable by it.
 set -euo pipefail
-PGPORT=${PGPORT:-55432}
+PGPORT=${PGPORT:-15432}
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
 if [ -z "$PGBIN" ] || [ ! -x "$PGBIN/initdb" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null

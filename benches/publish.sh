@@ -46,7 +46,7 @@ stop_engines() {
 }
 trap stop_engines EXIT
 if [ -n "$engines" ] && [ -z "${CARGOHOLD_TEST_POSTGRES_URL:-}" ]; then
-    info=$(PGPORT="${CARGOHOLD_CI_PGPORT:-55432}" "$ROOT/.ci/pg-start.sh")
+    info=$(PGPORT="${CARGOHOLD_CI_PGPORT:-15432}" "$ROOT/.ci/pg-start.sh")
     pg_pid=$(sed -n 's/^PID=//p' <<<"$info")
     export CARGOHOLD_TEST_POSTGRES_URL
     CARGOHOLD_TEST_POSTGRES_URL=$(sed -n 's/^DATABASE_URL=//p' <<<"$info")
