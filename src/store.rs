@@ -227,6 +227,13 @@ pub trait Metadata: Send + Sync + 'static {
         self.delete_registry(name).await
     }
 
+    /// Records `event` in the outbox on its own (a finding, not a change of the store) under
+    /// the id `id`, once: `false` when an event with that id is already there (see
+    /// [`hooks::HookEvent::once_id`]). Stores without an outbox record nothing.
+    async fn record_event_once(&self, id: &str, event: &hooks::HookEvent) -> StoreResult<bool> {
+        let _ = (id, event);
+        Ok(false)
+    }
     /// Outbox events not yet turned into deliveries, oldest first (at most `limit`).
     async fn outbox_pending(&self, limit: u64) -> StoreResult<Vec<(String, hooks::HookEvent)>> {
         let _ = limit;

@@ -15,7 +15,7 @@ use tokio::sync::{Notify, Semaphore};
 use super::error::{RegistryError, RegistryResult};
 use super::{Principal, RegistryService};
 use crate::config::WebhooksConfig;
-use crate::store::hooks::{new_id, now_millis, AttemptRecord, DueDelivery, HookRecord, EVENTS};
+use crate::store::hooks::{new_id, now_millis, AttemptRecord, DueDelivery, HookEvent, HookRecord, EVENTS};
 use crate::store::Metadata;
 
 /// How often the worker looks at the outbox and the due deliveries without being woken.
@@ -282,6 +282,23 @@ impl RegistryService {
             worker.spawn();
         }
         Ok(())
+    }
+
+    /// Reports a finding (`advisory.matched`, `upstream.removed`) to the hooks, at most once
+    /// per `key` across nodes and restarts, and wakes this node's worker. Never fails the
+    /// caller: a store error is logged (the finding is logged by its caller anyway).
+    pub async fn report_once(&self, key: &str, event: HookEvent) {
+        match self.store.meta.record_event_once(&event.once_id(key), &event).await {
+            Ok(true) => {
+                if let Some(w) = self.webhooks.get() {
+                    w.wake();
+                }
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(event = %event.event, registry = %event.registry, error = %e, "cannot record a webhook event")
+            }
+        }
     }
 
     fn webhook_config(&self) -> WebhooksConfig {

@@ -716,4 +716,41 @@ pub async fn webhooks(meta: &dyn Metadata) {
         (body["event"].as_str(), body["actor"].is_null()),
         (Some("registry.changed"), true)
     );
+    meta.fan_out(&last[0].0).await.unwrap();
+
+    // Findings are recorded on their own, once per id, with their extra fields.
+    let found =
+        super::hooks::HookEvent::upstream_removed("mirror", "evil", "1.0.0", &"a".repeat(64), "version_removed", true);
+    let id = found.once_id("evil@1.0.0");
+    assert_eq!(id.len(), 32);
+    assert_ne!(
+        id,
+        super::hooks::HookEvent::upstream_removed("other", "evil", "1.0.0", "", "", false).once_id("evil@1.0.0"),
+        "the registry is part of the id"
+    );
+    assert!(meta.record_event_once(&id, &found).await.unwrap());
+    assert!(
+        !meta.record_event_once(&id, &found).await.unwrap(),
+        "the same finding again records nothing"
+    );
+    let pending = meta.outbox_pending(10).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    let body: serde_json::Value = serde_json::from_str(&pending[0].1.payload).unwrap();
+    assert_eq!(
+        (
+            &body["event"],
+            &body["crate"],
+            &body["reason"],
+            &body["quarantined"],
+            &body["schema"]
+        ),
+        (
+            &"upstream.removed".into(),
+            &"evil".into(),
+            &"version_removed".into(),
+            &true.into(),
+            &1.into()
+        )
+    );
+    assert!(body["actor"].is_null());
 }

@@ -16,6 +16,8 @@ pub const EVENTS: &[&str] = &[
     "crate.unyanked",
     "crate.owners_changed",
     "registry.changed",
+    "advisory.matched",
+    "upstream.removed",
 ];
 
 /// One event of the outbox, independent of the hooks.
@@ -33,7 +35,19 @@ fn rfc3339_now() -> String {
 
 impl HookEvent {
     fn new(event: &str, registry: &str, krate: Option<&str>, version: Option<&str>, actor: Option<&str>) -> Self {
-        let mut body = serde_json::Map::new();
+        Self::with(event, registry, krate, version, actor, serde_json::Map::new())
+    }
+
+    /// An event with `extra` fields besides the common ones (which win on a clash).
+    pub fn with(
+        event: &str,
+        registry: &str,
+        krate: Option<&str>,
+        version: Option<&str>,
+        actor: Option<&str>,
+        extra: serde_json::Map<String, serde_json::Value>,
+    ) -> Self {
+        let mut body = extra;
         body.insert("schema".into(), json!(PAYLOAD_SCHEMA));
         body.insert("event".into(), json!(event));
         body.insert("registry".into(), json!(registry));
@@ -71,6 +85,43 @@ impl HookEvent {
             ),
             CrateChange::SetOwners(_) => Self::new("crate.owners_changed", registry, Some(name), None, Some(actor)),
         }
+    }
+
+    /// `advisory.matched`: a download asked for `krate` `version` of `registry`, which the
+    /// advisory `id` affects; `action` is what the registry did (`flagged` or `denied`).
+    pub fn advisory_matched(registry: &str, krate: &str, version: &str, id: &str, title: &str, action: &str) -> Self {
+        let mut extra = serde_json::Map::new();
+        extra.insert("advisory".into(), json!({ "id": id, "title": title }));
+        extra.insert("action".into(), json!(action));
+        Self::with("advisory.matched", registry, Some(krate), Some(version), None, extra)
+    }
+
+    /// `upstream.removed`: the upstream of the proxy `registry` no longer lists `krate`
+    /// `version` (`reason`: `crate_removed` when its index file is gone, `version_removed`
+    /// when only the line is), whose `.crate` has the SHA-256 `cksum`; `quarantined` says
+    /// whether a cached copy was set aside.
+    pub fn upstream_removed(
+        registry: &str,
+        krate: &str,
+        version: &str,
+        cksum: &str,
+        reason: &str,
+        quarantined: bool,
+    ) -> Self {
+        let mut extra = serde_json::Map::new();
+        extra.insert("cksum".into(), json!(cksum));
+        extra.insert("reason".into(), json!(reason));
+        extra.insert("quarantined".into(), json!(quarantined));
+        Self::with("upstream.removed", registry, Some(krate), Some(version), None, extra)
+    }
+
+    /// The outbox id of this event when it is reported at most once for `key` (the same
+    /// finding made by several nodes, or again after a restart): 32 hex characters of the
+    /// SHA-256 of the event's name and `key`.
+    pub fn once_id(&self, key: &str) -> String {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(format!("{}\0{}\0{key}", self.event, self.registry).as_bytes());
+        hex::encode(&d[..16])
     }
 
     /// A registry created, updated or deleted by `actor` (`None`: the config file).

@@ -781,6 +781,22 @@ impl Metadata for SqlMetadata {
         self.remove_registry(name, Some(actor)).await
     }
 
+    async fn record_event_once(&self, id: &str, event: &HookEvent) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO webhook_outbox (id, event, registry, payload, created, fanned_out) VALUES ($1, $2, $3, $4, $5, 0) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(&event.event)
+        .bind(&event.registry)
+        .bind(&event.payload)
+        .bind(to_i64(now_millis()))
+        .execute(&self.write)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn outbox_pending(&self, limit: u64) -> StoreResult<Vec<(String, HookEvent)>> {
         let rows = sqlx::query(
             "SELECT id, event, registry, payload FROM webhook_outbox WHERE fanned_out = 0 ORDER BY created, id LIMIT $1",
