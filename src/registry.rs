@@ -599,19 +599,24 @@ impl RegistryService {
         self.admin.apply_configured(specs, data_dir).await
     }
 
-    /// Creates a registry.
-    pub async fn create_registry(&self, spec: RegistrySpec) -> RegistryResult<Arc<RegistrySpec>> {
-        self.admin.create_registry(spec).await
+    /// Creates a registry, as `actor` (the login recorded in `registry.changed`).
+    pub async fn create_registry(&self, spec: RegistrySpec, actor: &str) -> RegistryResult<Arc<RegistrySpec>> {
+        self.admin.create_registry(spec, actor).await
     }
 
-    /// Updates some fields of a registry.
-    pub async fn update_registry(&self, name: &str, patch: RegistryPatch) -> RegistryResult<Arc<RegistrySpec>> {
-        self.admin.update_registry(name, patch).await
+    /// Updates some fields of a registry, as `actor`.
+    pub async fn update_registry(
+        &self,
+        name: &str,
+        patch: RegistryPatch,
+        actor: &str,
+    ) -> RegistryResult<Arc<RegistrySpec>> {
+        self.admin.update_registry(name, patch, actor).await
     }
 
-    /// Deletes a registry (see [`Admin::delete_registry`]).
-    pub async fn delete_registry(&self, name: &str, force: bool) -> RegistryResult<()> {
-        self.admin.delete_registry(name, force).await
+    /// Deletes a registry (see [`Admin::delete_registry`]), as `actor`.
+    pub async fn delete_registry(&self, name: &str, force: bool, actor: &str) -> RegistryResult<()> {
+        self.admin.delete_registry(name, force, actor).await
     }
 
     /// Number of crates in a registry (for listings).

@@ -219,18 +219,18 @@ pub async fn handle(
         }
         (Route::AdminRegistries, _) => {
             let spec: RegistrySpec = read_json(req, svc.limits().max_json_bytes).await?;
-            let created = svc.create_registry(spec).await?;
+            let created = svc.create_registry(spec, &admin.user).await?;
             Ok(json_status(StatusCode::CREATED, &registry_json(svc, &created).await?))
         }
         (Route::AdminRegistry { name }, Method::GET) => Ok(json_ok(&registry_json(svc, &*svc.registry(&name)?).await?)),
         (Route::AdminRegistry { name }, Method::PATCH) => {
             let patch: RegistryPatch = read_json(req, svc.limits().max_json_bytes).await?;
-            let spec = svc.update_registry(&name, patch).await?;
+            let spec = svc.update_registry(&name, patch, &admin.user).await?;
             Ok(json_ok(&registry_json(svc, &spec).await?))
         }
         (Route::AdminRegistry { name }, _) => {
             let force = query_param(query.as_deref(), "force").is_some_and(|v| v == "true" || v == "1");
-            svc.delete_registry(&name, force).await?;
+            svc.delete_registry(&name, force, &admin.user).await?;
             Ok(json_ok(
                 &json!({"ok": true, "msg": format!("registry `{name}` deleted")}),
             ))

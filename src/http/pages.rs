@@ -688,7 +688,7 @@ async fn post_page(svc: &RegistryService, visit: &Visit, page: Page, form: Form)
         Page::AdminRegistries => {
             let f = form_values(&form);
             match spec_from_form(&form) {
-                Ok(spec) => match svc.create_registry(spec).await {
+                Ok(spec) => match svc.create_registry(spec, v.user).await {
                     Ok(created) => Ok(redirect(&format!("/{}/", tpl::seg(&created.name)), &[])),
                     Err(e) => Ok(form_error(svc, v, None, &f, e)),
                 },
@@ -713,12 +713,12 @@ async fn post_page(svc: &RegistryService, visit: &Visit, page: Page, form: Form)
             } else {
                 patch.upstreams = Some(form.all("upstreams"));
             }
-            match svc.update_registry(&name, patch).await {
+            match svc.update_registry(&name, patch, v.user).await {
                 Ok(_) => Ok(redirect(&format!("/{}/", tpl::seg(&name)), &[])),
                 Err(e) => Ok(form_error(svc, v, Some(&name), &f, e)),
             }
         }
-        Page::AdminRegistryDelete { name } => match svc.delete_registry(&name, form.checked("force")).await {
+        Page::AdminRegistryDelete { name } => match svc.delete_registry(&name, form.checked("force"), v.user).await {
             Ok(()) => admin_home(svc, v, Some(&format!("Registry {name} deleted."))).await,
             Err(e) => Err(e),
         },

@@ -383,8 +383,8 @@ impl Admin {
         self.catalog.reload().await
     }
 
-    /// Creates a registry.
-    pub async fn create_registry(&self, spec: RegistrySpec) -> RegistryResult<Arc<RegistrySpec>> {
+    /// Creates a registry; `actor` (a login) is recorded in its `registry.changed` event.
+    pub async fn create_registry(&self, spec: RegistrySpec, actor: &str) -> RegistryResult<Arc<RegistrySpec>> {
         if self.catalog.registries().contains_key(&spec.name) {
             return Err(RegistryError::Conflict(format!(
                 "a registry named `{}` already exists",
@@ -394,15 +394,20 @@ impl Admin {
         self.check_spec(&spec)?;
         // Whatever an earlier registry of this name left in the index cache is not this one's.
         self.index.clear(&spec.name).await;
-        self.meta.put_registry_as(&spec, None).await?;
+        self.meta.put_registry_as(&spec, Some(actor)).await?;
         self.catalog.reload().await?;
         tracing::info!(registry = %spec.name, kind = ?spec.kind, "registry created");
         self.warn_about_shadow_version();
         self.catalog.registry(&spec.name)
     }
 
-    /// Updates some fields of a registry.
-    pub async fn update_registry(&self, name: &str, patch: RegistryPatch) -> RegistryResult<Arc<RegistrySpec>> {
+    /// Updates some fields of a registry, as `actor`.
+    pub async fn update_registry(
+        &self,
+        name: &str,
+        patch: RegistryPatch,
+        actor: &str,
+    ) -> RegistryResult<Arc<RegistrySpec>> {
         let mut spec = (*self.catalog.registry(name)?).clone();
         macro_rules! apply {
             ($($f:ident),*) => { $( if let Some(v) = patch.$f { spec.$f = v; } )* };
@@ -431,7 +436,7 @@ impl Admin {
             spec.ca_file = (!ca.as_os_str().is_empty()).then_some(ca);
         }
         self.check_spec(&spec)?;
-        self.meta.put_registry_as(&spec, None).await?;
+        self.meta.put_registry_as(&spec, Some(actor)).await?;
         self.catalog.reload().await?;
         self.reads.invalidate_registry(name);
         tracing::info!(registry = %name, "registry updated");
@@ -441,7 +446,7 @@ impl Admin {
 
     /// Deletes a registry. A hosted registry with crates needs `force`; a proxy that a hosted
     /// registry lists as upstream cannot be deleted.
-    pub async fn delete_registry(&self, name: &str, force: bool) -> RegistryResult<()> {
+    pub async fn delete_registry(&self, name: &str, force: bool, actor: &str) -> RegistryResult<()> {
         let spec = self.catalog.registry(name)?;
         if let Some(user) = self
             .catalog
@@ -462,7 +467,7 @@ impl Admin {
                 )));
             }
         }
-        self.meta.delete_registry_as(name, None).await?;
+        self.meta.delete_registry_as(name, Some(actor)).await?;
         self.catalog.reload().await?;
         self.reads.invalidate_registry(name);
         // A deleted proxy's cached index files must not come back under a new registry of the

@@ -118,7 +118,7 @@ async fn what_one_node_commits_the_other_serves() {
     let b = node(&url, dir.path(), "b").await;
 
     // A registry made on A is served by B.
-    a.create_registry(hosted("team")).await.unwrap();
+    a.create_registry(hosted("team"), "admin").await.unwrap();
     eventually("B knows registry `team`", || async { b.registry("team").is_ok() }).await;
 
     // B has answered 404 (and cached it) before A's publish; then serves the version.
@@ -174,7 +174,7 @@ async fn a_cut_feed_flushes_the_caches_and_reconnects() {
     let dir = tempfile::tempdir().unwrap();
     let a = node(&url, dir.path(), "a").await;
     let b = node(&url, dir.path(), "b").await;
-    a.create_registry(hosted("team")).await.unwrap();
+    a.create_registry(hosted("team"), "admin").await.unwrap();
     eventually("B knows registry `team`", || async { b.registry("team").is_ok() }).await;
     assert!(served(&b, "team", "foo").await.is_empty());
 
@@ -245,6 +245,7 @@ async fn config_files_never_overwrite_each_others_registries() {
     a.update_registry(
         "mirror",
         serde_json::from_value(serde_json::json!({"description": "from the API"})).unwrap(),
+        "admin",
     )
     .await
     .unwrap();
@@ -253,7 +254,7 @@ async fn config_files_never_overwrite_each_others_registries() {
         .unwrap();
     assert_eq!(stored(a.clone()).await.unwrap().description, "from the API");
     // A registry made at run time is never replaced by a file that names it too.
-    a.create_registry(RegistrySpec::new("team", RegistryKind::Hosted))
+    a.create_registry(RegistrySpec::new("team", RegistryKind::Hosted), "admin")
         .await
         .unwrap();
     let mut other = RegistrySpec::new("team", RegistryKind::Hosted);
@@ -344,6 +345,7 @@ async fn a_start_checks_the_merge_rule_on_what_it_will_serve() {
     a.update_registry(
         "local",
         serde_json::from_value(serde_json::json!({"auth_required": false})).unwrap(),
+        "admin",
     )
     .await
     .unwrap();

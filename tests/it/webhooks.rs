@@ -288,6 +288,21 @@ fn deliveries_are_signed_and_retried_until_the_receiver_accepts() {
 }
 
 #[test]
+fn registry_changes_name_the_administrator_who_made_them() {
+    let rx = Receiver::start(&[]);
+    let d = Daemon::start_with_config(&config(3));
+    create_hook(&d, &rx.url(), &["--events", "registry.changed"]);
+    d.admin_ok(&["registry", "create", "team", "--kind", "hosted"]);
+    let got = rx.wait_for(1, &d);
+    let b = verify(&got[0]);
+    assert_eq!(
+        (&b["event"], &b["registry"], &b["actor"]),
+        (&json!("registry.changed"), &json!("team"), &json!("admin")),
+        "the admin token acts as `admin`"
+    );
+}
+
+#[test]
 fn hooks_to_private_addresses_and_bad_hooks_are_refused() {
     let d = Daemon::start_with_config("[registries.local]\nkind = \"hosted\"\n");
     let secret = d.scratch_dir().join("s");
