@@ -451,6 +451,8 @@ pub struct WebhooksConfig {
     pub retry_base: Duration,
     /// Timeout of one delivery request.
     pub timeout: Duration,
+    /// How long finished deliveries (with their attempts) and fanned-out events are kept.
+    pub retention: Duration,
 }
 
 impl Default for WebhooksConfig {
@@ -460,6 +462,7 @@ impl Default for WebhooksConfig {
             max_attempts: 8,
             retry_base: Duration::from_secs(10),
             timeout: Duration::from_secs(10),
+            retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -655,6 +658,7 @@ impl Config {
             format!("\"{}ms\"", w.retry_base.as_millis()),
         );
         kv(o, prov, "webhooks.timeout", format!("\"{}ms\"", w.timeout.as_millis()));
+        kv(o, prov, "webhooks.retention", format!("\"{}s\"", w.retention.as_secs()));
         if let Some(tls) = &self.tls {
             o.push_str("\n[tls]\n");
             kv(o, prov, "tls.cert", format!("{:?}", tls.cert.display().to_string()));
@@ -812,6 +816,7 @@ impl Config {
             for (key, value, slot) in [
                 ("webhooks.retry_base", w.retry_base, &mut webhooks.retry_base),
                 ("webhooks.timeout", w.timeout, &mut webhooks.timeout),
+                ("webhooks.retention", w.retention, &mut webhooks.retention),
             ] {
                 if let Some(v) = value {
                     match units::parse_duration(&v) {
@@ -1099,8 +1104,10 @@ auth_required = false
         let c = parse("").unwrap();
         assert_eq!(c.webhooks, WebhooksConfig::default());
         assert!(!c.webhooks.allow_private);
-        let c = parse("[webhooks]\nallow_private = true\nmax_attempts = 3\nretry_base = \"50ms\"\ntimeout = \"2s\"\n")
-            .unwrap();
+        let c = parse(
+            "[webhooks]\nallow_private = true\nmax_attempts = 3\nretry_base = \"50ms\"\ntimeout = \"2s\"\nretention = \"7d\"\n",
+        )
+        .unwrap();
         assert_eq!(
             c.webhooks,
             WebhooksConfig {
@@ -1108,12 +1115,18 @@ auth_required = false
                 max_attempts: 3,
                 retry_base: Duration::from_millis(50),
                 timeout: Duration::from_secs(2),
+                retention: Duration::from_secs(7 * 24 * 3600),
             }
         );
-        let e = parse("[webhooks]\nmax_attempts = 0\nretry_base = \"soon\"\ntimeout = \"0s\"\n")
+        let e = parse("[webhooks]\nmax_attempts = 0\nretry_base = \"soon\"\ntimeout = \"0s\"\nretention = \"0s\"\n")
             .unwrap_err()
             .to_string();
-        for key in ["webhooks.max_attempts", "webhooks.retry_base", "webhooks.timeout"] {
+        for key in [
+            "webhooks.max_attempts",
+            "webhooks.retry_base",
+            "webhooks.timeout",
+            "webhooks.retention",
+        ] {
             assert!(e.contains(key), "{key}: {e}");
         }
         assert!(

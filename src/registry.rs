@@ -134,6 +134,8 @@ pub struct RegistryService {
     imports: tokio::sync::Mutex<()>,
     /// This node's webhook delivery worker, once started ([`Self::start_webhooks`]).
     webhooks: webhooks::WorkerSlot,
+    /// Wakes that worker: something was written to the outbox.
+    outbox: Arc<tokio::sync::Notify>,
 }
 
 impl RegistryService {
@@ -154,6 +156,7 @@ impl RegistryService {
             settings.memory_bytes,
         ));
         let env_admin_hash = settings.env_admin_hash.clone();
+        let outbox = Arc::new(tokio::sync::Notify::new());
         Ok(RegistryService {
             auth: Auth::new(store.meta.clone(), catalog.clone(), settings.env_admin_hash),
             changes: Changes {
@@ -161,6 +164,7 @@ impl RegistryService {
                 blobs: store.blobs.clone(),
                 catalog: catalog.clone(),
                 reads: reads.clone(),
+                outbox: outbox.clone(),
             },
             admin: Admin {
                 meta: store.meta.clone(),
@@ -175,6 +179,7 @@ impl RegistryService {
             reads,
             imports: tokio::sync::Mutex::new(()),
             webhooks: Default::default(),
+            outbox,
         })
     }
 
@@ -601,7 +606,9 @@ impl RegistryService {
 
     /// Creates a registry, as `actor` (the login recorded in `registry.changed`).
     pub async fn create_registry(&self, spec: RegistrySpec, actor: &str) -> RegistryResult<Arc<RegistrySpec>> {
-        self.admin.create_registry(spec, actor).await
+        let created = self.admin.create_registry(spec, actor).await?;
+        self.outbox.notify_one();
+        Ok(created)
     }
 
     /// Updates some fields of a registry, as `actor`.
@@ -611,12 +618,16 @@ impl RegistryService {
         patch: RegistryPatch,
         actor: &str,
     ) -> RegistryResult<Arc<RegistrySpec>> {
-        self.admin.update_registry(name, patch, actor).await
+        let updated = self.admin.update_registry(name, patch, actor).await?;
+        self.outbox.notify_one();
+        Ok(updated)
     }
 
     /// Deletes a registry (see [`Admin::delete_registry`]), as `actor`.
     pub async fn delete_registry(&self, name: &str, force: bool, actor: &str) -> RegistryResult<()> {
-        self.admin.delete_registry(name, force, actor).await
+        self.admin.delete_registry(name, force, actor).await?;
+        self.outbox.notify_one();
+        Ok(())
     }
 
     /// Number of crates in a registry (for listings).

@@ -290,6 +290,19 @@ pub trait Metadata: Send + Sync + 'static {
         let _ = (delivery, attempt, state, next_attempt);
         Err(StoreError::Io("this store has no webhooks".into()))
     }
+    /// Deletes what webhooks no longer need from before `before` (unix ms): deliveries that
+    /// ended (delivered or failed) with their attempts, and events already fanned out (an
+    /// event reported once, [`record_event_once`](Self::record_event_once), may then be
+    /// reported again). Pending deliveries are never deleted. Returns (events, deliveries).
+    async fn prune_webhooks(&self, before: u64) -> StoreResult<(u64, u64)> {
+        let _ = before;
+        Ok((0, 0))
+    }
+    /// When (unix ms) the next pending delivery may be claimed: its next attempt, or the end
+    /// of the claim on it. `None` when nothing is pending.
+    async fn next_delivery_due(&self) -> StoreResult<Option<u64>> {
+        Ok(None)
+    }
     /// Makes the delivery `id` pending again, due now; `false` if there is none.
     async fn redeliver(&self, id: &str) -> StoreResult<bool> {
         let _ = id;

@@ -74,6 +74,7 @@ pub struct RawWebhooks {
     pub max_attempts: Option<u64>,
     pub retry_base: Option<String>,
     pub timeout: Option<String>,
+    pub retention: Option<String>,
 }
 
 /// `[store.s3]`.

@@ -35,6 +35,8 @@ pub struct Changes {
     pub(super) blobs: Arc<dyn Blobs>,
     pub(super) catalog: Arc<Catalog>,
     pub(super) reads: Arc<Reads>,
+    /// Wakes this node's webhook worker after a commit (its event is in the outbox).
+    pub(super) outbox: Arc<tokio::sync::Notify>,
 }
 
 /// Index of the version of `rec` that `requested` names: the exact string, the same semver
@@ -142,7 +144,7 @@ impl Changes {
             // (dropping this request) while the change is committing, the cached index file is
             // still dropped after the commit, never left showing the crate as it was.
             let committed = {
-                let (meta, reads) = (self.meta.clone(), self.reads.clone());
+                let (meta, reads, outbox) = (self.meta.clone(), self.reads.clone(), self.outbox.clone());
                 let (registry, name, canonical) = (registry.to_owned(), name.to_owned(), canonical.clone());
                 let actor = actor.to_owned();
                 tokio::spawn(async move {
@@ -152,6 +154,7 @@ impl Changes {
                         .await;
                     if done.is_ok() {
                         reads.invalidate(&registry, &name);
+                        outbox.notify_one();
                     }
                     done
                 })

@@ -18,8 +18,13 @@ use crate::config::WebhooksConfig;
 use crate::store::hooks::{new_id, now_millis, AttemptRecord, DueDelivery, HookEvent, HookRecord, EVENTS};
 use crate::store::Metadata;
 
-/// How often the worker looks at the outbox and the due deliveries without being woken.
-const TICK: Duration = Duration::from_millis(500);
+/// Longest the worker sleeps without being woken or a delivery falling due: how soon it finds
+/// events another node committed and died before fanning out, and claims that ran out.
+const IDLE: Duration = Duration::from_secs(5);
+/// Shortest sleep between two looks.
+const MIN_SLEEP: Duration = Duration::from_millis(20);
+/// How often ended deliveries and old events are pruned (or `retention`, if shorter).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Deliveries sent at once by one node.
 const CONCURRENCY: usize = 16;
 /// Longest delay between two attempts.
@@ -119,12 +124,15 @@ pub struct Webhooks {
     client: reqwest::Client,
     /// This node's name in claims.
     node: String,
-    wake: Notify,
+    wake: Arc<Notify>,
     slots: Arc<Semaphore>,
+    /// When ended deliveries were last pruned.
+    pruned: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Webhooks {
-    pub fn new(meta: Arc<dyn Metadata>, config: WebhooksConfig) -> RegistryResult<Self> {
+    /// A worker woken by `wake` (notified whenever this node writes to the outbox).
+    pub fn new(meta: Arc<dyn Metadata>, config: WebhooksConfig, wake: Arc<Notify>) -> RegistryResult<Self> {
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
@@ -137,22 +145,29 @@ impl Webhooks {
             config,
             client,
             node: new_id(),
-            wake: Notify::new(),
+            wake,
             slots: Arc::new(Semaphore::new(CONCURRENCY)),
+            pruned: std::sync::Mutex::new(None),
         })
     }
 
-    /// Runs the worker until the runtime stops: it wakes on [`Self::wake`] and every
-    /// [`TICK`] (so events committed before a crash are delivered after the restart).
+    /// Runs the worker until the runtime stops. It looks at the outbox and the due
+    /// deliveries when woken ([`Self::wake`]: this node wrote an event, or an attempt ended),
+    /// when the next pending delivery falls due, and at least every [`IDLE`] (so events
+    /// committed before a crash, on any node, are delivered after all).
     pub fn spawn(self: Arc<Self>) {
         tokio::spawn(async move {
             loop {
-                if let Err(e) = self.tick().await {
-                    tracing::warn!(error = %e, "webhook worker: the store failed; trying again");
-                }
+                let sleep = match self.tick().await {
+                    Ok(sleep) => sleep,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "webhook worker: the store failed; trying again");
+                        Duration::from_secs(1)
+                    }
+                };
                 tokio::select! {
                     _ = self.wake.notified() => {}
-                    _ = tokio::time::sleep(TICK) => {}
+                    _ = tokio::time::sleep(sleep) => {}
                 }
             }
         });
@@ -163,10 +178,41 @@ impl Webhooks {
         self.wake.notify_one();
     }
 
-    async fn tick(self: &Arc<Self>) -> Result<(), crate::store::StoreError> {
+    /// One look: fans out new events, sends what is due, prunes now and then. Returns how
+    /// long to sleep unless woken.
+    async fn tick(self: &Arc<Self>) -> Result<Duration, crate::store::StoreError> {
+        self.prune().await?;
         for (id, _) in self.meta.outbox_pending(100).await? {
             self.meta.fan_out(&id).await?;
         }
+        self.claim_and_send().await?;
+        let now = now_millis();
+        Ok(match self.meta.next_delivery_due().await? {
+            Some(due) => Duration::from_millis(due.saturating_sub(now)).clamp(MIN_SLEEP, IDLE),
+            None => IDLE,
+        })
+    }
+
+    /// Deletes ended deliveries and fanned-out events older than `retention`, at most every
+    /// [`PRUNE_EVERY`] (any node may; the deletes are idempotent).
+    async fn prune(&self) -> Result<(), crate::store::StoreError> {
+        let every = PRUNE_EVERY.min(self.config.retention);
+        {
+            let last = self.pruned.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < every) {
+                return Ok(());
+            }
+        }
+        let retention = u64::try_from(self.config.retention.as_millis()).unwrap_or(u64::MAX);
+        let (events, deliveries) = self.meta.prune_webhooks(now_millis().saturating_sub(retention)).await?;
+        if events + deliveries > 0 {
+            tracing::info!(events, deliveries, "webhooks: pruned what is older than the retention");
+        }
+        *self.pruned.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn claim_and_send(self: &Arc<Self>) -> Result<(), crate::store::StoreError> {
         let free = self.slots.available_permits() as u64;
         if free == 0 {
             return Ok(());
@@ -184,6 +230,8 @@ impl Webhooks {
             tokio::spawn(async move {
                 me.send(due).await;
                 drop(permit);
+                // The delivery's next state is recorded: look again (a retry may be due soon).
+                me.wake();
             });
         }
         Ok(())
@@ -277,7 +325,7 @@ pub fn backoff(base: Duration, n: u64) -> Duration {
 impl RegistryService {
     /// Starts this node's delivery worker (the daemon does, once).
     pub fn start_webhooks(&self, config: WebhooksConfig) -> RegistryResult<()> {
-        let worker = Arc::new(Webhooks::new(self.store.meta.clone(), config)?);
+        let worker = Arc::new(Webhooks::new(self.store.meta.clone(), config, self.outbox.clone())?);
         if self.webhooks.set(worker.clone()).is_ok() {
             worker.spawn();
         }
@@ -289,11 +337,7 @@ impl RegistryService {
     /// caller: a store error is logged (the finding is logged by its caller anyway).
     pub async fn report_once(&self, key: &str, event: HookEvent) {
         match self.store.meta.record_event_once(&event.once_id(key), &event).await {
-            Ok(true) => {
-                if let Some(w) = self.webhooks.get() {
-                    w.wake();
-                }
-            }
+            Ok(true) => self.outbox.notify_one(),
             Ok(false) => {}
             Err(e) => {
                 tracing::warn!(event = %event.event, registry = %event.registry, error = %e, "cannot record a webhook event")
@@ -370,9 +414,7 @@ impl RegistryService {
         if !self.store.meta.redeliver(id).await? {
             return Err(RegistryError::NotFound(format!("there is no delivery `{id}`")));
         }
-        if let Some(w) = self.webhooks.get() {
-            w.wake();
-        }
+        self.outbox.notify_one();
         Ok(())
     }
 }

@@ -669,8 +669,18 @@ pub async fn webhooks(meta: &dyn Metadata) {
 
     // Claims are exclusive until the attempt is recorded or the lease ends.
     let now = now_millis();
+    let due = meta
+        .next_delivery_due()
+        .await
+        .unwrap()
+        .expect("three deliveries pending");
+    assert!(due <= now_millis(), "new deliveries are due at once");
     let a = meta.claim_deliveries("node-a", now, 60_000, 10).await.unwrap();
     assert_eq!(a.len(), 3);
+    assert!(
+        meta.next_delivery_due().await.unwrap().unwrap() >= now + 60_000,
+        "claimed deliveries fall due when the claim ends"
+    );
     assert!(meta
         .claim_deliveries("node-b", now, 60_000, 10)
         .await
@@ -700,15 +710,39 @@ pub async fn webhooks(meta: &dyn Metadata) {
     assert_eq!(log[0].last_status, Some(200));
     let statuses: Vec<_> = log[0].attempt_log.iter().map(|a| a.status).collect();
     assert_eq!(statuses, [Some(500), Some(200)]);
+    // Pruning takes ended deliveries (with their attempts) and fanned-out events from before
+    // the cutoff, never a pending delivery.
+    assert_eq!(meta.prune_webhooks(0).await.unwrap(), (0, 0), "nothing is that old");
+    let later = now_millis() + 1;
+    while now_millis() <= later {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let (events, deliveries) = meta.prune_webhooks(later).await.unwrap();
+    assert_eq!((events, deliveries), (2, 1), "both events; the one delivered delivery");
+    assert!(meta.deliveries("pub", 10).await.unwrap().is_empty());
+    assert_eq!(
+        meta.deliveries("all", 10).await.unwrap().len(),
+        2,
+        "pending deliveries stay"
+    );
     // Redelivery makes it pending and due again.
+    let d = a.iter().find(|d| d.delivery.hook == "all").unwrap();
+    meta.record_attempt(&d.delivery.id, &attempt(1, 200), "delivered", 0)
+        .await
+        .unwrap();
     assert!(meta.redeliver(&d.delivery.id).await.unwrap());
     assert!(!meta.redeliver("nope").await.unwrap());
-    assert_eq!(meta.deliveries("pub", 10).await.unwrap()[0].state, "pending");
+    assert!(meta
+        .deliveries("all", 10)
+        .await
+        .unwrap()
+        .iter()
+        .all(|d| d.state == "pending"));
 
     // Deleting a hook deletes its deliveries.
-    assert!(meta.delete_hook("pub").await.unwrap());
-    assert!(!meta.delete_hook("pub").await.unwrap());
-    assert!(meta.deliveries("pub", 10).await.unwrap().is_empty());
+    assert!(meta.delete_hook("all").await.unwrap());
+    assert!(!meta.delete_hook("all").await.unwrap());
+    assert!(meta.deliveries("all", 10).await.unwrap().is_empty());
     meta.delete_registry_as("hooked", None).await.unwrap();
     let last = meta.outbox_pending(10).await.unwrap();
     let body: serde_json::Value = serde_json::from_str(&last[0].1.payload).unwrap();

@@ -1016,6 +1016,46 @@ impl Metadata for SqlMetadata {
         tx.commit().await.map_err(db_err)
     }
 
+    async fn prune_webhooks(&self, before: u64) -> StoreResult<(u64, u64)> {
+        let before = to_i64(before);
+        let ended =
+            "SELECT id FROM webhook_deliveries WHERE state <> 'pending' AND finished IS NOT NULL AND finished < $1";
+        let mut tx = self.begin().await?;
+        sqlx::query(&format!("DELETE FROM webhook_attempts WHERE delivery IN ({ended})"))
+            .bind(before)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let deliveries = sqlx::query(
+            "DELETE FROM webhook_deliveries WHERE state <> 'pending' AND finished IS NOT NULL AND finished < $1",
+        )
+        .bind(before)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?
+        .rows_affected();
+        let events = sqlx::query("DELETE FROM webhook_outbox WHERE fanned_out = 1 AND created < $1")
+            .bind(before)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+        tx.commit().await.map_err(db_err)?;
+        Ok((events, deliveries))
+    }
+
+    async fn next_delivery_due(&self) -> StoreResult<Option<u64>> {
+        let row = sqlx::query(
+            "SELECT MIN(CASE WHEN claimed_until > next_attempt THEN claimed_until ELSE next_attempt END) \
+             FROM webhook_deliveries WHERE state = 'pending'",
+        )
+        .fetch_one(&self.read)
+        .await
+        .map_err(db_err)?;
+        let due: Option<i64> = row.try_get(0).map_err(db_err)?;
+        Ok(due.map(|d| u64::try_from(d).unwrap_or(0)))
+    }
+
     async fn redeliver(&self, id: &str) -> StoreResult<bool> {
         let done = sqlx::query(
             "UPDATE webhook_deliveries SET state = 'pending', next_attempt = $2, finished = NULL, claimed_until = 0 WHERE id = $1",

@@ -303,6 +303,32 @@ fn registry_changes_name_the_administrator_who_made_them() {
 }
 
 #[test]
+fn ended_deliveries_are_pruned_after_the_retention() {
+    let rx = Receiver::start(&[]);
+    let d = Daemon::start_with_config(&format!("{}retention = \"1s\"\n", config(3)));
+    let hook = create_hook(&d, &rx.url(), &["--events", "crate.published"]);
+    let token = d.user_token("alice", &[]);
+    publish(&d, &token, "pruned-one", "1.0.0");
+    rx.wait_for(1, &d);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = false;
+    loop {
+        let log = d.admin_ok(&["hook", "deliveries", &hook]);
+        seen |= log.contains("delivered");
+        if seen && !log.contains("crate.published") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the delivered delivery was never pruned:\n{log}\n{}",
+            d.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(d.log_tail().contains("pruned"), "{}", d.log_tail());
+}
+
+#[test]
 fn hooks_to_private_addresses_and_bad_hooks_are_refused() {
     let d = Daemon::start_with_config("[registries.local]\nkind = \"hosted\"\n");
     let secret = d.scratch_dir().join("s");
