@@ -34,10 +34,15 @@ for a in "$@"; do
     if [ "$a" = "--engines" ]; then engines=1; else args+=("$a"); fi
 done
 pg_pid=""
+pg_dir=""
 ceph_pids=""
 ceph_dir=""
 stop_engines() {
-    if [ -n "$pg_pid" ]; then kill -INT "$pg_pid" 2>/dev/null || true; fi
+    if [ -n "$pg_pid" ]; then
+        kill -INT "$pg_pid" 2>/dev/null || true
+        while kill -0 "$pg_pid" 2>/dev/null; do sleep 0.1; done
+    fi
+    if [ -n "$pg_dir" ]; then rm -rf "$pg_dir"; fi
     for p in $ceph_pids; do kill "$p" 2>/dev/null || true; done
     if [ -n "$ceph_dir" ]; then
         for p in $ceph_pids; do while kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done
@@ -48,6 +53,7 @@ trap stop_engines EXIT
 if [ -n "$engines" ] && [ -z "${CARGOHOLD_TEST_POSTGRES_URL:-}" ]; then
     info=$(PGPORT="${CARGOHOLD_CI_PGPORT:-15432}" "$ROOT/.ci/pg-start.sh")
     pg_pid=$(sed -n 's/^PID=//p' <<<"$info")
+    pg_dir=$(sed -n 's/^PG_DIR=//p' <<<"$info")
     export CARGOHOLD_TEST_POSTGRES_URL
     CARGOHOLD_TEST_POSTGRES_URL=$(sed -n 's/^DATABASE_URL=//p' <<<"$info")
 fi
