@@ -22,6 +22,7 @@ use crate::cache::{FastHasher, MemCache};
 use crate::config::{RegistryKind, RegistrySpec};
 use crate::registry::admin::{NewToken, RegistryPatch};
 use crate::registry::sessions::{constant_time_eq, random_hex32};
+use crate::registry::webhooks::NewHook;
 use crate::registry::{CrateView, Principal, RegistryError, RegistryService, Session};
 use crate::web::pages::{self as tpl, CrateRow, NewTokenShown, RegistryForm, RegistryRow, SearchHit};
 use crate::web::{markdown, Viewer, APP_CSS, APP_JS};
@@ -364,12 +365,16 @@ async fn get_page(state: &HttpState, visit: &Visit, page: Page) -> Response<Body
     let svc = &*state.registry;
     let result = match page {
         Page::Home => Ok(home(svc, visit).await),
-        Page::Admin | Page::AdminRegistryNew | Page::AdminRegistry { .. } | Page::AdminUsers | Page::AdminTokens => {
-            match admin_viewer(visit) {
-                Err(r) => return r,
-                Ok(v) => admin_get(svc, v, page).await,
-            }
-        }
+        Page::Admin
+        | Page::AdminRegistryNew
+        | Page::AdminRegistry { .. }
+        | Page::AdminUsers
+        | Page::AdminTokens
+        | Page::AdminHooks
+        | Page::AdminHook { .. } => match admin_viewer(visit) {
+            Err(r) => return r,
+            Ok(v) => admin_get(svc, v, page).await,
+        },
         _ => Err(RegistryError::NotFound("no such page".into())),
     };
     result.unwrap_or_else(|e| error_page(visit, e))
@@ -591,6 +596,8 @@ async fn admin_get(svc: &RegistryService, v: Viewer<'_>, page: Page) -> Result<R
             tpl::users(v, &svc.list_users().await?, None, None),
         )),
         Page::AdminTokens => tokens_page(svc, v, StatusCode::OK, None, None).await,
+        Page::AdminHooks => hooks_page(svc, v, StatusCode::OK, None, None).await,
+        Page::AdminHook { id } => hook_page(svc, v, &id, None).await,
         _ => Err(RegistryError::NotFound("no such page".into())),
     }
 }
@@ -618,6 +625,34 @@ async fn admin_home(
         .map(|(spec, crates)| RegistryRow { spec, crates: *crates })
         .collect();
     Ok(html(StatusCode::OK, tpl::admin(v, &rows, notice)))
+}
+
+async fn hooks_page(
+    svc: &RegistryService,
+    v: Viewer<'_>,
+    status: StatusCode,
+    notice: Option<&str>,
+    error: Option<&str>,
+) -> Result<Response<Body>, RegistryError> {
+    let hooks = svc.list_hooks().await?;
+    let registries: Vec<String> = svc.registries().keys().cloned().collect();
+    Ok(html(status, tpl::hooks(v, &hooks, &registries, notice, error)))
+}
+
+async fn hook_page(
+    svc: &RegistryService,
+    v: Viewer<'_>,
+    id: &str,
+    notice: Option<&str>,
+) -> Result<Response<Body>, RegistryError> {
+    let deliveries = svc.hook_deliveries(id).await?;
+    let hooks = svc.list_hooks().await?;
+    let hook = hooks["hooks"]
+        .as_array()
+        .and_then(|a| a.iter().find(|h| h["id"] == id))
+        .cloned()
+        .unwrap_or_default();
+    Ok(html(StatusCode::OK, tpl::hook(v, &hook, &deliveries, notice)))
 }
 
 async fn tokens_page(
@@ -777,6 +812,38 @@ async fn post_page(svc: &RegistryService, visit: &Visit, page: Page, form: Form)
                 }
             }
         }
+        Page::AdminHooks => {
+            let who = Principal {
+                user: v.user.to_owned(),
+                scopes: vec!["admin".into()],
+                registries: None,
+            };
+            let registry = Some(form.get("registry")).filter(|r| !r.is_empty());
+            let new = NewHook {
+                url: form.get("url"),
+                secret: form.get("secret"),
+                registry,
+                events: form.all("events"),
+            };
+            match svc.create_hook(&who, new).await {
+                Ok(h) => {
+                    let notice = format!("Hook {} created.", h["id"].as_str().unwrap_or_default());
+                    hooks_page(svc, v, StatusCode::CREATED, Some(&notice), None).await
+                }
+                Err(e) => {
+                    let api = ApiError::from(e);
+                    hooks_page(svc, v, api.status, None, Some(&api.detail)).await
+                }
+            }
+        }
+        Page::AdminHookDelete { id } => match svc.delete_hook(&id).await {
+            Ok(()) => hooks_page(svc, v, StatusCode::OK, Some(&format!("Hook {id} deleted.")), None).await,
+            Err(e) => Err(e),
+        },
+        Page::AdminHookRedeliver { id, delivery } => match svc.redeliver(&delivery).await {
+            Ok(()) => hook_page(svc, v, &id, Some(&format!("Delivery {delivery} will be sent again."))).await,
+            Err(e) => Err(e),
+        },
         Page::AdminTokenRevoke { id } => match svc.revoke_token(&id).await {
             Ok(()) => Ok(redirect("/-/admin/tokens", &[])),
             Err(e) => Err(e),

@@ -113,6 +113,14 @@ pub enum Page {
     AdminTokens,
     /// `POST /-/admin/tokens/{id}/revoke`.
     AdminTokenRevoke { id: String },
+    /// `GET, POST /-/admin/hooks`: the hooks and the form for a new one, and creating it.
+    AdminHooks,
+    /// `GET /-/admin/hooks/{id}`: a hook's latest deliveries with their attempts.
+    AdminHook { id: String },
+    /// `POST /-/admin/hooks/{id}/delete`.
+    AdminHookDelete { id: String },
+    /// `POST /-/admin/hooks/{id}/redeliver/{delivery}`.
+    AdminHookRedeliver { id: String, delivery: String },
     /// `GET /-/static/{file}`: the stylesheet and the copy-button script.
     Static { file: String },
 }
@@ -136,6 +144,10 @@ impl Page {
             Page::AdminUsers => "/-/admin/users",
             Page::AdminTokens => "/-/admin/tokens",
             Page::AdminTokenRevoke { .. } => "/-/admin/tokens/{id}/revoke",
+            Page::AdminHooks => "/-/admin/hooks",
+            Page::AdminHook { .. } => "/-/admin/hooks/{id}",
+            Page::AdminHookDelete { .. } => "/-/admin/hooks/{id}/delete",
+            Page::AdminHookRedeliver { .. } => "/-/admin/hooks/{id}/redeliver/{delivery}",
             Page::Static { .. } => "/-/static/{file}",
         }
     }
@@ -311,6 +323,19 @@ fn route_segments(method: &Method, s: &[&str]) -> Result<Route, RouteError> {
         ["-", "admin", "tokens", id, "revoke"] => {
             method_is(method, &[Method::POST], "POST").map(|()| Route::Web(Page::AdminTokenRevoke { id: owned(id) }))
         }
+        ["-", "admin", "hooks"] => {
+            method_is(method, &[Method::GET, Method::POST], "GET, POST").map(|()| Route::Web(Page::AdminHooks))
+        }
+        ["-", "admin", "hooks", id] => get(Route::Web(Page::AdminHook { id: owned(id) })),
+        ["-", "admin", "hooks", id, "delete"] => {
+            method_is(method, &[Method::POST], "POST").map(|()| Route::Web(Page::AdminHookDelete { id: owned(id) }))
+        }
+        ["-", "admin", "hooks", id, "redeliver", delivery] => method_is(method, &[Method::POST], "POST").map(|()| {
+            Route::Web(Page::AdminHookRedeliver {
+                id: owned(id),
+                delivery: owned(delivery),
+            })
+        }),
         ["-", "static", file] => get(Route::Web(Page::Static { file: owned(file) })),
         ["-", ..] => Err(RouteError::NotFound),
         [reg, "crates", name] => get(Route::Web(Page::Crate {

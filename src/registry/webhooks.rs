@@ -106,6 +106,9 @@ pub async fn check_url(url: &str, allow_private: bool) -> RegistryResult<reqwest
     Ok(parsed)
 }
 
+/// Every event a hook may ask for.
+pub const HOOK_EVENTS: &[&str] = EVENTS;
+
 /// Body of `POST /-/api/v1/hooks`.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -469,7 +469,8 @@ fn admin_nav() -> Markup {
     html! {
         nav aria-label="Administration" {
             p { a href="/-/admin" { "Registries" } " · " a href="/-/admin/registries/new" { "New registry" } " · "
-                a href="/-/admin/users" { "Users" } " · " a href="/-/admin/tokens" { "Tokens" } }
+                a href="/-/admin/users" { "Users" } " · " a href="/-/admin/tokens" { "Tokens" } " · "
+                a href="/-/admin/hooks" { "Webhooks" } }
         }
     }
 }
@@ -744,6 +745,134 @@ pub fn tokens(
                 input #expires type="text" name="expires" placeholder="e.g. 90d or 2027-01-31T00:00:00Z; empty: never" aria-describedby="expires-hint";
                 p.hint #expires-hint { "A duration from now (90d) or a date (RFC 3339)." }
                 p { button type="submit" { "Generate token" } }
+            }
+        },
+    )
+}
+
+/// A unix-milliseconds field of a JSON record as RFC 3339, or "—".
+fn millis(v: &Value) -> String {
+    match v.as_u64() {
+        Some(ms) => {
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+        }
+        None => "—".into(),
+    }
+}
+
+/// `/-/admin/hooks`: every hook (never its secret), and the form for a new one.
+pub fn hooks(v: Viewer<'_>, hooks: &Value, registries: &[String], notice: Option<&str>, error: Option<&str>) -> String {
+    let empty = Vec::new();
+    let list = hooks["hooks"].as_array().unwrap_or(&empty);
+    layout(
+        "Webhooks",
+        Some(v),
+        html! {
+            h1 { "Webhooks" }
+            (admin_nav())
+            @if let Some(e) = error { p.error role="alert" { (e) } }
+            @if let Some(n) = notice { p.notice role="status" { (n) } }
+            p { "Signed, durable deliveries of registry events (docs/API.md, \"Webhook events\", shows how a receiver checks the signature)." }
+            table {
+                thead { tr { th { "Id" } th { "URL" } th { "Registry" } th { "Events" } th { "Created" } th { "Delete" } } }
+                tbody {
+                    @for h in list {
+                        @let id = h["id"].as_str().unwrap_or("");
+                        @let events = h["events"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+                        tr {
+                            td { a href={ "/-/admin/hooks/" (seg(id)) } { code { (id) } } }
+                            td { (h["url"].as_str().unwrap_or("")) }
+                            td { (h["registry"].as_str().unwrap_or("every registry")) }
+                            td { @if events.is_empty() { "every event" } @else { (events) } }
+                            td { (millis(&h["created"])) " by " (h["created_by"].as_str().unwrap_or("")) }
+                            td {
+                                form.inline method="post" action={ "/-/admin/hooks/" (seg(id)) "/delete" } {
+                                    (csrf_field(v))
+                                    button type="submit" aria-label={ "Delete hook " (id) } { "Delete" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if list.is_empty() { p { "No hooks yet." } }
+            h2 { "New hook" }
+            form.stack method="post" action="/-/admin/hooks" {
+                (csrf_field(v))
+                label for="hook-url" { "URL" }
+                input #hook-url type="url" name="url" required placeholder="https://ci.example/cargohold";
+                label for="hook-secret" { "Secret" }
+                input #hook-secret type="password" name="secret" required autocomplete="off" aria-describedby="hook-secret-hint";
+                p.hint #hook-secret-hint { "Signs every delivery (HMAC-SHA256); give the receiver the same. It is never shown again." }
+                label for="hook-registry" { "Registry" }
+                select #hook-registry name="registry" {
+                    option value="" { "every registry" }
+                    @for r in registries { option value=(r) { (r) } }
+                }
+                fieldset {
+                    legend { "Events (none checked: every event)" }
+                    @for e in crate::registry::webhooks::HOOK_EVENTS {
+                        @let id = format!("event-{}", e.replace('.', "-"));
+                        input #(id) type="checkbox" name="events" value=(e);
+                        label for=(id) { (e) }
+                    }
+                }
+                p { button type="submit" { "Create hook" } }
+            }
+        },
+    )
+}
+
+/// `/-/admin/hooks/{id}`: a hook's latest deliveries, each with its attempts.
+pub fn hook(v: Viewer<'_>, hook: &Value, deliveries: &Value, notice: Option<&str>) -> String {
+    let empty = Vec::new();
+    let list = deliveries["deliveries"].as_array().unwrap_or(&empty);
+    let id = hook["id"].as_str().unwrap_or("");
+    layout(
+        "Webhook deliveries",
+        Some(v),
+        html! {
+            h1 { "Deliveries of hook " code { (id) } }
+            (admin_nav())
+            @if let Some(n) = notice { p.notice role="status" { (n) } }
+            p { "To " (hook["url"].as_str().unwrap_or("")) ". The newest first." }
+            @if list.is_empty() { p { "No deliveries yet." } }
+            table {
+                thead { tr { th { "Delivery" } th { "Event" } th { "State" } th { "Attempts" } th { "Last status" } th { "Last error" } th { "Created" } th { "Again" } } }
+                tbody {
+                    @for d in list {
+                        @let did = d["id"].as_str().unwrap_or("");
+                        tr {
+                            td { code { (did) } }
+                            td { (d["event"].as_str().unwrap_or("")) }
+                            td.state { (d["state"].as_str().unwrap_or("")) }
+                            td {
+                                details {
+                                    summary { (d["attempts"].as_u64().unwrap_or(0)) }
+                                    ul {
+                                        @for a in d["attempt_log"].as_array().unwrap_or(&empty) {
+                                            li {
+                                                "#" (a["n"].as_u64().unwrap_or(0)) " at " (millis(&a["at"])) ": "
+                                                @match a["status"].as_u64() { Some(s) => (s), None => "no answer" }
+                                                " in " (a["millis"].as_u64().unwrap_or(0)) " ms"
+                                                @if let Some(e) = a["error"].as_str() { " — " (e) }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                            td { @match d["last_status"].as_u64() { Some(s) => (s), None => "—" } }
+                            td { (d["last_error"].as_str().unwrap_or("")) }
+                            td { (millis(&d["created"])) }
+                            td {
+                                form.inline method="post" action={ "/-/admin/hooks/" (seg(id)) "/redeliver/" (seg(did)) } {
+                                    (csrf_field(v))
+                                    button type="submit" aria-label={ "Send delivery " (did) " again" } { "Redeliver" }
+                                }
+                            }
+                        }
+                    }
+                }
             }
         },
     )

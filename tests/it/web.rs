@@ -618,3 +618,80 @@ fn anonymous_visitors_see_nothing_of_an_auth_required_registry() {
     assert_eq!(r.status, 404);
     assert!(r.error_details()[0].contains("no endpoint"));
 }
+
+/// The webhooks admin page: a hook created through the form (secret never shown again), a bad
+/// URL refused with the server's reason, the deliveries of a publish with their failed
+/// attempts (the receiver is down), a redelivery, and the hook deleted.
+#[test]
+fn webhooks_are_managed_from_the_admin_pages_in_a_real_browser() {
+    let Some(b) = Browser::start() else { return };
+    let d = Daemon::start_with_config(
+        "[registries.local]\nkind = \"hosted\"\n\n[webhooks]\nallow_private = true\nretry_base = \"1h\"\nmax_attempts = 2\n",
+    );
+    // A port nothing listens on: every attempt fails to connect.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}/hook", dead.local_addr().unwrap().port());
+    drop(dead);
+
+    b.goto(&d.url("/-/login"));
+    b.fill("#token", d.admin_token());
+    b.submit("form[action='/-/login'] button[type=submit]");
+    b.click("a[href='/-/admin/hooks']");
+    assert!(b.url().ends_with("/-/admin/hooks"), "{}", b.url());
+    b.check_accessible();
+    assert!(b.body_text().contains("No hooks yet."), "{}", b.body_text());
+
+    // The browser's own URL check removed, so the server's answer shows.
+    b.script("document.getElementById('hook-url').type = 'text'; return null;");
+    b.fill("#hook-url", "ftp://example.invalid/x");
+    b.fill("#hook-secret", "web-secret-value");
+    b.submit("form.stack button[type=submit]");
+    assert!(b.text_of(".error").contains("only http and https"), "{}", b.body_text());
+    b.check_accessible();
+
+    b.fill("#hook-url", &url);
+    b.fill("#hook-secret", "web-secret-value");
+    b.click("#event-crate-published");
+    b.submit("form.stack button[type=submit]");
+    let page = b.body_text();
+    assert!(page.contains("created") && page.contains(&url), "{page}");
+    assert!(
+        page.contains("crate.published") && !page.contains("web-secret-value"),
+        "{page}"
+    );
+    b.check_accessible();
+
+    let token = d.user_token("alice", &[]);
+    let (body, _) = simple_publish("hooked-web", "1.0.0");
+    assert_eq!(http::publish_raw(&d.api_url("local"), Some(&token), body).status, 200);
+
+    // The hook's page: the delivery, its failed attempt and the connection error.
+    b.click("table a[href^='/-/admin/hooks/']");
+    b.check_accessible();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !b.body_text().contains("crate.published")
+        || b.text_of("td.state").is_empty()
+        || !b.body_text().contains("error")
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", b.body_text());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        b.goto(&b.url());
+    }
+    assert_eq!(
+        b.text_of("td.state"),
+        "pending",
+        "one attempt of two failed: {}",
+        b.body_text()
+    );
+    b.submit("td form button[type=submit]");
+    assert!(b.body_text().contains("will be sent again"), "{}", b.body_text());
+    b.check_accessible();
+
+    b.goto(&d.url("/-/admin/hooks"));
+    b.submit("td form button[type=submit]");
+    assert!(
+        b.body_text().contains("deleted") && b.body_text().contains("No hooks yet."),
+        "{}",
+        b.body_text()
+    );
+}
