@@ -189,6 +189,10 @@ impl Webhooks {
             self.meta.fan_out(&id).await?;
         }
         self.claim_and_send().await?;
+        if self.slots.available_permits() == 0 {
+            // Every slot is sending: each one that ends wakes the worker.
+            return Ok(IDLE);
+        }
         let now = now_millis();
         Ok(match self.meta.next_delivery_due().await? {
             Some(due) => Duration::from_millis(due.saturating_sub(now)).clamp(MIN_SLEEP, IDLE),
