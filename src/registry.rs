@@ -27,6 +27,7 @@ pub mod publish;
 pub mod readme;
 pub mod reads;
 pub mod sessions;
+pub mod takedown;
 pub mod tarball;
 pub mod webhooks;
 
@@ -134,16 +135,20 @@ pub struct RegistryService {
     imports: tokio::sync::Mutex<()>,
     /// This node's webhook delivery worker, once started ([`Self::start_webhooks`]).
     webhooks: webhooks::WorkerSlot,
+    /// Takedowns reported by the proxies, until [`Self::start_takedown_reports`] takes them.
+    takedowns: takedown::Pending,
 }
 
 impl RegistryService {
     /// Builds the components and loads the stored registry definitions.
     pub async fn new(store: PrivateStore, caches: CacheHandles, settings: ServiceSettings) -> RegistryResult<Self> {
+        let (removals, takedowns) = takedown::sink(caches.crate_bytes.clone());
         let catalog = Arc::new(Catalog::new(
             store.meta.clone(),
             settings.public_url,
             settings.limits,
             caches.clone(),
+            removals,
         ));
         catalog.reload().await?;
         let reads = Arc::new(Reads::new(
@@ -175,6 +180,7 @@ impl RegistryService {
             reads,
             imports: tokio::sync::Mutex::new(()),
             webhooks: Default::default(),
+            takedowns,
         })
     }
 

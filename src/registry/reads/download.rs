@@ -118,7 +118,30 @@ impl Reads {
                 Err(DownloadError::Upstream(e)) => last = Some(e.into()),
             }
         }
-        Err(last.unwrap_or_else(not_found))
+        let err = last.unwrap_or_else(not_found);
+        if matches!(err, RegistryError::NotFound(_)) {
+            if let Some(removed) = self.removed_upstream(upstreams, name, version) {
+                return Err(RegistryError::NotFound(removed));
+            }
+        }
+        Err(err)
+    }
+
+    /// Why `name@version` is not found, if an upstream took it down and its `.crate` is in
+    /// quarantine (only asked once the version was not found).
+    fn removed_upstream(&self, upstreams: &[String], name: &str, version: &str) -> Option<String> {
+        upstreams.iter().find_map(|up| {
+            let rec = self.catalog.quarantined(up, name, version)?;
+            let reason = rec
+                .removals
+                .iter()
+                .find(|r| &r.registry == up && r.version == version)
+                .map_or("removed", |r| r.reason.as_str());
+            Some(format!(
+                "crate `{name}` version `{version}` was removed from the upstream index of registry `{up}` \
+                 ({reason}); its cached copy is quarantined and is not served"
+            ))
+        })
     }
 
     /// A hosted blob, from memory or the private store; `None` if the blob is missing.
