@@ -434,3 +434,47 @@ fn the_quarantine_api_refuses_bad_input_and_needs_admin() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no quarantined file"));
     assert!(d.admin_ok(&["quarantine", "list"]).contains("nothing is quarantined"));
 }
+
+/// The real `cargo`: a project pinned to a version that was taken down upstream no longer
+/// fetches through the proxy once the proxy revalidated, and cargo names the version.
+#[test]
+fn cargo_fetch_of_a_version_taken_down_fails_clearly() {
+    let up = FakeUpstream::start_blocking();
+    let bad = Package::new("evil", "1.0.0");
+    up.add_crate(&bad);
+    up.add_crate(&Package::new("evil", "1.1.0"));
+    let d = daemon_over(&up, "");
+    let project_in = |env: &crate::support::cargo::CargoEnv| {
+        env.project(
+            "app",
+            "[package]\nname = \"app\"\nversion = \"0.0.0\"\nedition = \"2021\"\npublish = false\n\n[dependencies]\nevil = \"=1.0.0\"\n",
+            &[("src/main.rs", "fn main() {}\n")],
+        )
+    };
+    let mut before = crate::support::cargo::CargoEnv::bare();
+    before
+        .add_registry("mirror", &d.index_url("crates-io"))
+        .replace_crates_io_with("mirror");
+    let first = project_in(&before);
+    before.must_succeed(&first, &["fetch"]);
+
+    up.remove_version("evil", "1.0.0");
+    wait_until("the proxy to drop evil 1.0.0", &d, || {
+        let r = get(&d, &format!("/crates-io/index/{}", index_path("evil")));
+        (!r.text().contains("\"1.0.0\"")).then_some(())
+    });
+    let mut after = crate::support::cargo::CargoEnv::bare();
+    after
+        .add_registry("mirror", &d.index_url("crates-io"))
+        .replace_crates_io_with("mirror");
+    let project = project_in(&after);
+    // The lockfile made before the takedown, in a fresh CARGO_HOME (nothing cached by cargo).
+    std::fs::copy(first.join("Cargo.lock"), project.join("Cargo.lock")).unwrap();
+    let out = after.must_fail(&project, &["fetch"]);
+    assert!(
+        out.stderr.contains("evil") && out.stderr.contains("1.0.0"),
+        "{}",
+        after.describe_failure("cargo fetch of a removed version", &out)
+    );
+    assert_eq!(quarantine_json(&d, &[]).len(), 1);
+}
