@@ -473,6 +473,33 @@ mod tests {
     }
 
     #[test]
+    fn quarantine_routes() {
+        let sha = "a".repeat(64);
+        assert_eq!(route(&Method::GET, "/-/api/v1/quarantine"), Ok(Route::AdminQuarantine));
+        assert_eq!(
+            route(&Method::POST, "/-/api/v1/quarantine"),
+            Err(RouteError::MethodNotAllowed("GET"))
+        );
+        assert_eq!(
+            route(&Method::DELETE, &format!("/-/api/v1/quarantine/{sha}")),
+            Ok(Route::AdminQuarantined { sha: sha.clone() })
+        );
+        assert_eq!(
+            route(&Method::GET, &format!("/-/api/v1/quarantine/{sha}")),
+            Err(RouteError::MethodNotAllowed("DELETE"))
+        );
+        assert_eq!(
+            route(&Method::POST, &format!("/-/api/v1/quarantine/{sha}/release")),
+            Ok(Route::AdminQuarantineRelease { sha })
+        );
+        assert_eq!(
+            route(&Method::POST, "/-/api/v1/quarantine/..%2F..%2Fx/release"),
+            Ok(Route::AdminQuarantineRelease { sha: "../../x".into() }),
+            "decoded here, refused as not a SHA-256 by the registry layer"
+        );
+    }
+
+    #[test]
     fn page_routes() {
         let page = |m: Method, p: &str| route(&m, p);
         assert_eq!(page(Method::GET, "/"), Ok(Route::Web(Page::Home)));
