@@ -586,13 +586,12 @@ impl CachedUpstream {
                         None if lines(&e.body).filter_map(line_key).next().is_none() => {
                             // A file with no usable line replacing one with some: a broken
                             // upstream, not a takedown (that is a 404). Served stale.
-                            return Ok(self.serve_stale(
-                                lower,
-                                current,
-                                epoch,
-                                now,
-                                "the upstream sent an index file without a usable line; serving the stale copy",
-                            ));
+                            tracing::warn!(
+                                registry = %reg,
+                                krate.name = lower,
+                                "the upstream sent an index file without a usable line; serving the stale copy"
+                            );
+                            return Ok(self.serve_stale(lower, p.clone(), epoch, now));
                         }
                         None => tracing::warn!(
                             registry = %reg,
@@ -636,11 +635,9 @@ impl CachedUpstream {
                     self.unreachable_until
                         .fetch_max(now + STALE_BACKOFF_MS, Ordering::Relaxed);
                 }
-                if current.is_none() {
-                    return Err(err);
-                }
-                let why = format!("upstream failed; serving the stale copy: {err}");
-                return Ok(self.serve_stale(lower, current, epoch, now, &why));
+                let Some(c) = current else { return Err(err) };
+                tracing::warn!(registry = %reg, krate.name = lower, error = ?err.to_string(), "upstream failed; serving the stale copy");
+                return Ok(self.serve_stale(lower, c, epoch, now));
             }
         };
         self.index.put_at(reg, lower, entry.clone(), epoch);
@@ -651,12 +648,10 @@ impl CachedUpstream {
         Ok(Lookup { entry, status })
     }
 
-    /// The current copy, marked to be served without asking the upstream for
-    /// [`STALE_BACKOFF_MS`]. `current` is `Some` (callers check).
-    fn serve_stale(&self, lower: &str, current: Option<Arc<IndexEntry>>, epoch: u64, now: u64, why: &str) -> Lookup {
+    /// The current copy `c`, marked to be served without asking the upstream for
+    /// [`STALE_BACKOFF_MS`].
+    fn serve_stale(&self, lower: &str, c: Arc<IndexEntry>, epoch: u64, now: u64) -> Lookup {
         let reg = &self.settings.registry;
-        tracing::warn!(registry = %reg, krate.name = lower, "{why}");
-        let c = current.unwrap_or_else(|| Arc::new(IndexEntry::not_found(now)));
         let marked = Arc::new(IndexEntry {
             stale_until: now + STALE_BACKOFF_MS,
             ..(*c).clone()
