@@ -803,6 +803,19 @@ impl CachedUpstream {
         let lookup = self
             .crates
             .get_or_fill(&cksum, move |writer| {
+                // Only when a fill would start (never on a hit): a version this registry's
+                // upstream took down is not fetched again, neither by a download that raced
+                // the takedown nor after the upstream lists it again, until an operator
+                // releases the quarantined copy.
+                let reg = &this.settings.registry;
+                if this.crates.quarantined_version(reg, &orig, &version_owned).is_some() {
+                    let sha = writer.sha256().to_owned();
+                    return writer.fail(FillFailure::NotFound(format!(
+                        "crate `{orig}` version `{version_owned}` was removed from the upstream index of \
+                         registry `{reg}` and its cached copy is quarantined; it is not downloaded again \
+                         unless an administrator runs `cargohold quarantine release {sha}`"
+                    )));
+                }
                 if offline {
                     writer.fail(FillFailure::NotFound("not cached, and the registry is offline".into()));
                 } else {

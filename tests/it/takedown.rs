@@ -335,6 +335,27 @@ fn a_removed_version_goes_alone() {
         lines.len() == 1 && lines[0].contains("version_removed") && lines[0].ends_with(" 1"),
         "{lines:?}"
     );
+
+    // Listed again upstream: still refused, saying how to release it, until an administrator
+    // does; then it is served from the released copy.
+    up.add_crate(&old);
+    wait_until("the index file with 1.0.0 again", &d, || {
+        let r = get(&d, &format!("/crates-io/index/{}", index_path("multi")));
+        r.text().contains("\"1.0.0\"").then_some(())
+    });
+    let r = download(&d, "crates-io", "multi", "1.0.0");
+    assert_eq!(r.status, 404, "{}", r.text());
+    let sha = sha256_hex(&old.crate_bytes());
+    let detail = r.error_details().join(" ");
+    assert!(
+        detail.contains(&format!("cargohold quarantine release {sha}")),
+        "{detail}"
+    );
+    let downloads = up.download_hits();
+    d.admin_ok(&["quarantine", "release", &sha]);
+    assert!(quarantine_json(&d, &[]).is_empty());
+    assert_eq!(download(&d, "crates-io", "multi", "1.0.0").body, old.crate_bytes());
+    assert_eq!(up.download_hits(), downloads, "served from the released copy");
 }
 
 #[test]

@@ -86,6 +86,9 @@ impl Reads {
             _ => std::slice::from_ref(&reg.name),
         };
         let mut last = None;
+        // Whether the last failure was the index not listing the version (then a takedown
+        // explains it better than "not in the upstream index").
+        let mut unlisted = false;
         for up in upstreams {
             let proxy = self.catalog.proxy(up)?;
             // A failed lookup is final for this upstream: `download` would only repeat it (and
@@ -101,13 +104,16 @@ impl Reads {
                 }
                 Err(DownloadError::NotFound(m)) => {
                     last = Some(RegistryError::NotFound(m));
+                    unlisted = true;
                     continue;
                 }
                 Err(DownloadError::Upstream(e)) => {
                     last = Some(e.into());
+                    unlisted = false;
                     continue;
                 }
             }
+            unlisted = false;
             match proxy.download(name, version).await {
                 Ok((ProxyDownload::File { path, len }, status)) => {
                     let cksum = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
@@ -119,7 +125,7 @@ impl Reads {
             }
         }
         let err = last.unwrap_or_else(not_found);
-        if matches!(err, RegistryError::NotFound(_)) {
+        if unlisted {
             if let Some(removed) = self.removed_upstream(upstreams, name, version) {
                 return Err(RegistryError::NotFound(removed));
             }
