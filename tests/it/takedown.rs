@@ -18,12 +18,18 @@ use crate::support::fake_upstream::{FakeUpstream, Package};
 use crate::support::http::{self, Resp};
 use crate::support::sha256_hex;
 
-/// A proxy `crates-io` of `up` revalidating every second, `local` merged over it, webhooks
-/// to loopback allowed.
+/// A proxy `crates-io` of `up` revalidating every second, `local` merged over it by crate and
+/// `union` by version, webhooks to loopback allowed.
 fn daemon_over(up: &FakeUpstream, proxy_extra: &str) -> Daemon {
     let top = "[webhooks]\nallow_private = true\nretry_base = \"50ms\"\n";
     let extra = format!("index_ttl = \"1s\"\n{proxy_extra}");
-    Daemon::start_with_config(&crate::support::merged_config(&up.index_url(), top, &extra, "", None))
+    Daemon::start_with_config(&crate::support::merged_config(
+        &up.index_url(),
+        top,
+        &extra,
+        "",
+        Some(""),
+    ))
 }
 
 fn get(d: &Daemon, path: &str) -> Resp {
@@ -180,9 +186,15 @@ fn a_crate_taken_down_upstream_is_refused_quarantined_counted_and_reported_once(
     // downloaded; `good` cached too.
     cache_in_memory(&d, "crates-io", &v1);
     cache_in_memory(&d, "local", &v1);
+    cache_in_memory(&d, "union", &v1);
     cache_in_memory(&d, "crates-io", &good);
-    assert_eq!(get(&d, &format!("/crates-io/index/{}", index_path("evil"))).status, 200);
-    assert_eq!(get(&d, &format!("/local/index/{}", index_path("evil"))).status, 200);
+    for reg in ["crates-io", "local", "union"] {
+        assert_eq!(
+            get(&d, &format!("/{reg}/index/{}", index_path("evil"))).status,
+            200,
+            "{reg}"
+        );
+    }
 
     up.remove_crate("evil");
     // Within index_ttl (plus the poll) the index file is a 404 ...
@@ -190,7 +202,7 @@ fn a_crate_taken_down_upstream_is_refused_quarantined_counted_and_reported_once(
         (get(&d, &format!("/crates-io/index/{}", index_path("evil"))).status == 404).then_some(())
     });
     // ... and the cached .crate is refused, memory tier included, saying why.
-    for reg in ["crates-io", "local"] {
+    for reg in ["crates-io", "local", "union"] {
         let r = download(&d, reg, "evil", "1.0.0");
         assert_eq!(r.status, 404, "{reg}: {}", r.text());
         let detail = r.error_details().join(" ");
@@ -200,11 +212,10 @@ fn a_crate_taken_down_upstream_is_refused_quarantined_counted_and_reported_once(
         );
         assert_ne!(r.body, v1.crate_bytes());
     }
-    assert_eq!(
-        get(&d, &format!("/local/index/{}", index_path("evil"))).status,
-        404,
-        "merged view"
-    );
+    for reg in ["local", "union"] {
+        let status = get(&d, &format!("/{reg}/index/{}", index_path("evil"))).status;
+        assert_eq!(status, 404, "merged view {reg}");
+    }
     let r = download(&d, "crates-io", "evil", "1.1.0");
     assert_eq!(r.status, 404, "{}", r.text());
     // Other crates are untouched.
