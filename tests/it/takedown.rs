@@ -297,7 +297,7 @@ fn a_crate_taken_down_upstream_is_refused_quarantined_counted_and_reported_once(
         sha.as_str()
     );
 
-    // Revalidated again and again (and the daemon restarted): still one event per version.
+    // Revalidated again and again: still one event per version.
     for _ in 0..3 {
         std::thread::sleep(Duration::from_millis(1100));
         assert_eq!(get(&d, &format!("/crates-io/index/{}", index_path("evil"))).status, 404);
