@@ -1,18 +1,22 @@
 //! Micro-benchmarks of the hot and pure paths: index-line parsing and building, the merge of
 //! local and upstream files, route parsing, memory-hit and disk-hit index lookups, and
-//! single-flight under contention. Run with `cargo bench --bench core` (add `-- --quick` for a
+//! single-flight under contention, and the proxied download hot path (checksum memo + memory
+//! tier). Run with `cargo bench --bench core` (add `-- --quick` for a
 //! short run). Inputs are the real crates.io index files in `../shared/data/index` when present.
 
 use std::hint::black_box;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use cargohold::cache::crate_files::CrateFiles;
 use cargohold::cache::index_cache::{IndexCache, IndexEntry};
 use cargohold::cache::single_flight::SingleFlight;
 use cargohold::http::route::route;
 use cargohold::index::publish_frame::NewCrate;
 use cargohold::index::IndexLine;
 use cargohold::registry::merge::merge_versions;
+use cargohold::registry::CacheHandles;
+use cargohold::upstream::cached::{CachedUpstream, ProxySettings};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use hyper::Method;
 
@@ -158,5 +162,59 @@ fn single_flight(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, index_lines, merge, routes, lookups, single_flight);
+/// The proxied download's memory hit, as `Reads::download` does it before anything else: the
+/// checksum memo of `name@version`, then the crate-bytes tier by checksum. The index file is
+/// cached fresh, so no upstream is ever asked (the URL is a closed loopback port).
+fn download_hot_path(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let index = IndexCache::open(&dir.path().join("index"), 64 << 20, 1 << 30).unwrap();
+    let crates = CrateFiles::open(&dir.path().join("crates"), 1 << 30).unwrap();
+    let body = Bytes::from(synthetic_file("serde", 300, "aaaa"));
+    let now = cargohold::cache::now_ms();
+    rt.block_on(index.put("p", "serde", Arc::new(IndexEntry::found(body, None, None, now))));
+    let settings = ProxySettings {
+        registry: "p".into(),
+        upstream_url: "http://127.0.0.1:9/".into(),
+        index_ttl: std::time::Duration::from_secs(3600),
+        negative_ttl: std::time::Duration::from_secs(60),
+        timeout: std::time::Duration::from_secs(1),
+        deadline: std::time::Duration::from_secs(1),
+        max_index_bytes: 1 << 20,
+        max_crate_bytes: 1 << 20,
+        ca_file: None,
+        offline: false,
+        prune_index: false,
+        upstream_concurrency: 4,
+    };
+    let proxy = CachedUpstream::new(settings, index, crates).unwrap();
+    let (_, cksum) = rt.block_on(proxy.locate("serde", "1.50.0")).unwrap();
+    let memory = CacheHandles::crate_memory(64 << 20);
+    memory.insert(cksum, Bytes::from(vec![1u8; 10_000]));
+    let mut g = c.benchmark_group("download_hot_path");
+    g.bench_function("memo_and_memory_hit", |b| {
+        b.iter(|| {
+            black_box(
+                proxy
+                    .cached_cksum(black_box("serde"), black_box("1.50.0"))
+                    .and_then(|(_, c)| memory.get(&c)),
+            )
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    index_lines,
+    merge,
+    routes,
+    lookups,
+    single_flight,
+    download_hot_path
+);
 criterion_main!(benches);

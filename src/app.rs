@@ -167,6 +167,8 @@ pub async fn start(config: Config, env_admin_token: Option<String>) -> anyhow::R
     registry.warn_about_shadow_version();
     // Off every request's path: deliveries never slow a publish.
     registry.start_webhooks(config.webhooks.clone())?;
+    // Takedowns found by revalidations become `upstream.removed` events.
+    registry.start_takedown_reports();
     let admin_token = registry.bootstrap_admin(&config.data_dir).await?;
     let state = HttpState::new(registry.clone());
     let acceptor = match &tls {

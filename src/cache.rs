@@ -7,6 +7,7 @@
 pub mod crate_files;
 pub mod freshness;
 pub mod index_cache;
+pub mod quarantine;
 pub mod single_flight;
 
 /// The hasher of the memory caches and per-request maps: seeded per process (so crate names

@@ -4,6 +4,7 @@
 
 pub mod bundle;
 pub mod progress;
+pub mod quarantine;
 pub mod warm;
 
 use std::path::PathBuf;
@@ -74,6 +75,10 @@ pub enum Command {
     /// Manage webhooks and their deliveries (through the admin API).
     #[command(subcommand)]
     Hook(HookCmd),
+    /// Quarantined `.crate` files, taken out of the cache because the upstream index no
+    /// longer lists them (through the admin API; `list --data-dir` reads a data directory).
+    #[command(subcommand)]
+    Quarantine(quarantine::QuarantineCmd),
     /// Fill a registry's caches with the crates of lockfiles or a list (through the daemon).
     Warm {
         /// The registry to warm (a proxy, or a hosted registry with upstreams).
@@ -470,7 +475,12 @@ impl AdminClient {
         })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, CliError> {
+    pub(crate) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, CliError> {
         let url = format!("{}/-/api/v1/{path}", self.server);
         let mut req = self.http.request(method, &url).header("Authorization", &self.token);
         if let Some(b) = body {
@@ -749,6 +759,7 @@ pub async fn run_admin(server: &str, command: Command) -> Result<(), CliError> {
                 println!("{}", r["msg"].as_str().unwrap_or("queued"));
             }
         },
+        Command::Quarantine(cmd) => quarantine::run(&client, cmd).await?,
         Command::Serve(_)
         | Command::CheckConfig(_)
         | Command::PrintConfig(_)

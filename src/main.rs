@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use cargohold::cli::quarantine::QuarantineCmd;
 use cargohold::cli::{run_admin, run_warm, Cli, CliError, Command, ConfigArgs, EXIT_FAILURE, EXIT_USAGE};
 use cargohold::config::env::{ProcessEnv, Provenance};
 use cargohold::config::{Config, ConfigError, Overrides};
@@ -202,6 +203,12 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     s.id, s.registry, s.index_files, s.crate_files, s.bytes
                 );
             }
+            Ok(())
+        }
+        Command::Quarantine(QuarantineCmd::List { config, json }) if on_data_dir(&config) => {
+            let (config, _) = load_config(&config).map_err(config_err)?;
+            let rows = cargohold::cli::quarantine::rows_of_data_dir(&config.data_dir)?;
+            cargohold::cli::quarantine::print_rows(&rows, json);
             Ok(())
         }
         other => run_admin(&cli.server, other).await,

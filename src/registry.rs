@@ -27,6 +27,7 @@ pub mod publish;
 pub mod readme;
 pub mod reads;
 pub mod sessions;
+pub mod takedown;
 pub mod tarball;
 pub mod webhooks;
 
@@ -136,16 +137,20 @@ pub struct RegistryService {
     webhooks: webhooks::WorkerSlot,
     /// Wakes that worker: something was written to the outbox.
     outbox: Arc<tokio::sync::Notify>,
+    /// Takedowns reported by the proxies, until [`Self::start_takedown_reports`] takes them.
+    takedowns: takedown::Pending,
 }
 
 impl RegistryService {
     /// Builds the components and loads the stored registry definitions.
     pub async fn new(store: PrivateStore, caches: CacheHandles, settings: ServiceSettings) -> RegistryResult<Self> {
+        let (removals, takedowns) = takedown::sink(caches.crate_bytes.clone());
         let catalog = Arc::new(Catalog::new(
             store.meta.clone(),
             settings.public_url,
             settings.limits,
             caches.clone(),
+            removals,
         ));
         catalog.reload().await?;
         let reads = Arc::new(Reads::new(
@@ -180,6 +185,7 @@ impl RegistryService {
             imports: tokio::sync::Mutex::new(()),
             webhooks: Default::default(),
             outbox,
+            takedowns,
         })
     }
 

@@ -133,6 +133,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "Publish attempts by registry and outcome.",
     ),
     (
+        "cargohold_upstream_removed_total",
+        "counter",
+        "Cached versions the upstream index no longer lists (takedowns), by registry and reason (crate_removed, version_removed).",
+    ),
+    (
         "cargohold_disk_cache_bytes",
         "gauge",
         "Bytes of proxied crate files on disk.",

@@ -16,6 +16,9 @@
 //! for the whole budget, or the budget is taken by other fills) and its temp file is deleted.
 //! A fill can also be capped ([`FillWriter::set_limit`]). Access times live in memory; after a
 //! restart the files' modification times seed the order.
+//!
+//! A file whose version the upstream index no longer lists can be moved out of the served
+//! cache into `<root>/quarantine/` ([`CrateFiles::quarantine`], see `cache::quarantine`).
 
 use std::collections::HashMap;
 use std::io;
@@ -28,6 +31,8 @@ use futures_util::Stream;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
+
+use super::quarantine::{self, Quarantine, QuarantineRecord, QuarantinedVersion};
 
 /// Why a fill failed; decides the status the first client sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +99,8 @@ pub struct CrateFiles {
     /// committed or evicted), so that views derived from it (pruned index files) know when to
     /// look again; read without the lock on their hot path.
     generation: AtomicU64,
+    /// Files taken out of the cache (`<root>/quarantine/`), with their records.
+    quarantine: Mutex<Quarantine>,
 }
 
 /// A lookup result.
@@ -119,7 +126,7 @@ impl CrateFiles {
         let mut found = Vec::new();
         for dir in std::fs::read_dir(root)? {
             let dir = dir?;
-            if dir.file_name() == "tmp" || !dir.file_type()?.is_dir() {
+            if dir.file_name() == "tmp" || dir.file_name() == quarantine::DIR || !dir.file_type()?.is_dir() {
                 continue;
             }
             for f in std::fs::read_dir(dir.path())? {
@@ -144,6 +151,7 @@ impl CrateFiles {
             lru: Mutex::new(lru),
             fills: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
+            quarantine: Mutex::new(Quarantine::open(&root.join(quarantine::DIR))?),
         });
         files.evict_over_budget(None);
         Ok(files)
@@ -342,6 +350,91 @@ impl CrateFiles {
             lru.total += len;
         }
         self.evict_over_budget(Some(sha));
+    }
+
+    /// Moves the committed file `sha` out of the served cache into the quarantine and records
+    /// `removal` there (blocking). `Ok(Some(size))` when the file is in quarantine afterwards
+    /// (moved now, or by an earlier removal naming the same bytes), `Ok(None)` when it was not
+    /// cached. A quarantined file is not served, not counted in the budget, not evicted.
+    pub fn quarantine(&self, sha: &str, removal: QuarantinedVersion) -> io::Result<Option<u64>> {
+        if !valid_sha(sha) {
+            return Ok(None);
+        }
+        let mut q = self.quarantine.lock().unwrap_or_else(|e| e.into_inner());
+        let taken = {
+            let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
+            let taken = lru.entries.remove(sha);
+            if let Some((len, _)) = taken {
+                lru.total -= len;
+                self.generation.fetch_add(1, Ordering::AcqRel);
+            }
+            taken
+        };
+        let size = match taken {
+            Some((len, _)) => match std::fs::rename(self.path_of(sha), q.crate_path(sha)) {
+                Ok(()) => len,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => match q.get(sha) {
+                    Some(rec) => rec.size,
+                    None => return Ok(None),
+                },
+                Err(e) => {
+                    // Still in place: it stays in the cache (and is retried at the next removal).
+                    drop(q);
+                    self.commit(sha, len, 0);
+                    return Err(e);
+                }
+            },
+            None => match q.get(sha) {
+                Some(rec) => rec.size,
+                None => return Ok(None),
+            },
+        };
+        q.record(sha, size, removal)?;
+        Ok(Some(size))
+    }
+
+    /// Every quarantined file's record, by SHA-256.
+    pub fn quarantined(&self) -> Vec<QuarantineRecord> {
+        let q = self.quarantine.lock().unwrap_or_else(|e| e.into_inner());
+        q.records().cloned().collect()
+    }
+
+    /// The record of a quarantined file named by a removal of `registry`'s `name` `version`.
+    pub fn quarantined_version(&self, registry: &str, name: &str, version: &str) -> Option<QuarantineRecord> {
+        let q = self.quarantine.lock().unwrap_or_else(|e| e.into_inner());
+        let found = q.records().find(|r| r.names(registry, name, version)).cloned();
+        found
+    }
+
+    /// Deletes a quarantined file and its record (blocking); `false` if there is none.
+    pub fn purge_quarantined(&self, sha: &str) -> io::Result<bool> {
+        if !valid_sha(sha) {
+            return Ok(false);
+        }
+        let mut q = self.quarantine.lock().unwrap_or_else(|e| e.into_inner());
+        q.forget(sha)
+    }
+
+    /// Puts a quarantined file back into the served cache (blocking; an operator's decision
+    /// that the bytes are fine): it is served again to any proxy whose index lists its
+    /// checksum. `false` if there is none.
+    pub fn release_quarantined(&self, sha: &str) -> io::Result<bool> {
+        if !valid_sha(sha) {
+            return Ok(false);
+        }
+        let mut q = self.quarantine.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(size) = q.get(sha).map(|r| r.size) else {
+            return Ok(false);
+        };
+        let dest = self.path_of(sha);
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::rename(q.crate_path(sha), &dest)?;
+        q.forget(sha)?;
+        drop(q);
+        self.commit(sha, size, 0);
+        Ok(true)
     }
 
     /// Removes least recently used files until the total is within budget (`keep` last).
@@ -944,6 +1037,78 @@ mod tests {
         w.set_limit(10);
         w.headers(None).await.unwrap();
         assert!(w.write(b"0123456789ab").await.is_err(), "a body above the limit");
+    }
+
+    async fn cached(files: &Arc<CrateFiles>, data: &[u8]) -> String {
+        let (mut w, _r) = start(files, data);
+        w.headers(Some(data.len() as u64)).await.unwrap();
+        w.write(data).await.unwrap();
+        w.finish().await.unwrap();
+        sha(data)
+    }
+
+    fn removal(registry: &str, krate: &str, version: &str) -> QuarantinedVersion {
+        QuarantinedVersion {
+            registry: registry.into(),
+            krate: krate.into(),
+            version: version.into(),
+            reason: "version_removed".into(),
+            removed_at: 1,
+        }
+    }
+
+    /// A quarantined file leaves the served cache (lookups, counts, budget, pruning
+    /// generation), stays on disk with its record across a reopen, collects the removals of
+    /// every proxy that names the same bytes, and can be released or purged.
+    #[tokio::test]
+    async fn quarantine_takes_a_file_out_of_the_cache_and_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = CrateFiles::open(dir.path(), 1 << 20).unwrap();
+        let s = cached(&files, b"malicious bytes").await;
+        let other = cached(&files, b"fine bytes").await;
+        let generation = files.generation();
+        assert_eq!(files.quarantine(&s, removal("p", "Evil", "1.0.0")).unwrap(), Some(15));
+        assert!(files.lookup(&s).is_none(), "not served");
+        assert!(files.generation() > generation, "pruned views look again");
+        assert_eq!((files.files(), files.disk_bytes()), (1, 10), "not counted as cache");
+        let kept = dir.path().join("quarantine").join(format!("{s}.crate"));
+        assert_eq!(std::fs::read(&kept).unwrap(), b"malicious bytes");
+        // Another proxy's removal of the same bytes joins the record; not cached: None.
+        assert_eq!(files.quarantine(&s, removal("q", "evil", "1.0.0")).unwrap(), Some(15));
+        assert_eq!(files.quarantine(&s, removal("q", "evil", "1.0.0")).unwrap(), Some(15));
+        assert_eq!(
+            files
+                .quarantine(&sha(b"never cached"), removal("p", "x", "1.0.0"))
+                .unwrap(),
+            None
+        );
+        assert_eq!(files.quarantine("../../etc", removal("p", "x", "1.0.0")).unwrap(), None);
+        drop(files);
+        // Reopened: still out of the cache, the record intact, and never evicted.
+        let files = CrateFiles::open(dir.path(), 5).unwrap();
+        assert!(files.lookup(&s).is_none());
+        let recs = files.quarantined();
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].removals.len(), 2);
+        assert!(files.quarantined_version("q", "EVIL", "1.0.0").is_some());
+        assert!(files.quarantined_version("q", "evil", "1.0.1").is_none());
+        assert!(kept.exists(), "a tiny budget does not evict quarantined files");
+        assert_eq!(
+            crate::cache::quarantine::read_records(&dir.path().join("quarantine")).unwrap(),
+            recs
+        );
+        // Released: served again. Purged: gone.
+        let files = CrateFiles::open(dir.path(), 1 << 20).unwrap();
+        assert!(files.release_quarantined(&s).unwrap());
+        assert!(files.lookup(&s).is_some());
+        assert!(files.quarantined().is_empty());
+        // (The reopen with a 5-byte budget evicted it.)
+        assert_eq!(cached(&files, b"fine bytes").await, other);
+        assert_eq!(files.quarantine(&other, removal("p", "ok", "1.0.0")).unwrap(), Some(10));
+        assert!(files.purge_quarantined(&other).unwrap());
+        assert!(!files.purge_quarantined(&other).unwrap());
+        assert!(files.lookup(&other).is_none());
+        assert_eq!(std::fs::read_dir(dir.path().join("quarantine")).unwrap().count(), 0);
     }
 
     #[tokio::test]

@@ -1,4 +1,4 @@
-//! The admin API under `/-/api/v1/`: registries, users, tokens, bundles. Every call needs the
+//! The admin API under `/-/api/v1/`: registries, users, tokens, bundles, hooks, quarantine. Every call needs the
 //! `admin` scope, checked before any body is read. Bodies and answers are JSON (but for a
 //! bundle, streamed out of `export` and uploaded to `import`); errors use Cargo's envelope like
 //! everything else.
@@ -249,6 +249,19 @@ pub async fn handle(
             svc.redeliver(&id).await?;
             Ok(json_ok(
                 &json!({"ok": true, "msg": format!("delivery `{id}` queued again")}),
+            ))
+        }
+        (Route::AdminQuarantine, _) => Ok(json_ok(&svc.quarantine_list())),
+        (Route::AdminQuarantined { sha }, _) => {
+            svc.purge_quarantined(&sha).await?;
+            Ok(json_ok(
+                &json!({"ok": true, "msg": format!("quarantined file {sha} purged")}),
+            ))
+        }
+        (Route::AdminQuarantineRelease { sha }, _) => {
+            svc.release_quarantined(&sha).await?;
+            Ok(json_ok(
+                &json!({"ok": true, "msg": format!("quarantined file {sha} released into the cache")}),
             ))
         }
         (Route::AdminUsers, Method::GET) => Ok(json_ok(&svc.list_users().await?)),

@@ -40,6 +40,16 @@ pub enum Route {
     AdminRedeliver {
         id: String,
     },
+    /// `GET /-/api/v1/quarantine`: the quarantined `.crate` files.
+    AdminQuarantine,
+    /// `DELETE /-/api/v1/quarantine/{sha256}`: purge one.
+    AdminQuarantined {
+        sha: String,
+    },
+    /// `POST /-/api/v1/quarantine/{sha256}/release`: put one back into the cache.
+    AdminQuarantineRelease {
+        sha: String,
+    },
     ConfigJson {
         reg: String,
     },
@@ -180,6 +190,9 @@ impl Route {
             Route::AdminHook { .. } => "/-/api/v1/hooks/{id}",
             Route::AdminHookDeliveries { .. } => "/-/api/v1/hooks/{id}/deliveries",
             Route::AdminRedeliver { .. } => "/-/api/v1/deliveries/{id}/redeliver",
+            Route::AdminQuarantine => "/-/api/v1/quarantine",
+            Route::AdminQuarantined { .. } => "/-/api/v1/quarantine/{sha256}",
+            Route::AdminQuarantineRelease { .. } => "/-/api/v1/quarantine/{sha256}/release",
             Route::ConfigJson { .. } => "/{reg}/index/config.json",
             Route::IndexFile { .. } => "/{reg}/index/{path}",
             Route::Download { .. } => "/{reg}/api/v1/crates/{name}/{version}/download",
@@ -290,6 +303,13 @@ fn route_segments(method: &Method, s: &[&str]) -> Result<Route, RouteError> {
         }
         ["-", "api", "v1", "deliveries", id, "redeliver"] => {
             method_is(method, &[Method::POST], "POST").map(|()| Route::AdminRedeliver { id: owned(id) })
+        }
+        ["-", "api", "v1", "quarantine"] => get(Route::AdminQuarantine),
+        ["-", "api", "v1", "quarantine", sha] => {
+            method_is(method, &[Method::DELETE], "DELETE").map(|()| Route::AdminQuarantined { sha: owned(sha) })
+        }
+        ["-", "api", "v1", "quarantine", sha, "release"] => {
+            method_is(method, &[Method::POST], "POST").map(|()| Route::AdminQuarantineRelease { sha: owned(sha) })
         }
         ["-", "api", "v1", "users"] => {
             method_is(method, &[Method::GET, Method::POST], "GET, POST").map(|()| Route::AdminUsers)
@@ -475,6 +495,33 @@ mod tests {
         assert_eq!(route(&Method::GET, "/local/other"), Err(RouteError::NotFound));
         assert_eq!(route(&Method::GET, "/-/nothing"), Err(RouteError::NotFound));
         assert_eq!(route(&Method::HEAD, "/-/healthz"), Ok(Route::Healthz));
+    }
+
+    #[test]
+    fn quarantine_routes() {
+        let sha = "a".repeat(64);
+        assert_eq!(route(&Method::GET, "/-/api/v1/quarantine"), Ok(Route::AdminQuarantine));
+        assert_eq!(
+            route(&Method::POST, "/-/api/v1/quarantine"),
+            Err(RouteError::MethodNotAllowed("GET"))
+        );
+        assert_eq!(
+            route(&Method::DELETE, &format!("/-/api/v1/quarantine/{sha}")),
+            Ok(Route::AdminQuarantined { sha: sha.clone() })
+        );
+        assert_eq!(
+            route(&Method::GET, &format!("/-/api/v1/quarantine/{sha}")),
+            Err(RouteError::MethodNotAllowed("DELETE"))
+        );
+        assert_eq!(
+            route(&Method::POST, &format!("/-/api/v1/quarantine/{sha}/release")),
+            Ok(Route::AdminQuarantineRelease { sha })
+        );
+        assert_eq!(
+            route(&Method::POST, "/-/api/v1/quarantine/..%2F..%2Fx/release"),
+            Ok(Route::AdminQuarantineRelease { sha: "../../x".into() }),
+            "decoded here, refused as not a SHA-256 by the registry layer"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::cache::FastMap;
 use crate::config::{Limits, RegistryKind, RegistrySpec};
 use crate::index::config_json::ConfigJson;
 use crate::store::Metadata;
-use crate::upstream::cached::{CachedUpstream, ProxySettings};
+use crate::upstream::cached::{CachedUpstream, ProxySettings, RemovalSink};
 
 /// Registry definitions by name.
 pub type Registries = Arc<BTreeMap<String, Arc<RegistrySpec>>>;
@@ -32,12 +32,22 @@ pub struct Catalog {
     proxies: RwLock<Arc<FastMap<String, Arc<CachedUpstream>>>>,
     /// Interned metric labels of the registries.
     labels: RwLock<Arc<FastMap<String, &'static str>>>,
+    /// Where every proxy reports the versions its upstream took down.
+    removals: RemovalSink,
 }
 
 impl Catalog {
-    /// An empty catalog; [`reload`](Self::reload) fills it from the store.
-    pub fn new(meta: Arc<dyn Metadata>, public_url: String, limits: Limits, caches: CacheHandles) -> Self {
+    /// An empty catalog; [`reload`](Self::reload) fills it from the store. Every proxy it
+    /// builds reports takedowns to `removals`.
+    pub fn new(
+        meta: Arc<dyn Metadata>,
+        public_url: String,
+        limits: Limits,
+        caches: CacheHandles,
+        removals: RemovalSink,
+    ) -> Self {
         Catalog {
+            removals,
             meta,
             public_url,
             limits,
@@ -88,9 +98,9 @@ impl Catalog {
                     if p.settings().upstream_url != settings.upstream_url {
                         p.clear().await;
                     }
-                    CachedUpstream::new(settings, self.caches.index.clone(), self.caches.crates.clone())?
+                    self.build_proxy(settings)?
                 }
-                None => CachedUpstream::new(settings, self.caches.index.clone(), self.caches.crates.clone())?,
+                None => self.build_proxy(settings)?,
             };
             proxies.insert(spec.name.clone(), proxy);
         }
@@ -103,6 +113,24 @@ impl Catalog {
         *self.registries.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(map);
         *self.proxies.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(proxies);
         Ok(())
+    }
+
+    fn build_proxy(&self, settings: ProxySettings) -> RegistryResult<Arc<CachedUpstream>> {
+        let proxy = CachedUpstream::new(settings, self.caches.index.clone(), self.caches.crates.clone())?;
+        proxy.set_removal_sink(self.removals.clone());
+        Ok(proxy)
+    }
+
+    /// The quarantine record naming `registry`'s `name` `version`, if its `.crate` was
+    /// quarantined after the upstream removed it (not on any hot path: downloads ask only
+    /// once the version was not found).
+    pub fn quarantined(
+        &self,
+        registry: &str,
+        name: &str,
+        version: &str,
+    ) -> Option<crate::cache::quarantine::QuarantineRecord> {
+        self.caches.crates.quarantined_version(registry, name, version)
     }
 
     fn proxy_settings(&self, spec: &RegistrySpec) -> ProxySettings {

@@ -6,6 +6,14 @@
 //! the upstream is left alone for [`STALE_BACKOFF_MS`] (for that file; for every expired file
 //! when it could not be reached at all or timed out). `offline` never contacts the upstream.
 //!
+//! Takedowns: when a revalidation finds the crate gone upstream (404) or some of its version
+//! lines removed, those versions are [`Removal`]s: their checksum memo entries are dropped,
+//! their cached `.crate` files quarantined (`cache::quarantine`), and each is handed to the
+//! registry layer's [`RemovalSink`] (log, metric, webhook event). Only a definite answer
+//! counts: an error, a timeout, a 5xx, a 304, a body with an unusable line, or a 200 with no
+//! usable line at all (served stale, as for an upstream error) never removes anything. The
+//! memo lives at most `index_ttl`, so a download after that goes through the revalidated file.
+//!
 //! Crate files: looked up by the index `cksum`; a miss starts one streamed, verified fill
 //! (see `cache::crate_files`) driven by a spawned task, so it completes and is cached even if
 //! the client that caused it goes away.
@@ -29,6 +37,7 @@ use super::expand_dl;
 use crate::cache::crate_files::{CrateFiles, CrateLookup, FillFailure, FillReader, FillWriter};
 use crate::cache::freshness::{freshness, Freshness};
 use crate::cache::index_cache::{IndexCache, IndexEntry};
+use crate::cache::quarantine::{now_secs, QuarantinedVersion};
 use crate::cache::single_flight::{FlightError, SingleFlight};
 use crate::cache::{now_ms, CacheStatus, FastHasher, MemCache};
 use crate::index::index_path;
@@ -146,6 +155,68 @@ pub enum ProxyDownload {
     File { path: std::path::PathBuf, len: u64 },
     /// Being fetched; the reader streams it.
     Stream(FillReader),
+}
+
+/// Why a version left the upstream index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemovalReason {
+    /// The crate's index file is now a 404.
+    CrateRemoved,
+    /// The file is there but no longer has the version's line.
+    VersionRemoved,
+}
+
+impl RemovalReason {
+    /// `crate_removed` / `version_removed` (metric label, event field, record).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemovalReason::CrateRemoved => "crate_removed",
+            RemovalReason::VersionRemoved => "version_removed",
+        }
+    }
+}
+
+/// A version a revalidation found removed from the upstream index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    pub registry: String,
+    /// The name as the removed line spelled it.
+    pub name: String,
+    pub version: String,
+    pub cksum: String,
+    pub reason: RemovalReason,
+    /// The size of its `.crate` if that is now in quarantine (`None`: it was not cached).
+    pub quarantined: Option<u64>,
+}
+
+/// Where a proxy reports its [`Removal`]s: set by the registry layer at construction. Called
+/// once per removal, in the revalidation that found it, after the cache stopped serving it.
+pub type RemovalSink = Arc<dyn Fn(&Removal) + Send + Sync>;
+
+/// `(name, vers, cksum)` of the usable lines of `prior` that `now` no longer lists, compared
+/// by version string; `now = None` means the upstream answered 404 (every usable line is
+/// removed). `None` when `now` cannot be trusted for that: it has a line this daemon cannot
+/// read (a version hidden in garbage is not a removal), or no usable line at all while
+/// `prior` had some (a broken upstream sending an empty file must not quarantine everything).
+pub fn removed_lines(prior: &[u8], now: Option<&[u8]>) -> Option<Vec<(String, String, String)>> {
+    let mut kept = std::collections::HashSet::new();
+    if let Some(now) = now {
+        for line in lines(now) {
+            kept.insert(line_key(line)?.vers.into_owned());
+        }
+    }
+    let mut removed = Vec::new();
+    let mut usable = 0;
+    for k in lines(prior).filter_map(line_key) {
+        usable += 1;
+        if !kept.contains(k.vers.as_ref()) {
+            removed.push((k.name.into_owned(), k.vers.into_owned(), k.cksum.into_owned()));
+        }
+    }
+    if now.is_some() && kept.is_empty() && usable > 0 {
+        return None;
+    }
+    Some(removed)
 }
 
 /// Why a proxied download cannot be served.
@@ -269,6 +340,8 @@ pub struct CachedUpstream {
     pruned: Option<MemCache<String, Arc<Pruned>>>,
     /// The last [`probe`](Self::probe): when, and what it found.
     probed: std::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
+    /// Where removals found by a revalidation are reported (set once by the registry layer).
+    removals: std::sync::OnceLock<RemovalSink>,
 }
 
 /// How long a [`CachedUpstream::probe`] result is reused.
@@ -299,6 +372,13 @@ impl CachedUpstream {
         let slots = settings.upstream_concurrency.max(1);
         let gate = UpstreamGate::new(&settings.registry, slots, slots * QUEUE_PER_SLOT, QUEUE_WAIT);
         let settings_prune = settings.prune_index;
+        // The memo answers downloads without looking at the index file again: it may not
+        // outlive the file's freshness, or a version taken down upstream would stay
+        // downloadable (an offline proxy never revalidates, so its memo need not expire).
+        let mut memo = moka::sync::Cache::builder().max_capacity(100_000);
+        if !settings.offline {
+            memo = memo.time_to_live(settings.index_ttl);
+        }
         Ok(Arc::new(CachedUpstream {
             gate,
             settings,
@@ -306,12 +386,11 @@ impl CachedUpstream {
             index,
             crates,
             flights: SingleFlight::default(),
-            cksums: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .build_with_hasher(FastHasher::default()),
+            cksums: memo.build_with_hasher(FastHasher::default()),
             dl: tokio::sync::RwLock::new(None),
             unreachable_until: AtomicU64::new(0),
             probed: std::sync::Mutex::new(None),
+            removals: std::sync::OnceLock::new(),
             pruned: settings_prune.then(|| {
                 moka::sync::Cache::builder()
                     .max_capacity(PRUNED_CACHE_BYTES)
@@ -322,6 +401,11 @@ impl CachedUpstream {
                     .build_with_hasher(FastHasher::default())
             }),
         }))
+    }
+
+    /// Sets where removals are reported (the first call wins).
+    pub fn set_removal_sink(&self, sink: RemovalSink) {
+        let _ = self.removals.set(sink);
     }
 
     /// The settings it was built with.
@@ -483,6 +567,7 @@ impl CachedUpstream {
             Err(busy) => Err(busy),
         };
         let now = now_ms();
+        let mut removed = (Vec::new(), RemovalReason::VersionRemoved);
         let (entry, status) = match fetched {
             Ok(Fetched::Fresh {
                 body,
@@ -495,6 +580,26 @@ impl CachedUpstream {
                 } else {
                     CacheStatus::Miss
                 };
+                if let (Some(p), CacheStatus::Miss) = (prior, status) {
+                    match removed_lines(&p.body, Some(&e.body)) {
+                        Some(r) => removed = (r, RemovalReason::VersionRemoved),
+                        None if lines(&e.body).filter_map(line_key).next().is_none() => {
+                            // A file with no usable line replacing one with some: a broken
+                            // upstream, not a takedown (that is a 404). Served stale.
+                            tracing::warn!(
+                                registry = %reg,
+                                krate.name = lower,
+                                "the upstream sent an index file without a usable line; serving the stale copy"
+                            );
+                            return Ok(self.serve_stale(lower, p.clone(), epoch, now));
+                        }
+                        None => tracing::warn!(
+                            registry = %reg,
+                            krate.name = lower,
+                            "the upstream's new index file has unusable lines; versions missing from it are not taken as removed"
+                        ),
+                    }
+                }
                 (Arc::new(e), status)
             }
             Ok(Fetched::NotModified) => match prior {
@@ -513,7 +618,15 @@ impl CachedUpstream {
                     })
                 }
             },
-            Ok(Fetched::NotFound) => (Arc::new(IndexEntry::not_found(now)), CacheStatus::Miss),
+            Ok(Fetched::NotFound) => {
+                if let Some(p) = prior {
+                    removed = (
+                        removed_lines(&p.body, None).unwrap_or_default(),
+                        RemovalReason::CrateRemoved,
+                    );
+                }
+                (Arc::new(IndexEntry::not_found(now)), CacheStatus::Miss)
+            }
             Err(err) => {
                 if matches!(
                     err,
@@ -524,19 +637,80 @@ impl CachedUpstream {
                 }
                 let Some(c) = current else { return Err(err) };
                 tracing::warn!(registry = %reg, krate.name = lower, error = ?err.to_string(), "upstream failed; serving the stale copy");
-                let marked = Arc::new(IndexEntry {
-                    stale_until: now + STALE_BACKOFF_MS,
-                    ..(*c).clone()
-                });
-                self.index.put_memory_at(reg, lower, marked.clone(), epoch);
-                return Ok(Lookup {
-                    entry: marked,
-                    status: CacheStatus::Stale,
-                });
+                return Ok(self.serve_stale(lower, c, epoch, now));
             }
         };
         self.index.put_at(reg, lower, entry.clone(), epoch);
+        let (removed, reason) = removed;
+        if !removed.is_empty() {
+            self.take_down(removed, reason).await;
+        }
         Ok(Lookup { entry, status })
+    }
+
+    /// The current copy `c`, marked to be served without asking the upstream for
+    /// [`STALE_BACKOFF_MS`].
+    fn serve_stale(&self, lower: &str, c: Arc<IndexEntry>, epoch: u64, now: u64) -> Lookup {
+        let reg = &self.settings.registry;
+        let marked = Arc::new(IndexEntry {
+            stale_until: now + STALE_BACKOFF_MS,
+            ..(*c).clone()
+        });
+        self.index.put_memory_at(reg, lower, marked.clone(), epoch);
+        Lookup {
+            entry: marked,
+            status: CacheStatus::Stale,
+        }
+    }
+
+    /// Stops serving versions the upstream removed (the new index file is in place already):
+    /// drops their checksum memo entries, quarantines their cached `.crate` files, and reports
+    /// each to the sink.
+    async fn take_down(&self, removed: Vec<(String, String, String)>, reason: RemovalReason) {
+        let registry = self.settings.registry.clone();
+        for (name, version, _) in &removed {
+            self.cksums.invalidate(&cksum_key(name, version));
+        }
+        let crates = self.crates.clone();
+        let reg = registry.clone();
+        let quarantined = tokio::task::spawn_blocking(move || {
+            let at = now_secs();
+            removed
+                .into_iter()
+                .map(|(name, version, cksum)| {
+                    let record = QuarantinedVersion {
+                        registry: reg.clone(),
+                        krate: name.clone(),
+                        version: version.clone(),
+                        reason: reason.as_str().to_owned(),
+                        removed_at: at,
+                    };
+                    let size = crates.quarantine(&cksum, record).unwrap_or_else(|e| {
+                        tracing::error!(registry = %reg, krate.name = %name, krate.version = %version, sha256 = %cksum, error = %e, "cannot quarantine a removed crate file");
+                        None
+                    });
+                    (name, version, cksum, size)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for (name, version, cksum, size) in quarantined {
+            let removal = Removal {
+                registry: registry.clone(),
+                name,
+                version,
+                cksum,
+                reason,
+                quarantined: size,
+            };
+            match self.removals.get() {
+                Some(sink) => sink(&removal),
+                None => {
+                    tracing::warn!(registry = %registry, krate.name = %removal.name, krate.version = %removal.version, reason = reason.as_str(), "the upstream index no longer lists this version")
+                }
+            }
+        }
     }
 
     /// The cached index entry without any upstream traffic (search, merged listings).
@@ -629,6 +803,19 @@ impl CachedUpstream {
         let lookup = self
             .crates
             .get_or_fill(&cksum, move |writer| {
+                // Only when a fill would start (never on a hit): a version this registry's
+                // upstream took down is not fetched again, neither by a download that raced
+                // the takedown nor after the upstream lists it again, until an operator
+                // releases the quarantined copy.
+                let reg = &this.settings.registry;
+                if this.crates.quarantined_version(reg, &orig, &version_owned).is_some() {
+                    let sha = writer.sha256().to_owned();
+                    return writer.fail(FillFailure::NotFound(format!(
+                        "crate `{orig}` version `{version_owned}` was removed from the upstream index of \
+                         registry `{reg}` and its cached copy is quarantined; it is not downloaded again \
+                         unless an administrator runs `cargohold quarantine release {sha}`"
+                    )));
+                }
                 if offline {
                     writer.fail(FillFailure::NotFound("not cached, and the registry is offline".into()));
                 } else {
@@ -775,8 +962,80 @@ mod tests {
         assert!(prune_file(body.as_bytes(), &[false, false, false]).is_empty());
     }
 
+    fn line(name: &str, vers: &str, c: char) -> String {
+        format!(
+            "{{\"name\":\"{name}\",\"vers\":\"{vers}\",\"cksum\":\"{}\",\"deps\":[]}}\n",
+            c.to_string().repeat(64)
+        )
+    }
+
+    fn triple(name: &str, vers: &str, c: char) -> (String, String, String) {
+        (name.into(), vers.into(), c.to_string().repeat(64))
+    }
+
+    #[test]
+    fn removals_are_the_prior_lines_the_new_file_lacks() {
+        let prior = format!(
+            "{}{}{}",
+            line("Foo", "1.0.0", 'a'),
+            line("Foo", "1.1.0", 'b'),
+            line("Foo", "2.0.0", 'c')
+        );
+        // The crate is gone (404): every usable line of the prior file.
+        assert_eq!(
+            removed_lines(prior.as_bytes(), None),
+            Some(vec![
+                triple("Foo", "1.0.0", 'a'),
+                triple("Foo", "1.1.0", 'b'),
+                triple("Foo", "2.0.0", 'c')
+            ])
+        );
+        // One line gone, one yanked (still listed), one added: only the gone one.
+        let yanked = line("Foo", "1.1.0", 'b').replace("\"deps\":[]", "\"deps\":[],\"yanked\":true");
+        let now = format!("{}{}{}", line("Foo", "1.0.0", 'a'), yanked, line("Foo", "3.0.0", 'd'));
+        assert_eq!(
+            removed_lines(prior.as_bytes(), Some(now.as_bytes())),
+            Some(vec![triple("Foo", "2.0.0", 'c')])
+        );
+        // Nothing gone.
+        assert_eq!(removed_lines(prior.as_bytes(), Some(prior.as_bytes())), Some(vec![]));
+        // Garbage lines of the prior file are no versions.
+        let with_garbage = format!("not json\n{prior}");
+        assert_eq!(
+            removed_lines(with_garbage.as_bytes(), Some(prior.as_bytes())),
+            Some(vec![])
+        );
+    }
+
+    #[test]
+    fn a_doubtful_new_file_removes_nothing() {
+        let prior = format!("{}{}", line("foo", "1.0.0", 'a'), line("foo", "1.1.0", 'b'));
+        // Empty, or only garbage: a broken upstream, not a takedown.
+        for now in ["", "\n\n", "<html>oops</html>\n"] {
+            assert_eq!(removed_lines(prior.as_bytes(), Some(now.as_bytes())), None, "{now:?}");
+        }
+        // A usable line and an unusable one: the version hidden in garbage is not removed.
+        let now = format!("{}{{\"name\":\"foo\",\"vers\":\"1.1.0\"\n", line("foo", "1.0.0", 'a'));
+        assert_eq!(removed_lines(prior.as_bytes(), Some(now.as_bytes())), None);
+        // A prior file without usable lines loses nothing to an empty one.
+        assert_eq!(removed_lines(b"junk\n", Some(b"")), Some(vec![]));
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn removals_never_panic_and_come_from_the_prior_file(
+            prior in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            now in proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)),
+        ) {
+            if let Some(removed) = removed_lines(&prior, now.as_deref()) {
+                let (cksums, _) = usable_cksums(&prior);
+                for (name, _, cksum) in removed {
+                    proptest::prop_assert!(is_lookup_name(&name) && cksums.contains(&cksum));
+                }
+            }
+        }
 
         #[test]
         fn pruning_never_panics(

@@ -19,6 +19,7 @@ mod proxy_e2e;
 mod prune;
 mod shared_store;
 mod support;
+mod takedown;
 mod upstream_faults;
 mod warm;
 mod web;

@@ -86,6 +86,9 @@ impl Reads {
             _ => std::slice::from_ref(&reg.name),
         };
         let mut last = None;
+        // Whether the last failure was the index not listing the version (then a takedown
+        // explains it better than "not in the upstream index").
+        let mut unlisted = false;
         for up in upstreams {
             let proxy = self.catalog.proxy(up)?;
             // A failed lookup is final for this upstream: `download` would only repeat it (and
@@ -101,13 +104,16 @@ impl Reads {
                 }
                 Err(DownloadError::NotFound(m)) => {
                     last = Some(RegistryError::NotFound(m));
+                    unlisted = true;
                     continue;
                 }
                 Err(DownloadError::Upstream(e)) => {
                     last = Some(e.into());
+                    unlisted = false;
                     continue;
                 }
             }
+            unlisted = false;
             match proxy.download(name, version).await {
                 Ok((ProxyDownload::File { path, len }, status)) => {
                     let cksum = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
@@ -118,7 +124,30 @@ impl Reads {
                 Err(DownloadError::Upstream(e)) => last = Some(e.into()),
             }
         }
-        Err(last.unwrap_or_else(not_found))
+        let err = last.unwrap_or_else(not_found);
+        if unlisted {
+            if let Some(removed) = self.removed_upstream(upstreams, name, version) {
+                return Err(RegistryError::NotFound(removed));
+            }
+        }
+        Err(err)
+    }
+
+    /// Why `name@version` is not found, if an upstream took it down and its `.crate` is in
+    /// quarantine (only asked once the version was not found).
+    fn removed_upstream(&self, upstreams: &[String], name: &str, version: &str) -> Option<String> {
+        upstreams.iter().find_map(|up| {
+            let rec = self.catalog.quarantined(up, name, version)?;
+            let reason = rec
+                .removals
+                .iter()
+                .find(|r| &r.registry == up && r.version == version)
+                .map_or("removed", |r| r.reason.as_str());
+            Some(format!(
+                "crate `{name}` version `{version}` was removed from the upstream index of registry `{up}` \
+                 ({reason}); its cached copy is quarantined and is not served"
+            ))
+        })
     }
 
     /// A hosted blob, from memory or the private store; `None` if the blob is missing.

@@ -333,6 +333,9 @@ struct State {
     files: Mutex<HashMap<String, IndexFile>>,
     /// `(name, vers)` exactly as in the index → `.crate` bytes.
     downloads: Mutex<HashMap<(String, String), Bytes>>,
+    /// Sparse paths removed by [`FakeUpstream::remove_crate`]: 404 even if the shared index
+    /// has them.
+    removed: Mutex<std::collections::HashSet<String>>,
     hits: Mutex<HashMap<String, usize>>,
     log: Mutex<Vec<RecordedRequest>>,
     total: AtomicUsize,
@@ -501,6 +504,7 @@ impl FakeUpstream {
             shared_root,
             files: Mutex::new(HashMap::new()),
             downloads: Mutex::new(HashMap::new()),
+            removed: Mutex::new(std::collections::HashSet::new()),
             hits: Mutex::new(HashMap::new()),
             log: Mutex::new(Vec::new()),
             total: AtomicUsize::new(0),
@@ -635,6 +639,37 @@ impl FakeUpstream {
         self.modify_index(name, |b| *b = body.to_vec());
     }
 
+    /// Takes `name` down: its index file answers 404 from now on (also when the shared index
+    /// has it) and its `.crate` files are no longer downloadable, as a registry does when it
+    /// removes a malicious crate. Adding a line or file for it later brings it back.
+    pub fn remove_crate(&self, name: &str) {
+        let path = cargohold::index::index_path(name);
+        lock(&self.state.files).remove(&path);
+        lock(&self.state.removed).insert(path);
+        lock(&self.state.downloads).retain(|(n, _), _| !n.eq_ignore_ascii_case(name));
+    }
+
+    /// Removes the line(s) of `name` whose `vers` is `vers` (other lines stay byte-identical)
+    /// and makes that version's `.crate` no longer downloadable. Panics when there is no such
+    /// line.
+    pub fn remove_version(&self, name: &str, vers: &str) {
+        self.modify_index(name, |body| {
+            let text = String::from_utf8(std::mem::take(body)).expect("index file is not UTF-8");
+            let mut found = false;
+            let mut out = String::with_capacity(text.len());
+            for seg in text.split_inclusive('\n') {
+                let line = seg.strip_suffix('\n').unwrap_or(seg);
+                match serde_json::from_str::<Value>(line) {
+                    Ok(v) if v["vers"].as_str() == Some(vers) => found = true,
+                    _ => out.push_str(seg),
+                }
+            }
+            assert!(found, "remove_version: no line for {name} {vers}");
+            *body = out.into_bytes();
+        });
+        lock(&self.state.downloads).remove(&(name.to_owned(), vers.to_owned()));
+    }
+
     /// Sets `yanked` on the line(s) of `name` whose `vers` is `vers` (other lines stay
     /// byte-identical). Panics when there is no such line.
     pub fn set_yanked(&self, name: &str, vers: &str, yanked: bool) {
@@ -673,10 +708,11 @@ impl FakeUpstream {
 
     fn modify_index(&self, name: &str, f: impl FnOnce(&mut Vec<u8>)) {
         let path = cargohold::index::index_path(name);
+        let gone = lock(&self.state.removed).remove(&path);
         let mut files = lock(&self.state.files);
         let (mut body, prev_lm) = match files.get(&path) {
             Some(file) => (file.body.to_vec(), file.last_modified),
-            None => match self.state.read_shared_sync(&path) {
+            None => match self.state.read_shared_sync(&path).filter(|_| !gone) {
                 Some(file) => (file.body.to_vec(), file.last_modified),
                 None => (Vec::new(), 0),
             },
@@ -1069,6 +1105,9 @@ impl State {
     async fn lookup_index(&self, rel: &str) -> Option<IndexFile> {
         if let Some(f) = lock(&self.files).get(rel).cloned() {
             return Some(f);
+        }
+        if lock(&self.removed).contains(rel) {
+            return None;
         }
         let root = self.shared_root.as_ref()?;
         let p = root.join(rel);

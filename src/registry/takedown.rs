@@ -1,0 +1,146 @@
+//! Upstream takedowns, the registry's side: every proxy reports the versions its upstream
+//! removed (`upstream::cached::Removal`, found by a revalidation) to the sink made here. The
+//! sink drops the version's bytes from the memory tier and logs and counts the removal at
+//! once; a task ([`RegistryService::start_takedown_reports`]) records each as an
+//! `upstream.removed` webhook event, at most once per `crate@version@cksum` across nodes and
+//! restarts. The quarantine of the `.crate` (`cache::quarantine`) is listed, released and
+//! purged here for the admin API.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+use super::error::{RegistryError, RegistryResult};
+use super::RegistryService;
+use crate::cache::quarantine::QuarantineRecord;
+use crate::cache::MemCache;
+use crate::store::hooks::HookEvent;
+use crate::upstream::cached::{Removal, RemovalSink};
+
+/// The metric counting removals by registry and reason.
+pub const REMOVED_METRIC: &str = "cargohold_upstream_removed_total";
+
+/// The removals waiting to be recorded as events (taken by the reporting task).
+pub(super) type Pending = Mutex<Option<UnboundedReceiver<Removal>>>;
+
+/// The sink every proxy reports to, and the receiving end for the reporting task.
+pub(super) fn sink(crate_bytes: MemCache<String, Bytes>) -> (RemovalSink, Pending) {
+    let (tx, rx) = unbounded_channel::<Removal>();
+    let sink: RemovalSink = Arc::new(move |r: &Removal| {
+        // The memory tier is keyed by checksum alone: without this a removed version could
+        // still be served from memory by whatever still finds its checksum.
+        crate_bytes.invalidate(&r.cksum);
+        tracing::warn!(
+            registry = %r.registry,
+            krate.name = %r.name,
+            krate.version = %r.version,
+            sha256 = %r.cksum,
+            reason = r.reason.as_str(),
+            quarantined = r.quarantined.is_some(),
+            "the upstream index no longer lists this version; it is no longer served"
+        );
+        crate::telemetry::METRICS.add(
+            REMOVED_METRIC,
+            &[("registry", &r.registry), ("reason", r.reason.as_str())],
+            1,
+        );
+        let _ = tx.send(r.clone());
+    });
+    (sink, Mutex::new(Some(rx)))
+}
+
+/// One row per removal of a quarantined file (the API's and the CLI's shape).
+pub fn quarantine_rows(records: &[QuarantineRecord]) -> Vec<Value> {
+    let mut rows = Vec::new();
+    for rec in records {
+        for r in &rec.removals {
+            rows.push(json!({
+                "registry": r.registry,
+                "crate": r.krate,
+                "version": r.version,
+                "cksum": rec.sha256,
+                "reason": r.reason,
+                "removed_at": r.removed_at,
+                "quarantined_at": rec.quarantined_at,
+                "size": rec.size,
+            }));
+        }
+    }
+    rows
+}
+
+fn check_sha(sha: &str) -> RegistryResult<()> {
+    if sha.len() == 64 && sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        Ok(())
+    } else {
+        Err(RegistryError::BadRequest(format!(
+            "`{sha}` is not a SHA-256 (64 lowercase hex digits)"
+        )))
+    }
+}
+
+impl RegistryService {
+    /// Starts the task that records each reported removal as an `upstream.removed` event
+    /// (once per `crate@version@cksum`). Removals found before it runs wait for it.
+    pub fn start_takedown_reports(self: &Arc<Self>) {
+        let Some(mut rx) = self.takedowns.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(r) = rx.recv().await {
+                let Some(svc) = weak.upgrade() else { return };
+                let key = format!("{}@{}@{}", r.name.to_ascii_lowercase(), r.version, r.cksum);
+                let event = HookEvent::upstream_removed(
+                    &r.registry,
+                    &r.name,
+                    &r.version,
+                    &r.cksum,
+                    r.reason.as_str(),
+                    r.quarantined.is_some(),
+                );
+                svc.report_once(&key, event).await;
+            }
+        });
+    }
+
+    /// The quarantined `.crate` files of this node, one row per removal that named each.
+    pub fn quarantine_list(&self) -> Value {
+        json!({ "quarantine": quarantine_rows(&self.caches.crates.quarantined()) })
+    }
+
+    /// Deletes a quarantined file and its record.
+    pub async fn purge_quarantined(&self, sha: &str) -> RegistryResult<()> {
+        check_sha(sha)?;
+        let crates = self.caches.crates.clone();
+        let owned = sha.to_owned();
+        let found = tokio::task::spawn_blocking(move || crates.purge_quarantined(&owned))
+            .await
+            .map_err(|e| RegistryError::Store(crate::store::StoreError::Io(e.to_string())))?
+            .map_err(|e| RegistryError::Store(crate::store::StoreError::Io(e.to_string())))?;
+        if !found {
+            return Err(RegistryError::NotFound(format!("no quarantined file {sha}")));
+        }
+        tracing::warn!(sha256 = sha, "quarantined crate file purged");
+        Ok(())
+    }
+
+    /// Puts a quarantined file back into the crate cache: served again wherever an index
+    /// lists its checksum.
+    pub async fn release_quarantined(&self, sha: &str) -> RegistryResult<()> {
+        check_sha(sha)?;
+        let crates = self.caches.crates.clone();
+        let owned = sha.to_owned();
+        let found = tokio::task::spawn_blocking(move || crates.release_quarantined(&owned))
+            .await
+            .map_err(|e| RegistryError::Store(crate::store::StoreError::Io(e.to_string())))?
+            .map_err(|e| RegistryError::Store(crate::store::StoreError::Io(e.to_string())))?;
+        if !found {
+            return Err(RegistryError::NotFound(format!("no quarantined file {sha}")));
+        }
+        tracing::warn!(sha256 = sha, "quarantined crate file released into the cache");
+        Ok(())
+    }
+}
