@@ -213,7 +213,8 @@ async fn dispatch(state: &HttpState, route: Route, req: Request<Incoming>) -> Ha
         | Route::AdminHooks
         | Route::AdminHook { .. }
         | Route::AdminHookDeliveries { .. }
-        | Route::AdminRedeliver { .. } => admin::handle(svc, route, req, auth).await,
+        | Route::AdminRedeliver { .. }
+        | Route::AdminAdvisories => admin::handle(svc, route, req, auth).await,
         Route::ConfigJson { reg } => index::config_json(svc, &reg, auth).await,
         Route::IndexFile { reg, path } => index::index_file(svc, &reg, &path, &req, auth).await,
         Route::Download { reg, name, version } => index::download(svc, &reg, &name, &version, auth).await,

@@ -15,6 +15,7 @@
 //! component that does it.
 
 pub mod admin;
+pub mod advisories;
 pub mod auth;
 pub mod bundle;
 pub mod catalog;
@@ -134,6 +135,8 @@ pub struct RegistryService {
     imports: tokio::sync::Mutex<()>,
     /// This node's webhook delivery worker, once started ([`Self::start_webhooks`]).
     webhooks: webhooks::WorkerSlot,
+    /// The security advisory database, indexed by crate.
+    advisories: advisories::Advisories,
 }
 
 impl RegistryService {
@@ -154,7 +157,10 @@ impl RegistryService {
             settings.memory_bytes,
         ));
         let env_admin_hash = settings.env_admin_hash.clone();
+        let advisories = advisories::Advisories::new(store.meta.clone());
+        advisories.reload().await?;
         Ok(RegistryService {
+            advisories,
             auth: Auth::new(store.meta.clone(), catalog.clone(), settings.env_admin_hash),
             changes: Changes {
                 meta: store.meta.clone(),
@@ -207,6 +213,7 @@ impl RegistryService {
             StoreEvent::Crate { registry, name } => self.reads.invalidate(&registry, &name),
             StoreEvent::Tokens => self.auth.forget_tokens(),
             StoreEvent::Users => {}
+            StoreEvent::Advisories => self.reload_advisories().await,
             StoreEvent::Registries | StoreEvent::Lost => {
                 let before = self.catalog.registries();
                 if let Err(e) = self.catalog.reload().await {
@@ -224,7 +231,16 @@ impl RegistryService {
                 }
                 self.reads.invalidate_registry("");
                 self.auth.forget_tokens();
+                if matches!(event, StoreEvent::Lost) {
+                    self.reload_advisories().await;
+                }
             }
+        }
+    }
+
+    async fn reload_advisories(&self) {
+        if let Err(e) = self.advisories.reload().await {
+            tracing::warn!(error = %e, "cannot reload the security advisories after a change");
         }
     }
 
@@ -336,9 +352,21 @@ impl RegistryService {
         self.reads.index_file(reg, lower, true).await
     }
 
-    /// Where the `.crate` of `name@version` is.
-    pub async fn download(&self, reg: &RegistrySpec, name: &str, version: &str) -> RegistryResult<Download> {
-        self.reads.download(reg, name, version).await
+    /// Where the `.crate` of `name@version` is, and the ids of the security advisories that
+    /// flag it (a denied version is a 403 here; see [`advisories`]).
+    pub async fn download(
+        &self,
+        reg: &Arc<RegistrySpec>,
+        name: &str,
+        version: &str,
+    ) -> RegistryResult<(Download, Option<String>)> {
+        // One shared read and a hash lookup when the crate has no advisory (the hot path).
+        let flagged = if self.advisories.any_for(name) {
+            self.check_advisories(reg, name, version).await?
+        } else {
+            None
+        };
+        Ok((self.reads.download(reg, name, version).await?, flagged))
     }
 
     /// `GET /api/v1/crates?q=&per_page=&page=` (see [`Reads::search`]).

@@ -40,6 +40,9 @@ pub enum Route {
     AdminRedeliver {
         id: String,
     },
+    /// `GET / PUT /-/api/v1/advisories`: the security advisory database's status, and
+    /// replacing it.
+    AdminAdvisories,
     ConfigJson {
         reg: String,
     },
@@ -168,6 +171,7 @@ impl Route {
             Route::AdminHook { .. } => "/-/api/v1/hooks/{id}",
             Route::AdminHookDeliveries { .. } => "/-/api/v1/hooks/{id}/deliveries",
             Route::AdminRedeliver { .. } => "/-/api/v1/deliveries/{id}/redeliver",
+            Route::AdminAdvisories => "/-/api/v1/advisories",
             Route::ConfigJson { .. } => "/{reg}/index/config.json",
             Route::IndexFile { .. } => "/{reg}/index/{path}",
             Route::Download { .. } => "/{reg}/api/v1/crates/{name}/{version}/download",
@@ -278,6 +282,9 @@ fn route_segments(method: &Method, s: &[&str]) -> Result<Route, RouteError> {
         }
         ["-", "api", "v1", "deliveries", id, "redeliver"] => {
             method_is(method, &[Method::POST], "POST").map(|()| Route::AdminRedeliver { id: owned(id) })
+        }
+        ["-", "api", "v1", "advisories"] => {
+            method_is(method, &[Method::GET, Method::PUT], "GET, PUT").map(|()| Route::AdminAdvisories)
         }
         ["-", "api", "v1", "users"] => {
             method_is(method, &[Method::GET, Method::POST], "GET, POST").map(|()| Route::AdminUsers)
@@ -439,6 +446,9 @@ mod tests {
             Err(RouteError::MethodNotAllowed("DELETE"))
         );
         assert_eq!(route(&Method::POST, "/-/api/v1/import"), Ok(Route::AdminImport));
+        assert_eq!(route(&Method::PUT, "/-/api/v1/advisories"), Ok(Route::AdminAdvisories));
+        assert_eq!(route(&Method::GET, "/-/api/v1/advisories"), Ok(Route::AdminAdvisories));
+        assert!(route(&Method::DELETE, "/-/api/v1/advisories").is_err());
         assert_eq!(
             route(&Method::GET, "/-/api/v1/import"),
             Err(RouteError::MethodNotAllowed("POST"))
