@@ -380,7 +380,9 @@ impl RegistryService {
     ) -> RegistryResult<Value> {
         let reg = self.catalog.registry(registry)?;
         self.auth.authorize_read(&reg, header).await?;
-        self.reads.search(&reg, q, per_page, page).await
+        let mut answer = self.reads.search(&reg, q, per_page, page).await?;
+        self.annotate_search(&reg, &mut answer).await?;
+        Ok(answer)
     }
 
     /// [`search`](Self::search) for a visitor of the web interface (`None`: anonymous): a
@@ -394,7 +396,9 @@ impl RegistryService {
         page: usize,
     ) -> RegistryResult<Value> {
         let reg = self.readable(registry, who)?;
-        self.reads.search(&reg, q, per_page, page).await
+        let mut answer = self.reads.search(&reg, q, per_page, page).await?;
+        self.annotate_search(&reg, &mut answer).await?;
+        Ok(answer)
     }
 
     /// A registry the visitor may read, or the same 404 as for one that does not exist (a page

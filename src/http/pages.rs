@@ -504,9 +504,10 @@ async fn crate_page(
         ));
     };
     let readme = readme_html(state, &view, sel).await?;
+    let advisories = svc.advisory_notes(&spec, &view);
     Ok(html(
         StatusCode::OK,
-        tpl::crate_page(visit.viewer(), &spec, &view, sel, readme.as_deref()),
+        tpl::crate_page_with_advisories(visit.viewer(), &spec, &view, sel, readme.as_deref(), &advisories),
     ))
 }
 

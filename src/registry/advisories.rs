@@ -513,6 +513,29 @@ mod tests {
     }
 }
 
+/// An advisory as pages and search results show it next to a version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub id: String,
+    pub title: String,
+    /// `None`: a vulnerability; else the informational kind.
+    pub informational: Option<String>,
+}
+
+impl Note {
+    fn of(e: &Entry) -> Self {
+        Note {
+            id: e.id.clone(),
+            title: e.title.clone(),
+            informational: e.informational.clone(),
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({"id": self.id, "title": self.title, "informational": self.informational})
+    }
+}
+
 /// The `advisory.matched` counter.
 pub const METRIC: &str = "cargohold_advisory_matches_total";
 
@@ -546,6 +569,72 @@ impl super::RegistryService {
                 .map(|r| json!({"name": r.name, "kind": r.kind, "advisories": r.advisories, "advisories_allow": r.advisories_allow}))
                 .collect(),
         )
+    }
+
+    /// Adds `advisories` (`[{"id","title","informational"}]`) to each hit of a search answer
+    /// of `reg` whose `max_version` an advisory affects, unless the hit is a local crate or the
+    /// registry's mode is `off`.
+    pub(crate) async fn annotate_search(&self, reg: &RegistrySpec, answer: &mut Value) -> RegistryResult<()> {
+        if reg.advisories == AdvisoryMode::Off {
+            return Ok(());
+        }
+        let ix = self.advisories.index();
+        if ix.count == 0 {
+            return Ok(());
+        }
+        let Some(list) = answer["crates"].as_array_mut() else {
+            return Ok(());
+        };
+        for hit in list {
+            let (Some(name), Some(vers)) = (
+                hit["name"].as_str().map(str::to_owned),
+                hit["max_version"].as_str().map(str::to_owned),
+            ) else {
+                continue;
+            };
+            let found = ix.affecting(&name, &vers);
+            if found.is_empty() {
+                continue;
+            }
+            if reg.kind == crate::config::RegistryKind::Hosted
+                && self
+                    .reads
+                    .load_crate(&reg.name, &name)
+                    .await?
+                    .is_some_and(|r| r.name.eq_ignore_ascii_case(&name))
+            {
+                continue;
+            }
+            hit["advisories"] = Value::Array(found.iter().map(|e| Note::of(e).json()).collect());
+        }
+        Ok(())
+    }
+
+    /// The advisories of each version of a proxied crate's view (by version), for its page;
+    /// none for a local crate or a registry whose mode is `off`.
+    pub fn advisory_notes(&self, reg: &RegistrySpec, view: &super::CrateView) -> HashMap<String, Vec<Note>> {
+        let mut out = HashMap::new();
+        if view.local || reg.advisories == AdvisoryMode::Off {
+            return out;
+        }
+        let ix = self.advisories.index();
+        let Some(list) = ix.of_crate(&view.name) else {
+            return out;
+        };
+        for v in &view.versions {
+            let Ok(parsed) = semver::Version::parse(&v.line.vers) else {
+                continue;
+            };
+            let notes: Vec<Note> = list
+                .iter()
+                .filter(|e| e.affects(&parsed))
+                .map(|e| Note::of(e))
+                .collect();
+            if !notes.is_empty() {
+                out.insert(v.line.vers.clone(), notes);
+            }
+        }
+        out
     }
 
     /// The advisories of a download of `name@version` from `reg`, decided before any byte is

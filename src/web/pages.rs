@@ -9,6 +9,7 @@ use super::setup::{self, Snippet};
 use super::Viewer;
 use crate::config::{RegistryKind, RegistrySpec, Shadow};
 use crate::index::name::REGISTRY_NAME_RULE;
+use crate::registry::advisories::Note;
 use crate::registry::{client_registry_name, CrateView, ProxyStatus, VersionView};
 
 /// Characters escaped in a path segment of our URLs (names and versions are checked before
@@ -296,7 +297,23 @@ pub fn crate_page(
     sel: &VersionView,
     readme_html: Option<&str>,
 ) -> String {
+    crate_page_with_advisories(viewer, spec, view, sel, readme_html, &Default::default())
+}
+
+/// [`crate_page`] with the security advisories of each version (by version string): the
+/// selected version's are shown above everything, with their ids and titles, and each
+/// affected version is marked in the versions table.
+pub fn crate_page_with_advisories(
+    viewer: Option<Viewer<'_>>,
+    spec: &RegistrySpec,
+    view: &CrateView,
+    sel: &VersionView,
+    readme_html: Option<&str>,
+    advisories: &std::collections::HashMap<String, Vec<Note>>,
+) -> String {
     let reg = &spec.name;
+    let none = Vec::new();
+    let sel_notes = advisories.get(&sel.line.vers).unwrap_or(&none);
     let line = &sel.line;
     // Crates that come through crates.io's replacement need no `--registry`.
     let add = if spec.kind == RegistryKind::Proxy || (!view.local && !spec.upstreams.is_empty()) {
@@ -317,6 +334,13 @@ pub fn crate_page(
             p.muted { a href={ "/" (seg(reg)) "/" } { (reg) } " / crates" }
             h1 { (view.name) " " (line.vers) @if line.yanked { " " span.yanked { "(yanked)" } } }
             @if let Some(d) = &view.description { p { (d) } }
+            @for n in sel_notes {
+                p.advisory role="alert" {
+                    strong { @if n.informational.is_some() { "Advisory " } @else { "Security advisory " } (n.id) }
+                    ": " (n.title)
+                    @if let Some(k) = &n.informational { " " span.label { (k) } }
+                }
+            }
             div.snippet {
                 pre #add-line { code { (add) } }
                 button type="button" data-copy="add-line" hidden { "Copy" }
@@ -380,7 +404,12 @@ pub fn crate_page(
                                 td { a href=(crate_url(reg, &view.name, Some(&v.line.vers))) { (v.line.vers) } }
                                 td { @if let Some(t) = &v.line.pubtime { (t) } }
                                 td { @if let Some(b) = &v.published_by { (b) } }
-                                td { @if v.line.yanked { span.yanked { "yanked" } } }
+                                td {
+                                    @if v.line.yanked { span.yanked { "yanked" } }
+                                    @for n in advisories.get(&v.line.vers).unwrap_or(&none) {
+                                        " " span.advisory title=(n.title) { (n.id) }
+                                    }
+                                }
                             }
                         }
                     }

@@ -186,6 +186,38 @@ fn a_proxy_flags_denies_and_allows_the_versions_an_advisory_affects() {
     }
     assert_eq!(metric(&d, series), before + 6);
 
+    // Search results flag a hit whose newest version is affected (oldlib); vulnlib's newest,
+    // 1.2.0, is patched.
+    let hits = http::get(&d.url("/crates-io/api/v1/crates?q=lib"), None).json();
+    let by_name = |n: &str| {
+        hits["crates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == n)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(by_name("oldlib")["advisories"][0]["id"], UNMAINTAINED, "{hits}");
+    assert_eq!(by_name("oldlib")["advisories"][0]["informational"], "unmaintained");
+    assert!(by_name("vulnlib").get("advisories").is_none(), "{hits}");
+    // The crate page shows the selected version's advisory with its title, and marks the
+    // affected versions in the table.
+    let page = http::get(&d.url("/crates-io/crates/vulnlib/1.0.0"), None);
+    assert_eq!(page.status, 200);
+    let html = page.text();
+    assert!(
+        html.contains("role=\"alert\"") && html.contains(VULN) && html.contains(VULN_TITLE),
+        "{html}"
+    );
+    let html = http::get(&d.url("/crates-io/crates/vulnlib/1.2.0"), None).text();
+    assert!(!html.contains("role=\"alert\""), "a patched version has no alert");
+    assert_eq!(
+        html.matches(&format!(">{VULN}<")).count(),
+        2,
+        "1.0.0 and 1.1.0 are marked: {html}"
+    );
+
     // deny: 403 with Cargo's JSON error naming the advisory, its title and the way out;
     // patched versions and informational advisories still pass.
     d.admin_ok(&["registry", "update", "crates-io", "--advisories", "deny"]);
