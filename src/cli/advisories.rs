@@ -74,6 +74,11 @@ pub fn read_source(path: &Path) -> Result<Parsed, CliError> {
 
 /// One advisory file: `None` if withdrawn.
 fn parse_one(text: &str) -> Result<Option<AdvisoryRecord>, String> {
+    // rustsec 0.32 slices the first 20 bytes of a file that does not start so for its error
+    // message, which panics inside a multi-byte character: refuse such a file here.
+    if !text.starts_with("```toml") {
+        return Err("an advisory starts with its front matter, a ```toml block".into());
+    }
     let a = rustsec::Advisory::from_str(text).map_err(|e| e.to_string())?;
     if a.metadata.withdrawn.is_some() {
         return Ok(None);
@@ -338,6 +343,39 @@ pub fn print_status(s: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Any file text is read or refused, never a panic (the parser is rustsec's).
+        #[test]
+        fn any_advisory_file_is_read_or_refused(
+            text in proptest::prelude::any::<String>(),
+            front in "```toml\n\\[advisory\\]\n(id = \"[ -~]{0,20}\"\n)?(package = \"[a-z]{0,6}\"\n)?(date = \"[0-9-]{0,10}\"\n)?(informational = \"[a-z]{0,8}\"\n)?\n(\\[versions\\]\npatched = \\[(\"[<>=0-9. ]{0,8}\")?\\]\n)?```\n\n(# [ -~]{0,20}\n)?",
+        ) {
+            let _ = parse_one(&text);
+            let _ = parse_one(&front);
+        }
+    }
+
+    #[test]
+    fn a_good_file_is_read_and_a_withdrawn_one_left_out() {
+        let file = |extra: &str| {
+            format!("```toml\n[advisory]\nid = \"RUSTSEC-2024-0001\"\npackage = \"foo\"\ndate = \"2024-01-02\"\n{extra}\n[versions]\npatched = [\">= 1.2.0\"]\n```\n\n# Bad things\n\nText.\n")
+        };
+        let a = parse_one(&file("informational = \"unsound\"")).unwrap().unwrap();
+        assert_eq!(
+            (a.id.as_str(), a.krate.as_str(), a.title.as_str()),
+            ("RUSTSEC-2024-0001", "foo", "Bad things")
+        );
+        assert_eq!(
+            (a.date.as_str(), a.informational.as_deref()),
+            ("2024-01-02", Some("unsound"))
+        );
+        assert_eq!(a.patched, [">=1.2.0"]);
+        assert!(check_import(&[a]).is_ok(), "what the CLI reads, the server accepts");
+        assert!(parse_one(&file("withdrawn = \"2024-02-01\"")).unwrap().is_none());
+        assert!(parse_one("# no front matter\n").is_err());
+    }
 
     #[test]
     fn only_crate_advisories_are_advisory_paths() {

@@ -480,6 +480,37 @@ mod tests {
             .all(|m| m.entry.informational.is_some()));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// Any advisory is accepted or refused with a message, never a panic; an accepted one
+        /// builds an index that answers any version without panic.
+        #[test]
+        fn any_advisory_is_decided_without_panic(
+            id in "(RUSTSEC-20[0-9]{2}-[0-9]{4}|[ -~]{0,20})",
+            krate in "([a-zA-Z][a-zA-Z0-9_-]{0,10}|[ -~]{0,12}|\\PC{0,8})",
+            title in proptest::prelude::any::<String>(),
+            date in "(20[0-9]{2}-[0-9]{2}-[0-9]{2}|[ -~]{0,12})",
+            reqs in proptest::collection::vec("([<>=^~*]{0,2} ?[0-9]{1,2}(\\.[0-9x*]{1,2}){0,2}(-[a-z0-9.]{1,4})?|[ -~]{0,10})", 0..4),
+            split in 0usize..4,
+            version in "([0-9]{1,2}\\.[0-9]{1,2}\\.[0-9]{1,2}(-[a-z0-9.]{1,4})?|[ -~]{0,10})",
+        ) {
+            let at = split.min(reqs.len());
+            let a = AdvisoryRecord {
+                id, krate, title, date,
+                informational: None,
+                patched: reqs[..at].to_vec(),
+                unaffected: reqs[at..].to_vec(),
+                url: None,
+            };
+            if check_import(std::slice::from_ref(&a)).is_ok() {
+                let ix = AdvisoryIndex::build(&AdvisoryDb { advisories: vec![a.clone()], imported: None });
+                let _ = ix.affecting(&a.krate, &version);
+                let spec = RegistrySpec::new("p", RegistryKind::Proxy);
+                let _ = verdict(&ix, &[&spec], &a.krate, &version);
+            }
+        }
+    }
+
     #[test]
     fn hostile_imports_are_refused_with_every_problem_named() {
         let good = rec("RUSTSEC-2024-0001", "foo", &[">=1"], &[], None);
