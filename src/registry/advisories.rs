@@ -682,10 +682,10 @@ impl super::RegistryService {
         if ix.affecting(name, version).is_empty() {
             return Ok(None);
         }
-        let mut chain = vec![reg.clone()];
-        if reg.kind == crate::config::RegistryKind::Hosted {
-            // Where the download would come from (as `Reads::download` decides it; only
-            // crates with an advisory pay for this).
+        // Where the download would come from (as `Reads::download` decides it; only crates
+        // with an advisory pay for this). A version no proxy lists is left to the download's
+        // 404: made-up versions must not count, report or deny anything.
+        let proxies: &[String] = if reg.kind == crate::config::RegistryKind::Hosted {
             let local = self
                 .reads
                 .load_crate(&reg.name, name)
@@ -696,17 +696,23 @@ impl super::RegistryService {
                     return Ok(None);
                 }
             }
-            let mut from = None;
-            for up in &reg.upstreams {
-                if self.catalog.proxy(up)?.locate(name, version).await.is_ok() {
-                    from = Some(self.catalog.registry(up)?);
-                    break;
-                }
+            &reg.upstreams
+        } else {
+            std::slice::from_ref(&reg.name)
+        };
+        let mut from = None;
+        for up in proxies {
+            if self.catalog.proxy(up)?.locate(name, version).await.is_ok() {
+                from = Some(self.catalog.registry(up)?);
+                break;
             }
-            match from {
-                Some(p) => chain.push(p),
-                None => return Ok(None),
-            }
+        }
+        let Some(from) = from else {
+            return Ok(None);
+        };
+        let mut chain = vec![reg.clone()];
+        if from.name != reg.name {
+            chain.push(from);
         }
         let specs: Vec<&RegistrySpec> = chain.iter().map(|r| &**r).collect();
         let matched = verdict(&ix, &specs, name, version);

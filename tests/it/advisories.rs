@@ -179,6 +179,8 @@ fn a_proxy_flags_denies_and_allows_the_versions_an_advisory_affects() {
         flagged(&d, "crates-io", "oldlib", "1.0.0").as_deref(),
         Some(UNMAINTAINED)
     );
+    // A version the upstream does not list is a 404: it counts, reports and denies nothing.
+    assert_eq!(download(&d, "crates-io", "vulnlib", "1.0.5").status, 404);
     assert_eq!(metric(&d, series), before + 3, "one count per flagged download");
     // Repeated downloads (a memory hit now) are flagged each time, reported once.
     for _ in 0..3 {
@@ -221,6 +223,7 @@ fn a_proxy_flags_denies_and_allows_the_versions_an_advisory_affects() {
     // deny: 403 with Cargo's JSON error naming the advisory, its title and the way out;
     // patched versions and informational advisories still pass.
     d.admin_ok(&["registry", "update", "crates-io", "--advisories", "deny"]);
+    assert_eq!(download(&d, "crates-io", "vulnlib", "1.0.6").status, 404, "not a 403");
     let r = download(&d, "crates-io", "vulnlib", "1.0.0");
     assert_eq!(r.status, 403, "{}", r.text());
     let detail = r.error_details().join(" ");
