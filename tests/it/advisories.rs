@@ -309,7 +309,12 @@ fn a_proxy_flags_denies_and_allows_the_versions_an_advisory_affects() {
 #[test]
 fn archives_replace_the_database_and_a_stopped_daemons_store_takes_one_directly() {
     let up = upstream();
-    let mut d = Daemon::start_with_config(&config(&up, "advisories = \"deny\""));
+    // `local` may publish upstream names, and denies too.
+    let cfg = config(&up, "advisories = \"deny\"").replace(
+        "upstreams = [\"crates-io\"]\n",
+        "upstreams = [\"crates-io\"]\nallow_upstream_names = true\nadvisories = \"deny\"\n",
+    );
+    let mut d = Daemon::start_with_config(&cfg);
     let db = d.scratch_dir().join("advisory-db");
     write_db(&db);
     // .tar.gz: as the checkout.
@@ -354,6 +359,26 @@ fn archives_replace_the_database_and_a_stopped_daemons_store_takes_one_directly(
     d.restart();
     let r = download(&d, "crates-io", "vulnlib", "1.0.0");
     assert_eq!(r.status, 403, "{}", r.text());
+
+    // A crate published here is never checked, even under an advisory's name: the merged
+    // view serves its own vulnlib 1.0.0 (`shadow = "crate"` hides the upstream's).
+    assert_eq!(
+        download(&d, "local", "vulnlib", "1.0.0").status,
+        403,
+        "upstream's, through the view"
+    );
+    let token = d.user_token("alice", &[]);
+    let (body, _) = crate::support::package::simple_publish("vulnlib", "1.0.0");
+    let r = http::publish_raw(&d.api_url("local"), Some(&token), body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(flagged(&d, "local", "vulnlib", "1.0.0"), None, "the local crate");
+    let r = download(&d, "local", "vulnlib", "1.1.0");
+    assert_eq!(
+        r.status,
+        404,
+        "shadowed, so not served at all (not a 403): {}",
+        r.text()
+    );
 }
 
 #[test]
