@@ -654,7 +654,12 @@ fn spec_from_form(form: &Form) -> Result<RegistrySpec, RegistryError> {
         "description": form.get("description"),
         "labels": labels(&form.get("labels")),
         "auth_required": form.checked("auth_required"),
+        "advisories_allow": labels(&form.get("advisories_allow")),
     });
+    let mode = form.get("advisories");
+    if !mode.is_empty() {
+        v["advisories"] = json!(mode);
+    }
     if kind == "proxy" {
         let up = form.get("upstream");
         if !up.is_empty() {
@@ -706,8 +711,16 @@ async fn post_page(svc: &RegistryService, visit: &Visit, page: Page, form: Form)
                 description: Some(form.get("description")),
                 labels: Some(labels(&form.get("labels"))),
                 auth_required: Some(form.checked("auth_required")),
+                advisories_allow: Some(labels(&form.get("advisories_allow"))),
                 ..RegistryPatch::default()
             };
+            let mode = form.get("advisories");
+            if !mode.is_empty() {
+                match crate::config::AdvisoryMode::parse(&mode) {
+                    Ok(m) => patch.advisories = Some(m),
+                    Err(e) => return form_error(svc, v, Some(&name), &f, RegistryError::BadRequest(e)),
+                }
+            }
             if spec.kind == RegistryKind::Proxy {
                 let up = form.get("upstream");
                 patch.upstream = (!up.is_empty()).then_some(up);
@@ -796,6 +809,8 @@ fn form_values(form: &Form) -> RegistryForm {
         auth_required: form.checked("auth_required"),
         upstream: form.get("upstream"),
         upstreams: form.all("upstreams"),
+        advisories: form.get("advisories"),
+        advisories_allow: form.get("advisories_allow"),
     }
 }
 

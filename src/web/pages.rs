@@ -550,6 +550,10 @@ pub struct RegistryForm {
     pub upstream: String,
     /// Hosted: the proxies merged.
     pub upstreams: Vec<String>,
+    /// `off`, `flag` or `deny` (empty: the default).
+    pub advisories: String,
+    /// Comma-separated advisory ids.
+    pub advisories_allow: String,
 }
 
 impl RegistryForm {
@@ -566,6 +570,8 @@ impl RegistryForm {
             auth_required: spec.auth_required,
             upstream: spec.upstream.clone().unwrap_or_default(),
             upstreams: spec.upstreams.clone(),
+            advisories: spec.advisories.as_str().into(),
+            advisories_allow: spec.advisories_allow.join(", "),
         }
     }
 }
@@ -632,6 +638,19 @@ pub fn registry_form(
                 label for="upstream" { "Upstream index URL (proxy)" }
                 input #upstream type="text" name="upstream" value=(f.upstream) placeholder="empty: crates.io" aria-describedby="upstream-hint";
                 p.hint #upstream-hint { "A sparse index URL such as sparse+https://host/index/; empty for crates.io." }
+                fieldset {
+                    legend { "Security advisories (proxied crates; see docs/OPERATIONS.md)" }
+                    label for="advisories" { "Versions an imported advisory affects" }
+                    select #advisories name="advisories" {
+                        @let m = if f.advisories.is_empty() { "flag" } else { f.advisories.as_str() };
+                        option value="flag" selected[m == "flag"] { "flag: serve them, with a header and a metric" }
+                        option value="deny" selected[m == "deny"] { "deny: refuse them (403)" }
+                        option value="off" selected[m == "off"] { "off: do not check" }
+                    }
+                    label for="advisories_allow" { "Allowed advisories" }
+                    input #advisories_allow type="text" name="advisories_allow" value=(f.advisories_allow) aria-describedby="allow-hint";
+                    p.hint #allow-hint { "Advisory ids this registry ignores, separated by commas, e.g. RUSTSEC-2024-0001." }
+                }
                 p { button type="submit" { @if editing.is_some() { "Save" } @else { "Create registry" } } }
             }
             @if let Some(n) = editing {
