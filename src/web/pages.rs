@@ -143,6 +143,8 @@ pub struct CrateRow {
     pub name: String,
     pub max_version: Option<String>,
     pub description: Option<String>,
+    /// Security advisories affecting `max_version` (id, title).
+    pub advisories: Vec<(String, String)>,
 }
 
 impl CrateRow {
@@ -157,12 +159,27 @@ impl CrateRow {
                             name: c["name"].as_str()?.to_owned(),
                             max_version: c["max_version"].as_str().map(str::to_owned),
                             description: c["description"].as_str().map(str::to_owned),
+                            advisories: c["advisories"]
+                                .as_array()
+                                .map(|l| {
+                                    l.iter()
+                                        .filter_map(|a| {
+                                            Some((a["id"].as_str()?.to_owned(), a["title"].as_str()?.to_owned()))
+                                        })
+                                        .collect()
+                                })
+                                .unwrap_or_default(),
                         })
                     })
                     .collect()
             })
             .unwrap_or_default()
     }
+}
+
+/// The ids of the advisories of a listed version, each with its title on hover.
+fn advisory_marks(list: &[(String, String)]) -> Markup {
+    html! { @for (id, title) in list { " " span.advisory title=(title) { (id) } } }
 }
 
 fn crate_table(reg: &str, rows: &[CrateRow]) -> Markup {
@@ -173,7 +190,7 @@ fn crate_table(reg: &str, rows: &[CrateRow]) -> Markup {
                 @for c in rows {
                     tr {
                         td { a href=(crate_url(reg, &c.name, None)) { (c.name) } }
-                        td { @if let Some(v) = &c.max_version { (v) } }
+                        td { @if let Some(v) = &c.max_version { (v) } (advisory_marks(&c.advisories)) }
                         td { @if let Some(d) = &c.description { (d) } }
                     }
                 }
@@ -449,7 +466,7 @@ pub fn search(viewer: Option<Viewer<'_>>, q: &str, hits: &[SearchHit], error: Op
                                 tr {
                                     td { a href=(crate_url(&h.registry, &h.krate.name, None)) { (h.krate.name) } }
                                     td { a href={ "/" (seg(&h.registry)) "/" } { (h.registry) } }
-                                    td { @if let Some(v) = &h.krate.max_version { (v) } }
+                                    td { @if let Some(v) = &h.krate.max_version { (v) } (advisory_marks(&h.krate.advisories)) }
                                     td { @if let Some(d) = &h.krate.description { (d) } }
                                 }
                             }

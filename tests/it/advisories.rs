@@ -203,6 +203,12 @@ fn a_proxy_flags_denies_and_allows_the_versions_an_advisory_affects() {
     assert_eq!(by_name("oldlib")["advisories"][0]["id"], UNMAINTAINED, "{hits}");
     assert_eq!(by_name("oldlib")["advisories"][0]["informational"], "unmaintained");
     assert!(by_name("vulnlib").get("advisories").is_none(), "{hits}");
+    // So does the web interface's search page.
+    let html = http::get(&d.url("/-/search?q=oldlib"), None).text();
+    assert!(
+        html.contains(&format!("title=\"oldlib is unmaintained\">{UNMAINTAINED}<")),
+        "{html}"
+    );
     // The crate page shows the selected version's advisory with its title, and marks the
     // affected versions in the table.
     let page = http::get(&d.url("/crates-io/crates/vulnlib/1.0.0"), None);
