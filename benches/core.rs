@@ -1,8 +1,9 @@
 //! Micro-benchmarks of the hot and pure paths: index-line parsing and building, the merge of
 //! local and upstream files, route parsing, memory-hit and disk-hit index lookups, and
-//! single-flight under contention, and the proxied download hot path (checksum memo + memory
-//! tier). Run with `cargo bench --bench core` (add `-- --quick` for a
-//! short run). Inputs are the real crates.io index files in `../shared/data/index` when present.
+//! single-flight under contention, the proxied download hot path (checksum memo + memory
+//! tier), and a proxied download from memory with and without a security advisory database
+//! (the check's cost on the hot path, as a ratio). Run with `cargo bench --bench core` (add
+//! `-- --quick` for a short run). Inputs are the real crates.io index files in `../shared/data/index` when present.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -162,6 +163,97 @@ fn single_flight(c: &mut Criterion) {
     g.finish();
 }
 
+/// A service with an offline proxy `crates-io` whose index cache holds `serde` 1.0.0 and
+/// whose crate-bytes tier holds its `.crate`: every download is the memory hit.
+async fn proxy_service(dir: &std::path::Path) -> cargohold::registry::RegistryService {
+    use cargohold::config::{Limits, RegistryKind, RegistrySpec};
+    use cargohold::registry::{CacheHandles, RegistryService, ServiceSettings};
+    use sha2::Digest;
+    let store = cargohold::store::PrivateStore::open_embedded(&dir.join("store"))
+        .await
+        .expect("store");
+    let mut spec = RegistrySpec::new("crates-io", RegistryKind::Proxy);
+    spec.offline = true;
+    store.meta.put_registry(&spec).await.expect("registry");
+    let cache_dir = dir.join("cache");
+    let caches = CacheHandles {
+        index: IndexCache::open(&cache_dir, 16 << 20, 1 << 30).expect("index cache"),
+        crates: cargohold::cache::crate_files::CrateFiles::open(&cache_dir.join("crates"), 1 << 30).expect("crates"),
+        crate_bytes: CacheHandles::crate_memory(64 << 20),
+    };
+    let krate = Bytes::from(vec![7u8; 64 << 10]);
+    let cksum = hex::encode(sha2::Sha256::digest(&krate));
+    let line = format!(
+        r#"{{"name":"serde","vers":"1.0.0","deps":[],"cksum":"{cksum}","features":{{}},"yanked":false,"links":null,"v":1}}"#
+    );
+    caches
+        .index
+        .put(
+            "crates-io",
+            "serde",
+            Arc::new(IndexEntry::found(Bytes::from(line + "\n"), None, None, 1)),
+        )
+        .await;
+    caches.crate_bytes.insert(cksum, krate);
+    let settings = ServiceSettings {
+        public_url: "http://127.0.0.1:1".into(),
+        limits: Limits::default(),
+        memory_bytes: 8 << 20,
+        env_admin_hash: None,
+    };
+    RegistryService::new(store, caches, settings).await.expect("service")
+}
+
+/// `n` advisories of crates other than `serde`, plus (with `serde_affected`) one that
+/// affects `serde` 1.0.0.
+fn advisory_upload(n: usize, serde_affected: bool) -> cargohold::registry::advisories::AdvisoryUpload {
+    use cargohold::store::advisories::AdvisoryRecord;
+    let rec = |i: usize, krate: String| AdvisoryRecord {
+        id: format!("RUSTSEC-2024-{i:04}"),
+        krate,
+        title: format!("advisory {i}"),
+        date: "2024-01-01".into(),
+        informational: None,
+        patched: vec![">=2.0.0".into()],
+        unaffected: vec![],
+        url: None,
+    };
+    let mut advisories: Vec<AdvisoryRecord> = (0..n).map(|i| rec(i, format!("crate-{i}"))).collect();
+    if serde_affected {
+        advisories.push(rec(n, "serde".into()));
+    }
+    cargohold::registry::advisories::AdvisoryUpload { advisories }
+}
+
+fn downloads(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = rt.block_on(proxy_service(dir.path()));
+    let spec = svc.registry("crates-io").unwrap();
+    let once = || async {
+        let (d, flag) = svc.download(&spec, "serde", "1.0.0").await.expect("download");
+        black_box((d, flag))
+    };
+    // Fills the checksum cache, so every measured call takes the memory fast path.
+    rt.block_on(once());
+    let mut g = c.benchmark_group("proxied_download_memory_hit");
+    // The baseline: no advisory database (as before advisories existed).
+    g.bench_function("no_advisories", |b| b.to_async(&rt).iter(once));
+    // About the size of the public database, none for the crate downloaded: the common case.
+    rt.block_on(svc.import_advisories(advisory_upload(1000, false)))
+        .unwrap();
+    g.bench_function("1000_advisories_other_crates", |b| b.to_async(&rt).iter(once));
+    // The crate has an advisory that flags this version (reported once, then counted).
+    rt.block_on(svc.import_advisories(advisory_upload(1000, true))).unwrap();
+    assert!(rt.block_on(once()).1.is_some(), "flagged");
+    g.bench_function("flagged", |b| b.to_async(&rt).iter(once));
+    g.finish();
+}
+
 /// The proxied download's memory hit, as `Reads::download` does it before anything else: the
 /// checksum memo of `name@version`, then the crate-bytes tier by checksum. The index file is
 /// cached fresh, so no upstream is ever asked (the URL is a closed loopback port).
@@ -215,6 +307,7 @@ criterion_group!(
     routes,
     lookups,
     single_flight,
-    download_hot_path
+    download_hot_path,
+    downloads
 );
 criterion_main!(benches);

@@ -2,6 +2,7 @@
 //! (`registry`, `user`, `token`), which talk to a running daemon's admin API.
 //! Exit codes: 0 ok, 64 bad usage or config, 1 other failure.
 
+pub mod advisories;
 pub mod bundle;
 pub mod progress;
 pub mod quarantine;
@@ -79,6 +80,9 @@ pub enum Command {
     /// longer lists them (through the admin API; `list --data-dir` reads a data directory).
     #[command(subcommand)]
     Quarantine(quarantine::QuarantineCmd),
+    /// The security advisory database (RustSec): import it, show its status.
+    #[command(subcommand)]
+    Advisories(AdvisoriesCmd),
     /// Fill a registry's caches with the crates of lockfiles or a list (through the daemon).
     Warm {
         /// The registry to warm (a proxy, or a hosted registry with upstreams).
@@ -172,6 +176,32 @@ pub enum Command {
     },
 }
 
+/// `cargohold advisories ...`: through the running daemon (`--server`, with
+/// CARGOHOLD_ADMIN_TOKEN), or with `--data-dir` / `--config` on the store directly.
+#[derive(Debug, Subcommand)]
+pub enum AdvisoriesCmd {
+    /// Replace the advisory database with a RustSec advisory-db checkout (DIR) or an archive
+    /// of one (FILE: .tar.gz, .tgz, .tar.zst, .tar). Withdrawn advisories are left out; one
+    /// malformed file fails the import, which then changes nothing.
+    Import {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The checkout or archive.
+        source: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The database's date (newest advisory, import time), counts, and each registry's mode.
+    Status {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// Registry settings shared by create and update.
 #[derive(Debug, Args, Clone, Default)]
 pub struct RegistryFields {
@@ -210,6 +240,14 @@ pub struct RegistryFields {
     /// Hosted, with --allowed-licenses: accept a crate with a `license-file` but no `license`.
     #[arg(long)]
     pub allow_license_file_only: Option<bool>,
+    /// Proxy, or hosted with upstreams: `off`, `flag` or `deny` for versions an imported
+    /// security advisory affects.
+    #[arg(long)]
+    pub advisories: Option<String>,
+    /// Advisory ids this registry ignores (comma-separated, e.g. `RUSTSEC-2024-0001`); `""`
+    /// empties the list.
+    #[arg(long, value_delimiter = ',')]
+    pub advisories_allow: Option<Vec<String>>,
 }
 
 /// `cargohold registry ...`
@@ -552,6 +590,13 @@ fn fields_json(f: &RegistryFields, out: &mut serde_json::Map<String, Value>) {
     if let Some(a) = f.allow_license_file_only {
         out.insert("allow_license_file_only".into(), json!(a));
     }
+    if let Some(m) = &f.advisories {
+        out.insert("advisories".into(), json!(m));
+    }
+    if let Some(l) = &f.advisories_allow {
+        let list: Vec<&str> = l.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).collect();
+        out.insert("advisories_allow".into(), json!(list));
+    }
 }
 
 fn print_registry_line(r: &Value) {
@@ -767,7 +812,8 @@ pub async fn run_admin(server: &str, command: Command) -> Result<(), CliError> {
         | Command::Gc { .. }
         | Command::Export { .. }
         | Command::Migrate { .. }
-        | Command::Import { .. } => {}
+        | Command::Import { .. }
+        | Command::Advisories(_) => {}
     }
     Ok(())
 }

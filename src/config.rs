@@ -52,6 +52,78 @@ pub enum RegistryKind {
     Proxy,
 }
 
+/// What a download of a proxied crate version that an imported security advisory affects
+/// does (`advisories = "off" | "flag" | "deny"`; docs/OPERATIONS.md "Security advisories").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AdvisoryMode {
+    /// Nothing is checked.
+    Off,
+    /// Served, with the `X-Cargohold-Advisory` header and the metric.
+    #[default]
+    Flag,
+    /// Refused with 403 (informational advisories are only flagged).
+    Deny,
+}
+
+impl AdvisoryMode {
+    /// The mode written `s` in the config file, the admin API and the CLI.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(Self::Off),
+            "flag" => Ok(Self::Flag),
+            "deny" => Ok(Self::Deny),
+            other => Err(format!(
+                "`{other}` is not an advisories mode; use `off`, `flag` or `deny`"
+            )),
+        }
+    }
+
+    /// The mode as written in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Flag => "flag",
+            Self::Deny => "deny",
+        }
+    }
+}
+
+/// Whether `id` is a RustSec advisory id (`RUSTSEC-YYYY-NNNN`, four or more digits at the end).
+pub fn is_advisory_id(id: &str) -> bool {
+    let Some(rest) = id.strip_prefix("RUSTSEC-") else {
+        return false;
+    };
+    let Some((year, n)) = rest.split_once('-') else {
+        return false;
+    };
+    year.len() == 4
+        && year.bytes().all(|b| b.is_ascii_digit())
+        && (4..=8).contains(&n.len())
+        && n.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Most ids `advisories_allow` may list.
+pub const MAX_ADVISORIES_ALLOW: usize = 1000;
+
+/// Problems with an `advisories_allow` list.
+pub fn check_advisories_allow(ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = ids
+        .iter()
+        .filter(|id| !is_advisory_id(id))
+        .map(|id| {
+            format!(
+                "`{}` is not a RustSec advisory id (`RUSTSEC-YYYY-NNNN`)",
+                id.chars().take(80).collect::<String>()
+            )
+        })
+        .collect();
+    if ids.len() > MAX_ADVISORIES_ALLOW {
+        out.push(format!("at most {MAX_ADVISORIES_ALLOW} ids"));
+    }
+    out
+}
+
 /// How a hosted registry's own crates combine with its upstreams' (see design.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -117,6 +189,13 @@ pub struct RegistrySpec {
     /// Hosted, with `allowed_licenses`: accept a crate with a `license_file` but no `license`.
     #[serde(default)]
     pub allow_license_file_only: bool,
+    /// Proxy, and hosted with `upstreams` (the proxied crates of its merged view): what a
+    /// download of a version an imported advisory affects does.
+    #[serde(default)]
+    pub advisories: AdvisoryMode,
+    /// Advisory ids (`RUSTSEC-…`) this registry ignores.
+    #[serde(default)]
+    pub advisories_allow: Vec<String>,
 }
 
 fn default_index_ttl() -> u64 {
@@ -174,6 +253,8 @@ impl RegistrySpec {
             allow_upstream_names: false,
             allowed_licenses: Vec::new(),
             allow_license_file_only: false,
+            advisories: AdvisoryMode::default(),
+            advisories_allow: Vec::new(),
         }
     }
 
@@ -206,6 +287,8 @@ impl RegistrySpec {
             allow_upstream_names: hosted.then_some(self.allow_upstream_names),
             allowed_licenses: (hosted && !self.allowed_licenses.is_empty()).then(|| self.allowed_licenses.clone()),
             allow_license_file_only: (hosted && self.allow_license_file_only).then_some(true),
+            advisories: (self.advisories != AdvisoryMode::default()).then(|| self.advisories.as_str().into()),
+            advisories_allow: (!self.advisories_allow.is_empty()).then(|| self.advisories_allow.clone()),
         }
     }
 
@@ -226,6 +309,9 @@ impl RegistrySpec {
             if let Err(e) = check_label(label) {
                 p("labels", e);
             }
+        }
+        for message in check_advisories_allow(&self.advisories_allow) {
+            p("advisories_allow", message);
         }
         match self.kind {
             RegistryKind::Hosted => {
@@ -879,6 +965,12 @@ impl Config {
             spec.prune_index = r.prune_index.unwrap_or(false);
             spec.upstreams = r.upstreams.unwrap_or_default();
             spec.allow_upstream_names = r.allow_upstream_names.unwrap_or(false);
+            match r.advisories.as_deref().map(AdvisoryMode::parse) {
+                None => {}
+                Some(Ok(m)) => spec.advisories = m,
+                Some(Err(e)) => problem(&format!("{key}.advisories"), e),
+            }
+            spec.advisories_allow = r.advisories_allow.unwrap_or_default();
             if kind == RegistryKind::Proxy {
                 // Named even when set to its no-op value: the key means nothing on a proxy.
                 for (k, set) in [
@@ -981,6 +1073,35 @@ mod tests {
     fn parse(s: &str) -> Result<Config, ConfigError> {
         let raw = raw::RawConfig::from_str(s, Path::new("test.toml"))?;
         Config::from_raw(raw, &Overrides::default())
+    }
+
+    #[test]
+    fn advisory_modes_and_allow_lists_are_checked() {
+        let c = parse(
+            "[registries.p]\nkind = \"proxy\"\nadvisories = \"deny\"\nadvisories_allow = [\"RUSTSEC-2024-0001\"]\n[registries.q]\nkind = \"proxy\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.registries["p"].advisories, AdvisoryMode::Deny);
+        assert_eq!(c.registries["p"].advisories_allow, ["RUSTSEC-2024-0001"]);
+        assert_eq!(c.registries["q"].advisories, AdvisoryMode::Flag, "flag is the default");
+        let raw = c.registries["p"].to_raw();
+        assert_eq!(raw.advisories.as_deref(), Some("deny"));
+        let e = parse("[registries.p]\nkind = \"proxy\"\nadvisories = \"block\"\nadvisories_allow = [\"CVE-1\"]\n")
+            .unwrap_err();
+        let ConfigError::Invalid(problems) = e else {
+            panic!("{e}")
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["registries.p.advisories", "registries.p.advisories_allow"],
+            "{problems:?}"
+        );
+        assert!(problems[0].message.contains("`block`") && problems[0].message.contains("`deny`"));
+        assert!(problems[1].message.contains("`CVE-1`"));
+        // Stored specs of earlier releases (no such fields) read as the default.
+        let old: RegistrySpec = serde_json::from_str(r#"{"name":"p","kind":"proxy"}"#).unwrap();
+        assert_eq!((old.advisories, old.advisories_allow.len()), (AdvisoryMode::Flag, 0));
     }
 
     #[test]

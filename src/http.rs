@@ -216,7 +216,8 @@ async fn dispatch(state: &HttpState, route: Route, req: Request<Incoming>) -> Ha
         | Route::AdminRedeliver { .. }
         | Route::AdminQuarantine
         | Route::AdminQuarantined { .. }
-        | Route::AdminQuarantineRelease { .. } => admin::handle(svc, route, req, auth).await,
+        | Route::AdminQuarantineRelease { .. }
+        | Route::AdminAdvisories => admin::handle(svc, route, req, auth).await,
         Route::ConfigJson { reg } => index::config_json(svc, &reg, auth).await,
         Route::IndexFile { reg, path } => index::index_file(svc, &reg, &path, &req, auth).await,
         Route::Download { reg, name, version } => index::download(svc, &reg, &name, &version, auth).await,

@@ -211,6 +211,39 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             cargohold::cli::quarantine::print_rows(&rows, json);
             Ok(())
         }
+        Command::Advisories(cmd) => {
+            use cargohold::cli::advisories as adv;
+            use cargohold::cli::AdvisoriesCmd;
+            let (s, json) = match cmd {
+                AdvisoriesCmd::Import { config, source, json } => {
+                    let s = if on_data_dir(&config) {
+                        let (config, _) = load_config(&config).map_err(config_err)?;
+                        adv::import(&config, &source).await?
+                    } else {
+                        adv::import_via(&cli.server, &source).await?
+                    };
+                    if !json {
+                        println!("imported the advisory database from {}", source.display());
+                    }
+                    (s, json)
+                }
+                AdvisoriesCmd::Status { config, json } => {
+                    let s = if on_data_dir(&config) {
+                        let (config, _) = load_config(&config).map_err(config_err)?;
+                        adv::status(&config).await?
+                    } else {
+                        adv::status_via(&cli.server).await?
+                    };
+                    (s, json)
+                }
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            } else {
+                adv::print_status(&s);
+            }
+            Ok(())
+        }
         other => run_admin(&cli.server, other).await,
     }
 }

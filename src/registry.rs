@@ -15,6 +15,7 @@
 //! component that does it.
 
 pub mod admin;
+pub mod advisories;
 pub mod auth;
 pub mod bundle;
 pub mod catalog;
@@ -139,6 +140,8 @@ pub struct RegistryService {
     outbox: Arc<tokio::sync::Notify>,
     /// Takedowns reported by the proxies, until [`Self::start_takedown_reports`] takes them.
     takedowns: takedown::Pending,
+    /// The security advisory database, indexed by crate.
+    advisories: advisories::Advisories,
 }
 
 impl RegistryService {
@@ -162,7 +165,10 @@ impl RegistryService {
         ));
         let env_admin_hash = settings.env_admin_hash.clone();
         let outbox = Arc::new(tokio::sync::Notify::new());
+        let advisories = advisories::Advisories::new(store.meta.clone());
+        advisories.reload().await?;
         Ok(RegistryService {
+            advisories,
             auth: Auth::new(store.meta.clone(), catalog.clone(), settings.env_admin_hash),
             changes: Changes {
                 meta: store.meta.clone(),
@@ -218,6 +224,7 @@ impl RegistryService {
             StoreEvent::Crate { registry, name } => self.reads.invalidate(&registry, &name),
             StoreEvent::Tokens => self.auth.forget_tokens(),
             StoreEvent::Users => {}
+            StoreEvent::Advisories => self.reload_advisories().await,
             StoreEvent::Registries | StoreEvent::Lost => {
                 let before = self.catalog.registries();
                 if let Err(e) = self.catalog.reload().await {
@@ -235,7 +242,16 @@ impl RegistryService {
                 }
                 self.reads.invalidate_registry("");
                 self.auth.forget_tokens();
+                if matches!(event, StoreEvent::Lost) {
+                    self.reload_advisories().await;
+                }
             }
+        }
+    }
+
+    async fn reload_advisories(&self) {
+        if let Err(e) = self.advisories.reload().await {
+            tracing::warn!(error = %e, "cannot reload the security advisories after a change");
         }
     }
 
@@ -347,9 +363,21 @@ impl RegistryService {
         self.reads.index_file(reg, lower, true).await
     }
 
-    /// Where the `.crate` of `name@version` is.
-    pub async fn download(&self, reg: &RegistrySpec, name: &str, version: &str) -> RegistryResult<Download> {
-        self.reads.download(reg, name, version).await
+    /// Where the `.crate` of `name@version` is, and the ids of the security advisories that
+    /// flag it (a denied version is a 403 here; see [`advisories`]).
+    pub async fn download(
+        &self,
+        reg: &Arc<RegistrySpec>,
+        name: &str,
+        version: &str,
+    ) -> RegistryResult<(Download, Option<String>)> {
+        // One shared read and a hash lookup when the crate has no advisory (the hot path).
+        let flagged = if self.advisories.any_for(name) {
+            self.check_advisories(reg, name, version).await?
+        } else {
+            None
+        };
+        Ok((self.reads.download(reg, name, version).await?, flagged))
     }
 
     /// `GET /api/v1/crates?q=&per_page=&page=` (see [`Reads::search`]).
@@ -363,7 +391,9 @@ impl RegistryService {
     ) -> RegistryResult<Value> {
         let reg = self.catalog.registry(registry)?;
         self.auth.authorize_read(&reg, header).await?;
-        self.reads.search(&reg, q, per_page, page).await
+        let mut answer = self.reads.search(&reg, q, per_page, page).await?;
+        self.annotate_search(&reg, &mut answer).await?;
+        Ok(answer)
     }
 
     /// [`search`](Self::search) for a visitor of the web interface (`None`: anonymous): a
@@ -377,7 +407,9 @@ impl RegistryService {
         page: usize,
     ) -> RegistryResult<Value> {
         let reg = self.readable(registry, who)?;
-        self.reads.search(&reg, q, per_page, page).await
+        let mut answer = self.reads.search(&reg, q, per_page, page).await?;
+        self.annotate_search(&reg, &mut answer).await?;
+        Ok(answer)
     }
 
     /// A registry the visitor may read, or the same 404 as for one that does not exist (a page

@@ -18,6 +18,7 @@
 //! registry writes the blob first and the version second, so after a crash a version is
 //! either fully visible or absent, and at worst a blob is left that nothing names ([`gc`]).
 
+pub mod advisories;
 pub mod blobs;
 pub mod conformance;
 pub mod gc;
@@ -309,6 +310,20 @@ pub trait Metadata: Send + Sync + 'static {
         Ok(false)
     }
 
+    /// Replaces the whole advisory database by `db` (its `imported` recorded too), in one
+    /// transaction that announces [`StoreEvent::Advisories`]. Stores without advisories (the
+    /// legacy sled store) refuse.
+    async fn replace_advisories(&self, db: &advisories::AdvisoryDb) -> StoreResult<()> {
+        let _ = db;
+        Err(StoreError::Io(
+            "this store keeps no security advisories (the sled store of earlier releases); start the daemon of this release once to migrate it".into(),
+        ))
+    }
+    /// The advisory database (empty, never imported, where there is none).
+    async fn advisories(&self) -> StoreResult<advisories::AdvisoryDb> {
+        Ok(advisories::AdvisoryDb::default())
+    }
+
     /// The SHA-256 of every blob some version names (for [`gc`]).
     async fn referenced_blobs(&self) -> StoreResult<HashSet<String>>;
 
@@ -394,6 +409,8 @@ pub enum StoreEvent {
     Users,
     /// Tokens changed (one made or revoked).
     Tokens,
+    /// The security advisory database was replaced.
+    Advisories,
     /// Anything may have changed (an import), or the feed may have missed changes (its
     /// connection dropped): drop every cached copy.
     Lost,

@@ -128,6 +128,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "Upstream request latency by registry and kind.",
     ),
     (
+        "cargohold_advisory_matches_total",
+        "counter",
+        "Downloads of proxied crate versions a security advisory affects, by registry and action (flagged, denied).",
+    ),
+    (
         "cargohold_publishes_total",
         "counter",
         "Publish attempts by registry and outcome.",

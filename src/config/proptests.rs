@@ -44,6 +44,8 @@ const KEYS: &[(&str, &[&str])] = &[
             "allow_upstream_names",
             "allowed_licenses",
             "allow_license_file_only",
+            "advisories",
+            "advisories_allow",
         ],
     ),
 ];
@@ -57,6 +59,8 @@ fn toml_value() -> impl Strategy<Value = String> {
         Just("hosted".to_owned()),
         Just("crate".to_owned()),
         Just("version".to_owned()),
+        Just("deny".to_owned()),
+        Just("RUSTSEC-2024-0001".to_owned()),
         Just("http://127.0.0.1:1/index/".to_owned()),
         Just("sparse+http://u:p@127.0.0.1:1/x/".to_owned()),
         Just("18446744073709551615TiB".to_owned()),

@@ -108,6 +108,8 @@ pub struct RawRegistry {
     pub allow_upstream_names: Option<bool>,
     pub allowed_licenses: Option<Vec<String>>,
     pub allow_license_file_only: Option<bool>,
+    pub advisories: Option<String>,
+    pub advisories_allow: Option<Vec<String>>,
 }
 
 /// A size written as a number of bytes or a string with a unit.

@@ -22,6 +22,9 @@ use crate::registry::RegistryService;
 
 /// Largest `export` request: the `since` bundle's manifest lists every entry of its chain.
 const MAX_EXPORT_REQUEST: u64 = 256 << 20;
+/// Most bytes of an advisory database upload (the compact JSON of the public database is
+/// well under 1 MiB; `registry::advisories::MAX_ADVISORIES` bounds the count too).
+const MAX_ADVISORY_UPLOAD: u64 = 32 << 20;
 /// Size of the chunks a bundle streams in.
 const CHUNK: usize = 256 << 10;
 
@@ -263,6 +266,11 @@ pub async fn handle(
             Ok(json_ok(
                 &json!({"ok": true, "msg": format!("quarantined file {sha} released into the cache")}),
             ))
+        }
+        (Route::AdminAdvisories, Method::GET) => Ok(json_ok(&svc.advisories_status())),
+        (Route::AdminAdvisories, _) => {
+            let upload: crate::registry::advisories::AdvisoryUpload = read_json(req, MAX_ADVISORY_UPLOAD).await?;
+            Ok(json_ok(&svc.import_advisories(upload).await?))
         }
         (Route::AdminUsers, Method::GET) => Ok(json_ok(&svc.list_users().await?)),
         (Route::AdminUsers, _) => {

@@ -134,7 +134,8 @@ pub async fn download(
 ) -> HandlerResult {
     let spec = svc.registry(reg)?;
     svc.authorize_read(&spec, auth).await?;
-    let (body, len, x_cache) = match svc.download(&spec, name, version).await? {
+    let (download, advisory) = svc.download(&spec, name, version).await?;
+    let (body, len, x_cache) = match download {
         // The memory-tier hit, the hot one.
         Download::Bytes { bytes, status } => {
             let len = bytes.len() as u64;
@@ -158,8 +159,17 @@ pub async fn download(
     };
     let mut resp = Response::new(body);
     crate_headers(resp.headers_mut(), len, x_cache);
+    if let Some(ids) = advisory {
+        // Ids were checked on import (`RUSTSEC-YYYY-NNNN`), so always a valid header value.
+        if let Ok(v) = HeaderValue::from_str(&ids) {
+            resp.headers_mut().insert(X_CARGOHOLD_ADVISORY, v);
+        }
+    }
     Ok(resp)
 }
+
+/// The ids of the security advisories that flag a download (`advisories = "flag"`).
+pub const X_CARGOHOLD_ADVISORY: &str = "x-cargohold-advisory";
 
 /// The headers of a `.crate` response, from pre-validated values (never `Content-Encoding`:
 /// the file already is gzip and cargo checks its bytes).

@@ -509,9 +509,10 @@ async fn crate_page(
         ));
     };
     let readme = readme_html(state, &view, sel).await?;
+    let advisories = svc.advisory_notes(&spec, &view);
     Ok(html(
         StatusCode::OK,
-        tpl::crate_page(visit.viewer(), &spec, &view, sel, readme.as_deref()),
+        tpl::crate_page_with_advisories(visit.viewer(), &spec, &view, sel, readme.as_deref(), &advisories),
     ))
 }
 
@@ -688,7 +689,12 @@ fn spec_from_form(form: &Form) -> Result<RegistrySpec, RegistryError> {
         "description": form.get("description"),
         "labels": labels(&form.get("labels")),
         "auth_required": form.checked("auth_required"),
+        "advisories_allow": labels(&form.get("advisories_allow")),
     });
+    let mode = form.get("advisories");
+    if !mode.is_empty() {
+        v["advisories"] = json!(mode);
+    }
     if kind == "proxy" {
         let up = form.get("upstream");
         if !up.is_empty() {
@@ -740,8 +746,16 @@ async fn post_page(svc: &RegistryService, visit: &Visit, page: Page, form: Form)
                 description: Some(form.get("description")),
                 labels: Some(labels(&form.get("labels"))),
                 auth_required: Some(form.checked("auth_required")),
+                advisories_allow: Some(labels(&form.get("advisories_allow"))),
                 ..RegistryPatch::default()
             };
+            let mode = form.get("advisories");
+            if !mode.is_empty() {
+                match crate::config::AdvisoryMode::parse(&mode) {
+                    Ok(m) => patch.advisories = Some(m),
+                    Err(e) => return form_error(svc, v, Some(&name), &f, RegistryError::BadRequest(e)),
+                }
+            }
             if spec.kind == RegistryKind::Proxy {
                 let up = form.get("upstream");
                 patch.upstream = (!up.is_empty()).then_some(up);
@@ -862,6 +876,8 @@ fn form_values(form: &Form) -> RegistryForm {
         auth_required: form.checked("auth_required"),
         upstream: form.get("upstream"),
         upstreams: form.all("upstreams"),
+        advisories: form.get("advisories"),
+        advisories_allow: form.get("advisories_allow"),
     }
 }
 

@@ -50,6 +50,9 @@ pub enum Route {
     AdminQuarantineRelease {
         sha: String,
     },
+    /// `GET / PUT /-/api/v1/advisories`: the security advisory database's status, and
+    /// replacing it.
+    AdminAdvisories,
     ConfigJson {
         reg: String,
     },
@@ -193,6 +196,7 @@ impl Route {
             Route::AdminQuarantine => "/-/api/v1/quarantine",
             Route::AdminQuarantined { .. } => "/-/api/v1/quarantine/{sha256}",
             Route::AdminQuarantineRelease { .. } => "/-/api/v1/quarantine/{sha256}/release",
+            Route::AdminAdvisories => "/-/api/v1/advisories",
             Route::ConfigJson { .. } => "/{reg}/index/config.json",
             Route::IndexFile { .. } => "/{reg}/index/{path}",
             Route::Download { .. } => "/{reg}/api/v1/crates/{name}/{version}/download",
@@ -310,6 +314,9 @@ fn route_segments(method: &Method, s: &[&str]) -> Result<Route, RouteError> {
         }
         ["-", "api", "v1", "quarantine", sha, "release"] => {
             method_is(method, &[Method::POST], "POST").map(|()| Route::AdminQuarantineRelease { sha: owned(sha) })
+        }
+        ["-", "api", "v1", "advisories"] => {
+            method_is(method, &[Method::GET, Method::PUT], "GET, PUT").map(|()| Route::AdminAdvisories)
         }
         ["-", "api", "v1", "users"] => {
             method_is(method, &[Method::GET, Method::POST], "GET, POST").map(|()| Route::AdminUsers)
@@ -484,6 +491,9 @@ mod tests {
             Err(RouteError::MethodNotAllowed("DELETE"))
         );
         assert_eq!(route(&Method::POST, "/-/api/v1/import"), Ok(Route::AdminImport));
+        assert_eq!(route(&Method::PUT, "/-/api/v1/advisories"), Ok(Route::AdminAdvisories));
+        assert_eq!(route(&Method::GET, "/-/api/v1/advisories"), Ok(Route::AdminAdvisories));
+        assert!(route(&Method::DELETE, "/-/api/v1/advisories").is_err());
         assert_eq!(
             route(&Method::GET, "/-/api/v1/import"),
             Err(RouteError::MethodNotAllowed("POST"))

@@ -45,6 +45,10 @@ pub struct RegistryPatch {
     /// Hosted: the licence policy; `[]` removes it.
     pub allowed_licenses: Option<Vec<String>>,
     pub allow_license_file_only: Option<bool>,
+    /// `off`, `flag` or `deny`.
+    pub advisories: Option<crate::config::AdvisoryMode>,
+    /// Advisory ids ignored here; `[]` empties the list.
+    pub advisories_allow: Option<Vec<String>>,
 }
 
 /// Body of `POST /-/api/v1/tokens`.
@@ -427,7 +431,9 @@ impl Admin {
             shadow,
             allow_upstream_names,
             allowed_licenses,
-            allow_license_file_only
+            allow_license_file_only,
+            advisories,
+            advisories_allow
         );
         if patch.upstream.is_some() {
             spec.upstream = patch.upstream;

@@ -389,3 +389,24 @@ async fn a_single_node_rotates_its_admin_token_by_its_variable() {
         node.store().meta.close().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_advisory_import_on_one_node_reaches_the_other() {
+    let Some(url) = fresh_postgres("advisories between two nodes").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = node(&url, dir.path(), "a").await;
+    let b = node(&url, dir.path(), "b").await;
+    assert_eq!(b.advisories_status()["advisories"], 0);
+    let upload: crate::registry::advisories::AdvisoryUpload = serde_json::from_value(serde_json::json!({
+        "advisories": [{"id": "RUSTSEC-2024-0001", "crate": "foo", "title": "t", "date": "2024-01-01",
+                        "patched": [">=2"], "unaffected": []}]
+    }))
+    .unwrap();
+    a.import_advisories(upload).await.unwrap();
+    eventually("B loaded the imported database", || async {
+        b.advisories_status()["advisories"] == 1
+    })
+    .await;
+}

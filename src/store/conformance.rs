@@ -788,3 +788,64 @@ pub async fn webhooks(meta: &dyn Metadata) {
     );
     assert!(body["actor"].is_null());
 }
+
+/// The advisory database of a store that keeps one (the SQL store): empty and never imported
+/// at first; an import replaces every advisory at once (ids, crates, requirements and kinds
+/// kept as given) with its time; a store with a change feed announces it.
+pub async fn advisories(meta: &dyn Metadata) {
+    use super::advisories::{AdvisoryDb, AdvisoryRecord};
+    assert_eq!(meta.advisories().await.unwrap(), AdvisoryDb::default());
+    let mut feed = meta.watch().await.unwrap();
+    let record = |id: &str, krate: &str, informational: Option<&str>| AdvisoryRecord {
+        id: id.into(),
+        krate: krate.into(),
+        title: format!("title of {id} ünïcode"),
+        date: "2024-01-02".into(),
+        informational: informational.map(str::to_owned),
+        patched: vec![">=1.2.3".into(), "^0.9.9".into()],
+        unaffected: vec!["<0.5".into()],
+        url: Some("https://example.invalid/a".into()),
+    };
+    let first = AdvisoryDb {
+        advisories: vec![
+            record("RUSTSEC-2024-0001", "Foo_Bar", None),
+            record("RUSTSEC-2024-0002", "foo_bar", Some("unmaintained")),
+        ],
+        imported: Some(1_700_000_000),
+    };
+    meta.replace_advisories(&first).await.unwrap();
+    let got = meta.advisories().await.unwrap();
+    assert_eq!(got, first, "stored as given, ordered by id");
+    let second = AdvisoryDb {
+        advisories: vec![record("RUSTSEC-2025-0100", "other", Some("notice"))],
+        imported: Some(1_700_000_100),
+    };
+    meta.replace_advisories(&second).await.unwrap();
+    assert_eq!(
+        meta.advisories().await.unwrap(),
+        second,
+        "an import replaces the whole database"
+    );
+    // A failed import (a duplicate id) changes nothing.
+    let dup = AdvisoryDb {
+        advisories: vec![
+            record("RUSTSEC-2026-0001", "a", None),
+            record("RUSTSEC-2026-0001", "b", None),
+        ],
+        imported: Some(1_700_000_200),
+    };
+    assert!(meta.replace_advisories(&dup).await.is_err());
+    assert_eq!(meta.advisories().await.unwrap(), second, "all or nothing");
+    if let Some(feed) = feed.as_mut() {
+        let mut seen = false;
+        while let Ok(Some(e)) = tokio::time::timeout(std::time::Duration::from_secs(10), feed.recv()).await {
+            if e == super::StoreEvent::Advisories {
+                seen = true;
+                break;
+            }
+        }
+        assert!(seen, "an import is announced on the change feed");
+    }
+    meta.replace_advisories(&AdvisoryDb::default()).await.unwrap();
+    assert_eq!(meta.advisories().await.unwrap(), AdvisoryDb::default());
+}

@@ -406,6 +406,15 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_legacy_store_refuses_advisories_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SledMetadata::open(dir.path()).unwrap();
+        assert_eq!(meta.advisories().await.unwrap(), Default::default());
+        let e = meta.replace_advisories(&Default::default()).await.unwrap_err();
+        assert!(e.to_string().contains("keeps no security advisories"), "{e}");
+    }
+
+    #[tokio::test]
     async fn records_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Connection, Row, Transaction};
 
+use super::advisories::{AdvisoryDb, AdvisoryRecord};
 use super::hooks::{new_id, now_millis, AttemptRecord, DeliveryRecord, DueDelivery, HookEvent, HookRecord};
 use super::{
     now_secs, Counts, CrateChange, CrateRecord, Metadata, Snapshot, StoreError, StoreEvent, StoreResult, TokenRecord,
@@ -1068,6 +1069,86 @@ impl Metadata for SqlMetadata {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn replace_advisories(&self, db: &AdvisoryDb) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM advisories")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        for a in &db.advisories {
+            sqlx::query(
+                "INSERT INTO advisories (id, crate, name, title, date, informational, patched, unaffected, url) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&a.id)
+            .bind(a.krate.to_ascii_lowercase())
+            .bind(&a.krate)
+            .bind(&a.title)
+            .bind(&a.date)
+            .bind(a.informational.clone())
+            .bind(json(&a.patched)?)
+            .bind(json(&a.unaffected)?)
+            .bind(a.url.clone())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        let imported = db.imported.map(|t| t.to_string());
+        sqlx::query("DELETE FROM store_meta WHERE key = 'advisories.imported'")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if let Some(t) = imported {
+            sqlx::query("INSERT INTO store_meta (key, value) VALUES ('advisories.imported', $1)")
+                .bind(t)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        announce(&mut tx, self.postgres, &StoreEvent::Advisories).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn advisories(&self) -> StoreResult<AdvisoryDb> {
+        // One read transaction, so the rows and the import time belong together.
+        let mut tx = self.read.begin().await.map_err(db_err)?;
+        let rows = sqlx::query(
+            "SELECT id, name, title, date, informational, patched, unaffected, url FROM advisories ORDER BY id",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let imported = sqlx::query("SELECT value FROM store_meta WHERE key = 'advisories.imported'")
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        let imported = match imported {
+            Some(r) => {
+                let v: String = r.try_get(0).map_err(db_err)?;
+                Some(v.parse::<u64>().map_err(|e| corrupt("advisories.imported", e))?)
+            }
+            None => None,
+        };
+        let mut advisories = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let patched: String = r.try_get(5).map_err(db_err)?;
+            let unaffected: String = r.try_get(6).map_err(db_err)?;
+            advisories.push(AdvisoryRecord {
+                id: r.try_get(0).map_err(db_err)?,
+                krate: r.try_get(1).map_err(db_err)?,
+                title: r.try_get(2).map_err(db_err)?,
+                date: r.try_get(3).map_err(db_err)?,
+                informational: r.try_get(4).map_err(db_err)?,
+                patched: serde_json::from_str(&patched).map_err(|e| corrupt("advisory `patched`", e))?,
+                unaffected: serde_json::from_str(&unaffected).map_err(|e| corrupt("advisory `unaffected`", e))?,
+                url: r.try_get(7).map_err(db_err)?,
+            });
+        }
+        Ok(AdvisoryDb { advisories, imported })
+    }
+
     async fn referenced_blobs(&self) -> StoreResult<HashSet<String>> {
         let rows = sqlx::query("SELECT DISTINCT cksum FROM versions")
             .fetch_all(&self.read)
@@ -1489,6 +1570,22 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let meta = SqlMetadata::open_sqlite(&dir.path().join("registry.db")).await.unwrap();
         crate::store::conformance::metadata(&meta).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_keeps_the_advisory_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SqlMetadata::open_sqlite(&dir.path().join("registry.db")).await.unwrap();
+        crate::store::conformance::advisories(&meta).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_keeps_the_advisory_database() {
+        let Some(url) = fresh_postgres("the advisory database").await else {
+            return;
+        };
+        let meta = SqlMetadata::open_postgres(&url).await.unwrap();
+        crate::store::conformance::advisories(&meta).await;
     }
 
     #[tokio::test]

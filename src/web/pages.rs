@@ -9,6 +9,7 @@ use super::setup::{self, Snippet};
 use super::Viewer;
 use crate::config::{RegistryKind, RegistrySpec, Shadow};
 use crate::index::name::REGISTRY_NAME_RULE;
+use crate::registry::advisories::Note;
 use crate::registry::{client_registry_name, CrateView, ProxyStatus, VersionView};
 
 /// Characters escaped in a path segment of our URLs (names and versions are checked before
@@ -142,6 +143,8 @@ pub struct CrateRow {
     pub name: String,
     pub max_version: Option<String>,
     pub description: Option<String>,
+    /// Security advisories affecting `max_version` (id, title).
+    pub advisories: Vec<(String, String)>,
 }
 
 impl CrateRow {
@@ -156,12 +159,27 @@ impl CrateRow {
                             name: c["name"].as_str()?.to_owned(),
                             max_version: c["max_version"].as_str().map(str::to_owned),
                             description: c["description"].as_str().map(str::to_owned),
+                            advisories: c["advisories"]
+                                .as_array()
+                                .map(|l| {
+                                    l.iter()
+                                        .filter_map(|a| {
+                                            Some((a["id"].as_str()?.to_owned(), a["title"].as_str()?.to_owned()))
+                                        })
+                                        .collect()
+                                })
+                                .unwrap_or_default(),
                         })
                     })
                     .collect()
             })
             .unwrap_or_default()
     }
+}
+
+/// The ids of the advisories of a listed version, each with its title on hover.
+fn advisory_marks(list: &[(String, String)]) -> Markup {
+    html! { @for (id, title) in list { " " span.advisory title=(title) { (id) } } }
 }
 
 fn crate_table(reg: &str, rows: &[CrateRow]) -> Markup {
@@ -172,7 +190,7 @@ fn crate_table(reg: &str, rows: &[CrateRow]) -> Markup {
                 @for c in rows {
                     tr {
                         td { a href=(crate_url(reg, &c.name, None)) { (c.name) } }
-                        td { @if let Some(v) = &c.max_version { (v) } }
+                        td { @if let Some(v) = &c.max_version { (v) } (advisory_marks(&c.advisories)) }
                         td { @if let Some(d) = &c.description { (d) } }
                     }
                 }
@@ -296,7 +314,23 @@ pub fn crate_page(
     sel: &VersionView,
     readme_html: Option<&str>,
 ) -> String {
+    crate_page_with_advisories(viewer, spec, view, sel, readme_html, &Default::default())
+}
+
+/// [`crate_page`] with the security advisories of each version (by version string): the
+/// selected version's are shown above everything, with their ids and titles, and each
+/// affected version is marked in the versions table.
+pub fn crate_page_with_advisories(
+    viewer: Option<Viewer<'_>>,
+    spec: &RegistrySpec,
+    view: &CrateView,
+    sel: &VersionView,
+    readme_html: Option<&str>,
+    advisories: &std::collections::HashMap<String, Vec<Note>>,
+) -> String {
     let reg = &spec.name;
+    let none = Vec::new();
+    let sel_notes = advisories.get(&sel.line.vers).unwrap_or(&none);
     let line = &sel.line;
     // Crates that come through crates.io's replacement need no `--registry`.
     let add = if spec.kind == RegistryKind::Proxy || (!view.local && !spec.upstreams.is_empty()) {
@@ -317,6 +351,13 @@ pub fn crate_page(
             p.muted { a href={ "/" (seg(reg)) "/" } { (reg) } " / crates" }
             h1 { (view.name) " " (line.vers) @if line.yanked { " " span.yanked { "(yanked)" } } }
             @if let Some(d) = &view.description { p { (d) } }
+            @for n in sel_notes {
+                p.advisory role="alert" {
+                    strong { @if n.informational.is_some() { "Advisory " } @else { "Security advisory " } (n.id) }
+                    ": " (n.title)
+                    @if let Some(k) = &n.informational { " " span.label { (k) } }
+                }
+            }
             div.snippet {
                 pre #add-line { code { (add) } }
                 button type="button" data-copy="add-line" hidden { "Copy" }
@@ -380,7 +421,12 @@ pub fn crate_page(
                                 td { a href=(crate_url(reg, &view.name, Some(&v.line.vers))) { (v.line.vers) } }
                                 td { @if let Some(t) = &v.line.pubtime { (t) } }
                                 td { @if let Some(b) = &v.published_by { (b) } }
-                                td { @if v.line.yanked { span.yanked { "yanked" } } }
+                                td {
+                                    @if v.line.yanked { span.yanked { "yanked" } }
+                                    @for n in advisories.get(&v.line.vers).unwrap_or(&none) {
+                                        " " span.advisory title=(n.title) { (n.id) }
+                                    }
+                                }
                             }
                         }
                     }
@@ -420,7 +466,7 @@ pub fn search(viewer: Option<Viewer<'_>>, q: &str, hits: &[SearchHit], error: Op
                                 tr {
                                     td { a href=(crate_url(&h.registry, &h.krate.name, None)) { (h.krate.name) } }
                                     td { a href={ "/" (seg(&h.registry)) "/" } { (h.registry) } }
-                                    td { @if let Some(v) = &h.krate.max_version { (v) } }
+                                    td { @if let Some(v) = &h.krate.max_version { (v) } (advisory_marks(&h.krate.advisories)) }
                                     td { @if let Some(d) = &h.krate.description { (d) } }
                                 }
                             }
@@ -522,6 +568,10 @@ pub struct RegistryForm {
     pub upstream: String,
     /// Hosted: the proxies merged.
     pub upstreams: Vec<String>,
+    /// `off`, `flag` or `deny` (empty: the default).
+    pub advisories: String,
+    /// Comma-separated advisory ids.
+    pub advisories_allow: String,
 }
 
 impl RegistryForm {
@@ -538,6 +588,8 @@ impl RegistryForm {
             auth_required: spec.auth_required,
             upstream: spec.upstream.clone().unwrap_or_default(),
             upstreams: spec.upstreams.clone(),
+            advisories: spec.advisories.as_str().into(),
+            advisories_allow: spec.advisories_allow.join(", "),
         }
     }
 }
@@ -604,6 +656,19 @@ pub fn registry_form(
                 label for="upstream" { "Upstream index URL (proxy)" }
                 input #upstream type="text" name="upstream" value=(f.upstream) placeholder="empty: crates.io" aria-describedby="upstream-hint";
                 p.hint #upstream-hint { "A sparse index URL such as sparse+https://host/index/; empty for crates.io." }
+                fieldset {
+                    legend { "Security advisories (proxied crates; see docs/OPERATIONS.md)" }
+                    label for="advisories" { "Versions an imported advisory affects" }
+                    select #advisories name="advisories" {
+                        @let m = if f.advisories.is_empty() { "flag" } else { f.advisories.as_str() };
+                        option value="flag" selected[m == "flag"] { "flag: serve them, with a header and a metric" }
+                        option value="deny" selected[m == "deny"] { "deny: refuse them (403)" }
+                        option value="off" selected[m == "off"] { "off: do not check" }
+                    }
+                    label for="advisories_allow" { "Allowed advisories" }
+                    input #advisories_allow type="text" name="advisories_allow" value=(f.advisories_allow) aria-describedby="allow-hint";
+                    p.hint #allow-hint { "Advisory ids this registry ignores, separated by commas, e.g. RUSTSEC-2024-0001." }
+                }
                 p { button type="submit" { @if editing.is_some() { "Save" } @else { "Create registry" } } }
             }
             @if let Some(n) = editing {

@@ -48,7 +48,14 @@ const HOSTED_ONLY: &[&str] = &[
     "allowed_licenses",
     "allow_license_file_only",
 ];
-const COMMON: &[&str] = &["kind", "description", "labels", "auth_required"];
+const COMMON: &[&str] = &[
+    "kind",
+    "description",
+    "labels",
+    "auth_required",
+    "advisories",
+    "advisories_allow",
+];
 
 fn deploy_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(rel)

@@ -1,5 +1,6 @@
 //! The single integration-test binary.
 mod admin_cli;
+mod advisories;
 mod bad_input;
 mod bundle;
 mod ci;

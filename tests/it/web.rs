@@ -507,6 +507,30 @@ fn sessions_and_csrf_over_http() {
     assert_eq!(spec["description"], "Web things");
     assert_eq!(spec["labels"], serde_json::json!(["a", "b"]));
     assert_eq!(spec["upstreams"], serde_json::json!(["cio"]));
+    assert_eq!(spec["advisories"], "flag", "the default");
+    // The advisory mode and allow list through the edit form; a bad mode is explained.
+    let r = form(
+        &d.url("/-/admin/registries/web"),
+        &session,
+        &format!("csrf={csrf}&kind=hosted&description=Web+things&labels=a%2Cb&upstreams=cio&advisories=deny&advisories_allow=RUSTSEC-2024-0001%2C+RUSTSEC-2024-0002"),
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    let spec = http::get(&d.url("/-/api/v1/registries/web"), Some(d.admin_token())).json();
+    assert_eq!(spec["advisories"], "deny");
+    assert_eq!(
+        spec["advisories_allow"],
+        serde_json::json!(["RUSTSEC-2024-0001", "RUSTSEC-2024-0002"])
+    );
+    let edit = page(&d.url("/-/admin/registries/web"), &session).text();
+    assert!(edit.contains("<option value=\"deny\" selected>"), "{edit}");
+    for bad in ["advisories=block", "advisories=deny&advisories_allow=CVE-1"] {
+        let r = form(
+            &d.url("/-/admin/registries/web"),
+            &session,
+            &format!("csrf={csrf}&kind=hosted&description=Web+things&upstreams=cio&{bad}"),
+        );
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+    }
 
     // Deleting: a hosted registry holding crates needs the confirmation; an empty one goes.
     let (body, _) = simple_publish("webthing", "0.1.0");

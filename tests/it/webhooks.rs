@@ -17,7 +17,7 @@ use sha2::Sha256;
 use crate::support::daemon::Daemon;
 use crate::support::{http, package};
 
-const SECRET: &str = "correct horse battery staple";
+pub(crate) const SECRET: &str = "correct horse battery staple";
 
 /// Hosted `local` only, deliveries to loopback allowed, short backoffs.
 fn config(max_attempts: u32) -> String {
@@ -28,20 +28,20 @@ fn config(max_attempts: u32) -> String {
 
 /// What the receiver does with the next request.
 #[derive(Clone, Copy)]
-enum Answer {
+pub(crate) enum Answer {
     Status(u16),
     /// Reads the request, then holds the connection until released.
     Hang,
 }
 
 #[derive(Debug, Clone)]
-struct Received {
-    headers: BTreeMap<String, String>,
-    body: Vec<u8>,
+pub(crate) struct Received {
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) body: Vec<u8>,
 }
 
 /// A small HTTP/1.1 receiver on 127.0.0.1 recording every request.
-struct Receiver {
+pub(crate) struct Receiver {
     port: u16,
     got: Arc<Mutex<Vec<Received>>>,
     release: Arc<Mutex<Option<mpsc::Sender<()>>>>,
@@ -50,7 +50,7 @@ struct Receiver {
 }
 
 impl Receiver {
-    fn start(script: &[Answer]) -> Receiver {
+    pub(crate) fn start(script: &[Answer]) -> Receiver {
         Self::start_on(TcpListener::bind("127.0.0.1:0").unwrap(), script)
     }
 
@@ -77,16 +77,16 @@ impl Receiver {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/hook", self.port)
     }
 
-    fn received(&self) -> Vec<Received> {
+    pub(crate) fn received(&self) -> Vec<Received> {
         self.got.lock().unwrap().clone()
     }
 
     /// Waits (generously) until `n` requests arrived.
-    fn wait_for(&self, n: usize, d: &Daemon) -> Vec<Received> {
+    pub(crate) fn wait_for(&self, n: usize, d: &Daemon) -> Vec<Received> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let got = self.received();
@@ -162,7 +162,7 @@ fn serve(
 }
 
 /// Checks a delivery as a receiver must: the signature over `"<timestamp>.<body>"`.
-fn verify(r: &Received) -> Value {
+pub(crate) fn verify(r: &Received) -> Value {
     let ts = &r.headers["x-cargohold-timestamp"];
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
     mac.update(format!("{ts}.").as_bytes());
@@ -185,7 +185,7 @@ fn verify(r: &Received) -> Value {
     body
 }
 
-fn create_hook(d: &Daemon, url: &str, extra: &[&str]) -> String {
+pub(crate) fn create_hook(d: &Daemon, url: &str, extra: &[&str]) -> String {
     let secret = d.scratch_dir().join("hook-secret");
     std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
     let mut args = vec![
