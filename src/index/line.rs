@@ -11,16 +11,23 @@ use serde::{Deserialize, Serialize};
 use super::name::{is_lookup_name, validate_version};
 use super::publish_frame::{NewCrate, NewCrateDep};
 
-/// A version record as it appears in the index.
+/// A version record as it appears in the index. Fields that cargo's index format lets an
+/// index leave out (crates.io writes no `v` for format 1, no `links` when null) read as cargo
+/// reads them; we always write every field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexLine {
     pub name: String,
     pub vers: String,
+    #[serde(default)]
     pub deps: Vec<IndexDep>,
     pub cksum: String,
+    #[serde(default)]
     pub features: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
     pub yanked: bool,
+    #[serde(default)]
     pub links: Option<String>,
+    #[serde(default = "format_one")]
     pub v: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rust_version: Option<String>,
@@ -34,13 +41,33 @@ pub struct IndexLine {
 pub struct IndexDep {
     pub name: String,
     pub req: String,
+    #[serde(default)]
     pub features: Vec<String>,
+    #[serde(default)]
     pub optional: bool,
+    #[serde(default = "yes")]
     pub default_features: bool,
+    #[serde(default)]
     pub target: Option<String>,
+    #[serde(default = "normal")]
     pub kind: String,
+    #[serde(default)]
     pub registry: Option<String>,
+    #[serde(default)]
     pub package: Option<String>,
+}
+
+/// The index format version of a line without `v`.
+fn format_one() -> u32 {
+    1
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn normal() -> String {
+    "normal".into()
 }
 
 impl IndexLine {

@@ -201,3 +201,29 @@ impl Reads {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines as crates.io writes them: spaces after the colons, `pubtime`, no `v` (format 1)
+    /// and no `links`, a dependency without `kind`'s siblings that cargo defaults.
+    #[test]
+    fn upstream_lines_without_optional_fields_are_shown() {
+        let body = concat!(
+            r#"{"name": "itoa", "vers": "0.1.0", "deps": [], "cksum": "8fe390286ad3ad1b175ad07a638c83463c86cbdb5e38075c2ef44e10c694702b", "features": {}, "yanked": false, "pubtime": "2016-06-25T21:50:33Z"}"#,
+            "\n",
+            r#"{"name":"itoa","vers":"1.0.19","deps":[{"name":"no-panic","req":"^0.1","features":[],"optional":true,"default_features":true,"target":null,"kind":"normal"},{"name":"serde","req":"1"}],"cksum":"ae3088ea4baeceb0284ee9eea42f591226e6beaecf65373e41b38d95a1b8e7a1","features":{},"yanked":false,"rust_version":"1.36"}"#,
+            "\n"
+        );
+        let views = parse_lines(body.as_bytes());
+        let vers: Vec<_> = views.iter().map(|v| v.line.vers.as_str()).collect();
+        assert_eq!(vers, ["0.1.0", "1.0.19"]);
+        assert_eq!(views[0].line.v, 1);
+        let serde = &views[1].line.deps[1];
+        assert_eq!(
+            (serde.kind.as_str(), serde.default_features, serde.optional),
+            ("normal", true, false)
+        );
+    }
+}

@@ -267,8 +267,6 @@ impl Package {
                     "default_features": true,
                     "target": null,
                     "kind": "normal",
-                    "registry": null,
-                    "package": null,
                 })
             })
             .collect();
@@ -283,8 +281,8 @@ impl Package {
             "cksum": self.cksum(),
             "features": features,
             "yanked": self.yanked,
-            "links": null,
-            "v": 1,
+            // As crates.io writes format-1 lines: no `v`, no null `links`, a `pubtime`.
+            "pubtime": "2024-01-01T00:00:00Z",
         })
     }
 
