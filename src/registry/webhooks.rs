@@ -25,6 +25,10 @@ const IDLE: Duration = Duration::from_secs(5);
 const MIN_SLEEP: Duration = Duration::from_millis(20);
 /// How often ended deliveries and old events are pruned (or `retention`, if shorter).
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Outbox events read at once, and most batches fanned out in one look (the worker looks
+/// again at once when more remain).
+const FAN_OUT_BATCH: u64 = 100;
+const FAN_OUT_BATCHES: usize = 100;
 /// Deliveries sent at once by one node.
 const CONCURRENCY: usize = 16;
 /// Longest delay between two attempts.
@@ -185,10 +189,24 @@ impl Webhooks {
     /// long to sleep unless woken.
     async fn tick(self: &Arc<Self>) -> Result<Duration, crate::store::StoreError> {
         self.prune().await?;
-        for (id, _) in self.meta.outbox_pending(100).await? {
-            self.meta.fan_out(&id).await?;
+        // Every pending event, batch by batch: a burst (once-only findings about many
+        // versions) must not leave later events waiting an idle sleep per batch. Bounded, so
+        // one look never runs forever while another node keeps writing.
+        let mut more = false;
+        for _ in 0..FAN_OUT_BATCHES {
+            let batch = self.meta.outbox_pending(FAN_OUT_BATCH).await?;
+            more = batch.len() as u64 == FAN_OUT_BATCH;
+            for (id, _) in batch {
+                self.meta.fan_out(&id).await?;
+            }
+            if !more {
+                break;
+            }
         }
         self.claim_and_send().await?;
+        if more {
+            return Ok(MIN_SLEEP);
+        }
         if self.slots.available_permits() == 0 {
             // Every slot is sending: each one that ends wakes the worker.
             return Ok(IDLE);
@@ -464,6 +482,33 @@ mod tests {
         for ip in ["192.0.2.1", "8.8.8.8", "2001:db8::1", "::ffff:192.0.2.1"] {
             assert!(!is_private(ip.parse().unwrap()), "{ip}");
         }
+    }
+
+    /// A burst of events larger than one batch (a crate with hundreds of versions taken down
+    /// upstream, with no hook asking for `upstream.removed`) is fanned out in one look, so an
+    /// event written after it is not left waiting an idle sleep per batch.
+    #[tokio::test]
+    async fn a_backlog_larger_than_a_batch_is_fanned_out_in_one_look() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta: Arc<dyn Metadata> = Arc::new(
+            crate::store::sql::SqlMetadata::open_sqlite(&dir.path().join("registry.db"))
+                .await
+                .unwrap(),
+        );
+        for i in 0..250 {
+            let event =
+                HookEvent::upstream_removed("p", "foo", &format!("1.0.{i}"), &"a".repeat(64), "crate_removed", false);
+            assert!(meta
+                .record_event_once(&event.once_id(&i.to_string()), &event)
+                .await
+                .unwrap());
+        }
+        let worker = Arc::new(Webhooks::new(meta.clone(), WebhooksConfig::default(), Arc::new(Notify::new())).unwrap());
+        worker.tick().await.unwrap();
+        assert!(
+            meta.outbox_pending(1).await.unwrap().is_empty(),
+            "events left in the outbox after one look"
+        );
     }
 
     #[test]
