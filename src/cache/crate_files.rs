@@ -406,6 +406,14 @@ impl CrateFiles {
         found
     }
 
+    /// The path and size of the quarantined file `sha`, if it is there (blocking: one stat).
+    pub fn quarantined_file(&self, sha: &str) -> Option<(PathBuf, u64)> {
+        let q = self.quarantine.lock().unwrap_or_else(|e| e.into_inner());
+        let size = q.get(sha)?.size;
+        let path = q.crate_path(sha);
+        path.is_file().then_some((path, size))
+    }
+
     /// Deletes a quarantined file and its record (blocking); `false` if there is none.
     pub fn purge_quarantined(&self, sha: &str) -> io::Result<bool> {
         if !valid_sha(sha) {

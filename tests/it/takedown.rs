@@ -444,6 +444,44 @@ fn an_offline_proxy_keeps_what_it_has() {
     assert!(quarantine_json(&d, &[]).is_empty());
 }
 
+/// The crate cache is shared by content: when one proxy's upstream takes a version down, an
+/// offline proxy that has the same bytes keeps serving them (it never sees a takedown and
+/// cannot fetch them again), copied back from the quarantine; the proxy that removed it still
+/// refuses it.
+#[test]
+fn an_offline_proxy_keeps_bytes_another_proxy_quarantined() {
+    let up = FakeUpstream::start_blocking();
+    let pkg = Package::new("shared", "1.0.0");
+    up.add_crate(&pkg);
+    let config = format!(
+        "[registries.live]\nkind = \"proxy\"\nupstream = \"{0}\"\nindex_ttl = \"1s\"\n\n\
+         [registries.frozen]\nkind = \"proxy\"\nupstream = \"{0}\"\nindex_ttl = \"1s\"\n# frozen\n",
+        up.index_url()
+    );
+    let mut d = Daemon::start_with_config(&config);
+    for reg in ["live", "frozen"] {
+        assert_eq!(download(&d, reg, "shared", "1.0.0").body, pkg.crate_bytes(), "{reg}");
+    }
+    d.stop();
+    let path = d.config_path().expect("a config file").to_owned();
+    std::fs::write(&path, config.replace("# frozen\n", "offline = true\n")).unwrap();
+    d.restart();
+    up.remove_crate("shared");
+    wait_until("the live proxy's takedown", &d, || {
+        (download(&d, "live", "shared", "1.0.0").status == 404).then_some(())
+    });
+    assert_eq!(quarantine_json(&d, &[]).len(), 1);
+    for _ in 0..2 {
+        let r = download(&d, "frozen", "shared", "1.0.0");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.body, pkg.crate_bytes());
+    }
+    let r = download(&d, "live", "shared", "1.0.0");
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.text().contains("quarantined"), "{}", r.text());
+    assert_eq!(quarantine_json(&d, &[]).len(), 1, "still listed");
+}
+
 #[test]
 fn the_quarantine_api_refuses_bad_input_and_needs_admin() {
     let up = FakeUpstream::start_blocking();
