@@ -406,6 +406,13 @@ impl CrateFiles {
         found
     }
 
+    /// Whether the quarantined file `sha` was quarantined by a removal of `registry`'s `name`
+    /// `version`.
+    pub fn quarantine_names(&self, sha: &str, registry: &str, name: &str, version: &str) -> bool {
+        let q = self.quarantine.lock().unwrap_or_else(|e| e.into_inner());
+        q.get(sha).is_some_and(|r| r.names(registry, name, version))
+    }
+
     /// The path and size of the quarantined file `sha`, if it is there (blocking: one stat).
     pub fn quarantined_file(&self, sha: &str) -> Option<(PathBuf, u64)> {
         let q = self.quarantine.lock().unwrap_or_else(|e| e.into_inner());

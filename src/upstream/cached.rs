@@ -834,9 +834,14 @@ impl CachedUpstream {
                 // Only when a fill would start (never on a hit): a version this registry's
                 // upstream took down is not fetched again, neither by a download that raced
                 // the takedown nor after the upstream lists it again, until an operator
-                // releases the quarantined copy.
+                // releases the quarantined copy. Only those bytes: the same version number
+                // listed again with other bytes (a deleted crate's name published anew) was
+                // never taken down.
                 let reg = &this.settings.registry;
-                if this.crates.quarantined_version(reg, &orig, &version_owned).is_some() {
+                if this
+                    .crates
+                    .quarantine_names(writer.sha256(), reg, &orig, &version_owned)
+                {
                     let sha = writer.sha256().to_owned();
                     return writer.fail(FillFailure::NotFound(format!(
                         "crate `{orig}` version `{version_owned}` was removed from the upstream index of \

@@ -482,6 +482,36 @@ fn an_offline_proxy_keeps_bytes_another_proxy_quarantined() {
     assert_eq!(quarantine_json(&d, &[]).len(), 1, "still listed");
 }
 
+/// A removed crate whose name is published again upstream (crates.io frees the name of a
+/// deleted crate) with the same version number but other bytes: those bytes were never taken
+/// down, so the proxy fetches them; the quarantined ones stay refused and listed.
+#[test]
+fn a_version_published_again_with_other_bytes_is_not_the_quarantined_one() {
+    let up = FakeUpstream::start_blocking();
+    let old = Package::new("reborn", "1.0.0");
+    up.add_crate(&old);
+    // The 404 is remembered for a second, not the default minute.
+    let d = daemon_over(&up, "negative_ttl = \"1s\"");
+    assert_eq!(download(&d, "crates-io", "reborn", "1.0.0").body, old.crate_bytes());
+    up.remove_crate("reborn");
+    wait_until("the takedown", &d, || {
+        (download(&d, "crates-io", "reborn", "1.0.0").status == 404).then_some(())
+    });
+    assert_eq!(quarantine_json(&d, &[]).len(), 1);
+    let new = Package::new("reborn", "1.0.0").file("src/new.rs", "// a new owner\n");
+    assert_ne!(new.cksum(), old.cksum());
+    up.add_crate(&new);
+    wait_until("the index file to list it again", &d, || {
+        (get(&d, &format!("/crates-io/index/{}", index_path("reborn"))).status == 200).then_some(())
+    });
+    let r = download(&d, "crates-io", "reborn", "1.0.0");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, new.crate_bytes());
+    let rows = quarantine_json(&d, &[]);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["cksum"], old.cksum());
+}
+
 #[test]
 fn the_quarantine_api_refuses_bad_input_and_needs_admin() {
     let up = FakeUpstream::start_blocking();
