@@ -543,7 +543,14 @@ impl CachedUpstream {
             skipped,
             "index pruning",
         );
-        let (present, generation) = self.crates.contains_all(cksums.iter().map(String::as_str));
+        let (mut present, generation) = self.crates.contains_all(cksums.iter().map(String::as_str));
+        // A file another proxy quarantined is still this one's to serve (copied back at the
+        // download): listed, or an offline proxy would lose it from its index.
+        if present.contains(&false) && self.crates.has_quarantine() {
+            for (p, c) in present.iter_mut().zip(&cksums) {
+                *p = *p || self.crates.quarantined_elsewhere(c, &self.settings.registry);
+            }
+        }
         let entry = match cached.filter(|p| p.present == present) {
             Some(p) => p.entry.clone(),
             None if !present.contains(&true) => Arc::new(IndexEntry::not_found(lookup.entry.fetched_at)),

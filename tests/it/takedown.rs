@@ -445,9 +445,9 @@ fn an_offline_proxy_keeps_what_it_has() {
 }
 
 /// The crate cache is shared by content: when one proxy's upstream takes a version down, an
-/// offline proxy that has the same bytes keeps serving them (it never sees a takedown and
-/// cannot fetch them again), copied back from the quarantine; the proxy that removed it still
-/// refuses it.
+/// offline proxy that has the same bytes keeps listing (`prune_index`) and serving them (it
+/// never sees a takedown and cannot fetch them again), copied back from the quarantine; the
+/// proxy that removed it still refuses it.
 #[test]
 fn an_offline_proxy_keeps_bytes_another_proxy_quarantined() {
     let up = FakeUpstream::start_blocking();
@@ -464,13 +464,21 @@ fn an_offline_proxy_keeps_bytes_another_proxy_quarantined() {
     }
     d.stop();
     let path = d.config_path().expect("a config file").to_owned();
-    std::fs::write(&path, config.replace("# frozen\n", "offline = true\n")).unwrap();
+    std::fs::write(
+        &path,
+        config.replace("# frozen\n", "offline = true\nprune_index = true\n"),
+    )
+    .unwrap();
     d.restart();
     up.remove_crate("shared");
     wait_until("the live proxy's takedown", &d, || {
         (download(&d, "live", "shared", "1.0.0").status == 404).then_some(())
     });
     assert_eq!(quarantine_json(&d, &[]).len(), 1);
+    // Its pruned index file (only what it can serve) still lists the version.
+    let r = get(&d, &format!("/frozen/index/{}", index_path("shared")));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("\"1.0.0\""), "{}", r.text());
     for _ in 0..2 {
         let r = download(&d, "frozen", "shared", "1.0.0");
         assert_eq!(r.status, 200, "{}", r.text());
