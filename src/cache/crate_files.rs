@@ -406,6 +406,36 @@ impl CrateFiles {
         found
     }
 
+    /// Whether the quarantined file `sha` was quarantined by a removal of `registry`'s `name`
+    /// `version`.
+    pub fn quarantine_names(&self, sha: &str, registry: &str, name: &str, version: &str) -> bool {
+        let q = self.quarantine.lock().unwrap_or_else(|e| e.into_inner());
+        q.get(sha).is_some_and(|r| r.names(registry, name, version))
+    }
+
+    /// Whether anything is quarantined.
+    pub fn has_quarantine(&self) -> bool {
+        let q = self.quarantine.lock().unwrap_or_else(|e| e.into_inner());
+        let any = q.records().next().is_some();
+        any
+    }
+
+    /// Whether `sha` is quarantined by removals of other registries only: `registry` can have
+    /// it back (see `upstream::cached`, which copies it back at its next download).
+    pub fn quarantined_elsewhere(&self, sha: &str, registry: &str) -> bool {
+        let q = self.quarantine.lock().unwrap_or_else(|e| e.into_inner());
+        q.get(sha)
+            .is_some_and(|r| !r.removals.iter().any(|x| x.registry == registry))
+    }
+
+    /// The path and size of the quarantined file `sha`, if it is there (blocking: one stat).
+    pub fn quarantined_file(&self, sha: &str) -> Option<(PathBuf, u64)> {
+        let q = self.quarantine.lock().unwrap_or_else(|e| e.into_inner());
+        let size = q.get(sha)?.size;
+        let path = q.crate_path(sha);
+        path.is_file().then_some((path, size))
+    }
+
     /// Deletes a quarantined file and its record (blocking); `false` if there is none.
     pub fn purge_quarantined(&self, sha: &str) -> io::Result<bool> {
         if !valid_sha(sha) {

@@ -199,13 +199,18 @@ fn open_archive(path: &Path) -> Result<Box<dyn Read>, CliError> {
 }
 
 fn read_archive(path: &Path, files: &mut Vec<(String, String)>) -> Result<(), CliError> {
+    read_archive_capped(path, files, MAX_ARCHIVE_BYTES)
+}
+
+/// [`read_archive`] reading at most `cap` bytes out of the (decompressed) archive.
+fn read_archive_capped(path: &Path, files: &mut Vec<(String, String)>, cap: u64) -> Result<(), CliError> {
     let bad = |e: std::io::Error| {
         CliError::usage(format!(
             "{} is not a readable archive (.tar.gz, .tgz, .tar.zst or .tar of an advisory-db checkout): {e}",
             path.display()
         ))
     };
-    let mut archive = tar::Archive::new(open_archive(path)?.take(MAX_ARCHIVE_BYTES));
+    let mut archive = tar::Archive::new(open_archive(path)?.take(cap));
     for entry in archive.entries().map_err(bad)? {
         let entry = entry.map_err(bad)?;
         if !entry.header().entry_type().is_file() {
@@ -236,6 +241,14 @@ fn read_archive(path: &Path, files: &mut Vec<(String, String)>) -> Result<(), Cl
             .read_to_string(&mut text)
             .map_err(|e| CliError::usage(format!("cannot read {shown} as UTF-8 text: {e}")))?;
         files.push((shown, text));
+    }
+    // `tar` takes a stream cut on a header block for the archive's end: a cap that was
+    // reached means the rest is unread, so nothing is imported.
+    if archive.into_inner().limit() == 0 {
+        return Err(CliError::usage(format!(
+            "{} is larger than {cap} bytes once decompressed; nothing was imported (an advisory-db archive is a few MB)",
+            path.display()
+        )));
     }
     Ok(())
 }
@@ -375,6 +388,37 @@ mod tests {
         assert!(check_import(&[a]).is_ok(), "what the CLI reads, the server accepts");
         assert!(parse_one(&file("withdrawn = \"2024-02-01\"")).unwrap().is_none());
         assert!(parse_one("# no front matter\n").is_err());
+    }
+
+    /// An archive larger than the cap is refused, never read in part: a cut that falls on a
+    /// header block looks like the archive's end to `tar`, which would import the advisories
+    /// before it as if they were the whole database.
+    #[test]
+    fn an_archive_over_the_cap_is_refused_not_cut_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = |id: &str| {
+            format!("```toml\n[advisory]\nid = \"{id}\"\npackage = \"foo\"\ndate = \"2024-01-02\"\n\n[versions]\npatched = []\n```\n\n# T\n")
+        };
+        let path = dir.path().join("db.tar");
+        let mut tar = tar::Builder::new(std::fs::File::create(&path).unwrap());
+        for id in ["RUSTSEC-2024-0001", "RUSTSEC-2024-0002"] {
+            let body = text(id);
+            assert!(body.len() <= 512);
+            let mut h = tar::Header::new_gnu();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            tar.append_data(&mut h, format!("crates/foo/{id}.md"), body.as_bytes())
+                .unwrap();
+        }
+        tar.into_inner().unwrap();
+        let mut files = Vec::new();
+        read_archive_capped(&path, &mut files, 1 << 20).unwrap();
+        assert_eq!(files.len(), 2, "the whole archive under a cap it fits in");
+        // The first entry is one header and one data block: a cap there ends on a header.
+        let mut files = Vec::new();
+        let e = read_archive_capped(&path, &mut files, 1024).unwrap_err();
+        assert!(e.message.contains("larger than"), "{}", e.message);
     }
 
     #[test]

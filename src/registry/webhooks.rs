@@ -25,6 +25,10 @@ const IDLE: Duration = Duration::from_secs(5);
 const MIN_SLEEP: Duration = Duration::from_millis(20);
 /// How often ended deliveries and old events are pruned (or `retention`, if shorter).
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Outbox events read at once, and most batches fanned out in one look (the worker looks
+/// again at once when more remain).
+const FAN_OUT_BATCH: u64 = 100;
+const FAN_OUT_BATCHES: usize = 100;
 /// Deliveries sent at once by one node.
 const CONCURRENCY: usize = 16;
 /// Longest delay between two attempts.
@@ -184,11 +188,28 @@ impl Webhooks {
     /// One look: fans out new events, sends what is due, prunes now and then. Returns how
     /// long to sleep unless woken.
     async fn tick(self: &Arc<Self>) -> Result<Duration, crate::store::StoreError> {
-        self.prune().await?;
-        for (id, _) in self.meta.outbox_pending(100).await? {
-            self.meta.fan_out(&id).await?;
+        if let Err(e) = self.prune().await {
+            // Housekeeping: it is tried again at the next interval; deliveries go on.
+            tracing::warn!(error = %e, "webhooks: cannot prune what is older than the retention");
+        }
+        // Every pending event, batch by batch: a burst (once-only findings about many
+        // versions) must not leave later events waiting an idle sleep per batch. Bounded, so
+        // one look never runs forever while another node keeps writing.
+        let mut more = false;
+        for _ in 0..FAN_OUT_BATCHES {
+            let batch = self.meta.outbox_pending(FAN_OUT_BATCH).await?;
+            more = batch.len() as u64 == FAN_OUT_BATCH;
+            for (id, _) in batch {
+                self.meta.fan_out(&id).await?;
+            }
+            if !more {
+                break;
+            }
         }
         self.claim_and_send().await?;
+        if more {
+            return Ok(MIN_SLEEP);
+        }
         if self.slots.available_permits() == 0 {
             // Every slot is sending: each one that ends wakes the worker.
             return Ok(IDLE);
@@ -210,12 +231,14 @@ impl Webhooks {
                 return Ok(());
             }
         }
+        // Tried once per interval, whether it works or not (a failing delete is not repeated
+        // at every look).
+        *self.pruned.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         let retention = u64::try_from(self.config.retention.as_millis()).unwrap_or(u64::MAX);
         let (events, deliveries) = self.meta.prune_webhooks(now_millis().saturating_sub(retention)).await?;
         if events + deliveries > 0 {
             tracing::info!(events, deliveries, "webhooks: pruned what is older than the retention");
         }
-        *self.pruned.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         Ok(())
     }
 
@@ -432,6 +455,7 @@ pub(super) type WorkerSlot = OnceLock<Arc<Webhooks>>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{Counts, CrateChange, CrateRecord, Snapshot, StoreResult, TokenRecord, UserRecord};
 
     #[test]
     fn the_signature_is_the_hmac_of_timestamp_dot_body() {
@@ -464,6 +488,150 @@ mod tests {
         for ip in ["192.0.2.1", "8.8.8.8", "2001:db8::1", "::ffff:192.0.2.1"] {
             assert!(!is_private(ip.parse().unwrap()), "{ip}");
         }
+    }
+
+    /// A burst of events larger than one batch (a crate with hundreds of versions taken down
+    /// upstream, with no hook asking for `upstream.removed`) is fanned out in one look, so an
+    /// event written after it is not left waiting an idle sleep per batch.
+    #[tokio::test]
+    async fn a_backlog_larger_than_a_batch_is_fanned_out_in_one_look() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta: Arc<dyn Metadata> = Arc::new(
+            crate::store::sql::SqlMetadata::open_sqlite(&dir.path().join("registry.db"))
+                .await
+                .unwrap(),
+        );
+        for i in 0..250 {
+            let event =
+                HookEvent::upstream_removed("p", "foo", &format!("1.0.{i}"), &"a".repeat(64), "crate_removed", false);
+            assert!(meta
+                .record_event_once(&event.once_id(&i.to_string()), &event)
+                .await
+                .unwrap());
+        }
+        let worker = Arc::new(Webhooks::new(meta.clone(), WebhooksConfig::default(), Arc::new(Notify::new())).unwrap());
+        worker.tick().await.unwrap();
+        assert!(
+            meta.outbox_pending(1).await.unwrap().is_empty(),
+            "events left in the outbox after one look"
+        );
+    }
+
+    /// A store whose prune always fails (a lock timeout, a statement timeout on a huge
+    /// delete); everything else is SQLite's.
+    struct PruneFails {
+        inner: crate::store::sql::SqlMetadata,
+    }
+
+    #[async_trait::async_trait]
+    impl Metadata for PruneFails {
+        async fn registries(&self) -> StoreResult<Vec<crate::config::RegistrySpec>> {
+            self.inner.registries().await
+        }
+        async fn put_registry(&self, spec: &crate::config::RegistrySpec) -> StoreResult<()> {
+            self.inner.put_registry(spec).await
+        }
+        async fn delete_registry(&self, name: &str) -> StoreResult<()> {
+            self.inner.delete_registry(name).await
+        }
+        async fn get_crate(&self, registry: &str, canonical: &str) -> StoreResult<Option<CrateRecord>> {
+            self.inner.get_crate(registry, canonical).await
+        }
+        async fn crates(&self, registry: &str) -> StoreResult<Vec<CrateRecord>> {
+            self.inner.crates(registry).await
+        }
+        async fn crate_count(&self, registry: &str) -> StoreResult<u64> {
+            self.inner.crate_count(registry).await
+        }
+        async fn change_crate(
+            &self,
+            registry: &str,
+            canonical: &str,
+            expected: Option<u64>,
+            change: &CrateChange,
+        ) -> StoreResult<u64> {
+            self.inner.change_crate(registry, canonical, expected, change).await
+        }
+        async fn referenced_blobs(&self) -> StoreResult<std::collections::HashSet<String>> {
+            self.inner.referenced_blobs().await
+        }
+        async fn get_user(&self, login: &str) -> StoreResult<Option<UserRecord>> {
+            self.inner.get_user(login).await
+        }
+        async fn create_user(&self, login: &str, name: Option<String>) -> StoreResult<Option<UserRecord>> {
+            self.inner.create_user(login, name).await
+        }
+        async fn users(&self) -> StoreResult<Vec<UserRecord>> {
+            self.inner.users().await
+        }
+        async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {
+            self.inner.token_by_hash(hash).await
+        }
+        async fn put_token(&self, token: &TokenRecord) -> StoreResult<()> {
+            self.inner.put_token(token).await
+        }
+        async fn tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+            self.inner.tokens().await
+        }
+        async fn delete_token(&self, id: &str) -> StoreResult<bool> {
+            self.inner.delete_token(id).await
+        }
+        async fn snapshot(&self) -> StoreResult<Snapshot> {
+            self.inner.snapshot().await
+        }
+        async fn import(&self, snapshot: &Snapshot, marker: &str) -> StoreResult<bool> {
+            self.inner.import(snapshot, marker).await
+        }
+        async fn counts(&self) -> StoreResult<Counts> {
+            self.inner.counts().await
+        }
+        async fn check(&self) -> StoreResult<()> {
+            self.inner.check().await
+        }
+        async fn close(&self) -> StoreResult<()> {
+            self.inner.close().await
+        }
+        async fn record_event_once(&self, id: &str, event: &HookEvent) -> StoreResult<bool> {
+            self.inner.record_event_once(id, event).await
+        }
+        async fn outbox_pending(&self, limit: u64) -> StoreResult<Vec<(String, HookEvent)>> {
+            self.inner.outbox_pending(limit).await
+        }
+        async fn fan_out(&self, id: &str) -> StoreResult<Option<u64>> {
+            self.inner.fan_out(id).await
+        }
+        async fn claim_deliveries(
+            &self,
+            node: &str,
+            now: u64,
+            lease: u64,
+            limit: u64,
+        ) -> StoreResult<Vec<DueDelivery>> {
+            self.inner.claim_deliveries(node, now, lease, limit).await
+        }
+        async fn next_delivery_due(&self) -> StoreResult<Option<u64>> {
+            self.inner.next_delivery_due().await
+        }
+        async fn prune_webhooks(&self, _before: u64) -> StoreResult<(u64, u64)> {
+            Err(crate::store::StoreError::Io("the prune timed out".into()))
+        }
+    }
+
+    /// Pruning is housekeeping: when it fails, events are still fanned out and deliveries
+    /// sent (a failing prune used to fail every look, so nothing was ever delivered again).
+    #[tokio::test]
+    async fn a_failing_prune_does_not_stop_deliveries() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta: Arc<dyn Metadata> = Arc::new(PruneFails {
+            inner: crate::store::sql::SqlMetadata::open_sqlite(&dir.path().join("registry.db"))
+                .await
+                .unwrap(),
+        });
+        let event = HookEvent::upstream_removed("p", "foo", "1.0.0", &"a".repeat(64), "crate_removed", false);
+        assert!(meta.record_event_once(&event.once_id("k"), &event).await.unwrap());
+        let worker = Arc::new(Webhooks::new(meta.clone(), WebhooksConfig::default(), Arc::new(Notify::new())).unwrap());
+        worker.tick().await.expect("a look despite the failing prune");
+        assert!(meta.outbox_pending(1).await.unwrap().is_empty());
     }
 
     #[test]

@@ -193,6 +193,34 @@ pub struct Removal {
 /// once per removal, in the revalidation that found it, after the cache stopped serving it.
 pub type RemovalSink = Arc<dyn Fn(&Removal) + Send + Sync>;
 
+/// Fills the cache with the quarantined copy at `path` (`len` bytes), through `writer`: the
+/// same limits and SHA-256 check as a download from the upstream.
+async fn copy_back(mut writer: FillWriter, path: std::path::PathBuf, len: u64) {
+    use tokio::io::AsyncReadExt;
+    let copied = async {
+        let io = |e: std::io::Error| FillFailure::Io(format!("cannot read the quarantined copy: {e}"));
+        let mut file = tokio::fs::File::open(&path).await.map_err(io)?;
+        writer.headers(Some(len)).await?;
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = file.read(&mut buf).await.map_err(io)?;
+            if n == 0 {
+                return Ok(());
+            }
+            writer.write(&buf[..n]).await?;
+        }
+    }
+    .await;
+    match copied {
+        Ok(()) => {
+            if let Err(f) = writer.finish().await {
+                tracing::warn!(file = %path.display(), error = %f, "cannot copy a quarantined file back into the cache");
+            }
+        }
+        Err(f) => writer.fail(f),
+    }
+}
+
 /// `(name, vers, cksum)` of the usable lines of `prior` that `now` no longer lists, compared
 /// by version string; `now = None` means the upstream answered 404 (every usable line is
 /// removed). `None` when `now` cannot be trusted for that: it has a line this daemon cannot
@@ -515,7 +543,14 @@ impl CachedUpstream {
             skipped,
             "index pruning",
         );
-        let (present, generation) = self.crates.contains_all(cksums.iter().map(String::as_str));
+        let (mut present, generation) = self.crates.contains_all(cksums.iter().map(String::as_str));
+        // A file another proxy quarantined is still this one's to serve (copied back at the
+        // download): listed, or an offline proxy would lose it from its index.
+        if present.contains(&false) && self.crates.has_quarantine() {
+            for (p, c) in present.iter_mut().zip(&cksums) {
+                *p = *p || self.crates.quarantined_elsewhere(c, &self.settings.registry);
+            }
+        }
         let entry = match cached.filter(|p| p.present == present) {
             Some(p) => p.entry.clone(),
             None if !present.contains(&true) => Arc::new(IndexEntry::not_found(lookup.entry.fetched_at)),
@@ -806,15 +841,28 @@ impl CachedUpstream {
                 // Only when a fill would start (never on a hit): a version this registry's
                 // upstream took down is not fetched again, neither by a download that raced
                 // the takedown nor after the upstream lists it again, until an operator
-                // releases the quarantined copy.
+                // releases the quarantined copy. Only those bytes: the same version number
+                // listed again with other bytes (a deleted crate's name published anew) was
+                // never taken down.
                 let reg = &this.settings.registry;
-                if this.crates.quarantined_version(reg, &orig, &version_owned).is_some() {
+                if this
+                    .crates
+                    .quarantine_names(writer.sha256(), reg, &orig, &version_owned)
+                {
                     let sha = writer.sha256().to_owned();
                     return writer.fail(FillFailure::NotFound(format!(
                         "crate `{orig}` version `{version_owned}` was removed from the upstream index of \
                          registry `{reg}` and its cached copy is quarantined; it is not downloaded again \
                          unless an administrator runs `cargohold quarantine release {sha}`"
                     )));
+                }
+                // Bytes another registry's upstream took down, which this one still lists (or,
+                // offline, keeps serving): copied back from the quarantine and verified like
+                // any fill. An offline proxy keeps what it has even when it shared the file.
+                if let Some((held, len)) = this.crates.quarantined_file(writer.sha256()) {
+                    tracing::info!(registry = %reg, krate.name = %orig, krate.version = %version_owned, sha256 = writer.sha256(), "copying a file another registry quarantined back into the cache: this registry still lists it");
+                    tokio::spawn(copy_back(writer, held, len));
+                    return;
                 }
                 if offline {
                     writer.fail(FillFailure::NotFound("not cached, and the registry is offline".into()));

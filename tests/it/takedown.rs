@@ -444,6 +444,82 @@ fn an_offline_proxy_keeps_what_it_has() {
     assert!(quarantine_json(&d, &[]).is_empty());
 }
 
+/// The crate cache is shared by content: when one proxy's upstream takes a version down, an
+/// offline proxy that has the same bytes keeps listing (`prune_index`) and serving them (it
+/// never sees a takedown and cannot fetch them again), copied back from the quarantine; the
+/// proxy that removed it still refuses it.
+#[test]
+fn an_offline_proxy_keeps_bytes_another_proxy_quarantined() {
+    let up = FakeUpstream::start_blocking();
+    let pkg = Package::new("shared", "1.0.0");
+    up.add_crate(&pkg);
+    let config = format!(
+        "[registries.live]\nkind = \"proxy\"\nupstream = \"{0}\"\nindex_ttl = \"1s\"\n\n\
+         [registries.frozen]\nkind = \"proxy\"\nupstream = \"{0}\"\nindex_ttl = \"1s\"\n# frozen\n",
+        up.index_url()
+    );
+    let mut d = Daemon::start_with_config(&config);
+    for reg in ["live", "frozen"] {
+        assert_eq!(download(&d, reg, "shared", "1.0.0").body, pkg.crate_bytes(), "{reg}");
+    }
+    d.stop();
+    let path = d.config_path().expect("a config file").to_owned();
+    std::fs::write(
+        &path,
+        config.replace("# frozen\n", "offline = true\nprune_index = true\n"),
+    )
+    .unwrap();
+    d.restart();
+    up.remove_crate("shared");
+    wait_until("the live proxy's takedown", &d, || {
+        (download(&d, "live", "shared", "1.0.0").status == 404).then_some(())
+    });
+    assert_eq!(quarantine_json(&d, &[]).len(), 1);
+    // Its pruned index file (only what it can serve) still lists the version.
+    let r = get(&d, &format!("/frozen/index/{}", index_path("shared")));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("\"1.0.0\""), "{}", r.text());
+    for _ in 0..2 {
+        let r = download(&d, "frozen", "shared", "1.0.0");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.body, pkg.crate_bytes());
+    }
+    let r = download(&d, "live", "shared", "1.0.0");
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.text().contains("quarantined"), "{}", r.text());
+    assert_eq!(quarantine_json(&d, &[]).len(), 1, "still listed");
+}
+
+/// A removed crate whose name is published again upstream (crates.io frees the name of a
+/// deleted crate) with the same version number but other bytes: those bytes were never taken
+/// down, so the proxy fetches them; the quarantined ones stay refused and listed.
+#[test]
+fn a_version_published_again_with_other_bytes_is_not_the_quarantined_one() {
+    let up = FakeUpstream::start_blocking();
+    let old = Package::new("reborn", "1.0.0");
+    up.add_crate(&old);
+    // The 404 is remembered for a second, not the default minute.
+    let d = daemon_over(&up, "negative_ttl = \"1s\"");
+    assert_eq!(download(&d, "crates-io", "reborn", "1.0.0").body, old.crate_bytes());
+    up.remove_crate("reborn");
+    wait_until("the takedown", &d, || {
+        (download(&d, "crates-io", "reborn", "1.0.0").status == 404).then_some(())
+    });
+    assert_eq!(quarantine_json(&d, &[]).len(), 1);
+    let new = Package::new("reborn", "1.0.0").file("src/new.rs", "// a new owner\n");
+    assert_ne!(new.cksum(), old.cksum());
+    up.add_crate(&new);
+    wait_until("the index file to list it again", &d, || {
+        (get(&d, &format!("/crates-io/index/{}", index_path("reborn"))).status == 200).then_some(())
+    });
+    let r = download(&d, "crates-io", "reborn", "1.0.0");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, new.crate_bytes());
+    let rows = quarantine_json(&d, &[]);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["cksum"], old.cksum());
+}
+
 #[test]
 fn the_quarantine_api_refuses_bad_input_and_needs_admin() {
     let up = FakeUpstream::start_blocking();
