@@ -14,6 +14,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use super::error::{RegistryError, RegistryResult};
 use super::RegistryService;
+use crate::cache::crate_files::CrateFiles;
 use crate::cache::quarantine::QuarantineRecord;
 use crate::cache::MemCache;
 use crate::store::hooks::HookEvent;
@@ -113,16 +114,8 @@ impl RegistryService {
 
     /// Deletes a quarantined file and its record.
     pub async fn purge_quarantined(&self, sha: &str) -> RegistryResult<()> {
-        check_sha(sha)?;
-        let crates = self.caches.crates.clone();
-        let owned = sha.to_owned();
-        let found = tokio::task::spawn_blocking(move || crates.purge_quarantined(&owned))
-            .await
-            .map_err(|e| RegistryError::Store(crate::store::StoreError::Io(e.to_string())))?
-            .map_err(|e| RegistryError::Store(crate::store::StoreError::Io(e.to_string())))?;
-        if !found {
-            return Err(RegistryError::NotFound(format!("no quarantined file {sha}")));
-        }
+        self.on_quarantined(sha, |crates, sha| crates.purge_quarantined(sha))
+            .await?;
         tracing::warn!(sha256 = sha, "quarantined crate file purged");
         Ok(())
     }
@@ -130,17 +123,29 @@ impl RegistryService {
     /// Puts a quarantined file back into the crate cache: served again wherever an index
     /// lists its checksum.
     pub async fn release_quarantined(&self, sha: &str) -> RegistryResult<()> {
+        self.on_quarantined(sha, |crates, sha| crates.release_quarantined(sha))
+            .await?;
+        tracing::warn!(sha256 = sha, "quarantined crate file released into the cache");
+        Ok(())
+    }
+
+    /// Runs `op` on the quarantined file `sha` on the blocking pool; 404 when there is none.
+    async fn on_quarantined(
+        &self,
+        sha: &str,
+        op: impl FnOnce(&CrateFiles, &str) -> std::io::Result<bool> + Send + 'static,
+    ) -> RegistryResult<()> {
         check_sha(sha)?;
         let crates = self.caches.crates.clone();
         let owned = sha.to_owned();
-        let found = tokio::task::spawn_blocking(move || crates.release_quarantined(&owned))
+        let io = |e: String| RegistryError::Store(crate::store::StoreError::Io(e));
+        let found = tokio::task::spawn_blocking(move || op(&crates, &owned))
             .await
-            .map_err(|e| RegistryError::Store(crate::store::StoreError::Io(e.to_string())))?
-            .map_err(|e| RegistryError::Store(crate::store::StoreError::Io(e.to_string())))?;
+            .map_err(|e| io(e.to_string()))?
+            .map_err(|e| io(e.to_string()))?;
         if !found {
             return Err(RegistryError::NotFound(format!("no quarantined file {sha}")));
         }
-        tracing::warn!(sha256 = sha, "quarantined crate file released into the cache");
         Ok(())
     }
 }
