@@ -375,6 +375,12 @@ impl Advisories {
         self.reported.insert(key.to_owned(), ());
         true
     }
+
+    /// Forgets the finding `key` (its report could not be recorded: the next download tries
+    /// again).
+    pub fn forget_report(&self, key: &str) {
+        self.reported.invalidate(key);
+    }
 }
 
 #[cfg(test)]
@@ -728,7 +734,8 @@ impl super::RegistryService {
             };
             crate::telemetry::METRICS.add(METRIC, &[("registry", &reg.name), ("action", action)], 1);
             let key = format!("{lower}@{version}@{}", m.entry.id);
-            if self.advisories.first_report(&format!("{}\0{key}", reg.name)) {
+            let seen = format!("{}\0{key}", reg.name);
+            if self.advisories.first_report(&seen) {
                 tracing::warn!(registry = %reg.name, krate = %name, version, advisory = %m.entry.id, action, "download of a version a security advisory affects");
                 let event = crate::store::hooks::HookEvent::advisory_matched(
                     &reg.name,
@@ -738,7 +745,9 @@ impl super::RegistryService {
                     &m.entry.title,
                     action,
                 );
-                self.report_once(&key, event).await;
+                if !self.report_once(&key, event).await {
+                    self.advisories.forget_report(&seen);
+                }
             }
         }
         if matched[0].action == AdvisoryMode::Deny {

@@ -364,13 +364,18 @@ impl RegistryService {
 
     /// Reports a finding (`advisory.matched`, `upstream.removed`) to the hooks, at most once
     /// per `key` across nodes and restarts, and wakes this node's worker. Never fails the
-    /// caller: a store error is logged (the finding is logged by its caller anyway).
-    pub async fn report_once(&self, key: &str, event: HookEvent) {
+    /// caller: a store error is logged (the finding is logged by its caller anyway) and
+    /// `false` returned, so the caller may report it again later.
+    pub async fn report_once(&self, key: &str, event: HookEvent) -> bool {
         match self.store.meta.record_event_once(&event.once_id(key), &event).await {
-            Ok(true) => self.outbox.notify_one(),
-            Ok(false) => {}
+            Ok(true) => {
+                self.outbox.notify_one();
+                true
+            }
+            Ok(false) => true,
             Err(e) => {
-                tracing::warn!(event = %event.event, registry = %event.registry, error = %e, "cannot record a webhook event")
+                tracing::warn!(event = %event.event, registry = %event.registry, error = %e, "cannot record a webhook event");
+                false
             }
         }
     }
