@@ -106,12 +106,17 @@ fn routes(c: &mut Criterion) {
     g.finish();
 }
 
-fn lookups(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// The two-worker runtime every async bench runs on.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+fn lookups(c: &mut Criterion) {
+    let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let cache = IndexCache::open(dir.path(), 64 << 20, 1 << 30).unwrap();
     let body = Bytes::from(shared_file("se/rd/serde").unwrap_or_else(|| synthetic_file("serde", 300, "aaaa")));
@@ -132,11 +137,7 @@ fn lookups(c: &mut Criterion) {
 }
 
 fn single_flight(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let mut g = c.benchmark_group("single_flight");
     for waiters in [1usize, 64] {
         g.throughput(Throughput::Elements(waiters as u64));
@@ -226,11 +227,7 @@ fn advisory_upload(n: usize, serde_affected: bool) -> cargohold::registry::advis
 }
 
 fn downloads(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let svc = rt.block_on(proxy_service(dir.path()));
     let spec = svc.registry("crates-io").unwrap();
@@ -258,11 +255,7 @@ fn downloads(c: &mut Criterion) {
 /// checksum memo of `name@version`, then the crate-bytes tier by checksum. The index file is
 /// cached fresh, so no upstream is ever asked (the URL is a closed loopback port).
 fn download_hot_path(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let index = IndexCache::open(&dir.path().join("index"), 64 << 20, 1 << 30).unwrap();
     let crates = CrateFiles::open(&dir.path().join("crates"), 1 << 30).unwrap();
