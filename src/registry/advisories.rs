@@ -99,7 +99,17 @@ impl AdvisoryIndex {
             return None;
         }
         let hit = if name.bytes().any(|b| b == b'-' || b.is_ascii_uppercase()) {
-            self.by_crate.get(&canonical_name(name))
+            // Canonical in a stack buffer: the download path of every `a-b` crate asks this.
+            let mut buf = [0u8; 64];
+            match buf.get_mut(..name.len()) {
+                Some(out) if name.is_ascii() => {
+                    for (o, b) in out.iter_mut().zip(name.bytes()) {
+                        *o = if b == b'-' { b'_' } else { b.to_ascii_lowercase() };
+                    }
+                    std::str::from_utf8(out).ok().and_then(|c| self.by_crate.get(c))
+                }
+                _ => self.by_crate.get(&canonical_name(name)),
+            }
         } else {
             self.by_crate.get(name)
         };
