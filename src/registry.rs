@@ -30,6 +30,8 @@ pub mod reads;
 pub mod sessions;
 pub mod takedown;
 pub mod tarball;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod webhooks;
 
 use std::collections::BTreeMap;

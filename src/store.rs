@@ -27,6 +27,8 @@ pub mod migrate;
 pub mod s3;
 pub mod sled;
 pub mod sql;
+#[cfg(test)]
+pub mod testing;
 
 use std::collections::HashSet;
 use std::path::Path;

@@ -6,14 +6,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cache::crate_files::CrateFiles;
-use crate::cache::index_cache::IndexCache;
-use crate::config::{Limits, RegistryKind, RegistrySpec};
-use crate::registry::{CacheHandles, RegistryService, ServiceSettings};
+use crate::config::{RegistryKind, RegistrySpec};
+use crate::registry::RegistryService;
 use crate::store::conformance::publish_one;
 use crate::store::sql::tests::fresh_postgres;
 use crate::store::sql::SqlMetadata;
-use crate::store::{blobs::FileBlobs, CrateChange, PrivateStore};
+use crate::store::CrateChange;
 
 async fn node(url: &str, dir: &std::path::Path, name: &str) -> Arc<RegistryService> {
     let meta = Arc::new(SqlMetadata::open_postgres(url).await.unwrap());
@@ -30,31 +28,7 @@ async fn node_on(
     name: &str,
     env_admin_hash: Option<String>,
 ) -> Arc<RegistryService> {
-    let dir = dir.join(name);
-    let cache_dir = dir.join("cache");
-    let caches = CacheHandles {
-        index: IndexCache::open(&cache_dir, 1 << 20, 1 << 30).unwrap(),
-        crates: CrateFiles::open(&cache_dir.join("crates"), 1 << 20).unwrap(),
-        crate_bytes: CacheHandles::crate_memory(1 << 20),
-    };
-    let settings = ServiceSettings {
-        public_url: "http://127.0.0.1:1".into(),
-        limits: Limits::default(),
-        memory_bytes: 8 << 20,
-        env_admin_hash,
-    };
-    Arc::new(
-        RegistryService::new(
-            PrivateStore {
-                meta,
-                blobs: Arc::new(FileBlobs::open(dir.join("blobs")).unwrap()),
-            },
-            caches,
-            settings,
-        )
-        .await
-        .unwrap(),
-    )
+    crate::registry::testing::service(meta, &dir.join(name), env_admin_hash).await
 }
 
 /// A handle of its own on the SQLite database in `dir` (several handles stand for several

@@ -460,7 +460,6 @@ pub(super) type WorkerSlot = OnceLock<Arc<Webhooks>>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Counts, CrateChange, CrateRecord, Snapshot, StoreResult, TokenRecord, UserRecord};
 
     #[test]
     fn the_signature_is_the_hmac_of_timestamp_dot_body() {
@@ -522,116 +521,14 @@ mod tests {
         );
     }
 
-    /// A store whose prune always fails (a lock timeout, a statement timeout on a huge
-    /// delete); everything else is SQLite's.
-    struct PruneFails {
-        inner: crate::store::sql::SqlMetadata,
-    }
-
-    #[async_trait::async_trait]
-    impl Metadata for PruneFails {
-        async fn registries(&self) -> StoreResult<Vec<crate::config::RegistrySpec>> {
-            self.inner.registries().await
-        }
-        async fn put_registry(&self, spec: &crate::config::RegistrySpec) -> StoreResult<()> {
-            self.inner.put_registry(spec).await
-        }
-        async fn delete_registry(&self, name: &str) -> StoreResult<()> {
-            self.inner.delete_registry(name).await
-        }
-        async fn get_crate(&self, registry: &str, canonical: &str) -> StoreResult<Option<CrateRecord>> {
-            self.inner.get_crate(registry, canonical).await
-        }
-        async fn crates(&self, registry: &str) -> StoreResult<Vec<CrateRecord>> {
-            self.inner.crates(registry).await
-        }
-        async fn crate_count(&self, registry: &str) -> StoreResult<u64> {
-            self.inner.crate_count(registry).await
-        }
-        async fn change_crate(
-            &self,
-            registry: &str,
-            canonical: &str,
-            expected: Option<u64>,
-            change: &CrateChange,
-        ) -> StoreResult<u64> {
-            self.inner.change_crate(registry, canonical, expected, change).await
-        }
-        async fn referenced_blobs(&self) -> StoreResult<std::collections::HashSet<String>> {
-            self.inner.referenced_blobs().await
-        }
-        async fn get_user(&self, login: &str) -> StoreResult<Option<UserRecord>> {
-            self.inner.get_user(login).await
-        }
-        async fn create_user(&self, login: &str, name: Option<String>) -> StoreResult<Option<UserRecord>> {
-            self.inner.create_user(login, name).await
-        }
-        async fn users(&self) -> StoreResult<Vec<UserRecord>> {
-            self.inner.users().await
-        }
-        async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {
-            self.inner.token_by_hash(hash).await
-        }
-        async fn put_token(&self, token: &TokenRecord) -> StoreResult<()> {
-            self.inner.put_token(token).await
-        }
-        async fn tokens(&self) -> StoreResult<Vec<TokenRecord>> {
-            self.inner.tokens().await
-        }
-        async fn delete_token(&self, id: &str) -> StoreResult<bool> {
-            self.inner.delete_token(id).await
-        }
-        async fn snapshot(&self) -> StoreResult<Snapshot> {
-            self.inner.snapshot().await
-        }
-        async fn import(&self, snapshot: &Snapshot, marker: &str) -> StoreResult<bool> {
-            self.inner.import(snapshot, marker).await
-        }
-        async fn counts(&self) -> StoreResult<Counts> {
-            self.inner.counts().await
-        }
-        async fn check(&self) -> StoreResult<()> {
-            self.inner.check().await
-        }
-        async fn close(&self) -> StoreResult<()> {
-            self.inner.close().await
-        }
-        async fn record_event_once(&self, id: &str, event: &HookEvent) -> StoreResult<bool> {
-            self.inner.record_event_once(id, event).await
-        }
-        async fn outbox_pending(&self, limit: u64) -> StoreResult<Vec<(String, HookEvent)>> {
-            self.inner.outbox_pending(limit).await
-        }
-        async fn fan_out(&self, id: &str) -> StoreResult<Option<u64>> {
-            self.inner.fan_out(id).await
-        }
-        async fn claim_deliveries(
-            &self,
-            node: &str,
-            now: u64,
-            lease: u64,
-            limit: u64,
-        ) -> StoreResult<Vec<DueDelivery>> {
-            self.inner.claim_deliveries(node, now, lease, limit).await
-        }
-        async fn next_delivery_due(&self) -> StoreResult<Option<u64>> {
-            self.inner.next_delivery_due().await
-        }
-        async fn prune_webhooks(&self, _before: u64) -> StoreResult<(u64, u64)> {
-            Err(crate::store::StoreError::Io("the prune timed out".into()))
-        }
-    }
-
     /// Pruning is housekeeping: when it fails, events are still fanned out and deliveries
     /// sent (a failing prune used to fail every look, so nothing was ever delivered again).
     #[tokio::test]
     async fn a_failing_prune_does_not_stop_deliveries() {
         let dir = tempfile::tempdir().unwrap();
-        let meta: Arc<dyn Metadata> = Arc::new(PruneFails {
-            inner: crate::store::sql::SqlMetadata::open_sqlite(&dir.path().join("registry.db"))
-                .await
-                .unwrap(),
-        });
+        let store = crate::store::testing::TestMeta::sqlite(&dir.path().join("registry.db")).await;
+        store.prune_fails.store(true, std::sync::atomic::Ordering::SeqCst);
+        let meta: Arc<dyn Metadata> = Arc::new(store);
         let event = HookEvent::upstream_removed("p", "foo", "1.0.0", &"a".repeat(64), "crate_removed", false);
         assert!(meta.record_event_once(&event.once_id("k"), &event).await.unwrap());
         let worker = Arc::new(Webhooks::new(meta.clone(), WebhooksConfig::default(), Arc::new(Notify::new())).unwrap());

@@ -2,121 +2,18 @@
 //! invalidation (issue: a version missing from the index after its publish returned 200).
 //! Deterministic: the store holds the racing reader between its read and its cache insert.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use tokio::sync::{Notify, Semaphore};
-
 use super::*;
-use crate::cache::crate_files::CrateFiles;
-use crate::cache::index_cache::IndexCache;
-use crate::config::{Limits, RegistryKind};
-use crate::registry::{CacheHandles, RegistryService, ServiceSettings};
+use crate::config::RegistryKind;
+use crate::registry::RegistryService;
 use crate::store::conformance::publish_one;
-use crate::store::sql::SqlMetadata;
-use crate::store::{
-    blobs::FileBlobs, Counts, CrateChange, Metadata, PrivateStore, Snapshot, StoreResult, TokenRecord, UserRecord,
-};
-
-/// Metadata whose `get_crate` can be held after it has read, until released.
-struct GatedStore {
-    inner: SqlMetadata,
-    hold: std::sync::atomic::AtomicBool,
-    hold_token: std::sync::atomic::AtomicBool,
-    read_done: Notify,
-    release: Semaphore,
-}
-
-#[async_trait]
-impl Metadata for GatedStore {
-    async fn registries(&self) -> StoreResult<Vec<RegistrySpec>> {
-        self.inner.registries().await
-    }
-    async fn put_registry(&self, spec: &RegistrySpec) -> StoreResult<()> {
-        self.inner.put_registry(spec).await
-    }
-    async fn delete_registry(&self, name: &str) -> StoreResult<()> {
-        self.inner.delete_registry(name).await
-    }
-    async fn get_crate(&self, registry: &str, canonical: &str) -> StoreResult<Option<CrateRecord>> {
-        let rec = self.inner.get_crate(registry, canonical).await;
-        if self.hold.swap(false, Ordering::SeqCst) {
-            self.read_done.notify_one();
-            let _permit = self.release.acquire().await;
-        }
-        rec
-    }
-    async fn crates(&self, registry: &str) -> StoreResult<Vec<CrateRecord>> {
-        self.inner.crates(registry).await
-    }
-    async fn crate_count(&self, registry: &str) -> StoreResult<u64> {
-        self.inner.crate_count(registry).await
-    }
-    async fn change_crate(
-        &self,
-        registry: &str,
-        canonical: &str,
-        expected: Option<u64>,
-        change: &CrateChange,
-    ) -> StoreResult<u64> {
-        self.inner.change_crate(registry, canonical, expected, change).await
-    }
-    async fn referenced_blobs(&self) -> StoreResult<HashSet<String>> {
-        self.inner.referenced_blobs().await
-    }
-    async fn get_user(&self, login: &str) -> StoreResult<Option<UserRecord>> {
-        self.inner.get_user(login).await
-    }
-    async fn create_user(&self, login: &str, name: Option<String>) -> StoreResult<Option<UserRecord>> {
-        self.inner.create_user(login, name).await
-    }
-    async fn users(&self) -> StoreResult<Vec<UserRecord>> {
-        self.inner.users().await
-    }
-    async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {
-        let t = self.inner.token_by_hash(hash).await;
-        if self.hold_token.swap(false, Ordering::SeqCst) {
-            self.read_done.notify_one();
-            let _permit = self.release.acquire().await;
-        }
-        t
-    }
-    async fn put_token(&self, token: &TokenRecord) -> StoreResult<()> {
-        self.inner.put_token(token).await
-    }
-    async fn tokens(&self) -> StoreResult<Vec<TokenRecord>> {
-        self.inner.tokens().await
-    }
-    async fn delete_token(&self, id: &str) -> StoreResult<bool> {
-        self.inner.delete_token(id).await
-    }
-    async fn snapshot(&self) -> StoreResult<Snapshot> {
-        self.inner.snapshot().await
-    }
-    async fn import(&self, snapshot: &Snapshot, marker: &str) -> StoreResult<bool> {
-        self.inner.import(snapshot, marker).await
-    }
-    async fn counts(&self) -> StoreResult<Counts> {
-        self.inner.counts().await
-    }
-    async fn check(&self) -> StoreResult<()> {
-        self.inner.check().await
-    }
-    async fn close(&self) -> StoreResult<()> {
-        self.inner.close().await
-    }
-}
+use crate::store::testing::TestMeta;
+use crate::store::{Metadata, TokenRecord};
 
 /// A gated store in `dir` with a hosted registry `local`, nothing held.
-async fn gated_store(dir: &std::path::Path) -> Arc<GatedStore> {
-    let store = Arc::new(GatedStore {
-        inner: SqlMetadata::open_sqlite(&dir.join("registry.db")).await.unwrap(),
-        hold: false.into(),
-        hold_token: false.into(),
-        read_done: Notify::new(),
-        release: Semaphore::new(0),
-    });
+async fn gated_store(dir: &std::path::Path) -> Arc<TestMeta> {
+    let store = Arc::new(TestMeta::sqlite(&dir.join("registry.db")).await);
     store
         .put_registry(&RegistrySpec::new("local", RegistryKind::Hosted))
         .await
@@ -125,32 +22,8 @@ async fn gated_store(dir: &std::path::Path) -> Arc<GatedStore> {
 }
 
 /// A registry service over `store`, with its caches and blobs under `dir`.
-async fn service(store: &Arc<GatedStore>, dir: &std::path::Path) -> Arc<RegistryService> {
-    let cache_dir = dir.join("cache");
-    let caches = CacheHandles {
-        index: IndexCache::open(&cache_dir, 1 << 20, 1 << 30).unwrap(),
-        crates: CrateFiles::open(&cache_dir.join("crates"), 1 << 20).unwrap(),
-        crate_bytes: CacheHandles::crate_memory(1 << 20),
-    };
-    let settings = ServiceSettings {
-        public_url: "http://127.0.0.1:1".into(),
-        limits: Limits::default(),
-        memory_bytes: 8 << 20,
-        env_admin_hash: None,
-    };
-    let svc = Arc::new(
-        RegistryService::new(
-            PrivateStore {
-                meta: store.clone(),
-                blobs: Arc::new(FileBlobs::open(dir.join("blobs")).unwrap()),
-            },
-            caches,
-            settings,
-        )
-        .await
-        .unwrap(),
-    );
-    svc
+async fn service(store: &Arc<TestMeta>, dir: &std::path::Path) -> Arc<RegistryService> {
+    crate::registry::testing::service(store.clone(), dir, None).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,7 +35,7 @@ async fn a_read_racing_a_write_cannot_put_back_the_old_file() {
     let reg = svc.registry("local").unwrap();
 
     // A reader reads 1.0.0 from the store and is held before it caches what it rendered.
-    store.hold.store(true, Ordering::SeqCst);
+    store.hold_crate_read.store(true, Ordering::SeqCst);
     let reader = {
         let (svc, reg) = (svc.clone(), reg.clone());
         tokio::spawn(async move { svc.reads.local_index_file(&reg, "foo").await })
@@ -195,7 +68,7 @@ async fn a_page_read_racing_a_write_cannot_put_back_the_old_view() {
     let svc = service(&store, dir.path()).await;
     let reg = svc.registry("local").unwrap();
 
-    store.hold.store(true, Ordering::SeqCst);
+    store.hold_crate_read.store(true, Ordering::SeqCst);
     let reader = {
         let (svc, reg) = (svc.clone(), reg.clone());
         tokio::spawn(async move { svc.reads.crate_view(&reg, "foo").await })
@@ -231,7 +104,7 @@ async fn a_revoked_token_is_refused_once_the_revoke_returns() {
         .unwrap();
     let svc = service(&store, dir.path()).await;
     // A request authenticates: it has read the token from the store, not yet cached it.
-    store.hold_token.store(true, Ordering::SeqCst);
+    store.hold_token_read.store(true, Ordering::SeqCst);
     let req = {
         let svc = svc.clone();
         tokio::spawn(async move { svc.authenticate(Some("local"), Some(secret)).await })
