@@ -6,7 +6,8 @@
 //! restarts. The quarantine of the `.crate` (`cache::quarantine`) is listed, released and
 //! purged here for the admin API.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -72,6 +73,36 @@ pub fn quarantine_rows(records: &[QuarantineRecord]) -> Vec<Value> {
     rows
 }
 
+/// The first wait before recording a removal again after the store failed; it doubles up to
+/// [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// Records the removal `r` as an `upstream.removed` event, trying again (waits from `first`,
+/// doubling) while the store fails: the revalidation that found it does not find it again,
+/// so an event not recorded now would never be sent. `false` when the service is gone.
+async fn report_removal(svc: &Weak<RegistryService>, r: &Removal, first: Duration) -> bool {
+    let key = format!("{}@{}@{}", r.name.to_ascii_lowercase(), r.version, r.cksum);
+    let event = HookEvent::upstream_removed(
+        &r.registry,
+        &r.name,
+        &r.version,
+        &r.cksum,
+        r.reason.as_str(),
+        r.quarantined.is_some(),
+    );
+    let mut wait = first;
+    loop {
+        let Some(svc) = svc.upgrade() else { return false };
+        if svc.report_once(&key, event.clone()).await {
+            return true;
+        }
+        drop(svc);
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(RETRY_MAX);
+    }
+}
+
 fn check_sha(sha: &str) -> RegistryResult<()> {
     if sha.len() == 64 && sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         Ok(())
@@ -92,17 +123,9 @@ impl RegistryService {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             while let Some(r) = rx.recv().await {
-                let Some(svc) = weak.upgrade() else { return };
-                let key = format!("{}@{}@{}", r.name.to_ascii_lowercase(), r.version, r.cksum);
-                let event = HookEvent::upstream_removed(
-                    &r.registry,
-                    &r.name,
-                    &r.version,
-                    &r.cksum,
-                    r.reason.as_str(),
-                    r.quarantined.is_some(),
-                );
-                svc.report_once(&key, event).await;
+                if !report_removal(&weak, &r, RETRY_FIRST).await {
+                    return;
+                }
             }
         });
     }
@@ -147,5 +170,67 @@ impl RegistryService {
             return Err(RegistryError::NotFound(format!("no quarantined file {sha}")));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::store::testing::TestMeta;
+    use crate::store::Metadata;
+    use crate::upstream::cached::RemovalReason;
+
+    /// A removal found while the store is down is recorded once the store is back (the
+    /// revalidation that found it will not find it again), and only once.
+    #[tokio::test]
+    async fn a_removal_found_while_the_store_fails_is_recorded_when_it_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Arc::new(TestMeta::sqlite(&dir.path().join("registry.db")).await);
+        meta.record_failures.store(3, Ordering::SeqCst);
+        let svc = crate::registry::testing::service(meta.clone(), dir.path(), None).await;
+        let removal = Removal {
+            registry: "crates-io".into(),
+            name: "Evil_Crate".into(),
+            version: "1.0.0".into(),
+            cksum: "ab".repeat(32),
+            reason: RemovalReason::CrateRemoved,
+            quarantined: Some(10),
+        };
+        assert!(report_removal(&Arc::downgrade(&svc), &removal, Duration::from_millis(1)).await);
+        assert_eq!(
+            meta.record_failures.load(Ordering::SeqCst),
+            0,
+            "each failure was tried again"
+        );
+        let pending = meta.outbox_pending(10).await.unwrap();
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        assert_eq!(pending[0].1.event, "upstream.removed");
+        // Reported again (another node, a restart): still one event.
+        assert!(report_removal(&Arc::downgrade(&svc), &removal, Duration::from_millis(1)).await);
+        assert_eq!(meta.outbox_pending(10).await.unwrap().len(), 1);
+    }
+
+    /// With the service gone (shutdown), a failing store does not keep the task alive.
+    #[tokio::test]
+    async fn the_retry_ends_with_the_service() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Arc::new(TestMeta::sqlite(&dir.path().join("registry.db")).await);
+        meta.record_failures.store(u32::MAX, Ordering::SeqCst);
+        let svc = crate::registry::testing::service(meta.clone(), dir.path(), None).await;
+        let weak = Arc::downgrade(&svc);
+        let removal = Removal {
+            registry: "crates-io".into(),
+            name: "foo".into(),
+            version: "1.0.0".into(),
+            cksum: "cd".repeat(32),
+            reason: RemovalReason::VersionRemoved,
+            quarantined: None,
+        };
+        let task = tokio::spawn(async move { report_removal(&weak, &removal, Duration::from_millis(1)).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(svc);
+        assert!(!task.await.unwrap(), "the retry stops once the service is gone");
     }
 }
