@@ -234,6 +234,9 @@ pub struct IndexCache {
     /// written in the same transaction as the bundle's index files (see
     /// [`import_bundle`](Self::import_bundle)).
     bundles: sled::Tree,
+    /// The upstream URL each proxy registry's cached files were fetched from (see
+    /// [`bind_upstream`](Self::bind_upstream)).
+    origins: sled::Tree,
 }
 
 use super::registry_key as key;
@@ -252,6 +255,7 @@ impl IndexCache {
         let tree = db.open_tree("index").map_err(|e| CacheError(e.to_string()))?;
         let order = db.open_tree("order").map_err(|e| CacheError(e.to_string()))?;
         let bundles = db.open_tree("bundles").map_err(|e| CacheError(e.to_string()))?;
+        let origins = db.open_tree("origins").map_err(|e| CacheError(e.to_string()))?;
         let negative_keep_ms = Arc::new(AtomicU64::new(0));
         let memory = moka::sync::Cache::builder()
             .max_capacity((memory_bytes - memory_bytes / NEGATIVE_SHARE).max(1 << 20))
@@ -278,6 +282,7 @@ impl IndexCache {
             pending: Arc::default(),
             epoch: Arc::default(),
             bundles,
+            origins,
         };
         cache
             .rebuild()
@@ -583,7 +588,34 @@ impl IndexCache {
         Ok(done)
     }
 
-    /// Drops every entry of a registry (it was deleted or its upstream changed).
+    /// Ties `registry`'s cached files to the upstream at `upstream`. Files fetched from
+    /// another upstream are dropped first: the URL was changed while this process was not
+    /// running (the config file edited before a restart, a node down while the cluster's
+    /// definition changed), and revalidating them against the new upstream would read every
+    /// version it lacks as taken down. A cache from before upstreams were recorded is kept
+    /// and tied to `upstream`. Returns whether files were dropped.
+    pub async fn bind_upstream(&self, registry: &str, upstream: &str) -> Result<bool, CacheError> {
+        let bound = self
+            .origins
+            .get(registry.as_bytes())
+            .map_err(|e| CacheError(format!("cannot read the index cache: {e}")))?;
+        let dropped = match bound {
+            Some(url) if url.as_ref() == upstream.as_bytes() => return Ok(false),
+            Some(_) => {
+                self.clear(registry).await;
+                true
+            }
+            None => false,
+        };
+        self.origins
+            .insert(registry.as_bytes(), upstream.as_bytes())
+            .map_err(|e| CacheError(format!("cannot write the index cache: {e}")))?;
+        Ok(dropped)
+    }
+
+    /// Drops every entry of a registry (it was deleted or its upstream changed). The upstream
+    /// [`bind_upstream`](Self::bind_upstream) recorded stays: a registry made again under this
+    /// name is bound again when its proxy is built.
     pub async fn clear(&self, registry: &str) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         let prefix = key(registry, "");
@@ -824,6 +856,39 @@ mod tests {
         c.clear("p").await;
         assert_eq!(c.disk_bytes(), 0);
         assert_eq!(c.order.len(), 0);
+    }
+
+    /// Files are tied to the upstream they came from, across restarts: bound again to the
+    /// same URL they stay, to another they are dropped. A cache from before upstreams were
+    /// recorded is kept and bound.
+    #[tokio::test]
+    async fn files_from_another_upstream_are_dropped_when_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = || Arc::new(IndexEntry::found(Bytes::from_static(b"x\n"), None, None, 1));
+        {
+            let c = open_retrying(dir.path(), 1 << 20, 1 << 30).unwrap();
+            c.put("p", "legacy", file()).await;
+            c.put("q", "other", file()).await;
+            assert!(!c.bind_upstream("p", "http://a/").await.unwrap(), "unbound: kept");
+            assert!(c.get("p", "legacy").await.is_some());
+            assert!(!c.bind_upstream("p", "http://a/").await.unwrap());
+            c.flush().await;
+        }
+        // Restarted with another upstream for `p`: its files go, `q`'s stay.
+        let c = open_retrying(dir.path(), 1 << 20, 1 << 30).unwrap();
+        assert!(c.get("p", "legacy").await.is_some());
+        assert!(c.bind_upstream("p", "http://b/").await.unwrap());
+        assert!(c.get("p", "legacy").await.is_none());
+        assert!(c.get("q", "other").await.is_some());
+        // A clear (the registry deleted) keeps the binding: made again with the same
+        // upstream nothing is dropped, with another it is.
+        c.put("p", "new", file()).await;
+        c.clear("p").await;
+        c.put("p", "again", file()).await;
+        assert!(!c.bind_upstream("p", "http://b/").await.unwrap());
+        assert!(c.get("p", "again").await.is_some());
+        assert!(c.bind_upstream("p", "http://a/").await.unwrap());
+        assert!(c.get("p", "again").await.is_none());
     }
 
     /// A write started before a clear never lands after it (the reviewer saw 90 of 300 come

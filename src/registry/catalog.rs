@@ -85,7 +85,8 @@ impl Catalog {
 
     /// Loads the registry definitions from the store and rebuilds the proxies: a proxy whose
     /// settings did not change is kept (with its caches and single-flight state); one whose
-    /// upstream URL changed starts from an empty index cache.
+    /// cached index files came from another upstream URL (changed now, or while this process
+    /// was not running) starts from an empty index cache.
     pub async fn reload(&self) -> RegistryResult<()> {
         let specs = self.meta.registries().await?;
         let old = self.proxies();
@@ -94,13 +95,26 @@ impl Catalog {
             let settings = self.proxy_settings(spec);
             let proxy = match old.get(&spec.name) {
                 Some(p) if *p.settings() == settings => p.clone(),
-                Some(p) => {
-                    if p.settings().upstream_url != settings.upstream_url {
-                        p.clear().await;
+                _ => {
+                    // Files this node fetched from another upstream (changed now, or while it
+                    // was not running) are dropped before the proxy serves.
+                    match self
+                        .caches
+                        .index
+                        .bind_upstream(&spec.name, &settings.upstream_url)
+                        .await
+                    {
+                        Ok(true) => {
+                            tracing::info!(registry = %spec.name, upstream = %settings.upstream_url, "the upstream changed: its cached index files were dropped")
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(registry = %spec.name, error = %e, "cannot record the upstream of the index cache; dropping it");
+                            self.caches.index.clear(&spec.name).await;
+                        }
                     }
                     self.build_proxy(settings)?
                 }
-                None => self.build_proxy(settings)?,
             };
             proxies.insert(spec.name.clone(), proxy);
         }

@@ -780,11 +780,6 @@ impl CachedUpstream {
         self.index.names(&self.settings.registry).await
     }
 
-    /// Drops everything cached for this registry's index.
-    pub async fn clear(&self) {
-        self.index.clear(&self.settings.registry).await;
-    }
-
     /// The checksum of `name@version` if a lookup already found it (memory only; a hit is a
     /// version that passed every check on its way in).
     pub fn cached_cksum(&self, name: &str, version: &str) -> Option<(String, String)> {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::shared_store::{engines, fresh_database, shared_config, Engines};
 use crate::support::cargo::CargoEnv;
 use crate::support::daemon::Daemon;
+use crate::support::fake_upstream::{FakeUpstream, Package as FakePackage};
 use crate::support::{http, index_path, package, parse_index_lines, random_secret, sha256_hex};
 
 /// Two nodes on a fresh database and bucket prefix, with the cluster's one admin token.
@@ -147,4 +148,70 @@ fn two_nodes_share_one_store_and_stay_coherent() {
         assert_eq!(got.status, 200, "{name}");
         assert_eq!(&sha256_hex(&got.body), cksum, "{name}");
     }
+}
+
+/// A node that was down while another changed a proxy's upstream URL drops, at its start, the
+/// index files it cached from the old upstream. Revalidating them against the new upstream
+/// would read every version the new one lacks as taken down, and quarantine its `.crate`.
+#[test]
+fn a_node_down_while_the_upstream_changed_drops_what_the_old_one_sent() {
+    let Some(e) = engines("a node down while the upstream changed") else {
+        return;
+    };
+    let old = FakeUpstream::start_blocking();
+    let kept = FakePackage::new("moved", "1.0.0");
+    let only_old = FakePackage::new("moved", "1.1.0");
+    old.add_crate(&kept);
+    old.add_crate(&only_old);
+    let new = FakeUpstream::start_blocking();
+    new.add_crate(&kept);
+
+    let (a, mut b) = two_nodes(&e);
+    let json = |method: reqwest::Method, url: String, body: serde_json::Value| {
+        http::send(
+            method,
+            &url,
+            Some(a.admin_token()),
+            Some(body.to_string().into_bytes()),
+            &[("Content-Type", "application/json")],
+        )
+    };
+    let r = json(
+        reqwest::Method::POST,
+        a.url("/-/api/v1/registries"),
+        serde_json::json!({"name": "mirror", "kind": "proxy", "upstream": old.index_url(), "index_ttl_secs": 1}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let path = format!("/mirror/index/{}", index_path("moved"));
+    eventually("node B serving the new proxy", || {
+        http::get(&b.url(&path), None).status == 200
+    });
+    for pkg in [&kept, &only_old] {
+        let r = http::get(
+            &b.url(&format!("/mirror/api/v1/crates/moved/{}/download", pkg.vers())),
+            None,
+        );
+        assert_eq!(r.body, pkg.crate_bytes());
+    }
+    b.stop();
+
+    let r = json(
+        reqwest::Method::PATCH,
+        a.url("/-/api/v1/registries/mirror"),
+        serde_json::json!({"upstream": new.index_url()}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    b.restart();
+    // Past `index_ttl`: a file still cached would be revalidated now.
+    std::thread::sleep(Duration::from_millis(1100));
+    let r = http::get(&b.url(&path), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().contains("\"1.0.0\"") && !r.text().contains("\"1.1.0\""),
+        "{}",
+        r.text()
+    );
+    let quarantine = b.admin_ok(&["quarantine", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&quarantine).unwrap();
+    assert_eq!(v["quarantine"], serde_json::json!([]), "{quarantine}\n{}", b.log_tail());
 }

@@ -586,3 +586,46 @@ fn cargo_fetch_of_a_version_taken_down_fails_clearly() {
     );
     assert_eq!(quarantine_json(&d, &[]).len(), 1);
 }
+
+/// The upstream URL changed while the daemon was stopped (the config file edited before a
+/// restart, or a cluster node down while the definition changed): what it cached from the
+/// old upstream is dropped, not revalidated against the new one, which would read every
+/// version the new upstream lacks as taken down and quarantine it.
+#[test]
+fn files_cached_from_an_earlier_upstream_are_dropped_not_taken_down() {
+    let old = FakeUpstream::start_blocking();
+    let kept = Package::new("moved", "1.0.0");
+    let only_old = Package::new("moved", "1.1.0");
+    old.add_crate(&kept);
+    old.add_crate(&only_old);
+    let mut d = daemon_over(&old, "");
+    cache_in_memory(&d, "crates-io", &kept);
+    cache_in_memory(&d, "crates-io", &only_old);
+    d.stop();
+
+    let new = FakeUpstream::start_blocking();
+    new.add_crate(&kept);
+    let config = d.config_path().expect("a config file").to_owned();
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains(&old.index_url()));
+    std::fs::write(&config, text.replace(&old.index_url(), &new.index_url())).unwrap();
+    d.restart();
+    // Past `index_ttl`: a file still cached would be revalidated now.
+    std::thread::sleep(Duration::from_millis(1100));
+    let r = get(&d, &format!("/crates-io/index/{}", index_path("moved")));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().contains("\"1.0.0\"") && !r.text().contains("\"1.1.0\""),
+        "{}",
+        r.text()
+    );
+    assert!(new.index_hits() >= 1, "the new upstream was asked");
+    assert_eq!(download(&d, "crates-io", "moved", "1.0.0").body, kept.crate_bytes());
+    assert_eq!(download(&d, "crates-io", "moved", "1.1.0").status, 404);
+    assert!(quarantine_json(&d, &[]).is_empty(), "nothing was taken down");
+    assert!(
+        metric_lines(&d, "cargohold_upstream_removed_total{").is_empty(),
+        "{}",
+        d.log_tail()
+    );
+}
