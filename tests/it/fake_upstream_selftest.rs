@@ -422,7 +422,9 @@ async fn fake_upstream_drop_mid_body() {
             Err(e) => break e,
         }
     };
-    assert_eq!(got, pkg.crate_bytes().len() / 2, "{err}");
+    // At most the half sent before the cut (what the server had not flushed when it
+    // aborted the connection may be lost with it), never the whole.
+    assert!(got > 0 && got <= pkg.crate_bytes().len() / 2, "{got} bytes: {err}");
     up.set_slow_body(None);
     up.set_drop_mid_body(false);
     let (_, _, bytes) = get(&client(), &url, &[]).await;
@@ -458,7 +460,8 @@ async fn fake_upstream_latency() {
     assert_eq!(status, 200);
     assert!(start.elapsed() >= Duration::from_millis(300));
     // Counted on arrival, before the latency is over.
-    up.set_latency(Duration::from_millis(500));
+    // Long enough that the request is surely still waiting when it is seen counted.
+    up.set_latency(Duration::from_secs(2));
     let base = up.base_url();
     let pending = tokio::spawn(async move { get(&client(), &format!("{base}/nothing"), &[]).await.0 });
     let deadline = Instant::now() + Duration::from_secs(5);

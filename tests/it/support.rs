@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod fake_upstream;
 pub mod http;
 pub mod package;
+pub mod ports;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -425,6 +425,9 @@ pub struct FakeUpstream {
     ca_pem: Option<String>,
     rt: RuntimeThread,
     server: Option<Running>,
+    /// While down: the port, held so that no other socket takes it before
+    /// [`come_back`](Self::come_back) (connections to it are refused meanwhile).
+    parked: Option<super::ports::HeldPort>,
 }
 
 impl FakeUpstream {
@@ -534,6 +537,7 @@ impl FakeUpstream {
                 thread: Some(thread),
             },
             server: None,
+            parked: None,
         };
         up.serve(listener);
         up
@@ -894,6 +898,7 @@ impl FakeUpstream {
         if let Some(running) = self.server.take() {
             let _ = running.shutdown.send(());
             let _ = running.done.await;
+            self.park();
         }
     }
 
@@ -902,7 +907,13 @@ impl FakeUpstream {
         if let Some(running) = self.server.take() {
             let _ = running.shutdown.send(());
             let _ = running.done.blocking_recv();
+            self.park();
         }
+    }
+
+    /// Holds the port while down (if it cannot, `come_back` binds it again, retrying).
+    fn park(&mut self) {
+        self.parked = super::ports::HeldPort::at(self.addr).ok();
     }
 
     /// Listens again on the same port with the same state. No-op when up.
@@ -913,6 +924,10 @@ impl FakeUpstream {
     /// [`FakeUpstream::come_back`] for synchronous tests (it only blocks while re-binding).
     pub fn come_back_blocking(&mut self) {
         if self.server.is_some() {
+            return;
+        }
+        if let Some(held) = self.parked.take() {
+            self.serve(held.listen());
             return;
         }
         let deadline = Instant::now() + REBIND_TIMEOUT;
