@@ -279,6 +279,7 @@ pub async fn handle(state: &HttpState, page: Page, req: Request<Incoming>) -> Re
         Err(e) => return error_page(&Visit::anonymous(), e),
     };
     let post = req.method() == Method::POST;
+    let query = req.uri().query().map(str::to_owned);
     if post && cross_site(&req) {
         return refused_cross_site();
     }
@@ -310,7 +311,7 @@ pub async fn handle(state: &HttpState, page: Page, req: Request<Incoming>) -> Re
             }
             post_page(svc, &visit, page, form).await
         }
-        (page, None) => get_page(state, &visit, page).await,
+        (page, None) => get_page(state, &visit, page, query.as_deref()).await,
     }
 }
 
@@ -360,8 +361,9 @@ fn login_form(svc: &RegistryService) -> Response<Body> {
     r
 }
 
-/// Renders a GET page.
-async fn get_page(state: &HttpState, visit: &Visit, page: Page) -> Response<Body> {
+/// Renders a GET page (`query`: its query string, which carries the notice of a form that
+/// redirected here).
+async fn get_page(state: &HttpState, visit: &Visit, page: Page, query: Option<&str>) -> Response<Body> {
     let svc = &*state.registry;
     let result = match page {
         Page::Home => Ok(home(svc, visit).await),
@@ -373,7 +375,7 @@ async fn get_page(state: &HttpState, visit: &Visit, page: Page) -> Response<Body
         | Page::AdminHooks
         | Page::AdminHook { .. } => match admin_viewer(visit) {
             Err(r) => return r,
-            Ok(v) => admin_get(svc, v, page).await,
+            Ok(v) => admin_get(svc, v, page, query).await,
         },
         _ => Err(RegistryError::NotFound("no such page".into())),
     };
@@ -578,9 +580,41 @@ fn proxies(svc: &RegistryService) -> Vec<String> {
         .collect()
 }
 
-async fn admin_get(svc: &RegistryService, v: Viewer<'_>, page: Page) -> Result<Response<Body>, RegistryError> {
+/// The notice a form that redirected to this page asked for (`?created=ID` …), if its value
+/// is what the form puts there: a page never shows text a link's author chose.
+fn notice(query: Option<&str>, page: &Page) -> Option<String> {
+    let is_id = |s: &str| s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let param = |k: &str| query_param(query, k).filter(|v| !v.is_empty());
     match page {
-        Page::Admin => admin_home(svc, v, None).await,
+        Page::Admin => param("deleted")
+            .filter(|n| crate::index::name::validate_registry_name(n).is_ok())
+            .map(|n| format!("Registry {n} deleted.")),
+        Page::AdminHooks => {
+            if let Some(id) = param("created").filter(|i| is_id(i)) {
+                Some(format!("Hook {id} created."))
+            } else {
+                param("deleted")
+                    .filter(|i| is_id(i))
+                    .map(|id| format!("Hook {id} deleted."))
+            }
+        }
+        Page::AdminHook { .. } => param("redelivered")
+            .filter(|i| is_id(i))
+            .map(|id| format!("Delivery {id} will be sent again.")),
+        _ => None,
+    }
+}
+
+async fn admin_get(
+    svc: &RegistryService,
+    v: Viewer<'_>,
+    page: Page,
+    query: Option<&str>,
+) -> Result<Response<Body>, RegistryError> {
+    let notice = notice(query, &page);
+    let notice = notice.as_deref();
+    match page {
+        Page::Admin => admin_home(svc, v, notice).await,
         Page::AdminRegistryNew => Ok(html(
             StatusCode::OK,
             tpl::registry_form(v, None, &RegistryForm::default(), &proxies(svc), None),
@@ -597,8 +631,8 @@ async fn admin_get(svc: &RegistryService, v: Viewer<'_>, page: Page) -> Result<R
             tpl::users(v, &svc.list_users().await?, None, None),
         )),
         Page::AdminTokens => tokens_page(svc, v, StatusCode::OK, None, None).await,
-        Page::AdminHooks => hooks_page(svc, v, StatusCode::OK, None, None).await,
-        Page::AdminHook { id } => hook_page(svc, v, &id, None).await,
+        Page::AdminHooks => hooks_page(svc, v, StatusCode::OK, notice, None).await,
+        Page::AdminHook { id } => hook_page(svc, v, &id, notice).await,
         _ => Err(RegistryError::NotFound("no such page".into())),
     }
 }
@@ -767,8 +801,10 @@ async fn post_page(svc: &RegistryService, visit: &Visit, page: Page, form: Form)
                 Err(e) => Ok(form_error(svc, v, Some(&name), &f, e)),
             }
         }
+        // Each form that changes something answers with a redirect to a page that shows it
+        // (the notice in the query): reloading that page does not send the form again.
         Page::AdminRegistryDelete { name } => match svc.delete_registry(&name, form.checked("force"), v.user).await {
-            Ok(()) => admin_home(svc, v, Some(&format!("Registry {name} deleted."))).await,
+            Ok(()) => Ok(redirect(&format!("/-/admin?deleted={}", tpl::seg(&name)), &[])),
             Err(e) => Err(e),
         },
         Page::AdminUsers => {
@@ -840,10 +876,13 @@ async fn post_page(svc: &RegistryService, visit: &Visit, page: Page, form: Form)
                 events: form.all("events"),
             };
             match svc.create_hook(&who, new).await {
-                Ok(h) => {
-                    let notice = format!("Hook {} created.", h["id"].as_str().unwrap_or_default());
-                    hooks_page(svc, v, StatusCode::CREATED, Some(&notice), None).await
-                }
+                Ok(h) => Ok(redirect(
+                    &format!(
+                        "/-/admin/hooks?created={}",
+                        tpl::seg(h["id"].as_str().unwrap_or_default())
+                    ),
+                    &[],
+                )),
                 Err(e) => {
                     let api = ApiError::from(e);
                     hooks_page(svc, v, api.status, None, Some(&api.detail)).await
@@ -851,11 +890,14 @@ async fn post_page(svc: &RegistryService, visit: &Visit, page: Page, form: Form)
             }
         }
         Page::AdminHookDelete { id } => match svc.delete_hook(&id).await {
-            Ok(()) => hooks_page(svc, v, StatusCode::OK, Some(&format!("Hook {id} deleted.")), None).await,
+            Ok(()) => Ok(redirect(&format!("/-/admin/hooks?deleted={}", tpl::seg(&id)), &[])),
             Err(e) => Err(e),
         },
         Page::AdminHookRedeliver { id, delivery } => match svc.redeliver(&delivery).await {
-            Ok(()) => hook_page(svc, v, &id, Some(&format!("Delivery {delivery} will be sent again."))).await,
+            Ok(()) => Ok(redirect(
+                &format!("/-/admin/hooks/{}?redelivered={}", tpl::seg(&id), tpl::seg(&delivery)),
+                &[],
+            )),
             Err(e) => Err(e),
         },
         Page::AdminTokenRevoke { id } => match svc.revoke_token(&id).await {

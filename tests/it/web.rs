@@ -550,8 +550,15 @@ fn sessions_and_csrf_over_http() {
         &session,
         &format!("csrf={csrf}&force=true"),
     );
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert!(r.text().contains("Registry web deleted."));
+    // Answered with a redirect to the admin page saying so: reloading it deletes nothing.
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(r.header("location").as_deref(), Some("/-/admin?deleted=web"));
+    let r = page(&d.url("/-/admin?deleted=web"), &session);
+    assert!(r.text().contains("Registry web deleted."), "{}", r.text());
+    // The notice shows only what the form puts there, never a link author's text.
+    let r = page(&d.url("/-/admin?deleted=%3Cb%3Ephish%20here"), &session);
+    assert_eq!(r.status, 200);
+    assert!(!r.text().contains("phish"), "{}", r.text());
     assert_eq!(
         http::get(&d.url("/-/api/v1/registries/web"), Some(d.admin_token())).status,
         404
@@ -654,10 +661,9 @@ fn webhooks_are_managed_from_the_admin_pages_in_a_real_browser() {
     let d = Daemon::start_with_config(
         "[registries.local]\nkind = \"hosted\"\n\n[webhooks]\nallow_private = true\nretry_base = \"1h\"\nmax_attempts = 2\n",
     );
-    // A port nothing listens on: every attempt fails to connect.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://127.0.0.1:{}/hook", dead.local_addr().unwrap().port());
-    drop(dead);
+    // A port held but not listening: every attempt fails to connect.
+    let dead = crate::support::ports::HeldPort::new();
+    let url = format!("http://127.0.0.1:{}/hook", dead.port());
 
     b.goto(&d.url("/-/login"));
     b.fill("#token", d.admin_token());
@@ -686,6 +692,11 @@ fn webhooks_are_managed_from_the_admin_pages_in_a_real_browser() {
         "{page}"
     );
     b.check_accessible();
+    // The form answered with a redirect: reloading the page shows the hook, and makes no
+    // second one.
+    assert!(b.url().contains("/-/admin/hooks?created="), "{}", b.url());
+    b.goto(&b.url());
+    assert_eq!(b.body_text().matches(url.as_str()).count(), 1, "{}", b.body_text());
 
     let token = d.user_token("alice", &[]);
     let (body, _) = simple_publish("hooked-web", "1.0.0");
@@ -711,6 +722,7 @@ fn webhooks_are_managed_from_the_admin_pages_in_a_real_browser() {
     );
     b.submit("td form button[type=submit]");
     assert!(b.body_text().contains("will be sent again"), "{}", b.body_text());
+    assert!(b.url().contains("?redelivered="), "{}", b.url());
     b.check_accessible();
 
     b.goto(&d.url("/-/admin/hooks"));
