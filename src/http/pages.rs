@@ -373,7 +373,8 @@ async fn get_page(state: &HttpState, visit: &Visit, page: Page, query: Option<&s
         | Page::AdminUsers
         | Page::AdminTokens
         | Page::AdminHooks
-        | Page::AdminHook { .. } => match admin_viewer(visit) {
+        | Page::AdminHook { .. }
+        | Page::AdminQuarantine => match admin_viewer(visit) {
             Err(r) => return r,
             Ok(v) => admin_get(svc, v, page, query).await,
         },
@@ -601,6 +602,16 @@ fn notice(query: Option<&str>, page: &Page) -> Option<String> {
         Page::AdminHook { .. } => param("redelivered")
             .filter(|i| is_id(i))
             .map(|id| format!("Delivery {id} will be sent again.")),
+        Page::AdminQuarantine => {
+            let is_sha = |s: &String| s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+            if let Some(sha) = param("released").filter(is_sha) {
+                Some(format!(
+                    "File {sha} released into the cache: served again wherever an index lists it."
+                ))
+            } else {
+                param("purged").filter(is_sha).map(|sha| format!("File {sha} purged."))
+            }
+        }
         _ => None,
     }
 }
@@ -633,6 +644,7 @@ async fn admin_get(
         Page::AdminTokens => tokens_page(svc, v, StatusCode::OK, None, None).await,
         Page::AdminHooks => hooks_page(svc, v, StatusCode::OK, notice, None).await,
         Page::AdminHook { id } => hook_page(svc, v, &id, notice).await,
+        Page::AdminQuarantine => Ok(html(StatusCode::OK, tpl::quarantine(v, &svc.quarantine_list(), notice))),
         _ => Err(RegistryError::NotFound("no such page".into())),
     }
 }
@@ -898,6 +910,17 @@ async fn post_page(svc: &RegistryService, visit: &Visit, page: Page, form: Form)
                 &format!("/-/admin/hooks/{}?redelivered={}", tpl::seg(&id), tpl::seg(&delivery)),
                 &[],
             )),
+            Err(e) => Err(e),
+        },
+        Page::AdminQuarantineRelease { sha } => match svc.release_quarantined(&sha).await {
+            Ok(()) => Ok(redirect(
+                &format!("/-/admin/quarantine?released={}", tpl::seg(&sha)),
+                &[],
+            )),
+            Err(e) => Err(e),
+        },
+        Page::AdminQuarantinePurge { sha } => match svc.purge_quarantined(&sha).await {
+            Ok(()) => Ok(redirect(&format!("/-/admin/quarantine?purged={}", tpl::seg(&sha)), &[])),
             Err(e) => Err(e),
         },
         Page::AdminTokenRevoke { id } => match svc.revoke_token(&id).await {

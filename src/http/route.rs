@@ -134,6 +134,12 @@ pub enum Page {
     AdminHookDelete { id: String },
     /// `POST /-/admin/hooks/{id}/redeliver/{delivery}`.
     AdminHookRedeliver { id: String, delivery: String },
+    /// `GET /-/admin/quarantine`: the `.crate` files this node quarantined.
+    AdminQuarantine,
+    /// `POST /-/admin/quarantine/{sha256}/release`.
+    AdminQuarantineRelease { sha: String },
+    /// `POST /-/admin/quarantine/{sha256}/purge`.
+    AdminQuarantinePurge { sha: String },
     /// `GET /-/static/{file}`: the stylesheet and the copy-button script.
     Static { file: String },
 }
@@ -161,6 +167,9 @@ impl Page {
             Page::AdminHook { .. } => "/-/admin/hooks/{id}",
             Page::AdminHookDelete { .. } => "/-/admin/hooks/{id}/delete",
             Page::AdminHookRedeliver { .. } => "/-/admin/hooks/{id}/redeliver/{delivery}",
+            Page::AdminQuarantine => "/-/admin/quarantine",
+            Page::AdminQuarantineRelease { .. } => "/-/admin/quarantine/{sha256}/release",
+            Page::AdminQuarantinePurge { .. } => "/-/admin/quarantine/{sha256}/purge",
             Page::Static { .. } => "/-/static/{file}",
         }
     }
@@ -363,6 +372,11 @@ fn route_segments(method: &Method, s: &[&str]) -> Result<Route, RouteError> {
                 delivery: owned(delivery),
             })
         }),
+        ["-", "admin", "quarantine"] => get(Route::Web(Page::AdminQuarantine)),
+        ["-", "admin", "quarantine", sha, "release"] => method_is(method, &[Method::POST], "POST")
+            .map(|()| Route::Web(Page::AdminQuarantineRelease { sha: owned(sha) })),
+        ["-", "admin", "quarantine", sha, "purge"] => method_is(method, &[Method::POST], "POST")
+            .map(|()| Route::Web(Page::AdminQuarantinePurge { sha: owned(sha) })),
         ["-", "static", file] => get(Route::Web(Page::Static { file: owned(file) })),
         ["-", ..] => Err(RouteError::NotFound),
         [reg, "crates", name] => get(Route::Web(Page::Crate {

@@ -516,7 +516,7 @@ fn admin_nav() -> Markup {
         nav aria-label="Administration" {
             p { a href="/-/admin" { "Registries" } " · " a href="/-/admin/registries/new" { "New registry" } " · "
                 a href="/-/admin/users" { "Users" } " · " a href="/-/admin/tokens" { "Tokens" } " · "
-                a href="/-/admin/hooks" { "Webhooks" } }
+                a href="/-/admin/hooks" { "Webhooks" } " · " a href="/-/admin/quarantine" { "Quarantine" } }
         }
     }
 }
@@ -813,6 +813,63 @@ pub fn tokens(
             }
         },
     )
+}
+
+/// `/-/admin/quarantine`: the `.crate` files this node quarantined after their upstream took
+/// the version down, one row per removal that named each, with release and purge.
+pub fn quarantine(v: Viewer<'_>, list: &Value, notice: Option<&str>) -> String {
+    let empty = Vec::new();
+    let rows = list["quarantine"].as_array().unwrap_or(&empty);
+    layout(
+        "Quarantine",
+        Some(v),
+        html! {
+            h1 { "Quarantine" }
+            (admin_nav())
+            @if let Some(n) = notice { p.notice role="status" { (n) } }
+            p { "Cached " code { ".crate" } " files of versions their upstream index no longer lists (docs/OPERATIONS.md, \"Upstream takedowns\"). They stay on this node and are never served. Release a file only once you know the removal was a mistake (an upstream that wrongly answered 404); purge deletes it." }
+            table {
+                thead { tr { th { "Registry" } th { "Crate" } th { "Version" } th { "Reason" } th { "Removed" } th { "Size" } th { "SHA-256" } th { "File" } } }
+                tbody {
+                    @for r in rows {
+                        @let sha = r["cksum"].as_str().unwrap_or("");
+                        @let what = format!("{} {}", r["crate"].as_str().unwrap_or(""), r["version"].as_str().unwrap_or(""));
+                        tr {
+                            td { (r["registry"].as_str().unwrap_or("")) }
+                            td { (r["crate"].as_str().unwrap_or("")) }
+                            td { (r["version"].as_str().unwrap_or("")) }
+                            td { (r["reason"].as_str().unwrap_or("")) }
+                            td { (secs(&r["removed_at"])) }
+                            td { (human_bytes(r["size"].as_u64().unwrap_or(0))) }
+                            td { code title=(sha) { (sha.get(..12).unwrap_or(sha)) "…" } }
+                            td {
+                                form.inline method="post" action={ "/-/admin/quarantine/" (seg(sha)) "/release" } {
+                                    (csrf_field(v))
+                                    button type="submit" aria-label={ "Release the file of " (what) } { "Release" }
+                                }
+                                " "
+                                form.inline method="post" action={ "/-/admin/quarantine/" (seg(sha)) "/purge" } {
+                                    (csrf_field(v))
+                                    button type="submit" aria-label={ "Purge the file of " (what) } { "Purge" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if rows.is_empty() { p { "Nothing is quarantined." } }
+        },
+    )
+}
+
+/// A unix-seconds field of a JSON record as RFC 3339, or "—".
+fn secs(v: &Value) -> String {
+    match v.as_u64() {
+        Some(s) => {
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s)).to_string()
+        }
+        None => "—".into(),
+    }
 }
 
 /// A unix-milliseconds field of a JSON record as RFC 3339, or "—".

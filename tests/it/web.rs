@@ -733,3 +733,101 @@ fn webhooks_are_managed_from_the_admin_pages_in_a_real_browser() {
         b.body_text()
     );
 }
+
+/// The quarantine admin page (issue 13's takedowns, on the web): two crates taken down
+/// upstream are listed with their removal; one is released (served again once the upstream
+/// lists it again), the other purged; each form answers with a redirect saying what it did.
+#[test]
+fn quarantined_files_are_released_and_purged_from_the_admin_page_in_a_real_browser() {
+    let Some(b) = Browser::start() else { return };
+    let up = FakeUpstream::start_blocking();
+    let back = Package::new("comes-back", "1.0.0");
+    let gone = Package::new("gone-for-good", "2.0.0");
+    up.add_crate(&back);
+    up.add_crate(&gone);
+    let d = Daemon::start_with_config(&format!(
+        "[registries.crates-io]\nkind = \"proxy\"\nupstream = \"{}\"\nindex_ttl = \"1s\"\nnegative_ttl = \"1s\"\n",
+        up.index_url()
+    ));
+    let download = |p: &Package| {
+        http::get(
+            &d.url(&format!("/crates-io/api/v1/crates/{}/{}/download", p.name(), p.vers())),
+            None,
+        )
+    };
+    for p in [&back, &gone] {
+        assert_eq!(download(p).body, p.crate_bytes());
+        up.remove_crate(p.name());
+    }
+    let listed = || -> Vec<serde_json::Value> {
+        let out = d.admin_ok(&["quarantine", "list", "--json"]);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["quarantine"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    // Each index file revalidated after `index_ttl` finds its crate gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while listed().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", d.log_tail());
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        for p in [&back, &gone] {
+            http::get(
+                &d.url(&format!("/crates-io/index/{}", crate::support::index_path(p.name()))),
+                None,
+            );
+        }
+    }
+
+    b.goto(&d.url("/-/login"));
+    b.fill("#token", d.admin_token());
+    b.submit("form[action='/-/login'] button[type=submit]");
+    b.submit("a[href='/-/admin/quarantine']");
+    assert!(b.url().ends_with("/-/admin/quarantine"), "{}", b.url());
+    b.check_accessible();
+    let page = b.body_text();
+    for p in [&back, &gone] {
+        assert!(page.contains(p.name()) && page.contains(p.vers()), "{page}");
+    }
+    assert!(page.contains("crate_removed"), "{page}");
+
+    // Released: the upstream lists it again, and it is served from the cache it went back to.
+    up.add_crate(&back);
+    b.submit(&format!(
+        "button[aria-label='Release the file of {} {}']",
+        back.name(),
+        back.vers()
+    ));
+    assert!(b.url().contains("?released="), "{}", b.url());
+    assert!(b.text_of(".notice").contains("released"), "{}", b.body_text());
+    assert!(!b.body_text().contains(back.name()), "{}", b.body_text());
+    b.check_accessible();
+    // Once the cached 404 of its index file expires (`negative_ttl`), the file is listed
+    // again and the download comes from the cache the release put it back into.
+    let hits = up.download_hits();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let r = download(&back);
+        if r.status == 200 {
+            assert_eq!(r.body, back.crate_bytes());
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{} {}", r.status, r.text());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(up.download_hits(), hits, "served from the cache, not fetched again");
+
+    // Purged: the file and its record are gone.
+    b.submit(&format!(
+        "button[aria-label='Purge the file of {} {}']",
+        gone.name(),
+        gone.vers()
+    ));
+    assert!(b.text_of(".notice").contains("purged"), "{}", b.body_text());
+    assert!(b.body_text().contains("Nothing is quarantined."), "{}", b.body_text());
+    assert!(listed().is_empty());
+    assert!(!d
+        .data_dir()
+        .join(format!("cache/crates/quarantine/{}.crate", gone.cksum()))
+        .exists());
+}
