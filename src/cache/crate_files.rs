@@ -452,9 +452,40 @@ impl CrateFiles {
         if !valid_sha(sha) {
             return Ok(false);
         }
-        let mut q = self.quarantine.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(size) = q.get(sha).map(|r| r.size) else {
+        let q = self.quarantine.lock().unwrap_or_else(|e| e.into_inner());
+        if q.get(sha).is_none() {
             return Ok(false);
+        }
+        self.put_back(q, sha)?;
+        Ok(true)
+    }
+
+    /// The upstream of `registry` lists `name` `version` with the checksum `sha` again: the
+    /// removal it recorded was not a takedown after all (a wrong 404, a line that came back
+    /// with the same bytes). That removal is dropped; a file no removal names any more goes
+    /// back into the served cache (blocking). `Ok(None)` if no removal of that version named
+    /// `sha`; `Ok(Some(true))` when the file is back in the cache, `Ok(Some(false))` when
+    /// removals of other registries keep it quarantined.
+    pub fn relisted(&self, sha: &str, registry: &str, name: &str, version: &str) -> io::Result<Option<bool>> {
+        if !valid_sha(sha) {
+            return Ok(None);
+        }
+        let mut q = self.quarantine.lock().unwrap_or_else(|e| e.into_inner());
+        match q.drop_removal(sha, registry, name, version)? {
+            None => Ok(None),
+            Some(0) => {
+                self.put_back(q, sha)?;
+                Ok(Some(true))
+            }
+            Some(_) => Ok(Some(false)),
+        }
+    }
+
+    /// Moves the quarantined file `sha` back into the cache, forgets its record, and counts
+    /// it in the budget (with the quarantine lock `q` held until the file has moved).
+    fn put_back(&self, mut q: std::sync::MutexGuard<'_, Quarantine>, sha: &str) -> io::Result<()> {
+        let Some(size) = q.get(sha).map(|r| r.size) else {
+            return Ok(());
         };
         let dest = self.path_of(sha);
         if let Some(dir) = dest.parent() {
@@ -464,7 +495,22 @@ impl CrateFiles {
         q.forget(sha)?;
         drop(q);
         self.commit(sha, size, 0);
-        Ok(true)
+        Ok(())
+    }
+
+    /// Of `lines` (`(name, version, sha256)` of an index file), those whose file a removal of
+    /// `registry` quarantined (one lock, no I/O).
+    pub fn quarantined_lines<'a>(
+        &self,
+        registry: &str,
+        lines: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
+    ) -> Vec<(String, String, String)> {
+        let q = self.quarantine.lock().unwrap_or_else(|e| e.into_inner());
+        lines
+            .into_iter()
+            .filter(|(name, version, sha)| q.get(sha).is_some_and(|r| r.names(registry, name, version)))
+            .map(|(n, v, s)| (n.to_owned(), v.to_owned(), s.to_owned()))
+            .collect()
     }
 
     /// Removes least recently used files until the total is within budget (`keep` last).
@@ -1139,6 +1185,42 @@ mod tests {
         assert!(!files.purge_quarantined(&other).unwrap());
         assert!(files.lookup(&other).is_none());
         assert_eq!(std::fs::read_dir(dir.path().join("quarantine")).unwrap().count(), 0);
+    }
+
+    /// A version its upstream lists again with the same bytes: that registry's removal is
+    /// dropped (durably); the file goes back into the cache once no removal names it.
+    #[tokio::test]
+    async fn a_relisted_version_drops_its_removal_and_the_last_puts_the_file_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = CrateFiles::open(dir.path(), 1 << 20).unwrap();
+        let s = cached(&files, b"wrongly removed").await;
+        files.quarantine(&s, removal("p", "Flaky", "1.0.0")).unwrap();
+        files.quarantine(&s, removal("q", "flaky", "1.0.0")).unwrap();
+        let lines = [("flaky", "1.0.0", s.as_str()), ("flaky", "1.0.1", s.as_str())];
+        assert_eq!(
+            files.quarantined_lines("p", lines),
+            vec![("flaky".to_owned(), "1.0.0".to_owned(), s.clone())]
+        );
+        assert!(files.quarantined_lines("r", lines).is_empty(), "no removal of `r`");
+        // Another version, another registry, other bytes: nothing to drop.
+        assert_eq!(files.relisted(&s, "p", "flaky", "1.0.1").unwrap(), None);
+        assert_eq!(files.relisted(&s, "r", "flaky", "1.0.0").unwrap(), None);
+        assert_eq!(files.relisted(&sha(b"other"), "p", "flaky", "1.0.0").unwrap(), None);
+        // `p` lists it again: `q`'s removal keeps it out of the cache, across a reopen.
+        assert_eq!(files.relisted(&s, "p", "FLAKY", "1.0.0").unwrap(), Some(false));
+        drop(files);
+        let files = CrateFiles::open(dir.path(), 1 << 20).unwrap();
+        assert!(files.lookup(&s).is_none());
+        let recs = files.quarantined();
+        assert_eq!(recs[0].removals.len(), 1);
+        assert_eq!(recs[0].removals[0].registry, "q");
+        // `q` too: back in the cache, counted, the record gone.
+        assert_eq!(files.relisted(&s, "q", "flaky", "1.0.0").unwrap(), Some(true));
+        assert!(files.lookup(&s).is_some());
+        assert_eq!(files.disk_bytes(), 15);
+        assert!(files.quarantined().is_empty());
+        assert_eq!(std::fs::read_dir(dir.path().join("quarantine")).unwrap().count(), 0);
+        assert_eq!(files.relisted(&s, "q", "flaky", "1.0.0").unwrap(), None);
     }
 
     #[tokio::test]

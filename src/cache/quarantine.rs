@@ -142,6 +142,37 @@ impl Quarantine {
         if !rec.names(&removal.registry, &removal.krate, &removal.version) {
             rec.removals.push(removal);
         }
+        self.write(rec.clone())?;
+        Ok(rec)
+    }
+
+    /// Drops the removals of `registry`'s `name` (any case) `version` from `sha`'s record.
+    /// `Ok(None)`: no removal named it (nothing changed); `Ok(Some(left))`: how many removals
+    /// still name the file (its record rewritten durably when some are left; at none, the
+    /// caller puts the file back or forgets it).
+    pub(crate) fn drop_removal(
+        &mut self,
+        sha: &str,
+        registry: &str,
+        name: &str,
+        version: &str,
+    ) -> io::Result<Option<usize>> {
+        let Some(rec) = self.records.get(sha).filter(|r| r.names(registry, name, version)) else {
+            return Ok(None);
+        };
+        let mut rec = rec.clone();
+        rec.removals
+            .retain(|r| !(r.registry == registry && r.version == version && r.krate.eq_ignore_ascii_case(name)));
+        let left = rec.removals.len();
+        if left > 0 {
+            self.write(rec)?;
+        }
+        Ok(Some(left))
+    }
+
+    /// Writes `rec` durably (temp file, fsync, rename, fsync of the directory) and keeps it.
+    fn write(&mut self, rec: QuarantineRecord) -> io::Result<()> {
+        let sha = rec.sha256.clone();
         let tmp = self.dir.join(format!("{sha}.json.tmp"));
         {
             let mut f = std::fs::File::create(&tmp)?;
@@ -150,8 +181,8 @@ impl Quarantine {
         }
         std::fs::rename(&tmp, self.dir.join(format!("{sha}.json")))?;
         std::fs::File::open(&self.dir)?.sync_all()?;
-        self.records.insert(sha.to_owned(), rec.clone());
-        Ok(rec)
+        self.records.insert(sha, rec);
+        Ok(())
     }
 
     /// Deletes `sha`'s record and `.crate` (either may be gone already); `false` if there was

@@ -13,6 +13,8 @@
 //! counts: an error, a timeout, a 5xx, a 304, a body with an unusable line, or a 200 with no
 //! usable line at all (served stale, as for an upstream error) never removes anything. The
 //! memo lives at most `index_ttl`, so a download after that goes through the revalidated file.
+//! A new file that lists a quarantined version again with the same checksum undoes its removal
+//! (`relist`): the file goes back into the cache once no registry's removal names it.
 //!
 //! Crate files: looked up by the index `cksum`; a miss starts one streamed, verified fill
 //! (see `cache::crate_files`) driven by a spawned task, so it completes and is cached even if
@@ -603,6 +605,8 @@ impl CachedUpstream {
         };
         let now = now_ms();
         let mut removed = (Vec::new(), RemovalReason::VersionRemoved);
+        // A new file (not a 304): it may list again what a removal quarantined.
+        let mut changed = false;
         let (entry, status) = match fetched {
             Ok(Fetched::Fresh {
                 body,
@@ -615,6 +619,7 @@ impl CachedUpstream {
                 } else {
                     CacheStatus::Miss
                 };
+                changed = status == CacheStatus::Miss;
                 if let (Some(p), CacheStatus::Miss) = (prior, status) {
                     match removed_lines(&p.body, Some(&e.body)) {
                         Some(r) => removed = (r, RemovalReason::VersionRemoved),
@@ -680,7 +685,43 @@ impl CachedUpstream {
         if !removed.is_empty() {
             self.take_down(removed, reason).await;
         }
+        if changed && self.crates.has_quarantine() {
+            let keys: Vec<_> = lines(&entry.body).filter_map(line_key).collect();
+            let back = self.crates.quarantined_lines(
+                reg,
+                keys.iter()
+                    .map(|k| (k.name.as_ref(), k.vers.as_ref(), k.cksum.as_ref())),
+            );
+            if !back.is_empty() {
+                self.relist(back).await;
+            }
+        }
         Ok(Lookup { entry, status })
+    }
+
+    /// The upstream lists again, with the same checksum, versions whose removal quarantined
+    /// their file: not a takedown after all (a wrong 404, a line that came back). Each removal
+    /// is dropped, and a file no other registry's removal names goes back into the cache.
+    async fn relist(&self, back: Vec<(String, String, String)>) {
+        let crates = self.crates.clone();
+        let reg = self.settings.registry.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for (name, version, cksum) in back {
+                match crates.relisted(&cksum, &reg, &name, &version) {
+                    Ok(None) => {}
+                    Ok(Some(in_cache)) => tracing::warn!(
+                        registry = %reg,
+                        krate.name = %name,
+                        krate.version = %version,
+                        sha256 = %cksum,
+                        released = in_cache,
+                        "the upstream index lists this version again with the same checksum; its removal is dropped and it is served again"
+                    ),
+                    Err(e) => tracing::error!(registry = %reg, krate.name = %name, krate.version = %version, sha256 = %cksum, error = %e, "cannot release a quarantined file the upstream lists again"),
+                }
+            }
+        })
+        .await;
     }
 
     /// The current copy `c`, marked to be served without asking the upstream for
@@ -834,11 +875,12 @@ impl CachedUpstream {
             .crates
             .get_or_fill(&cksum, move |writer| {
                 // Only when a fill would start (never on a hit): a version this registry's
-                // upstream took down is not fetched again, neither by a download that raced
-                // the takedown nor after the upstream lists it again, until an operator
-                // releases the quarantined copy. Only those bytes: the same version number
-                // listed again with other bytes (a deleted crate's name published anew) was
-                // never taken down.
+                // upstream took down is not fetched again by a download that raced the
+                // takedown. It comes back when the upstream lists it again with the same
+                // checksum (the revalidation that sees it drops the removal, see `relist`) or
+                // when an operator releases the quarantined copy. Only those bytes: the same
+                // version number listed again with other bytes (a deleted crate's name
+                // published anew) was never taken down.
                 let reg = &this.settings.registry;
                 if this
                     .crates
@@ -847,8 +889,8 @@ impl CachedUpstream {
                     let sha = writer.sha256().to_owned();
                     return writer.fail(FillFailure::NotFound(format!(
                         "crate `{orig}` version `{version_owned}` was removed from the upstream index of \
-                         registry `{reg}` and its cached copy is quarantined; it is not downloaded again \
-                         unless an administrator runs `cargohold quarantine release {sha}`"
+                         registry `{reg}` and its cached copy is quarantined; it is served again when the \
+                         upstream lists it again or an administrator runs `cargohold quarantine release {sha}`"
                     )));
                 }
                 // Bytes another registry's upstream took down, which this one still lists (or,

@@ -347,26 +347,37 @@ fn a_removed_version_goes_alone() {
         "{lines:?}"
     );
 
-    // Listed again upstream: still refused, saying how to release it, until an administrator
-    // does; then it is served from the released copy.
+    // The 404 says how the file comes back.
+    let sha = sha256_hex(&old.crate_bytes());
+    assert!(
+        detail.contains("lists it again") && detail.contains(&format!("cargohold quarantine release {sha}")),
+        "{detail}"
+    );
+
+    // Listed again upstream with the same bytes (the removal was a mistake): the revalidation
+    // that sees it drops the removal and puts the file back; it is served from that copy.
+    let downloads = up.download_hits();
     up.add_crate(&old);
     wait_until("the index file with 1.0.0 again", &d, || {
         let r = get(&d, &format!("/crates-io/index/{}", index_path("multi")));
         r.text().contains("\"1.0.0\"").then_some(())
     });
-    let r = download(&d, "crates-io", "multi", "1.0.0");
-    assert_eq!(r.status, 404, "{}", r.text());
-    let sha = sha256_hex(&old.crate_bytes());
-    let detail = r.error_details().join(" ");
-    assert!(
-        detail.contains(&format!("cargohold quarantine release {sha}")),
-        "{detail}"
-    );
-    let downloads = up.download_hits();
+    assert!(quarantine_json(&d, &[]).is_empty());
+    for reg in ["crates-io", "local"] {
+        assert_eq!(download(&d, reg, "multi", "1.0.0").body, old.crate_bytes(), "{reg}");
+    }
+    assert_eq!(up.download_hits(), downloads, "served from the copy put back");
+    assert!(d.stderr_log().contains("lists this version again"), "{}", d.log_tail());
+
+    // Removed once more, then released by hand: served from the released copy.
+    up.remove_version("multi", "1.0.0");
+    wait_until("the second takedown", &d, || {
+        get(&d, &format!("/crates-io/index/{}", index_path("multi")));
+        (quarantine_json(&d, &[]).len() == 1).then_some(())
+    });
+    assert_eq!(download(&d, "crates-io", "multi", "1.0.0").status, 404);
     d.admin_ok(&["quarantine", "release", &sha]);
     assert!(quarantine_json(&d, &[]).is_empty());
-    assert_eq!(download(&d, "crates-io", "multi", "1.0.0").body, old.crate_bytes());
-    assert_eq!(up.download_hits(), downloads, "served from the released copy");
 }
 
 #[test]

@@ -145,7 +145,9 @@ impl Reads {
                 .map_or("removed", |r| r.reason.as_str());
             Some(format!(
                 "crate `{name}` version `{version}` was removed from the upstream index of registry `{up}` \
-                 ({reason}); its cached copy is quarantined and is not served"
+                 ({reason}); its cached copy is quarantined and is not served. It is served again when the \
+                 upstream lists it again, or once an administrator runs `cargohold quarantine release {}`",
+                rec.sha256
             ))
         })
     }
