@@ -345,6 +345,13 @@ fn page(url: &str, cookie: &str) -> Resp {
     send(Method::GET, url, None, &[("Cookie", cookie)])
 }
 
+/// Signs the browser in to `d`'s web interface with the admin token.
+fn browser_sign_in(b: &Browser, d: &Daemon) {
+    b.goto(&d.url("/-/login"));
+    b.fill("#token", d.admin_token());
+    b.submit("form[action='/-/login'] button[type=submit]");
+}
+
 /// Signs in with `token`; returns the session cookie (`name=value`).
 fn sign_in(d: &Daemon, token: &str) -> String {
     let login = http::get(&d.url("/-/login"), None);
@@ -665,9 +672,7 @@ fn webhooks_are_managed_from_the_admin_pages_in_a_real_browser() {
     let dead = crate::support::ports::HeldPort::new();
     let url = format!("http://127.0.0.1:{}/hook", dead.port());
 
-    b.goto(&d.url("/-/login"));
-    b.fill("#token", d.admin_token());
-    b.submit("form[action='/-/login'] button[type=submit]");
+    browser_sign_in(&b, &d);
     b.click("a[href='/-/admin/hooks']");
     assert!(b.url().ends_with("/-/admin/hooks"), "{}", b.url());
     b.check_accessible();
@@ -779,9 +784,7 @@ fn quarantined_files_are_released_and_purged_from_the_admin_page_in_a_real_brows
         }
     }
 
-    b.goto(&d.url("/-/login"));
-    b.fill("#token", d.admin_token());
-    b.submit("form[action='/-/login'] button[type=submit]");
+    browser_sign_in(&b, &d);
     b.submit("a[href='/-/admin/quarantine']");
     assert!(b.url().ends_with("/-/admin/quarantine"), "{}", b.url());
     b.check_accessible();
