@@ -180,6 +180,26 @@ impl Admin {
                             "CARGOHOLD_ADMIN_TOKEN is not this cluster's admin token: the store holds the hash of another one (token `{CLUSTER_ADMIN_TOKEN_ID}`). Set the same value on every node that shares the store; to change it, revoke the old one (`cargohold token revoke {CLUSTER_ADMIN_TOKEN_ID}`), then restart the nodes with the new value"
                         )))
                     }
+                    // The variable holds the secret of a token the store already has under
+                    // another id: typically the token this node generated on its first start,
+                    // exported for the CLI (`export CARGOHOLD_ADMIN_TOKEN=$(cat …/admin-token)`)
+                    // in the shell that then starts the daemon again. An admin token is that
+                    // admin token; any other is a mistake the start names.
+                    None if tokens.iter().any(|t| t.hash == *hash) => {
+                        let t = tokens.iter().find(|t| t.hash == *hash).expect("just found");
+                        let admin = t.scopes.iter().any(|s| s == Scope::Admin.as_str());
+                        let live = t.expires.is_none_or(|e| e > now_secs());
+                        if admin && live && t.registries.is_none() {
+                            tracing::info!(token = %t.id, "CARGOHOLD_ADMIN_TOKEN is the stored admin token `{}`", t.id);
+                            return Ok(AdminToken::Env);
+                        }
+                        return Err(RegistryError::Conflict(format!(
+                            "CARGOHOLD_ADMIN_TOKEN holds the secret of token `{}` of user `{}`, which is not an unexpired admin token of every registry; set it to an admin token (or unset it to use {})",
+                            t.id,
+                            t.user,
+                            data_dir.join(ADMIN_TOKEN_FILE).display()
+                        )));
+                    }
                     None => {
                         let stored = self
                             .meta

@@ -364,6 +364,68 @@ async fn a_single_node_rotates_its_admin_token_by_its_variable() {
     }
 }
 
+/// The token a first start generated, exported for the CLI as the README shows, in the shell
+/// that then starts the daemon again: the variable names a token the store already holds. It
+/// is that admin token (the start used to fail: storing its hash again conflicted four times);
+/// the secret of a token that is not an admin token is refused, naming it.
+#[tokio::test]
+async fn the_variable_may_hold_the_generated_admin_token() {
+    use crate::registry::admin::{AdminToken, ADMIN_TOKEN_FILE};
+    use crate::registry::auth::hash_token;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("own.db");
+    let open = || async { Arc::new(SqlMetadata::open_sqlite(&db).await.unwrap()) as Arc<dyn crate::store::Metadata> };
+    let first = node_on(open().await, dir.path(), "n", None).await;
+    assert!(matches!(
+        first.bootstrap_admin(&dir.path().join("n")).await.unwrap(),
+        AdminToken::File(_)
+    ));
+    let generated = std::fs::read_to_string(dir.path().join("n").join(ADMIN_TOKEN_FILE)).unwrap();
+    first
+        .store()
+        .meta
+        .put_token(&crate::store::TokenRecord {
+            id: "alice-ci".into(),
+            hash: hash_token("alice-secret"),
+            user: "admin".into(),
+            name: "ci".into(),
+            scopes: vec!["publish".into()],
+            registries: None,
+            expires: None,
+            created: 1,
+        })
+        .await
+        .unwrap();
+    first.store().meta.close().await.unwrap();
+    drop(first);
+
+    let again = node_on(open().await, dir.path(), "n", Some(hash_token(generated.trim()))).await;
+    assert!(matches!(
+        again.bootstrap_admin(&dir.path().join("n")).await.unwrap(),
+        AdminToken::Env
+    ));
+    let tokens = again.store().meta.tokens().await.unwrap();
+    assert_eq!(
+        tokens.iter().filter(|t| t.hash == hash_token(generated.trim())).count(),
+        1,
+        "stored once"
+    );
+    again.store().meta.close().await.unwrap();
+    drop(again);
+
+    let wrong = node_on(open().await, dir.path(), "n", Some(hash_token("alice-secret"))).await;
+    let err = wrong
+        .bootstrap_admin(&dir.path().join("n"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("alice-ci") && err.contains("not an unexpired admin token"),
+        "{err}"
+    );
+    wrong.store().meta.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_advisory_import_on_one_node_reaches_the_other() {
     let Some(url) = fresh_postgres("advisories between two nodes").await else {
