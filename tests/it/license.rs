@@ -54,21 +54,19 @@ fn cargo_publish_is_refused_for_a_disallowed_licence_and_passes_for_an_allowed_o
     let daemon = Daemon::start_with_config(&config);
     let token = daemon.user_token("alice", &[]);
     let env = CargoEnv::new(&daemon);
+    let publish_no_verify = [
+        "publish",
+        "--registry",
+        "local",
+        "--allow-dirty",
+        "--no-verify",
+        "--token",
+        &token,
+    ];
 
     // Disallowed: GPL only. cargo shows the registry's message.
     let gpl = project(&env, "gpl-lib", "license = \"GPL-3.0-only\"", &[]);
-    let out = env.must_fail(
-        &gpl,
-        &[
-            "publish",
-            "--registry",
-            "local",
-            "--allow-dirty",
-            "--no-verify",
-            "--token",
-            &token,
-        ],
-    );
+    let out = env.must_fail(&gpl, &publish_no_verify);
     eprintln!("cargo's output for the refused publish:\n{}", out.stderr);
     env.check(
         out.stderr.contains("`GPL-3.0-only`")
@@ -79,18 +77,7 @@ fn cargo_publish_is_refused_for_a_disallowed_licence_and_passes_for_an_allowed_o
     );
     // `AND` needs both: refused, naming the licence that is not allowed.
     let both = project(&env, "both-lib", "license = \"MIT AND GPL-3.0-only\"", &[]);
-    let out = env.must_fail(
-        &both,
-        &[
-            "publish",
-            "--registry",
-            "local",
-            "--allow-dirty",
-            "--no-verify",
-            "--token",
-            &token,
-        ],
-    );
+    let out = env.must_fail(&both, &publish_no_verify);
     env.check(
         out.stderr.contains("`MIT AND GPL-3.0-only`"),
         "the expression is named",
@@ -103,18 +90,7 @@ fn cargo_publish_is_refused_for_a_disallowed_licence_and_passes_for_an_allowed_o
         "license-file = \"LICENSE.txt\"",
         &[("LICENSE.txt", "All rights reserved.\n")],
     );
-    let out = env.must_fail(
-        &file_only,
-        &[
-            "publish",
-            "--registry",
-            "local",
-            "--allow-dirty",
-            "--no-verify",
-            "--token",
-            &token,
-        ],
-    );
+    let out = env.must_fail(&file_only, &publish_no_verify);
     env.check(
         out.stderr.contains("allow_license_file_only"),
         "the license-file rule is named",
@@ -137,18 +113,7 @@ fn cargo_publish_is_refused_for_a_disallowed_licence_and_passes_for_an_allowed_o
 
     // The administrator allows licence files alone: the same crate now publishes.
     daemon.admin_ok(&["registry", "update", "local", "--allow-license-file-only", "true"]);
-    env.must_succeed(
-        &file_only,
-        &[
-            "publish",
-            "--registry",
-            "local",
-            "--allow-dirty",
-            "--no-verify",
-            "--token",
-            &token,
-        ],
-    );
+    env.must_succeed(&file_only, &publish_no_verify);
     assert_eq!(index_status(&daemon, "local", "file-lib"), 200);
 }
 
