@@ -20,10 +20,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "common/publish.rs"]
+mod publish;
+use publish::publish_body;
+
 use anyhow::{Context, Result};
-use bytes::Bytes;
-use flate2::write::GzEncoder;
-use flate2::Compression;
 use serde_json::json;
 
 use cargohold::cache::crate_files::CrateFiles;
@@ -37,44 +38,6 @@ use cargohold::store::sql::SqlMetadata;
 use cargohold::store::PrivateStore;
 
 const REGISTRY: &str = "local";
-
-fn crate_tarball(name: &str, vers: &str) -> Result<Vec<u8>> {
-    let manifest = format!(
-        "[package]\nname = \"{name}\"\nversion = \"{vers}\"\nedition = \"2021\"\n\
-         description = \"webhook latency benchmark crate\"\nlicense = \"MIT\"\n"
-    );
-    let lib = format!("//! {name} {vers}\npub fn f() {{}}\n");
-    let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::default()));
-    tar.mode(tar::HeaderMode::Deterministic);
-    for (path, data) in [("Cargo.toml", manifest.as_bytes()), ("src/lib.rs", lib.as_bytes())] {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        h.set_entry_type(tar::EntryType::Regular);
-        tar.append_data(&mut h, format!("{name}-{vers}/{path}"), data)?;
-    }
-    Ok(tar.into_inner()?.finish()?)
-}
-
-/// Cargo's publish body: `u32 LE json length | json | u32 LE crate length | crate`.
-fn publish_body(name: &str, vers: &str) -> Result<Bytes> {
-    let meta = json!({
-        "name": name, "vers": vers, "deps": [], "features": {},
-        "authors": [], "description": "webhook latency benchmark crate", "documentation": null,
-        "homepage": null, "readme": null, "readme_file": null, "keywords": [],
-        "categories": [], "license": "MIT", "license_file": null, "repository": null,
-        "badges": {}, "links": null, "rust_version": null,
-    });
-    let json = serde_json::to_vec(&meta)?;
-    let krate = crate_tarball(name, vers)?;
-    let mut out = Vec::new();
-    out.extend_from_slice(&u32::try_from(json.len())?.to_le_bytes());
-    out.extend_from_slice(&json);
-    out.extend_from_slice(&u32::try_from(krate.len())?.to_le_bytes());
-    out.extend_from_slice(&krate);
-    Ok(Bytes::from(out))
-}
 
 async fn service(dir: &Path) -> Result<(Arc<RegistryService>, Principal)> {
     let store_dir = dir.join("store");
