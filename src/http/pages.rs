@@ -746,10 +746,39 @@ fn spec_from_form(form: &Form) -> Result<RegistrySpec, RegistryError> {
         if !up.is_empty() {
             v["upstream"] = json!(up);
         }
+        v["offline"] = json!(form.checked("offline"));
+        v["prune_index"] = json!(form.checked("prune_index"));
+        for field in ["index_ttl_secs", "negative_ttl_secs"] {
+            if let Some(secs) = seconds(form, field)? {
+                v[field] = json!(secs);
+            }
+        }
     } else {
         v["upstreams"] = json!(form.all("upstreams"));
+        v["shadow"] = json!(if form.get("shadow") == "version" {
+            "version"
+        } else {
+            "crate"
+        });
+        v["allow_upstream_names"] = json!(form.checked("allow_upstream_names"));
+        v["allowed_licenses"] = json!(labels(&form.get("allowed_licenses")));
+        v["allow_license_file_only"] = json!(form.checked("allow_license_file_only"));
     }
     serde_json::from_value(v).map_err(|e| RegistryError::BadRequest(format!("invalid registry: {e}")))
+}
+
+/// A number-of-seconds field of the registry form: `None` when left empty (the default).
+fn seconds(form: &Form, field: &str) -> Result<Option<u64>, RegistryError> {
+    let text = form.get(field);
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse::<u64>().map(Some).map_err(|_| {
+        RegistryError::BadRequest(format!(
+            "`{field}` must be a whole number of seconds (0 or more), not `{text}`"
+        ))
+    })
 }
 
 fn labels(s: &str) -> Vec<String> {
@@ -805,8 +834,25 @@ async fn post_page(svc: &RegistryService, visit: &Visit, page: Page, form: Form)
             if spec.kind == RegistryKind::Proxy {
                 let up = form.get("upstream");
                 patch.upstream = (!up.is_empty()).then_some(up);
+                patch.offline = Some(form.checked("offline"));
+                patch.prune_index = Some(form.checked("prune_index"));
+                match (seconds(&form, "index_ttl_secs"), seconds(&form, "negative_ttl_secs")) {
+                    (Ok(index), Ok(negative)) => {
+                        patch.index_ttl_secs = index;
+                        patch.negative_ttl_secs = negative;
+                    }
+                    (Err(e), _) | (_, Err(e)) => return form_error(svc, v, Some(&name), &f, e),
+                }
             } else {
                 patch.upstreams = Some(form.all("upstreams"));
+                patch.shadow = Some(if form.get("shadow") == "version" {
+                    crate::config::Shadow::Version
+                } else {
+                    crate::config::Shadow::Crate
+                });
+                patch.allow_upstream_names = Some(form.checked("allow_upstream_names"));
+                patch.allowed_licenses = Some(labels(&form.get("allowed_licenses")));
+                patch.allow_license_file_only = Some(form.checked("allow_license_file_only"));
             }
             match svc.update_registry(&name, patch, v.user).await {
                 Ok(_) => Ok(redirect(&format!("/{}/", tpl::seg(&name)), &[])),
@@ -943,6 +989,14 @@ fn form_values(form: &Form) -> RegistryForm {
         upstreams: form.all("upstreams"),
         advisories: form.get("advisories"),
         advisories_allow: form.get("advisories_allow"),
+        offline: form.checked("offline"),
+        prune_index: form.checked("prune_index"),
+        index_ttl_secs: form.get("index_ttl_secs"),
+        negative_ttl_secs: form.get("negative_ttl_secs"),
+        shadow: form.get("shadow"),
+        allow_upstream_names: form.checked("allow_upstream_names"),
+        allowed_licenses: form.get("allowed_licenses"),
+        allow_license_file_only: form.checked("allow_license_file_only"),
     }
 }
 

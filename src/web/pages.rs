@@ -572,6 +572,22 @@ pub struct RegistryForm {
     pub advisories: String,
     /// Comma-separated advisory ids.
     pub advisories_allow: String,
+    /// Proxy: never contact the upstream.
+    pub offline: bool,
+    /// Proxy: serve index files cut down to the cached versions.
+    pub prune_index: bool,
+    /// Proxy: seconds (empty: the default).
+    pub index_ttl_secs: String,
+    /// Proxy: seconds (empty: the default).
+    pub negative_ttl_secs: String,
+    /// Hosted: `crate` or `version` (empty: the default).
+    pub shadow: String,
+    /// Hosted: publishing new names that exist upstream.
+    pub allow_upstream_names: bool,
+    /// Hosted: comma-separated SPDX ids (empty: no licence policy).
+    pub allowed_licenses: String,
+    /// Hosted: a `license_file` alone passes the licence policy.
+    pub allow_license_file_only: bool,
 }
 
 impl RegistryForm {
@@ -590,6 +606,17 @@ impl RegistryForm {
             upstreams: spec.upstreams.clone(),
             advisories: spec.advisories.as_str().into(),
             advisories_allow: spec.advisories_allow.join(", "),
+            offline: spec.offline,
+            prune_index: spec.prune_index,
+            index_ttl_secs: spec.index_ttl_secs.to_string(),
+            negative_ttl_secs: spec.negative_ttl_secs.to_string(),
+            shadow: match spec.shadow {
+                crate::config::Shadow::Crate => "crate".into(),
+                crate::config::Shadow::Version => "version".into(),
+            },
+            allow_upstream_names: spec.allow_upstream_names,
+            allowed_licenses: spec.allowed_licenses.join(", "),
+            allow_license_file_only: spec.allow_license_file_only,
         }
     }
 }
@@ -652,10 +679,36 @@ pub fn registry_form(
                         input #(id) type="checkbox" name="upstreams" value=(p) checked[f.upstreams.contains(p)];
                         label for=(id) { (p) }
                     }
+                    label for="shadow" { "When a crate is both local and upstream" }
+                    select #shadow name="shadow" {
+                        option value="crate" selected[f.shadow != "version"] { "crate: the local crate hides the upstream one (safe)" }
+                        option value="version" selected[f.shadow == "version"] { "version: versions of both are listed (trust every upstream)" }
+                    }
+                    input #allow_upstream_names type="checkbox" name="allow_upstream_names" value="true" checked[f.allow_upstream_names];
+                    label for="allow_upstream_names" { "Allow publishing new crates whose name exists upstream" }
+                }
+                fieldset {
+                    legend { "Licence policy (hosted)" }
+                    label for="allowed_licenses" { "Allowed licences" }
+                    input #allowed_licenses type="text" name="allowed_licenses" value=(f.allowed_licenses) aria-describedby="licenses-hint";
+                    p.hint #licenses-hint { "SPDX ids separated by commas, e.g. MIT, Apache-2.0; empty: any licence." }
+                    input #allow_license_file_only type="checkbox" name="allow_license_file_only" value="true" checked[f.allow_license_file_only];
+                    label for="allow_license_file_only" { "Accept a licence file without an SPDX expression" }
                 }
                 label for="upstream" { "Upstream index URL (proxy)" }
                 input #upstream type="text" name="upstream" value=(f.upstream) placeholder="empty: crates.io" aria-describedby="upstream-hint";
                 p.hint #upstream-hint { "A sparse index URL such as sparse+https://host/index/; empty for crates.io." }
+                fieldset {
+                    legend { "Proxy cache" }
+                    input #offline type="checkbox" name="offline" value="true" checked[f.offline];
+                    label for="offline" { "Offline: never contact the upstream (air-gapped; serve what is cached)" }
+                    input #prune_index type="checkbox" name="prune_index" value="true" checked[f.prune_index];
+                    label for="prune_index" { "Serve index files cut down to the versions whose .crate is cached" }
+                    label for="index_ttl_secs" { "Index files fresh for (seconds)" }
+                    input #index_ttl_secs type="number" min="0" name="index_ttl_secs" value=(f.index_ttl_secs) placeholder="default";
+                    label for="negative_ttl_secs" { "Upstream 404s remembered for (seconds)" }
+                    input #negative_ttl_secs type="number" min="0" name="negative_ttl_secs" value=(f.negative_ttl_secs) placeholder="default";
+                }
                 fieldset {
                     legend { "Security advisories (proxied crates; see docs/OPERATIONS.md)" }
                     label for="advisories" { "Versions an imported advisory affects" }

@@ -541,6 +541,88 @@ fn sessions_and_csrf_over_http() {
         assert_eq!(r.status, 400, "{bad}: {}", r.text());
     }
 
+    // The hosted policy fields: merge rule, upstream names, licences.
+    let r = form(
+        &d.url("/-/admin/registries/web"),
+        &session,
+        &format!("csrf={csrf}&kind=hosted&upstreams=cio&shadow=version&allow_upstream_names=true&allowed_licenses=MIT%2C+Apache-2.0&allow_license_file_only=true"),
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    let spec = http::get(&d.url("/-/api/v1/registries/web"), Some(d.admin_token())).json();
+    assert_eq!(
+        (
+            &spec["shadow"],
+            &spec["allow_upstream_names"],
+            &spec["allowed_licenses"],
+            &spec["allow_license_file_only"]
+        ),
+        (
+            &serde_json::json!("version"),
+            &serde_json::json!(true),
+            &serde_json::json!(["MIT", "Apache-2.0"]),
+            &serde_json::json!(true)
+        )
+    );
+    let edit = page(&d.url("/-/admin/registries/web"), &session).text();
+    assert!(edit.contains("value=\"MIT, Apache-2.0\""), "{edit}");
+    let r = form(
+        &d.url("/-/admin/registries/web"),
+        &session,
+        &format!("csrf={csrf}&kind=hosted&upstreams=cio&allowed_licenses=Not-A-Licence"),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    let spec = http::get(&d.url("/-/api/v1/registries/web"), Some(d.admin_token())).json();
+    assert_eq!(
+        spec["allowed_licenses"],
+        serde_json::json!(["MIT", "Apache-2.0"]),
+        "unchanged"
+    );
+
+    // The proxy cache fields; a number that is not one is explained and changes nothing.
+    let r = form(
+        &d.url("/-/admin/registries"),
+        &session,
+        &format!("csrf={csrf}&name=webproxy&kind=proxy&upstream={}&offline=true&prune_index=true&index_ttl_secs=30&negative_ttl_secs=", up.index_url().replace('+', "%2B")),
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    let spec = http::get(&d.url("/-/api/v1/registries/webproxy"), Some(d.admin_token())).json();
+    assert_eq!(
+        (&spec["offline"], &spec["prune_index"], &spec["index_ttl_secs"]),
+        (
+            &serde_json::json!(true),
+            &serde_json::json!(true),
+            &serde_json::json!(30)
+        )
+    );
+    let default_negative = spec["negative_ttl_secs"].clone();
+    for bad in ["index_ttl_secs=-1", "negative_ttl_secs=soon", "index_ttl_secs=1.5"] {
+        let r = form(
+            &d.url("/-/admin/registries/webproxy"),
+            &session,
+            &format!("csrf={csrf}&kind=proxy&{bad}"),
+        );
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+        assert!(r.text().contains("whole number of seconds"), "{}", r.text());
+    }
+    let r = form(
+        &d.url("/-/admin/registries/webproxy"),
+        &session,
+        &format!("csrf={csrf}&kind=proxy&index_ttl_secs=60&negative_ttl_secs=5"),
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    let spec = http::get(&d.url("/-/api/v1/registries/webproxy"), Some(d.admin_token())).json();
+    assert_eq!(
+        (&spec["offline"], &spec["index_ttl_secs"], &spec["negative_ttl_secs"]),
+        (&serde_json::json!(false), &serde_json::json!(60), &serde_json::json!(5)),
+        "unchecked is off; the default was {default_negative}"
+    );
+    let r = form(
+        &d.url("/-/admin/registries/webproxy/delete"),
+        &session,
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+
     // Deleting: a hosted registry holding crates needs the confirmation; an empty one goes.
     let (body, _) = simple_publish("webthing", "0.1.0");
     let token = d.user_token("pub", &["publish"]);
