@@ -743,7 +743,9 @@ impl super::RegistryService {
                 "flagged"
             };
             crate::telemetry::METRICS.add(METRIC, &[("registry", &reg.name), ("action", action)], 1);
-            let key = format!("{lower}@{version}@{}", m.entry.id);
+            // Once per action too: a version flagged, then denied after the mode changed,
+            // is reported again (a receiver learns that downloads of it now fail).
+            let key = format!("{lower}@{version}@{}@{action}", m.entry.id);
             let seen = format!("{}\0{key}", reg.name);
             if self.advisories.first_report(&seen) {
                 tracing::warn!(registry = %reg.name, krate = %name, version, advisory = %m.entry.id, action, "download of a version a security advisory affects");

@@ -4,7 +4,7 @@
 //! with Cargo's JSON error naming the advisory and how to allow it), `advisories_allow`,
 //! patched and unaffected versions, informational advisories, `off`, a merged view; the real
 //! `cargo` fails to fetch a project locked to a denied version and names the advisory; a
-//! webhook receiver gets `advisory.matched` once; bad input is refused.
+//! webhook receiver gets `advisory.matched` once per action; bad input is refused.
 
 use std::io::Write;
 use std::path::Path;
@@ -278,9 +278,10 @@ fn a_proxy_flags_denies_and_allows_the_versions_an_advisory_affects() {
     assert_eq!(flagged(&d, "local", "vulnlib", "1.1.0"), None);
     assert_eq!(flagged(&d, "crates-io", "oldlib", "1.0.0"), None);
 
-    // The hook got each finding once, however often it was downloaded: vulnlib 1.0.0 and
-    // 1.1.0 (crates-io), oldlib (crates-io), vulnlib 1.1.0 and 1.0.0 (local).
-    let got = rx.wait_for(5, &d);
+    // The hook got each finding once per action, however often it was downloaded: vulnlib
+    // 1.0.0 (flagged, then denied) and 1.1.0 (crates-io), oldlib (crates-io), vulnlib 1.1.0
+    // and 1.0.0 (local).
+    let got = rx.wait_for(6, &d);
     let mut findings: Vec<(String, String, String, String)> = got
         .iter()
         .map(verify)
@@ -300,6 +301,7 @@ fn a_proxy_flags_denies_and_allows_the_versions_an_advisory_affects() {
         findings,
         [
             f("crates-io", "oldlib@1.0.0", UNMAINTAINED, "flagged"),
+            f("crates-io", "vulnlib@1.0.0", VULN, "denied"),
             f("crates-io", "vulnlib@1.0.0", VULN, "flagged"),
             f("crates-io", "vulnlib@1.1.0", VULN, "flagged"),
             f("local", "vulnlib@1.0.0", VULN, "flagged"),
@@ -309,7 +311,7 @@ fn a_proxy_flags_denies_and_allows_the_versions_an_advisory_affects() {
     let title = got.iter().map(verify).find(|b| b["advisory"]["id"] == VULN).unwrap()["advisory"]["title"].clone();
     assert_eq!(title, VULN_TITLE);
     let deliveries = d.admin_ok(&["hook", "deliveries", &hook]);
-    assert_eq!(deliveries.matches("advisory.matched").count(), 5, "{deliveries}");
+    assert_eq!(deliveries.matches("advisory.matched").count(), 6, "{deliveries}");
 }
 
 #[test]
