@@ -584,26 +584,26 @@ fn proxies(svc: &RegistryService) -> Vec<String> {
 /// The notice a form that redirected to this page asked for (`?created=ID` …), if its value
 /// is what the form puts there: a page never shows text a link's author chose.
 fn notice(query: Option<&str>, page: &Page) -> Option<String> {
-    let is_id = |s: &str| s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    // Ids are 32 lowercase hex digits, checksums 64.
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let is_id = |s: &String| hex(s, 32);
+    let is_sha = |s: &String| hex(s, 64);
     let param = |k: &str| query_param(query, k).filter(|v| !v.is_empty());
     match page {
         Page::Admin => param("deleted")
             .filter(|n| crate::index::name::validate_registry_name(n).is_ok())
             .map(|n| format!("Registry {n} deleted.")),
         Page::AdminHooks => {
-            if let Some(id) = param("created").filter(|i| is_id(i)) {
+            if let Some(id) = param("created").filter(is_id) {
                 Some(format!("Hook {id} created."))
             } else {
-                param("deleted")
-                    .filter(|i| is_id(i))
-                    .map(|id| format!("Hook {id} deleted."))
+                param("deleted").filter(is_id).map(|id| format!("Hook {id} deleted."))
             }
         }
         Page::AdminHook { .. } => param("redelivered")
-            .filter(|i| is_id(i))
+            .filter(is_id)
             .map(|id| format!("Delivery {id} will be sent again.")),
         Page::AdminQuarantine => {
-            let is_sha = |s: &String| s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
             if let Some(sha) = param("released").filter(is_sha) {
                 Some(format!(
                     "File {sha} released into the cache: served again wherever an index lists it."
