@@ -86,7 +86,7 @@ impl Catalog {
     /// Loads the registry definitions from the store and rebuilds the proxies: a proxy whose
     /// settings did not change is kept (with its caches and single-flight state); one whose
     /// cached index files came from another upstream URL (changed now, or while this process
-    /// was not running) starts from an empty index cache.
+    /// was not running) starts from an empty index cache, unless it is offline.
     pub async fn reload(&self) -> RegistryResult<()> {
         let specs = self.meta.registries().await?;
         let old = self.proxies();
@@ -95,6 +95,11 @@ impl Catalog {
             let settings = self.proxy_settings(spec);
             let proxy = match old.get(&spec.name) {
                 Some(p) if *p.settings() == settings => p.clone(),
+                // An offline proxy never revalidates, so files from another upstream cannot
+                // be misread as takedowns there, and what it holds (imported bundles, an
+                // air-gapped copy) cannot be fetched again: kept, and left bound to the
+                // upstream they came from, which decides once the proxy goes online.
+                _ if settings.offline => self.build_proxy(settings)?,
                 _ => {
                     // Files this node fetched from another upstream (changed now, or while it
                     // was not running) are dropped before the proxy serves.
