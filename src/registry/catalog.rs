@@ -93,6 +93,11 @@ impl Catalog {
         let mut proxies = FastMap::default();
         for spec in specs.iter().filter(|s| s.kind == RegistryKind::Proxy) {
             let settings = self.proxy_settings(spec);
+            // A proxy being replaced is retired before its files may be dropped below, so a
+            // request still holding it cannot cache what its old upstream sends after the drop.
+            if let Some(p) = old.get(&spec.name).filter(|p| *p.settings() != settings) {
+                p.retire();
+            }
             let proxy = match old.get(&spec.name) {
                 Some(p) if *p.settings() == settings => p.clone(),
                 // An offline proxy never revalidates, so files from another upstream cannot
@@ -130,6 +135,12 @@ impl Catalog {
         *self.labels.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(labels);
         let map = specs.into_iter().map(|s| (s.name.clone(), Arc::new(s))).collect();
         *self.registries.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(map);
+        // Proxies of registries deleted (or made hosted) cache nothing more either.
+        for (name, p) in old.iter() {
+            if !proxies.contains_key(name) {
+                p.retire();
+            }
+        }
         *self.proxies.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(proxies);
         Ok(())
     }

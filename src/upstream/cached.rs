@@ -372,6 +372,8 @@ pub struct CachedUpstream {
     probed: std::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
     /// Where removals found by a revalidation are reported (set once by the registry layer).
     removals: std::sync::OnceLock<RemovalSink>,
+    /// Replaced by the catalog (see [`retire`](Self::retire)).
+    retired: std::sync::atomic::AtomicBool,
 }
 
 /// How long a [`CachedUpstream::probe`] result is reused.
@@ -421,6 +423,7 @@ impl CachedUpstream {
             unreachable_until: AtomicU64::new(0),
             probed: std::sync::Mutex::new(None),
             removals: std::sync::OnceLock::new(),
+            retired: std::sync::atomic::AtomicBool::new(false),
             pruned: settings_prune.then(|| {
                 moka::sync::Cache::builder()
                     .max_capacity(PRUNED_CACHE_BYTES)
@@ -436,6 +439,21 @@ impl CachedUpstream {
     /// Sets where removals are reported (the first call wins).
     pub fn set_removal_sink(&self, sink: RemovalSink) {
         let _ = self.removals.set(sink);
+    }
+
+    /// Marks this proxy as replaced (its settings changed; the catalog calls this before it
+    /// drops the registry's files, see `IndexCache::bind_upstream`). Requests that still hold
+    /// it are answered, but what it fetches from then on is not cached, and takes nothing down
+    /// and puts nothing back: those files may come from an upstream the registry no longer
+    /// proxies, and the new proxy would revalidate them against its own. A fetch that started
+    /// before the drop is discarded by the index cache's epoch; one that starts after it sees
+    /// this mark.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
+    }
+
+    fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::SeqCst)
     }
 
     /// The settings it was built with.
@@ -680,6 +698,9 @@ impl CachedUpstream {
                 return Ok(self.serve_stale(lower, c, epoch, now));
             }
         };
+        if self.is_retired() {
+            return Ok(Lookup { entry, status });
+        }
         self.index.put_at(reg, lower, entry.clone(), epoch);
         let (removed, reason) = removed;
         if !removed.is_empty() {
@@ -732,7 +753,9 @@ impl CachedUpstream {
             stale_until: now + STALE_BACKOFF_MS,
             ..(*c).clone()
         });
-        self.index.put_memory_at(reg, lower, marked.clone(), epoch);
+        if !self.is_retired() {
+            self.index.put_memory_at(reg, lower, marked.clone(), epoch);
+        }
         Lookup {
             entry: marked,
             status: CacheStatus::Stale,
@@ -1143,6 +1166,72 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A loopback upstream answering every request with `body` (HTTP/1.1, one per connection).
+    async fn serve_always(body: String) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = sock.write_all(head.as_bytes()).await;
+                    let _ = sock.write_all(body.as_bytes()).await;
+                });
+            }
+        });
+        format!("http://{addr}/index/")
+    }
+
+    /// A proxy the catalog replaced (its upstream changed) may still be serving requests that
+    /// began before the swap: what it fetches from its old upstream answers them, but is not
+    /// cached under the registry the new proxy serves from, or the new proxy would revalidate
+    /// the old upstream's files against its own and read what it lacks as taken down.
+    #[tokio::test]
+    async fn a_retired_proxy_answers_but_caches_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = IndexCache::open(&dir.path().join("index"), 1 << 20, 1 << 30).unwrap();
+        let crates = CrateFiles::open(&dir.path().join("crates"), 1 << 20).unwrap();
+        let url = serve_always(line("old", "1.0.0", 'a')).await;
+        let settings = ProxySettings {
+            registry: "p".into(),
+            upstream_url: url,
+            index_ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(60),
+            timeout: Duration::from_secs(10),
+            deadline: Duration::from_secs(30),
+            max_index_bytes: 1 << 20,
+            max_crate_bytes: 1 << 20,
+            ca_file: None,
+            offline: false,
+            prune_index: false,
+            upstream_concurrency: 4,
+        };
+        let old = CachedUpstream::new(settings, index.clone(), crates).unwrap();
+        // The catalog retires it, then drops the registry's files (`bind_upstream`).
+        old.retire();
+        index.clear("p").await;
+        let l = old.index_file("old").await.unwrap();
+        assert!(std::str::from_utf8(&l.entry.body).unwrap().contains("\"1.0.0\""));
+        index.flush().await;
+        assert!(
+            index.get("p", "old").await.is_none(),
+            "nothing of the old upstream is cached"
+        );
     }
 
     #[tokio::test(start_paused = true)]
