@@ -413,6 +413,18 @@ impl CrateFiles {
         q.get(sha).is_some_and(|r| r.names(registry, name, version))
     }
 
+    /// Whether a removal of `registry` quarantined a file of the crate `name` (any case; one
+    /// lock, no I/O).
+    pub fn quarantines_crate(&self, registry: &str, name: &str) -> bool {
+        let q = self.quarantine.lock().unwrap_or_else(|e| e.into_inner());
+        let any = q.records().any(|r| {
+            r.removals
+                .iter()
+                .any(|x| x.registry == registry && x.krate.eq_ignore_ascii_case(name))
+        });
+        any
+    }
+
     /// Whether anything is quarantined.
     pub fn has_quarantine(&self) -> bool {
         let q = self.quarantine.lock().unwrap_or_else(|e| e.into_inner());

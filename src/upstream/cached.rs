@@ -13,8 +13,9 @@
 //! counts: an error, a timeout, a 5xx, a 304, a body with an unusable line, or a 200 with no
 //! usable line at all (served stale, as for an upstream error) never removes anything. The
 //! memo lives at most `index_ttl`, so a download after that goes through the revalidated file.
-//! A new file that lists a quarantined version again with the same checksum undoes its removal
-//! (`relist`): the file goes back into the cache once no registry's removal names it.
+//! A revalidation whose file (new, or confirmed by a 304) lists a quarantined version with the
+//! same checksum undoes its removal (`relist`): the file goes back into the cache once no
+//! registry's removal names it.
 //!
 //! Crate files: looked up by the index `cksum`; a miss starts one streamed, verified fill
 //! (see `cache::crate_files`) driven by a spawned task, so it completes and is cached even if
@@ -623,8 +624,6 @@ impl CachedUpstream {
         };
         let now = now_ms();
         let mut removed = (Vec::new(), RemovalReason::VersionRemoved);
-        // A new file (not a 304): it may list again what a removal quarantined.
-        let mut changed = false;
         let (entry, status) = match fetched {
             Ok(Fetched::Fresh {
                 body,
@@ -637,7 +636,6 @@ impl CachedUpstream {
                 } else {
                     CacheStatus::Miss
                 };
-                changed = status == CacheStatus::Miss;
                 if let (Some(p), CacheStatus::Miss) = (prior, status) {
                     match removed_lines(&p.body, Some(&e.body)) {
                         Some(r) => removed = (r, RemovalReason::VersionRemoved),
@@ -706,7 +704,10 @@ impl CachedUpstream {
         if !removed.is_empty() {
             self.take_down(removed, reason).await;
         }
-        if changed && self.crates.has_quarantine() {
+        // The upstream lists (or confirms, with a 304 or the same bytes: the copy this
+        // revalidation started from may predate a concurrent one's takedown) what a removal of
+        // this registry quarantined. Only files of a crate some removal names are read again.
+        if !entry.not_found && self.crates.quarantines_crate(reg, lower) {
             let keys: Vec<_> = lines(&entry.body).filter_map(line_key).collect();
             let back = self.crates.quarantined_lines(
                 reg,
@@ -1016,6 +1017,7 @@ impl CachedUpstream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn cksum_lookup() {
@@ -1197,6 +1199,60 @@ mod tests {
         format!("http://{addr}/index/")
     }
 
+    /// Settings of a proxy `p` of `url` with `index_ttl`.
+    fn settings(url: String, index_ttl: Duration) -> ProxySettings {
+        ProxySettings {
+            registry: "p".into(),
+            upstream_url: url,
+            index_ttl,
+            negative_ttl: Duration::from_secs(60),
+            timeout: Duration::from_secs(10),
+            deadline: Duration::from_secs(30),
+            max_index_bytes: 1 << 20,
+            max_crate_bytes: 1 << 20,
+            ca_file: None,
+            offline: false,
+            prune_index: false,
+            upstream_concurrency: 4,
+        }
+    }
+
+    /// The cached index file may list a quarantined version while its removal stands: a
+    /// revalidation that read the file from before the takedown (its copy was taken before a
+    /// concurrent one's takedown, and it wrote that file back after a 304 or the same bytes),
+    /// or a takedown whose new file was lost in a crash. The upstream then confirms the line
+    /// without a new file (same ETag, same bytes): that puts the version back too, or it stays
+    /// listed and refused for as long as the upstream's file does not change.
+    #[tokio::test]
+    async fn a_line_confirmed_without_a_new_file_is_put_back_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = IndexCache::open(&dir.path().join("index"), 1 << 20, 1 << 30).unwrap();
+        let crates = CrateFiles::open(&dir.path().join("crates"), 1 << 20).unwrap();
+        let bytes = b"a crate that was never taken down";
+        let sha = hex::encode(Sha256::digest(bytes));
+        let staged = crates.staging_dir().join("staged");
+        std::fs::write(&staged, bytes).unwrap();
+        crates.adopt(&sha, &staged).unwrap();
+        let body = format!("{{\"name\":\"flap\",\"vers\":\"1.0.0\",\"cksum\":\"{sha}\",\"deps\":[]}}\n");
+        let url = serve_always(body).await;
+        // Revalidated at every lookup.
+        let p = CachedUpstream::new(settings(url, Duration::ZERO), index.clone(), crates.clone()).unwrap();
+        assert_eq!(p.index_file("flap").await.unwrap().status, CacheStatus::Miss);
+        // The file lists 1.0.0, yet its removal quarantined the bytes.
+        let removal = QuarantinedVersion {
+            registry: "p".into(),
+            krate: "flap".into(),
+            version: "1.0.0".into(),
+            reason: "crate_removed".into(),
+            removed_at: 1,
+        };
+        assert!(crates.quarantine(&sha, removal).unwrap().is_some());
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(p.index_file("flap").await.unwrap().status, CacheStatus::Revalidated);
+        assert!(crates.quarantined().is_empty(), "the removal is dropped");
+        assert!(crates.lookup(&sha).is_some(), "the file is back in the cache");
+    }
+
     /// A proxy the catalog replaced (its upstream changed) may still be serving requests that
     /// began before the swap: what it fetches from its old upstream answers them, but is not
     /// cached under the registry the new proxy serves from, or the new proxy would revalidate
@@ -1207,21 +1263,7 @@ mod tests {
         let index = IndexCache::open(&dir.path().join("index"), 1 << 20, 1 << 30).unwrap();
         let crates = CrateFiles::open(&dir.path().join("crates"), 1 << 20).unwrap();
         let url = serve_always(line("old", "1.0.0", 'a')).await;
-        let settings = ProxySettings {
-            registry: "p".into(),
-            upstream_url: url,
-            index_ttl: Duration::from_secs(60),
-            negative_ttl: Duration::from_secs(60),
-            timeout: Duration::from_secs(10),
-            deadline: Duration::from_secs(30),
-            max_index_bytes: 1 << 20,
-            max_crate_bytes: 1 << 20,
-            ca_file: None,
-            offline: false,
-            prune_index: false,
-            upstream_concurrency: 4,
-        };
-        let old = CachedUpstream::new(settings, index.clone(), crates).unwrap();
+        let old = CachedUpstream::new(settings(url, Duration::from_secs(60)), index.clone(), crates).unwrap();
         // The catalog retires it, then drops the registry's files (`bind_upstream`).
         old.retire();
         index.clear("p").await;
