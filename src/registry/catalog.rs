@@ -90,43 +90,48 @@ impl Catalog {
     pub async fn reload(&self) -> RegistryResult<()> {
         let specs = self.meta.registries().await?;
         let old = self.proxies();
+        // Every new proxy is built first: one that cannot be built (a `ca_file` gone) fails
+        // the reload before anything changed.
         let mut proxies = FastMap::default();
+        let mut rebound = Vec::new();
         for spec in specs.iter().filter(|s| s.kind == RegistryKind::Proxy) {
             let settings = self.proxy_settings(spec);
-            // A proxy being replaced is retired before its files may be dropped below, so a
-            // request still holding it cannot cache what its old upstream sends after the drop.
-            if let Some(p) = old.get(&spec.name).filter(|p| *p.settings() != settings) {
-                p.retire();
-            }
             let proxy = match old.get(&spec.name) {
                 Some(p) if *p.settings() == settings => p.clone(),
-                // An offline proxy never revalidates, so files from another upstream cannot
-                // be misread as takedowns there, and what it holds (imported bundles, an
-                // air-gapped copy) cannot be fetched again: kept, and left bound to the
-                // upstream they came from, which decides once the proxy goes online.
-                _ if settings.offline => self.build_proxy(settings)?,
                 _ => {
-                    // Files this node fetched from another upstream (changed now, or while it
-                    // was not running) are dropped before the proxy serves.
-                    match self
-                        .caches
-                        .index
-                        .bind_upstream(&spec.name, &settings.upstream_url)
-                        .await
-                    {
-                        Ok(true) => {
-                            tracing::info!(registry = %spec.name, upstream = %settings.upstream_url, "the upstream changed: its cached index files were dropped")
-                        }
-                        Ok(false) => {}
-                        Err(e) => {
-                            tracing::warn!(registry = %spec.name, error = %e, "cannot record the upstream of the index cache; dropping it");
-                            self.caches.index.clear(&spec.name).await;
-                        }
+                    // An offline proxy never revalidates, so files from another upstream
+                    // cannot be misread as takedowns there, and what it holds (imported
+                    // bundles, an air-gapped copy) cannot be fetched again: kept, and left
+                    // bound to the upstream they came from, which decides once it goes online.
+                    if !settings.offline {
+                        rebound.push((spec.name.clone(), settings.upstream_url.clone()));
                     }
                     self.build_proxy(settings)?
                 }
             };
             proxies.insert(spec.name.clone(), proxy);
+        }
+        // The proxies replaced (or of registries gone) are retired before files may be
+        // dropped below, so a request still holding one cannot cache what its old upstream
+        // sends after the drop.
+        for (name, p) in old.iter() {
+            if !proxies.get(name).is_some_and(|n| Arc::ptr_eq(n, p)) {
+                p.retire();
+            }
+        }
+        // Files this node fetched from another upstream (changed now, or while it was not
+        // running) are dropped before the new proxy serves.
+        for (name, upstream) in rebound {
+            match self.caches.index.bind_upstream(&name, &upstream).await {
+                Ok(true) => {
+                    tracing::info!(registry = %name, upstream = %upstream, "the upstream changed: its cached index files were dropped")
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(registry = %name, error = %e, "cannot record the upstream of the index cache; dropping it");
+                    self.caches.index.clear(&name).await;
+                }
+            }
         }
         let labels = specs
             .iter()
@@ -135,12 +140,6 @@ impl Catalog {
         *self.labels.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(labels);
         let map = specs.into_iter().map(|s| (s.name.clone(), Arc::new(s))).collect();
         *self.registries.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(map);
-        // Proxies of registries deleted (or made hosted) cache nothing more either.
-        for (name, p) in old.iter() {
-            if !proxies.contains_key(name) {
-                p.retire();
-            }
-        }
         *self.proxies.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(proxies);
         Ok(())
     }
@@ -285,5 +284,45 @@ impl Catalog {
             reachable: proxy.probe().await,
             upstream_url: crate::upstream::classify::redact(&proxy.settings().upstream_url).into_owned(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use crate::cache::index_cache::IndexEntry;
+    use crate::config::{RegistryKind, RegistrySpec};
+    use crate::store::testing::TestMeta;
+    use crate::store::Metadata;
+
+    /// A reload that fails (a proxy cannot be built: its `ca_file` went missing) changes
+    /// nothing: the proxy in place keeps serving and caching, and its files stay.
+    #[tokio::test]
+    async fn a_reload_that_fails_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Arc::new(TestMeta::sqlite(&dir.path().join("registry.db")).await);
+        let mut spec = RegistrySpec::new("mirror", RegistryKind::Proxy);
+        spec.upstream = Some("http://127.0.0.1:9/a/index/".into());
+        meta.put_registry(&spec).await.unwrap();
+        let svc = crate::registry::testing::service(meta.clone(), dir.path(), None).await;
+        let catalog = &svc.catalog;
+        let before = catalog.proxy("mirror").unwrap();
+        let file = Arc::new(IndexEntry::found(Bytes::from_static(b"x\n"), None, None, 1));
+        catalog.caches.index.put("mirror", "kept", file).await;
+
+        spec.upstream = Some("http://127.0.0.1:9/b/index/".into());
+        spec.ca_file = Some(dir.path().join("gone.pem"));
+        meta.put_registry(&spec).await.unwrap();
+        assert!(catalog.reload().await.is_err());
+        let now = catalog.proxy("mirror").unwrap();
+        assert!(Arc::ptr_eq(&before, &now), "the proxy in place stays");
+        assert!(!now.is_retired(), "and keeps caching");
+        assert!(
+            catalog.caches.index.get("mirror", "kept").await.is_some(),
+            "its files stay"
+        );
     }
 }

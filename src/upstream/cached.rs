@@ -453,7 +453,7 @@ impl CachedUpstream {
         self.retired.store(true, Ordering::SeqCst);
     }
 
-    fn is_retired(&self) -> bool {
+    pub(crate) fn is_retired(&self) -> bool {
         self.retired.load(Ordering::SeqCst)
     }
 
