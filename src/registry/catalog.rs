@@ -34,6 +34,9 @@ pub struct Catalog {
     labels: RwLock<Arc<FastMap<String, &'static str>>>,
     /// Where every proxy reports the versions its upstream took down.
     removals: RemovalSink,
+    /// Held for a whole [`reload`](Self::reload): one that read the definitions before a
+    /// change cannot finish after the reload of that change and put the old proxies back.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl Catalog {
@@ -55,6 +58,7 @@ impl Catalog {
             registries: RwLock::new(Arc::new(BTreeMap::new())),
             proxies: RwLock::new(Arc::new(FastMap::default())),
             labels: RwLock::new(Arc::new(FastMap::default())),
+            reloading: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -88,6 +92,8 @@ impl Catalog {
     /// cached index files came from another upstream URL (changed now, or while this process
     /// was not running) starts from an empty index cache, unless it is offline.
     pub async fn reload(&self) -> RegistryResult<()> {
+        // One at a time, each reading the definitions once it runs.
+        let _one = self.reloading.lock().await;
         let specs = self.meta.registries().await?;
         let old = self.proxies();
         // Every new proxy is built first: one that cannot be built (a `ca_file` gone) fails
@@ -289,6 +295,7 @@ impl Catalog {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
     use std::sync::Arc;
 
     use bytes::Bytes;
@@ -324,5 +331,40 @@ mod tests {
             catalog.caches.index.get("mirror", "kept").await.is_some(),
             "its files stay"
         );
+    }
+
+    /// Two reloads at once (an administrator's change and a cluster notification): the one
+    /// that read the definitions before the change may not finish last and put the old proxy
+    /// back (serving the old upstream, and, retired, caching nothing).
+    #[tokio::test]
+    async fn a_reload_that_read_before_a_change_never_undoes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Arc::new(TestMeta::sqlite(&dir.path().join("registry.db")).await);
+        let mut spec = RegistrySpec::new("mirror", RegistryKind::Proxy);
+        spec.upstream = Some("http://127.0.0.1:9/a/index/".into());
+        meta.put_registry(&spec).await.unwrap();
+        let svc = crate::registry::testing::service(meta.clone(), dir.path(), None).await;
+
+        // The first reload reads the definitions, then is held.
+        meta.hold_registries_read.store(true, Ordering::SeqCst);
+        let first = tokio::spawn({
+            let svc = svc.clone();
+            async move { svc.catalog.reload().await }
+        });
+        meta.read_done.notified().await;
+        spec.upstream = Some("http://127.0.0.1:9/b/index/".into());
+        meta.put_registry(&spec).await.unwrap();
+        let second = tokio::spawn({
+            let svc = svc.clone();
+            async move { svc.catalog.reload().await }
+        });
+        // Room for the second to finish first if nothing orders them (not needed to pass).
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        meta.release.add_permits(1);
+        first.await.unwrap().unwrap();
+        second.await.unwrap().unwrap();
+        let proxy = svc.catalog.proxy("mirror").unwrap();
+        assert_eq!(proxy.settings().upstream_url, "http://127.0.0.1:9/b/index/");
+        assert!(!proxy.is_retired());
     }
 }
