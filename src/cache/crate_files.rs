@@ -413,6 +413,18 @@ impl CrateFiles {
         q.get(sha).is_some_and(|r| r.names(registry, name, version))
     }
 
+    /// Whether a removal of `registry` quarantined a file of the crate `name` (any case; one
+    /// lock, no I/O).
+    pub fn quarantines_crate(&self, registry: &str, name: &str) -> bool {
+        let q = self.quarantine.lock().unwrap_or_else(|e| e.into_inner());
+        let any = q.records().any(|r| {
+            r.removals
+                .iter()
+                .any(|x| x.registry == registry && x.krate.eq_ignore_ascii_case(name))
+        });
+        any
+    }
+
     /// Whether anything is quarantined.
     pub fn has_quarantine(&self) -> bool {
         let q = self.quarantine.lock().unwrap_or_else(|e| e.into_inner());
@@ -482,7 +494,8 @@ impl CrateFiles {
     }
 
     /// Moves the quarantined file `sha` back into the cache, forgets its record, and counts
-    /// it in the budget (with the quarantine lock `q` held until the file has moved).
+    /// it in the budget, all with the quarantine lock `q` held: a takedown waiting for it
+    /// then finds the file in the cache (lock order: quarantine, then the cache's books).
     fn put_back(&self, mut q: std::sync::MutexGuard<'_, Quarantine>, sha: &str) -> io::Result<()> {
         let Some(size) = q.get(sha).map(|r| r.size) else {
             return Ok(());
@@ -493,8 +506,8 @@ impl CrateFiles {
         }
         std::fs::rename(q.crate_path(sha), &dest)?;
         q.forget(sha)?;
-        drop(q);
         self.commit(sha, size, 0);
+        drop(q);
         Ok(())
     }
 
@@ -1221,6 +1234,39 @@ mod tests {
         assert!(files.quarantined().is_empty());
         assert_eq!(std::fs::read_dir(dir.path().join("quarantine")).unwrap().count(), 0);
         assert_eq!(files.relisted(&s, "q", "flaky", "1.0.0").unwrap(), None);
+    }
+
+    /// A file put back (released, or its version listed again) is in the cache before the
+    /// quarantine lets anyone else look: a takedown by another registry that comes in between
+    /// must find it there, or it finds the file nowhere, quarantines nothing, and that
+    /// registry serves the bytes it took down. The test holds the cache's bookkeeping so the
+    /// put back waits at the step that counts the file in, and looks at the quarantine then.
+    #[tokio::test]
+    async fn a_file_put_back_is_counted_before_the_quarantine_is_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = CrateFiles::open(dir.path(), 1 << 20).unwrap();
+        let s = cached(&files, b"put back").await;
+        files.quarantine(&s, removal("p", "back", "1.0.0")).unwrap();
+        let record = dir.path().join("quarantine").join(format!("{s}.json"));
+        let lru = files.lru.lock().unwrap();
+        let relist = std::thread::spawn({
+            let (files, s) = (files.clone(), s.clone());
+            move || files.relisted(&s, "p", "back", "1.0.0").unwrap()
+        });
+        // The record is gone: the put back is at the bookkeeping, which this test holds.
+        while record.exists() {
+            std::thread::yield_now();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(
+            files.quarantine.try_lock().is_err(),
+            "the quarantine is free while the file is neither quarantined nor in the cache"
+        );
+        drop(lru);
+        assert_eq!(relist.join().unwrap(), Some(true));
+        // Now another registry's takedown finds it in the cache.
+        assert_eq!(files.quarantine(&s, removal("q", "back", "1.0.0")).unwrap(), Some(8));
+        assert!(files.lookup(&s).is_none());
     }
 
     #[tokio::test]

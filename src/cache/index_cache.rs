@@ -241,6 +241,24 @@ pub struct IndexCache {
 
 use super::registry_key as key;
 
+/// An upstream URL as the upstream client reads it: without `sparse+`, with a trailing slash,
+/// the scheme and host in lower case. Spellings of one upstream bind the same files (a config
+/// file that adds the prefix or drops the slash is no other upstream).
+fn upstream_key(url: &str) -> String {
+    let bare = url.strip_prefix("sparse+").unwrap_or(url);
+    let mut out = match bare.split_once("://") {
+        Some((scheme, rest)) => {
+            let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            format!("{}://{}{path}", scheme.to_ascii_lowercase(), host.to_ascii_lowercase())
+        }
+        None => bare.to_owned(),
+    };
+    if !out.ends_with('/') {
+        out.push('/');
+    }
+    out
+}
+
 impl IndexCache {
     /// Opens the disk tier in `dir` with a memory tier of `memory_bytes` and a disk budget of
     /// `disk_bytes`; rebuilds the eviction order and the byte count, dropping unreadable
@@ -593,14 +611,15 @@ impl IndexCache {
     /// running (the config file edited before a restart, a node down while the cluster's
     /// definition changed), and revalidating them against the new upstream would read every
     /// version it lacks as taken down. A cache from before upstreams were recorded is kept
-    /// and tied to `upstream`. Returns whether files were dropped.
+    /// and tied to `upstream`. URLs are compared as the client reads them ([`upstream_key`]).
+    /// Returns whether files were dropped.
     pub async fn bind_upstream(&self, registry: &str, upstream: &str) -> Result<bool, CacheError> {
         let bound = self
             .origins
             .get(registry.as_bytes())
             .map_err(|e| CacheError(format!("cannot read the index cache: {e}")))?;
         let dropped = match bound {
-            Some(url) if url.as_ref() == upstream.as_bytes() => return Ok(false),
+            Some(url) if upstream_key(&String::from_utf8_lossy(&url)) == upstream_key(upstream) => return Ok(false),
             Some(_) => {
                 self.clear(registry).await;
                 true
@@ -889,6 +908,28 @@ mod tests {
         assert!(c.get("p", "again").await.is_some());
         assert!(c.bind_upstream("p", "http://a/").await.unwrap());
         assert!(c.get("p", "again").await.is_none());
+    }
+
+    /// Spellings of one upstream (the `sparse+` prefix, a trailing slash, the case of the
+    /// scheme and host) are the same upstream: binding to another spelling drops nothing.
+    #[tokio::test]
+    async fn another_spelling_of_the_same_upstream_drops_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = open_retrying(dir.path(), 1 << 20, 1 << 30).unwrap();
+        let file = Arc::new(IndexEntry::found(Bytes::from_static(b"x\n"), None, None, 1));
+        c.put("p", "kept", file).await;
+        assert!(!c.bind_upstream("p", "https://h.example/index/").await.unwrap());
+        for same in [
+            "sparse+https://h.example/index/",
+            "https://h.example/index",
+            "sparse+HTTPS://H.Example/index",
+        ] {
+            assert!(!c.bind_upstream("p", same).await.unwrap(), "{same}");
+            assert!(c.get("p", "kept").await.is_some(), "{same}");
+        }
+        // The path is case-sensitive: another upstream.
+        assert!(c.bind_upstream("p", "https://h.example/Index/").await.unwrap());
+        assert!(c.get("p", "kept").await.is_none());
     }
 
     /// A write started before a clear never lands after it (the reviewer saw 90 of 300 come

@@ -34,6 +34,9 @@ pub struct Catalog {
     labels: RwLock<Arc<FastMap<String, &'static str>>>,
     /// Where every proxy reports the versions its upstream took down.
     removals: RemovalSink,
+    /// Held for a whole [`reload`](Self::reload): one that read the definitions before a
+    /// change cannot finish after the reload of that change and put the old proxies back.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl Catalog {
@@ -55,6 +58,7 @@ impl Catalog {
             registries: RwLock::new(Arc::new(BTreeMap::new())),
             proxies: RwLock::new(Arc::new(FastMap::default())),
             labels: RwLock::new(Arc::new(FastMap::default())),
+            reloading: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -86,37 +90,54 @@ impl Catalog {
     /// Loads the registry definitions from the store and rebuilds the proxies: a proxy whose
     /// settings did not change is kept (with its caches and single-flight state); one whose
     /// cached index files came from another upstream URL (changed now, or while this process
-    /// was not running) starts from an empty index cache.
+    /// was not running) starts from an empty index cache, unless it is offline.
     pub async fn reload(&self) -> RegistryResult<()> {
+        // One at a time, each reading the definitions once it runs.
+        let _one = self.reloading.lock().await;
         let specs = self.meta.registries().await?;
         let old = self.proxies();
+        // Every new proxy is built first: one that cannot be built (a `ca_file` gone) fails
+        // the reload before anything changed.
         let mut proxies = FastMap::default();
+        let mut rebound = Vec::new();
         for spec in specs.iter().filter(|s| s.kind == RegistryKind::Proxy) {
             let settings = self.proxy_settings(spec);
             let proxy = match old.get(&spec.name) {
                 Some(p) if *p.settings() == settings => p.clone(),
                 _ => {
-                    // Files this node fetched from another upstream (changed now, or while it
-                    // was not running) are dropped before the proxy serves.
-                    match self
-                        .caches
-                        .index
-                        .bind_upstream(&spec.name, &settings.upstream_url)
-                        .await
-                    {
-                        Ok(true) => {
-                            tracing::info!(registry = %spec.name, upstream = %settings.upstream_url, "the upstream changed: its cached index files were dropped")
-                        }
-                        Ok(false) => {}
-                        Err(e) => {
-                            tracing::warn!(registry = %spec.name, error = %e, "cannot record the upstream of the index cache; dropping it");
-                            self.caches.index.clear(&spec.name).await;
-                        }
+                    // An offline proxy never revalidates, so files from another upstream
+                    // cannot be misread as takedowns there, and what it holds (imported
+                    // bundles, an air-gapped copy) cannot be fetched again: kept, and left
+                    // bound to the upstream they came from, which decides once it goes online.
+                    if !settings.offline {
+                        rebound.push((spec.name.clone(), settings.upstream_url.clone()));
                     }
                     self.build_proxy(settings)?
                 }
             };
             proxies.insert(spec.name.clone(), proxy);
+        }
+        // The proxies replaced (or of registries gone) are retired before files may be
+        // dropped below, so a request still holding one cannot cache what its old upstream
+        // sends after the drop.
+        for (name, p) in old.iter() {
+            if !proxies.get(name).is_some_and(|n| Arc::ptr_eq(n, p)) {
+                p.retire();
+            }
+        }
+        // Files this node fetched from another upstream (changed now, or while it was not
+        // running) are dropped before the new proxy serves.
+        for (name, upstream) in rebound {
+            match self.caches.index.bind_upstream(&name, &upstream).await {
+                Ok(true) => {
+                    tracing::info!(registry = %name, upstream = %upstream, "the upstream changed: its cached index files were dropped")
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(registry = %name, error = %e, "cannot record the upstream of the index cache; dropping it");
+                    self.caches.index.clear(&name).await;
+                }
+            }
         }
         let labels = specs
             .iter()
@@ -269,5 +290,81 @@ impl Catalog {
             reachable: proxy.probe().await,
             upstream_url: crate::upstream::classify::redact(&proxy.settings().upstream_url).into_owned(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use crate::cache::index_cache::IndexEntry;
+    use crate::config::{RegistryKind, RegistrySpec};
+    use crate::store::testing::TestMeta;
+    use crate::store::Metadata;
+
+    /// A reload that fails (a proxy cannot be built: its `ca_file` went missing) changes
+    /// nothing: the proxy in place keeps serving and caching, and its files stay.
+    #[tokio::test]
+    async fn a_reload_that_fails_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Arc::new(TestMeta::sqlite(&dir.path().join("registry.db")).await);
+        let mut spec = RegistrySpec::new("mirror", RegistryKind::Proxy);
+        spec.upstream = Some("http://127.0.0.1:9/a/index/".into());
+        meta.put_registry(&spec).await.unwrap();
+        let svc = crate::registry::testing::service(meta.clone(), dir.path(), None).await;
+        let catalog = &svc.catalog;
+        let before = catalog.proxy("mirror").unwrap();
+        let file = Arc::new(IndexEntry::found(Bytes::from_static(b"x\n"), None, None, 1));
+        catalog.caches.index.put("mirror", "kept", file).await;
+
+        spec.upstream = Some("http://127.0.0.1:9/b/index/".into());
+        spec.ca_file = Some(dir.path().join("gone.pem"));
+        meta.put_registry(&spec).await.unwrap();
+        assert!(catalog.reload().await.is_err());
+        let now = catalog.proxy("mirror").unwrap();
+        assert!(Arc::ptr_eq(&before, &now), "the proxy in place stays");
+        assert!(!now.is_retired(), "and keeps caching");
+        assert!(
+            catalog.caches.index.get("mirror", "kept").await.is_some(),
+            "its files stay"
+        );
+    }
+
+    /// Two reloads at once (an administrator's change and a cluster notification): the one
+    /// that read the definitions before the change may not finish last and put the old proxy
+    /// back (serving the old upstream, and, retired, caching nothing).
+    #[tokio::test]
+    async fn a_reload_that_read_before_a_change_never_undoes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Arc::new(TestMeta::sqlite(&dir.path().join("registry.db")).await);
+        let mut spec = RegistrySpec::new("mirror", RegistryKind::Proxy);
+        spec.upstream = Some("http://127.0.0.1:9/a/index/".into());
+        meta.put_registry(&spec).await.unwrap();
+        let svc = crate::registry::testing::service(meta.clone(), dir.path(), None).await;
+
+        // The first reload reads the definitions, then is held.
+        meta.hold_registries_read.store(true, Ordering::SeqCst);
+        let first = tokio::spawn({
+            let svc = svc.clone();
+            async move { svc.catalog.reload().await }
+        });
+        meta.read_done.notified().await;
+        spec.upstream = Some("http://127.0.0.1:9/b/index/".into());
+        meta.put_registry(&spec).await.unwrap();
+        let second = tokio::spawn({
+            let svc = svc.clone();
+            async move { svc.catalog.reload().await }
+        });
+        // Room for the second to finish first if nothing orders them (not needed to pass).
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        meta.release.add_permits(1);
+        first.await.unwrap().unwrap();
+        second.await.unwrap().unwrap();
+        let proxy = svc.catalog.proxy("mirror").unwrap();
+        assert_eq!(proxy.settings().upstream_url, "http://127.0.0.1:9/b/index/");
+        assert!(!proxy.is_retired());
     }
 }

@@ -25,6 +25,8 @@ pub struct TestMeta {
     pub hold_crate_read: AtomicBool,
     /// The same for the next `token_by_hash`.
     pub hold_token_read: AtomicBool,
+    /// The same for the next `registries`.
+    pub hold_registries_read: AtomicBool,
     /// Notified when a held read has read.
     pub read_done: Notify,
     /// One permit lets one held read return.
@@ -42,6 +44,7 @@ impl TestMeta {
             inner: SqlMetadata::open_sqlite(path).await.expect("open the test store"),
             hold_crate_read: false.into(),
             hold_token_read: false.into(),
+            hold_registries_read: false.into(),
             read_done: Notify::new(),
             release: Semaphore::new(0),
             prune_fails: false.into(),
@@ -65,7 +68,9 @@ impl TestMeta {
 #[async_trait]
 impl Metadata for TestMeta {
     async fn registries(&self) -> StoreResult<Vec<RegistrySpec>> {
-        self.inner.registries().await
+        let specs = self.inner.registries().await;
+        self.maybe_hold(&self.hold_registries_read).await;
+        specs
     }
     async fn put_registry(&self, spec: &RegistrySpec) -> StoreResult<()> {
         self.inner.put_registry(spec).await

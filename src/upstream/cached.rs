@@ -13,8 +13,9 @@
 //! counts: an error, a timeout, a 5xx, a 304, a body with an unusable line, or a 200 with no
 //! usable line at all (served stale, as for an upstream error) never removes anything. The
 //! memo lives at most `index_ttl`, so a download after that goes through the revalidated file.
-//! A new file that lists a quarantined version again with the same checksum undoes its removal
-//! (`relist`): the file goes back into the cache once no registry's removal names it.
+//! A revalidation whose file (new, or confirmed by a 304) lists a quarantined version with the
+//! same checksum undoes its removal (`relist`): the file goes back into the cache once no
+//! registry's removal names it.
 //!
 //! Crate files: looked up by the index `cksum`; a miss starts one streamed, verified fill
 //! (see `cache::crate_files`) driven by a spawned task, so it completes and is cached even if
@@ -372,6 +373,8 @@ pub struct CachedUpstream {
     probed: std::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
     /// Where removals found by a revalidation are reported (set once by the registry layer).
     removals: std::sync::OnceLock<RemovalSink>,
+    /// Replaced by the catalog (see [`retire`](Self::retire)).
+    retired: std::sync::atomic::AtomicBool,
 }
 
 /// How long a [`CachedUpstream::probe`] result is reused.
@@ -421,6 +424,7 @@ impl CachedUpstream {
             unreachable_until: AtomicU64::new(0),
             probed: std::sync::Mutex::new(None),
             removals: std::sync::OnceLock::new(),
+            retired: std::sync::atomic::AtomicBool::new(false),
             pruned: settings_prune.then(|| {
                 moka::sync::Cache::builder()
                     .max_capacity(PRUNED_CACHE_BYTES)
@@ -436,6 +440,21 @@ impl CachedUpstream {
     /// Sets where removals are reported (the first call wins).
     pub fn set_removal_sink(&self, sink: RemovalSink) {
         let _ = self.removals.set(sink);
+    }
+
+    /// Marks this proxy as replaced (its settings changed; the catalog calls this before it
+    /// drops the registry's files, see `IndexCache::bind_upstream`). Requests that still hold
+    /// it are answered, but what it fetches from then on is not cached, and takes nothing down
+    /// and puts nothing back: those files may come from an upstream the registry no longer
+    /// proxies, and the new proxy would revalidate them against its own. A fetch that started
+    /// before the drop is discarded by the index cache's epoch; one that starts after it sees
+    /// this mark.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::SeqCst)
     }
 
     /// The settings it was built with.
@@ -605,8 +624,6 @@ impl CachedUpstream {
         };
         let now = now_ms();
         let mut removed = (Vec::new(), RemovalReason::VersionRemoved);
-        // A new file (not a 304): it may list again what a removal quarantined.
-        let mut changed = false;
         let (entry, status) = match fetched {
             Ok(Fetched::Fresh {
                 body,
@@ -619,7 +636,6 @@ impl CachedUpstream {
                 } else {
                     CacheStatus::Miss
                 };
-                changed = status == CacheStatus::Miss;
                 if let (Some(p), CacheStatus::Miss) = (prior, status) {
                     match removed_lines(&p.body, Some(&e.body)) {
                         Some(r) => removed = (r, RemovalReason::VersionRemoved),
@@ -680,12 +696,18 @@ impl CachedUpstream {
                 return Ok(self.serve_stale(lower, c, epoch, now));
             }
         };
+        if self.is_retired() {
+            return Ok(Lookup { entry, status });
+        }
         self.index.put_at(reg, lower, entry.clone(), epoch);
         let (removed, reason) = removed;
         if !removed.is_empty() {
             self.take_down(removed, reason).await;
         }
-        if changed && self.crates.has_quarantine() {
+        // The upstream lists (or confirms, with a 304 or the same bytes: the copy this
+        // revalidation started from may predate a concurrent one's takedown) what a removal of
+        // this registry quarantined. Only files of a crate some removal names are read again.
+        if !entry.not_found && self.crates.quarantines_crate(reg, lower) {
             let keys: Vec<_> = lines(&entry.body).filter_map(line_key).collect();
             let back = self.crates.quarantined_lines(
                 reg,
@@ -732,7 +754,9 @@ impl CachedUpstream {
             stale_until: now + STALE_BACKOFF_MS,
             ..(*c).clone()
         });
-        self.index.put_memory_at(reg, lower, marked.clone(), epoch);
+        if !self.is_retired() {
+            self.index.put_memory_at(reg, lower, marked.clone(), epoch);
+        }
         Lookup {
             entry: marked,
             status: CacheStatus::Stale,
@@ -993,6 +1017,7 @@ impl CachedUpstream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn cksum_lookup() {
@@ -1143,6 +1168,112 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A loopback upstream answering every request with `body` (HTTP/1.1, one per connection).
+    async fn serve_always(body: String) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = sock.write_all(head.as_bytes()).await;
+                    let _ = sock.write_all(body.as_bytes()).await;
+                });
+            }
+        });
+        format!("http://{addr}/index/")
+    }
+
+    /// Settings of a proxy `p` of `url` with `index_ttl`.
+    fn settings(url: String, index_ttl: Duration) -> ProxySettings {
+        ProxySettings {
+            registry: "p".into(),
+            upstream_url: url,
+            index_ttl,
+            negative_ttl: Duration::from_secs(60),
+            timeout: Duration::from_secs(10),
+            deadline: Duration::from_secs(30),
+            max_index_bytes: 1 << 20,
+            max_crate_bytes: 1 << 20,
+            ca_file: None,
+            offline: false,
+            prune_index: false,
+            upstream_concurrency: 4,
+        }
+    }
+
+    /// The cached index file may list a quarantined version while its removal stands: a
+    /// revalidation that read the file from before the takedown (its copy was taken before a
+    /// concurrent one's takedown, and it wrote that file back after a 304 or the same bytes),
+    /// or a takedown whose new file was lost in a crash. The upstream then confirms the line
+    /// without a new file (same ETag, same bytes): that puts the version back too, or it stays
+    /// listed and refused for as long as the upstream's file does not change.
+    #[tokio::test]
+    async fn a_line_confirmed_without_a_new_file_is_put_back_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = IndexCache::open(&dir.path().join("index"), 1 << 20, 1 << 30).unwrap();
+        let crates = CrateFiles::open(&dir.path().join("crates"), 1 << 20).unwrap();
+        let bytes = b"a crate that was never taken down";
+        let sha = hex::encode(Sha256::digest(bytes));
+        let staged = crates.staging_dir().join("staged");
+        std::fs::write(&staged, bytes).unwrap();
+        crates.adopt(&sha, &staged).unwrap();
+        let body = format!("{{\"name\":\"flap\",\"vers\":\"1.0.0\",\"cksum\":\"{sha}\",\"deps\":[]}}\n");
+        let url = serve_always(body).await;
+        // Revalidated at every lookup.
+        let p = CachedUpstream::new(settings(url, Duration::ZERO), index.clone(), crates.clone()).unwrap();
+        assert_eq!(p.index_file("flap").await.unwrap().status, CacheStatus::Miss);
+        // The file lists 1.0.0, yet its removal quarantined the bytes.
+        let removal = QuarantinedVersion {
+            registry: "p".into(),
+            krate: "flap".into(),
+            version: "1.0.0".into(),
+            reason: "crate_removed".into(),
+            removed_at: 1,
+        };
+        assert!(crates.quarantine(&sha, removal).unwrap().is_some());
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(p.index_file("flap").await.unwrap().status, CacheStatus::Revalidated);
+        assert!(crates.quarantined().is_empty(), "the removal is dropped");
+        assert!(crates.lookup(&sha).is_some(), "the file is back in the cache");
+    }
+
+    /// A proxy the catalog replaced (its upstream changed) may still be serving requests that
+    /// began before the swap: what it fetches from its old upstream answers them, but is not
+    /// cached under the registry the new proxy serves from, or the new proxy would revalidate
+    /// the old upstream's files against its own and read what it lacks as taken down.
+    #[tokio::test]
+    async fn a_retired_proxy_answers_but_caches_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = IndexCache::open(&dir.path().join("index"), 1 << 20, 1 << 30).unwrap();
+        let crates = CrateFiles::open(&dir.path().join("crates"), 1 << 20).unwrap();
+        let url = serve_always(line("old", "1.0.0", 'a')).await;
+        let old = CachedUpstream::new(settings(url, Duration::from_secs(60)), index.clone(), crates).unwrap();
+        // The catalog retires it, then drops the registry's files (`bind_upstream`).
+        old.retire();
+        index.clear("p").await;
+        let l = old.index_file("old").await.unwrap();
+        assert!(std::str::from_utf8(&l.entry.body).unwrap().contains("\"1.0.0\""));
+        index.flush().await;
+        assert!(
+            index.get("p", "old").await.is_none(),
+            "nothing of the old upstream is cached"
+        );
     }
 
     #[tokio::test(start_paused = true)]

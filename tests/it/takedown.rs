@@ -640,3 +640,35 @@ fn files_cached_from_an_earlier_upstream_are_dropped_not_taken_down() {
         d.log_tail()
     );
 }
+
+/// An offline (air-gapped) proxy never revalidates, and what its cache holds cannot be fetched
+/// again: when its `upstream` is changed (set to a placeholder, or to the bundles' source)
+/// before a restart, it keeps every cached file and serves it as before.
+#[test]
+fn an_offline_proxy_keeps_its_files_when_its_upstream_changes() {
+    let up = FakeUpstream::start_blocking();
+    let pkg = Package::new("airgap", "1.0.0");
+    up.add_crate(&pkg);
+    let mut d = daemon_over(&up, "");
+    cache_in_memory(&d, "crates-io", &pkg);
+    d.stop();
+
+    let config = d.config_path().expect("a config file").to_owned();
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains(&up.index_url()) && text.contains("index_ttl = \"1s\"\n"));
+    // A loopback placeholder nobody listens on (an offline proxy never contacts it).
+    let text = text
+        .replace(&up.index_url(), "http://127.0.0.1:9/placeholder/index/")
+        .replace("index_ttl = \"1s\"\n", "index_ttl = \"1s\"\noffline = true\n");
+    std::fs::write(&config, text).unwrap();
+    d.restart();
+    let r = get(&d, &format!("/crates-io/index/{}", index_path("airgap")));
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), d.log_tail());
+    assert!(r.text().contains("\"1.0.0\""), "{}", r.text());
+    assert_eq!(download(&d, "crates-io", "airgap", "1.0.0").body, pkg.crate_bytes());
+    assert!(
+        !d.stderr_log().contains("its cached index files were dropped"),
+        "{}",
+        d.log_tail()
+    );
+}
