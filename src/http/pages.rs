@@ -582,7 +582,8 @@ fn proxies(svc: &RegistryService) -> Vec<String> {
 }
 
 /// The notice a form that redirected to this page asked for (`?created=ID` …), if its value
-/// is what the form puts there: a page never shows text a link's author chose.
+/// has the shape the form puts there (an id, a checksum, a registry name): a link can make
+/// the page show such a value in a fixed sentence, never free text of its author's choosing.
 fn notice(query: Option<&str>, page: &Page) -> Option<String> {
     // Ids are 32 lowercase hex digits, checksums 64.
     let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
