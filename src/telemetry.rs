@@ -143,6 +143,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "Cached versions the upstream index no longer lists (takedowns), by registry and reason (crate_removed, version_removed).",
     ),
     (
+        "cargohold_upstream_relisted_total",
+        "counter",
+        "Quarantined versions the upstream index lists again with the same checksum (their removal dropped), by registry.",
+    ),
+    (
         "cargohold_disk_cache_bytes",
         "gauge",
         "Bytes of proxied crate files on disk.",

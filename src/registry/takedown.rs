@@ -3,7 +3,8 @@
 //! sink drops the version's bytes from the memory tier and logs and counts the removal at
 //! once; a task ([`RegistryService::start_takedown_reports`]) records each as an
 //! `upstream.removed` webhook event, at most once per `crate@version@cksum` across nodes and
-//! restarts. The quarantine of the `.crate` (`cache::quarantine`) is listed, released and
+//! restarts. A quarantined version the upstream lists again (`Finding::Relisted`) is counted
+//! and becomes an `upstream.relisted` event the same way. The quarantine of the `.crate` (`cache::quarantine`) is listed, released and
 //! purged here for the admin API.
 
 use std::sync::{Arc, Mutex, Weak};
@@ -19,18 +20,29 @@ use crate::cache::crate_files::CrateFiles;
 use crate::cache::quarantine::QuarantineRecord;
 use crate::cache::MemCache;
 use crate::store::hooks::HookEvent;
-use crate::upstream::cached::{Removal, RemovalSink};
+use crate::upstream::cached::{Finding, RemovalSink};
 
 /// The metric counting removals by registry and reason.
 pub const REMOVED_METRIC: &str = "cargohold_upstream_removed_total";
+/// The metric counting quarantined versions listed again by their upstream, by registry.
+pub const RELISTED_METRIC: &str = "cargohold_upstream_relisted_total";
 
-/// The removals waiting to be recorded as events (taken by the reporting task).
-pub(super) type Pending = Mutex<Option<UnboundedReceiver<Removal>>>;
+/// The findings waiting to be recorded as events (taken by the reporting task).
+pub(super) type Pending = Mutex<Option<UnboundedReceiver<Finding>>>;
 
 /// The sink every proxy reports to, and the receiving end for the reporting task.
 pub(super) fn sink(crate_bytes: MemCache<String, Bytes>) -> (RemovalSink, Pending) {
-    let (tx, rx) = unbounded_channel::<Removal>();
-    let sink: RemovalSink = Arc::new(move |r: &Removal| {
+    let (tx, rx) = unbounded_channel::<Finding>();
+    let sink: RemovalSink = Arc::new(move |f: &Finding| {
+        let r = match f {
+            Finding::Removed(r) => r,
+            Finding::Relisted(r) => {
+                // Logged by the proxy that found it; counted and reported here.
+                crate::telemetry::METRICS.add(RELISTED_METRIC, &[("registry", &r.registry)], 1);
+                let _ = tx.send(f.clone());
+                return;
+            }
+        };
         // The memory tier is keyed by checksum alone: without this a removed version could
         // still be served from memory by whatever still finds its checksum.
         crate_bytes.invalidate(&r.cksum);
@@ -48,7 +60,7 @@ pub(super) fn sink(crate_bytes: MemCache<String, Bytes>) -> (RemovalSink, Pendin
             &[("registry", &r.registry), ("reason", r.reason.as_str())],
             1,
         );
-        let _ = tx.send(r.clone());
+        let _ = tx.send(f.clone());
     });
     (sink, Mutex::new(Some(rx)))
 }
@@ -78,19 +90,28 @@ pub fn quarantine_rows(records: &[QuarantineRecord]) -> Vec<Value> {
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 
-/// Records the removal `r` as an `upstream.removed` event, trying again (waits from `first`,
-/// doubling) while the store fails: the revalidation that found it does not find it again,
-/// so an event not recorded now would never be sent. `false` when the service is gone.
-async fn report_removal(svc: &Weak<RegistryService>, r: &Removal, first: Duration) -> bool {
-    let key = format!("{}@{}@{}", r.name.to_ascii_lowercase(), r.version, r.cksum);
-    let event = HookEvent::upstream_removed(
-        &r.registry,
-        &r.name,
-        &r.version,
-        &r.cksum,
-        r.reason.as_str(),
-        r.quarantined.is_some(),
-    );
+/// Records the finding `f` as an `upstream.removed` (or `upstream.relisted`) event, once per
+/// crate, version and checksum, trying again (waits from `first`, doubling) while the store
+/// fails: the revalidation that found it does not find it again, so an event not recorded now
+/// would never be sent. `false` when the service is gone.
+async fn report_removal(svc: &Weak<RegistryService>, f: &Finding, first: Duration) -> bool {
+    let (key, event) = match f {
+        Finding::Removed(r) => (
+            format!("{}@{}@{}", r.name.to_ascii_lowercase(), r.version, r.cksum),
+            HookEvent::upstream_removed(
+                &r.registry,
+                &r.name,
+                &r.version,
+                &r.cksum,
+                r.reason.as_str(),
+                r.quarantined.is_some(),
+            ),
+        ),
+        Finding::Relisted(r) => (
+            format!("{}@{}@{}", r.name.to_ascii_lowercase(), r.version, r.cksum),
+            HookEvent::upstream_relisted(&r.registry, &r.name, &r.version, &r.cksum, r.released),
+        ),
+    };
     let mut wait = first;
     loop {
         let Some(svc) = svc.upgrade() else { return false };
@@ -180,7 +201,7 @@ mod tests {
     use super::*;
     use crate::store::testing::TestMeta;
     use crate::store::Metadata;
-    use crate::upstream::cached::RemovalReason;
+    use crate::upstream::cached::{Removal, RemovalReason};
 
     /// A removal found while the store is down is recorded once the store is back (the
     /// revalidation that found it will not find it again), and only once.
@@ -190,14 +211,14 @@ mod tests {
         let meta = Arc::new(TestMeta::sqlite(&dir.path().join("registry.db")).await);
         meta.record_failures.store(3, Ordering::SeqCst);
         let svc = crate::registry::testing::service(meta.clone(), dir.path(), None).await;
-        let removal = Removal {
+        let removal = Finding::Removed(Removal {
             registry: "crates-io".into(),
             name: "Evil_Crate".into(),
             version: "1.0.0".into(),
             cksum: "ab".repeat(32),
             reason: RemovalReason::CrateRemoved,
             quarantined: Some(10),
-        };
+        });
         assert!(report_removal(&Arc::downgrade(&svc), &removal, Duration::from_millis(1)).await);
         assert_eq!(
             meta.record_failures.load(Ordering::SeqCst),
@@ -220,14 +241,14 @@ mod tests {
         meta.record_failures.store(u32::MAX, Ordering::SeqCst);
         let svc = crate::registry::testing::service(meta.clone(), dir.path(), None).await;
         let weak = Arc::downgrade(&svc);
-        let removal = Removal {
+        let removal = Finding::Removed(Removal {
             registry: "crates-io".into(),
             name: "foo".into(),
             version: "1.0.0".into(),
             cksum: "cd".repeat(32),
             reason: RemovalReason::VersionRemoved,
             quarantined: None,
-        };
+        });
         let task = tokio::spawn(async move { report_removal(&weak, &removal, Duration::from_millis(1)).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         drop(svc);

@@ -18,6 +18,7 @@ pub const EVENTS: &[&str] = &[
     "registry.changed",
     "advisory.matched",
     "upstream.removed",
+    "upstream.relisted",
 ];
 
 /// One event of the outbox, independent of the hooks.
@@ -113,6 +114,15 @@ impl HookEvent {
         extra.insert("reason".into(), json!(reason));
         extra.insert("quarantined".into(), json!(quarantined));
         Self::with("upstream.removed", registry, Some(krate), Some(version), None, extra)
+    }
+
+    /// `upstream.relisted`: a version whose removal quarantined it is listed again with the
+    /// same checksum; `released`: its file is back in the cache.
+    pub fn upstream_relisted(registry: &str, krate: &str, version: &str, cksum: &str, released: bool) -> Self {
+        let mut extra = serde_json::Map::new();
+        extra.insert("cksum".into(), json!(cksum));
+        extra.insert("released".into(), json!(released));
+        Self::with("upstream.relisted", registry, Some(krate), Some(version), None, extra)
     }
 
     /// The outbox id of this event when it is reported at most once for `key` (the same

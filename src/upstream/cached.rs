@@ -192,9 +192,30 @@ pub struct Removal {
     pub quarantined: Option<u64>,
 }
 
-/// Where a proxy reports its [`Removal`]s: set by the registry layer at construction. Called
-/// once per removal, in the revalidation that found it, after the cache stopped serving it.
-pub type RemovalSink = Arc<dyn Fn(&Removal) + Send + Sync>;
+/// A quarantined version its upstream lists again with the same checksum: its removal was
+/// dropped (see `relist`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relisting {
+    pub registry: String,
+    pub name: String,
+    pub version: String,
+    pub cksum: String,
+    /// Whether the file is back in the cache (`false`: another registry's removal keeps it
+    /// quarantined; this registry gets a copy at its next download).
+    pub released: bool,
+}
+
+/// What a revalidation found about versions the upstream took down or listed again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    Removed(Removal),
+    Relisted(Relisting),
+}
+
+/// Where a proxy reports its [`Finding`]s: set by the registry layer at construction. Called
+/// once per removal (or relisting), in the revalidation that found it, after the cache stopped
+/// (or started again) serving it.
+pub type RemovalSink = Arc<dyn Fn(&Finding) + Send + Sync>;
 
 /// Fills the cache with the quarantined copy at `path` (`len` bytes), through `writer`: the
 /// same limits and SHA-256 check as a download from the upstream.
@@ -727,23 +748,40 @@ impl CachedUpstream {
     async fn relist(&self, back: Vec<(String, String, String)>) {
         let crates = self.crates.clone();
         let reg = self.settings.registry.clone();
-        let _ = tokio::task::spawn_blocking(move || {
+        let relisted = tokio::task::spawn_blocking(move || {
+            let mut relisted = Vec::new();
             for (name, version, cksum) in back {
                 match crates.relisted(&cksum, &reg, &name, &version) {
                     Ok(None) => {}
-                    Ok(Some(in_cache)) => tracing::warn!(
-                        registry = %reg,
-                        krate.name = %name,
-                        krate.version = %version,
-                        sha256 = %cksum,
-                        released = in_cache,
-                        "the upstream index lists this version again with the same checksum; its removal is dropped and it is served again"
-                    ),
+                    Ok(Some(released)) => {
+                        tracing::warn!(
+                            registry = %reg,
+                            krate.name = %name,
+                            krate.version = %version,
+                            sha256 = %cksum,
+                            released,
+                            "the upstream index lists this version again with the same checksum; its removal is dropped and it is served again"
+                        );
+                        relisted.push(Relisting {
+                            registry: reg.clone(),
+                            name,
+                            version,
+                            cksum,
+                            released,
+                        });
+                    }
                     Err(e) => tracing::error!(registry = %reg, krate.name = %name, krate.version = %version, sha256 = %cksum, error = %e, "cannot release a quarantined file the upstream lists again"),
                 }
             }
+            relisted
         })
-        .await;
+        .await
+        .unwrap_or_default();
+        if let Some(sink) = self.removals.get() {
+            for r in relisted {
+                sink(&Finding::Relisted(r));
+            }
+        }
     }
 
     /// The current copy `c`, marked to be served without asking the upstream for
@@ -805,7 +843,7 @@ impl CachedUpstream {
                 quarantined: size,
             };
             match self.removals.get() {
-                Some(sink) => sink(&removal),
+                Some(sink) => sink(&Finding::Removed(removal)),
                 None => {
                     tracing::warn!(registry = %registry, krate.name = %removal.name, krate.version = %removal.version, reason = reason.as_str(), "the upstream index no longer lists this version")
                 }

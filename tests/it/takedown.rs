@@ -155,7 +155,7 @@ fn serve(conn: TcpStream, got: &Mutex<Vec<Value>>) {
     }
 }
 
-fn hook_to(d: &Daemon, rx: &Receiver) {
+fn hook_to(d: &Daemon, rx: &Receiver, events: &str) {
     let secret = d.scratch_dir().join("hook-secret");
     std::fs::write(&secret, "a secret of the takedown tests\n").unwrap();
     d.admin_ok(&[
@@ -166,7 +166,7 @@ fn hook_to(d: &Daemon, rx: &Receiver) {
         "--secret-file",
         secret.to_str().unwrap(),
         "--events",
-        "upstream.removed",
+        events,
     ]);
 }
 
@@ -181,7 +181,7 @@ fn a_crate_taken_down_upstream_is_refused_quarantined_counted_and_reported_once(
     }
     let rx = Receiver::start();
     let d = daemon_over(&up, "");
-    hook_to(&d, &rx);
+    hook_to(&d, &rx, "upstream.removed");
     // 1.0.0 cached on disk and in memory, through the proxy and the merged view; 1.1.0 never
     // downloaded; `good` cached too.
     cache_in_memory(&d, "crates-io", &v1);
@@ -315,6 +315,8 @@ fn a_removed_version_goes_alone() {
     up.add_crate(&old);
     up.add_crate(&new);
     let d = daemon_over(&up, "");
+    let rx = Receiver::start();
+    hook_to(&d, &rx, "upstream.removed,upstream.relisted");
     cache_in_memory(&d, "crates-io", &old);
     cache_in_memory(&d, "crates-io", &new);
 
@@ -368,6 +370,43 @@ fn a_removed_version_goes_alone() {
     }
     assert_eq!(up.download_hits(), downloads, "served from the copy put back");
     assert!(d.stderr_log().contains("lists this version again"), "{}", d.log_tail());
+    // Counted, and reported after the removal: the receiver learns it is back.
+    let lines = metric_lines(&d, "cargohold_upstream_relisted_total{");
+    assert!(
+        lines.len() == 1 && lines[0].contains("registry=\"crates-io\"") && lines[0].ends_with(" 1"),
+        "{lines:?}"
+    );
+    let got = wait_until("the removal and the relisting delivered", &d, || {
+        let got = rx.received();
+        (got.len() >= 2).then_some(got)
+    });
+    let seen: Vec<(String, String, Value)> = got
+        .iter()
+        .map(|e| {
+            assert_eq!(
+                (&e["crate"], &e["cksum"]),
+                (&Value::from("multi"), &Value::from(sha.as_str())),
+                "{e}"
+            );
+            let flag = if e["event"] == "upstream.removed" {
+                e["quarantined"].clone()
+            } else {
+                e["released"].clone()
+            };
+            (
+                e["event"].as_str().unwrap().to_owned(),
+                e["version"].as_str().unwrap().to_owned(),
+                flag,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("upstream.removed".to_owned(), "1.0.0".to_owned(), Value::from(true)),
+            ("upstream.relisted".to_owned(), "1.0.0".to_owned(), Value::from(true)),
+        ]
+    );
 
     // Removed once more, then released by hand: served from the released copy.
     up.remove_version("multi", "1.0.0");
