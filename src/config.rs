@@ -133,6 +133,10 @@ pub enum Shadow {
     Version,
 }
 
+/// The longest duration a registry setting may hold (10 years): caches refuse longer
+/// time-to-live values at build time, and nothing here needs more.
+pub const MAX_DURATION_SECS: u64 = 10 * 365 * 24 * 3600;
+
 /// Everything that defines one registry. Stored in the store as JSON, served by the admin API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegistrySpec {
@@ -198,13 +202,13 @@ pub struct RegistrySpec {
     pub advisories_allow: Vec<String>,
 }
 
-fn default_index_ttl() -> u64 {
+pub fn default_index_ttl() -> u64 {
     120
 }
 fn default_upstream_timeout() -> u64 {
     15
 }
-fn default_negative_ttl() -> u64 {
+pub fn default_negative_ttl() -> u64 {
     60
 }
 fn default_upstream_concurrency() -> u32 {
@@ -365,6 +369,19 @@ impl RegistrySpec {
                 }
                 if self.upstream_deadline_secs == 0 {
                     p("upstream_deadline", "must be at least 1s".into());
+                }
+                for (field, secs) in [
+                    ("index_ttl", self.index_ttl_secs),
+                    ("negative_ttl", self.negative_ttl_secs),
+                    ("upstream_timeout", self.upstream_timeout_secs),
+                    ("upstream_deadline", self.upstream_deadline_secs),
+                ] {
+                    if secs > MAX_DURATION_SECS {
+                        p(
+                            field,
+                            format!("{secs}s is more than the 10 years (315360000s) a duration may be"),
+                        );
+                    }
                 }
                 if !self.allowed_licenses.is_empty() {
                     p("allowed_licenses", PROXY_LICENSE_RULE.into());

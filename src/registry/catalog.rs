@@ -11,6 +11,7 @@ use bytes::Bytes;
 use super::error::{RegistryError, RegistryResult};
 use super::CacheHandles;
 use crate::cache::FastMap;
+use crate::config::MAX_DURATION_SECS;
 use crate::config::{Limits, RegistryKind, RegistrySpec};
 use crate::index::config_json::ConfigJson;
 use crate::store::Metadata;
@@ -175,10 +176,12 @@ impl Catalog {
                 .upstream
                 .clone()
                 .unwrap_or_else(|| tame_index::CRATES_IO_HTTP_INDEX.to_owned()),
-            index_ttl: Duration::from_secs(spec.index_ttl_secs),
-            negative_ttl: Duration::from_secs(spec.negative_ttl_secs),
-            timeout: Duration::from_secs(spec.upstream_timeout_secs.max(1)),
-            deadline: Duration::from_secs(spec.upstream_deadline_secs.max(1)),
+            // Clamped as the definition checks do (a store written by an older release may
+            // hold more): a longer time-to-live would make the caches refuse to build.
+            index_ttl: Duration::from_secs(spec.index_ttl_secs.min(MAX_DURATION_SECS)),
+            negative_ttl: Duration::from_secs(spec.negative_ttl_secs.min(MAX_DURATION_SECS)),
+            timeout: Duration::from_secs(spec.upstream_timeout_secs.clamp(1, MAX_DURATION_SECS)),
+            deadline: Duration::from_secs(spec.upstream_deadline_secs.clamp(1, MAX_DURATION_SECS)),
             max_index_bytes: self.limits.max_upstream_index_bytes,
             // One cap for every .crate that passes through: what may be published here, or
             // the (usually larger) upstream limit, whichever is larger.
