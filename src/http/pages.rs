@@ -832,28 +832,37 @@ async fn post_page(svc: &RegistryService, visit: &Visit, page: Page, form: Form)
                     Err(e) => return form_error(svc, v, Some(&name), &f, RegistryError::BadRequest(e)),
                 }
             }
+            // The checkboxes and settings of a fieldset are set only when the form has that
+            // fieldset (its hidden marker): a form without them (loaded before an upgrade, or
+            // a script's) leaves them as they are instead of turning them off.
             if spec.kind == RegistryKind::Proxy {
                 let up = form.get("upstream");
                 patch.upstream = (!up.is_empty()).then_some(up);
-                patch.offline = Some(form.checked("offline"));
-                patch.prune_index = Some(form.checked("prune_index"));
-                match (seconds(&form, "index_ttl_secs"), seconds(&form, "negative_ttl_secs")) {
-                    (Ok(index), Ok(negative)) => {
-                        patch.index_ttl_secs = index;
-                        patch.negative_ttl_secs = negative;
+                if form.get("proxy_fields") == "1" {
+                    patch.offline = Some(form.checked("offline"));
+                    patch.prune_index = Some(form.checked("prune_index"));
+                    // An emptied box goes back to the default, as its placeholder says.
+                    match (seconds(&form, "index_ttl_secs"), seconds(&form, "negative_ttl_secs")) {
+                        (Ok(index), Ok(negative)) => {
+                            patch.index_ttl_secs = Some(index.unwrap_or_else(crate::config::default_index_ttl));
+                            patch.negative_ttl_secs =
+                                Some(negative.unwrap_or_else(crate::config::default_negative_ttl));
+                        }
+                        (Err(e), _) | (_, Err(e)) => return form_error(svc, v, Some(&name), &f, e),
                     }
-                    (Err(e), _) | (_, Err(e)) => return form_error(svc, v, Some(&name), &f, e),
                 }
             } else {
                 patch.upstreams = Some(form.all("upstreams"));
-                patch.shadow = Some(if form.get("shadow") == "version" {
-                    crate::config::Shadow::Version
-                } else {
-                    crate::config::Shadow::Crate
-                });
-                patch.allow_upstream_names = Some(form.checked("allow_upstream_names"));
-                patch.allowed_licenses = Some(labels(&form.get("allowed_licenses")));
-                patch.allow_license_file_only = Some(form.checked("allow_license_file_only"));
+                if form.get("hosted_fields") == "1" {
+                    patch.shadow = Some(if form.get("shadow") == "version" {
+                        crate::config::Shadow::Version
+                    } else {
+                        crate::config::Shadow::Crate
+                    });
+                    patch.allow_upstream_names = Some(form.checked("allow_upstream_names"));
+                    patch.allowed_licenses = Some(labels(&form.get("allowed_licenses")));
+                    patch.allow_license_file_only = Some(form.checked("allow_license_file_only"));
+                }
             }
             match svc.update_registry(&name, patch, v.user).await {
                 Ok(_) => Ok(redirect(&format!("/{}/", tpl::seg(&name)), &[])),

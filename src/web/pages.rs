@@ -673,6 +673,9 @@ pub fn registry_form(
                 }
                 fieldset {
                     legend { "Configure Upstream (hosted): proxies merged under the local crates" }
+                    // Says the hosted rules below are in this form (a form without them, such
+                    // as one loaded before an upgrade, leaves them as they are).
+                    input type="hidden" name="hosted_fields" value="1";
                     @if proxies.is_empty() { p.hint { "No proxy registry exists yet; create one of kind proxy first." } }
                     @for p in proxies {
                         @let id = format!("up-{p}");
@@ -700,14 +703,15 @@ pub fn registry_form(
                 p.hint #upstream-hint { "A sparse index URL such as sparse+https://host/index/; empty for crates.io." }
                 fieldset {
                     legend { "Proxy cache" }
+                    input type="hidden" name="proxy_fields" value="1";
                     input #offline type="checkbox" name="offline" value="true" checked[f.offline];
                     label for="offline" { "Offline: never contact the upstream (air-gapped; serve what is cached)" }
                     input #prune_index type="checkbox" name="prune_index" value="true" checked[f.prune_index];
                     label for="prune_index" { "Serve index files cut down to the versions whose .crate is cached" }
                     label for="index_ttl_secs" { "Index files fresh for (seconds)" }
-                    input #index_ttl_secs type="number" min="0" name="index_ttl_secs" value=(f.index_ttl_secs) placeholder="default";
+                    input #index_ttl_secs type="number" min="0" name="index_ttl_secs" value=(f.index_ttl_secs) placeholder="empty: the default";
                     label for="negative_ttl_secs" { "Upstream 404s remembered for (seconds)" }
-                    input #negative_ttl_secs type="number" min="0" name="negative_ttl_secs" value=(f.negative_ttl_secs) placeholder="default";
+                    input #negative_ttl_secs type="number" min="0" name="negative_ttl_secs" value=(f.negative_ttl_secs) placeholder="empty: the default";
                 }
                 fieldset {
                     legend { "Security advisories (proxied crates; see docs/OPERATIONS.md)" }

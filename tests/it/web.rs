@@ -545,7 +545,7 @@ fn sessions_and_csrf_over_http() {
     let r = form(
         &d.url("/-/admin/registries/web"),
         &session,
-        &format!("csrf={csrf}&kind=hosted&upstreams=cio&shadow=version&allow_upstream_names=true&allowed_licenses=MIT%2C+Apache-2.0&allow_license_file_only=true"),
+        &format!("csrf={csrf}&kind=hosted&upstreams=cio&hosted_fields=1&shadow=version&allow_upstream_names=true&allowed_licenses=MIT%2C+Apache-2.0&allow_license_file_only=true"),
     );
     assert_eq!(r.status, 303, "{}", r.text());
     let spec = http::get(&d.url("/-/api/v1/registries/web"), Some(d.admin_token())).json();
@@ -568,7 +568,7 @@ fn sessions_and_csrf_over_http() {
     let r = form(
         &d.url("/-/admin/registries/web"),
         &session,
-        &format!("csrf={csrf}&kind=hosted&upstreams=cio&allowed_licenses=Not-A-Licence"),
+        &format!("csrf={csrf}&kind=hosted&upstreams=cio&hosted_fields=1&allowed_licenses=Not-A-Licence"),
     );
     assert_eq!(r.status, 400, "{}", r.text());
     let spec = http::get(&d.url("/-/api/v1/registries/web"), Some(d.admin_token())).json();
@@ -599,23 +599,62 @@ fn sessions_and_csrf_over_http() {
         let r = form(
             &d.url("/-/admin/registries/webproxy"),
             &session,
-            &format!("csrf={csrf}&kind=proxy&{bad}"),
+            &format!("csrf={csrf}&kind=proxy&proxy_fields=1&{bad}"),
         );
         assert_eq!(r.status, 400, "{bad}: {}", r.text());
         assert!(r.text().contains("whole number of seconds"), "{}", r.text());
     }
+    // "Forever" is refused, not stored (a time-to-live over 1000 years made the caches panic
+    // at every reload and start).
     let r = form(
         &d.url("/-/admin/registries/webproxy"),
         &session,
-        &format!("csrf={csrf}&kind=proxy&index_ttl_secs=60&negative_ttl_secs=5"),
+        &format!("csrf={csrf}&kind=proxy&proxy_fields=1&index_ttl_secs=99999999999"),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("10 years"), "{}", r.text());
+    assert_eq!(
+        http::get(&d.url("/-/api/v1/registries/webproxy"), Some(d.admin_token())).json()["index_ttl_secs"],
+        30
+    );
+    // A form without the proxy fieldset (one loaded before an upgrade) leaves them alone.
+    let r = form(
+        &d.url("/-/admin/registries/webproxy"),
+        &session,
+        &format!("csrf={csrf}&kind=proxy&description=old+form"),
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    let spec = http::get(&d.url("/-/api/v1/registries/webproxy"), Some(d.admin_token())).json();
+    assert_eq!(
+        (&spec["offline"], &spec["index_ttl_secs"], &spec["description"]),
+        (
+            &serde_json::json!(true),
+            &serde_json::json!(30),
+            &serde_json::json!("old form")
+        )
+    );
+    let r = form(
+        &d.url("/-/admin/registries/webproxy"),
+        &session,
+        &format!("csrf={csrf}&kind=proxy&proxy_fields=1&index_ttl_secs=60&negative_ttl_secs=5"),
     );
     assert_eq!(r.status, 303, "{}", r.text());
     let spec = http::get(&d.url("/-/api/v1/registries/webproxy"), Some(d.admin_token())).json();
     assert_eq!(
         (&spec["offline"], &spec["index_ttl_secs"], &spec["negative_ttl_secs"]),
         (&serde_json::json!(false), &serde_json::json!(60), &serde_json::json!(5)),
-        "unchecked is off; the default was {default_negative}"
+        "unchecked is off"
     );
+    // Emptied boxes go back to the defaults.
+    let r = form(
+        &d.url("/-/admin/registries/webproxy"),
+        &session,
+        &format!("csrf={csrf}&kind=proxy&proxy_fields=1&index_ttl_secs=&negative_ttl_secs="),
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    let spec = http::get(&d.url("/-/api/v1/registries/webproxy"), Some(d.admin_token())).json();
+    assert_eq!(spec["negative_ttl_secs"], default_negative, "{spec}");
+    assert_ne!(spec["index_ttl_secs"], 60, "{spec}");
     let r = form(
         &d.url("/-/admin/registries/webproxy/delete"),
         &session,
