@@ -237,6 +237,13 @@ pub trait Metadata: Send + Sync + 'static {
         let _ = (id, event);
         Ok(false)
     }
+    /// Whether the outbox holds an event with the id `id` (one recorded by
+    /// [`record_event_once`](Self::record_event_once), until pruned). Stores without an outbox
+    /// hold none.
+    async fn has_event(&self, id: &str) -> StoreResult<bool> {
+        let _ = id;
+        Ok(false)
+    }
     /// Outbox events not yet turned into deliveries, oldest first (at most `limit`).
     async fn outbox_pending(&self, limit: u64) -> StoreResult<Vec<(String, hooks::HookEvent)>> {
         let _ = limit;

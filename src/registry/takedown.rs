@@ -90,32 +90,15 @@ pub fn quarantine_rows(records: &[QuarantineRecord]) -> Vec<Value> {
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 
-/// Records the finding `f` as an `upstream.removed` (or `upstream.relisted`) event, once per
-/// crate, version and checksum, trying again (waits from `first`, doubling) while the store
-/// fails: the revalidation that found it does not find it again, so an event not recorded now
-/// would never be sent. `false` when the service is gone.
+/// Records the finding `f` as an `upstream.removed` (or `upstream.relisted`) event, trying
+/// again (waits from `first`, doubling) while the store fails: the revalidation that found it
+/// does not find it again, so an event not recorded now would never be sent. `false` when the
+/// service is gone.
 async fn report_removal(svc: &Weak<RegistryService>, f: &Finding, first: Duration) -> bool {
-    let (key, event) = match f {
-        Finding::Removed(r) => (
-            format!("{}@{}@{}", r.name.to_ascii_lowercase(), r.version, r.cksum),
-            HookEvent::upstream_removed(
-                &r.registry,
-                &r.name,
-                &r.version,
-                &r.cksum,
-                r.reason.as_str(),
-                r.quarantined.is_some(),
-            ),
-        ),
-        Finding::Relisted(r) => (
-            format!("{}@{}@{}", r.name.to_ascii_lowercase(), r.version, r.cksum),
-            HookEvent::upstream_relisted(&r.registry, &r.name, &r.version, &r.cksum, r.released),
-        ),
-    };
     let mut wait = first;
     loop {
         let Some(svc) = svc.upgrade() else { return false };
-        if svc.report_once(&key, event.clone()).await {
+        if svc.record_finding(f).await {
             return true;
         }
         drop(svc);
@@ -123,6 +106,11 @@ async fn report_removal(svc: &Weak<RegistryService>, f: &Finding, first: Duratio
         wait = (wait * 2).min(RETRY_MAX);
     }
 }
+
+/// How many episodes of one version's removals and relistings are counted at most (a bound
+/// on the outbox lookups; an upstream flapping more often within the webhook retention is
+/// reported up to here).
+const MAX_EPISODES: u64 = 64;
 
 fn check_sha(sha: &str) -> RegistryResult<()> {
     if sha.len() == 64 && sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
@@ -149,6 +137,56 @@ impl RegistryService {
                 }
             }
         });
+    }
+
+    /// Records the finding `f` once across nodes and restarts. A version's removals and
+    /// relistings alternate, and each is one episode: the key is `crate@version@cksum#k`, where
+    /// the k-th removal follows k recorded relistings and the k-th relisting follows the
+    /// (k+1)-th removal. Every node counts the same recorded events, so each episode is
+    /// reported once, and an upstream that takes a version down again after listing it again
+    /// is reported again (a receiver's last event is the version's state). `false` when the
+    /// store failed.
+    async fn record_finding(&self, f: &Finding) -> bool {
+        let (registry, name, version, cksum) = match f {
+            Finding::Removed(r) => (&r.registry, &r.name, &r.version, &r.cksum),
+            Finding::Relisted(r) => (&r.registry, &r.name, &r.version, &r.cksum),
+        };
+        let triple = format!("{}@{version}@{cksum}", name.to_ascii_lowercase());
+        let (event, other) = match f {
+            Finding::Removed(r) => (
+                HookEvent::upstream_removed(
+                    registry,
+                    name,
+                    version,
+                    cksum,
+                    r.reason.as_str(),
+                    r.quarantined.is_some(),
+                ),
+                "upstream.relisted",
+            ),
+            Finding::Relisted(r) => (
+                HookEvent::upstream_relisted(registry, name, version, cksum, r.released),
+                "upstream.removed",
+            ),
+        };
+        // The other kind's events recorded so far.
+        let mut seen = 0;
+        while seen < MAX_EPISODES {
+            let id = crate::store::hooks::once_id(other, registry, &format!("{triple}#{seen}"));
+            match self.store.meta.has_event(&id).await {
+                Ok(true) => seen += 1,
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::warn!(event = %event.event, registry = %registry, error = %e, "cannot read the webhook outbox");
+                    return false;
+                }
+            }
+        }
+        let k = match f {
+            Finding::Removed(_) => seen,
+            Finding::Relisted(_) => seen.saturating_sub(1),
+        };
+        self.report_once(&format!("{triple}#{k}"), event).await
     }
 
     /// The quarantined `.crate` files of this node, one row per removal that named each.
@@ -231,6 +269,47 @@ mod tests {
         // Reported again (another node, a restart): still one event.
         assert!(report_removal(&Arc::downgrade(&svc), &removal, Duration::from_millis(1)).await);
         assert_eq!(meta.outbox_pending(10).await.unwrap().len(), 1);
+    }
+
+    /// An upstream that flaps (a wrong 404, the file back, the 404 again, back again): each
+    /// removal and relisting is reported once, in turn, however many nodes report it, so a
+    /// receiver's last event is the version's state.
+    #[tokio::test]
+    async fn each_removal_and_relisting_of_a_flapping_version_is_reported_once() {
+        use crate::upstream::cached::Relisting;
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Arc::new(TestMeta::sqlite(&dir.path().join("registry.db")).await);
+        let svc = crate::registry::testing::service(meta.clone(), dir.path(), None).await;
+        let weak = Arc::downgrade(&svc);
+        let removed = Finding::Removed(Removal {
+            registry: "crates-io".into(),
+            name: "Flaky".into(),
+            version: "1.0.0".into(),
+            cksum: "ef".repeat(32),
+            reason: RemovalReason::CrateRemoved,
+            quarantined: Some(10),
+        });
+        let relisted = Finding::Relisted(Relisting {
+            registry: "crates-io".into(),
+            name: "flaky".into(),
+            version: "1.0.0".into(),
+            cksum: "ef".repeat(32),
+            released: true,
+        });
+        for f in [&removed, &removed, &relisted, &relisted, &removed, &relisted, &relisted] {
+            // Each twice: another node finding the same thing.
+            assert!(report_removal(&weak, f, Duration::from_millis(1)).await);
+        }
+        // Two episodes of each, under their own ids (the outbox orders events by the
+        // millisecond, which these share, so the ids say which is which).
+        assert_eq!(meta.outbox_pending(100).await.unwrap().len(), 4);
+        let triple = format!("flaky@1.0.0@{}", "ef".repeat(32));
+        for event in ["upstream.removed", "upstream.relisted"] {
+            for k in 0..2 {
+                let id = crate::store::hooks::once_id(event, "crates-io", &format!("{triple}#{k}"));
+                assert!(meta.has_event(&id).await.unwrap(), "{event} #{k}");
+            }
+        }
     }
 
     /// With the service gone (shutdown), a failing store does not keep the task alive.

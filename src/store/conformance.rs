@@ -762,11 +762,14 @@ pub async fn webhooks(meta: &dyn Metadata) {
         super::hooks::HookEvent::upstream_removed("other", "evil", "1.0.0", "", "", false).once_id("evil@1.0.0"),
         "the registry is part of the id"
     );
+    assert!(!meta.has_event(&id).await.unwrap());
     assert!(meta.record_event_once(&id, &found).await.unwrap());
     assert!(
         !meta.record_event_once(&id, &found).await.unwrap(),
         "the same finding again records nothing"
     );
+    assert!(meta.has_event(&id).await.unwrap());
+    assert!(!meta.has_event(&found.once_id("other@1.0.0")).await.unwrap());
     let pending = meta.outbox_pending(10).await.unwrap();
     assert_eq!(pending.len(), 1);
     let body: serde_json::Value = serde_json::from_str(&pending[0].1.payload).unwrap();

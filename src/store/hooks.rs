@@ -30,6 +30,14 @@ pub struct HookEvent {
     pub payload: String,
 }
 
+/// The outbox id of the event `event` of `registry` reported at most once for `key` (see
+/// [`HookEvent::once_id`]).
+pub fn once_id(event: &str, registry: &str, key: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(format!("{event}\0{registry}\0{key}").as_bytes());
+    hex::encode(&d[..16])
+}
+
 fn rfc3339_now() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
@@ -129,9 +137,7 @@ impl HookEvent {
     /// finding made by several nodes, or again after a restart): 32 hex characters of the
     /// SHA-256 of the event's name and `key`.
     pub fn once_id(&self, key: &str) -> String {
-        use sha2::Digest;
-        let d = sha2::Sha256::digest(format!("{}\0{}\0{key}", self.event, self.registry).as_bytes());
-        hex::encode(&d[..16])
+        once_id(&self.event, &self.registry, key)
     }
 
     /// A registry created, updated or deleted by `actor` (`None`: the config file).

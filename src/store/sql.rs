@@ -798,6 +798,15 @@ impl Metadata for SqlMetadata {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn has_event(&self, id: &str) -> StoreResult<bool> {
+        let row = sqlx::query("SELECT 1 FROM webhook_outbox WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?;
+        Ok(row.is_some())
+    }
+
     async fn outbox_pending(&self, limit: u64) -> StoreResult<Vec<(String, HookEvent)>> {
         let rows = sqlx::query(
             "SELECT id, event, registry, payload FROM webhook_outbox WHERE fanned_out = 0 ORDER BY created, id LIMIT $1",

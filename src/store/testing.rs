@@ -126,6 +126,9 @@ impl Metadata for TestMeta {
         }
         self.inner.record_event_once(id, event).await
     }
+    async fn has_event(&self, id: &str) -> StoreResult<bool> {
+        self.inner.has_event(id).await
+    }
     async fn outbox_pending(&self, limit: u64) -> StoreResult<Vec<(String, HookEvent)>> {
         self.inner.outbox_pending(limit).await
     }

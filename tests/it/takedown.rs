@@ -415,6 +415,12 @@ fn a_removed_version_goes_alone() {
         (quarantine_json(&d, &[]).len() == 1).then_some(())
     });
     assert_eq!(download(&d, "crates-io", "multi", "1.0.0").status, 404);
+    // A new episode: reported again, so the receiver's last event is the version's state.
+    let got = wait_until("the second removal delivered", &d, || {
+        let got = rx.received();
+        (got.len() >= 3).then_some(got)
+    });
+    assert_eq!(got[2]["event"], "upstream.removed", "{got:?}");
     d.admin_ok(&["quarantine", "release", &sha]);
     assert!(quarantine_json(&d, &[]).is_empty());
 }
