@@ -186,6 +186,8 @@ impl RegistryService {
             Finding::Removed(_) => seen,
             Finding::Relisted(_) => seen.saturating_sub(1),
         };
+        // Deliveries are not ordered: the episode lets a receiver order a version's findings.
+        let event = event.with_field("episode", serde_json::json!(k));
         self.report_once(&format!("{triple}#{k}"), event).await
     }
 

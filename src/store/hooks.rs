@@ -124,6 +124,15 @@ impl HookEvent {
         Self::with("upstream.removed", registry, Some(krate), Some(version), None, extra)
     }
 
+    /// This event with `field` added to its payload (or replaced).
+    pub fn with_field(mut self, field: &str, value: serde_json::Value) -> Self {
+        if let Ok(serde_json::Value::Object(mut body)) = serde_json::from_str::<serde_json::Value>(&self.payload) {
+            body.insert(field.to_owned(), value);
+            self.payload = serde_json::Value::Object(body).to_string();
+        }
+        self
+    }
+
     /// `upstream.relisted`: a version whose removal quarantined it is listed again with the
     /// same checksum; `released`: its file is back in the cache.
     pub fn upstream_relisted(registry: &str, krate: &str, version: &str, cksum: &str, released: bool) -> Self {

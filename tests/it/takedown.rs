@@ -420,7 +420,15 @@ fn a_removed_version_goes_alone() {
         let got = rx.received();
         (got.len() >= 3).then_some(got)
     });
-    assert_eq!(got[2]["event"], "upstream.removed", "{got:?}");
+    assert_eq!(
+        (&got[2]["event"], &got[2]["episode"]),
+        (&Value::from("upstream.removed"), &Value::from(1)),
+        "{got:?}"
+    );
+    assert_eq!(
+        (&got[0]["episode"], &got[1]["episode"]),
+        (&Value::from(0), &Value::from(0))
+    );
     d.admin_ok(&["quarantine", "release", &sha]);
     assert!(quarantine_json(&d, &[]).is_empty());
 }
