@@ -80,6 +80,16 @@ fn metric_lines(d: &Daemon, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Stops the daemon gracefully (its caches flushed), rewrites its config file with `edit`,
+/// and starts it again on the same data directory.
+fn restart_with_config(d: &mut Daemon, edit: impl FnOnce(&str) -> String) {
+    d.stop();
+    let path = d.config_path().expect("a config file").to_owned();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, edit(&text)).unwrap();
+    d.restart();
+}
+
 fn quarantine_json(d: &Daemon, args: &[&str]) -> Vec<Value> {
     let mut all = vec!["quarantine", "list", "--json"];
     all.extend_from_slice(args);
@@ -485,15 +495,9 @@ fn an_offline_proxy_keeps_what_it_has() {
     let mut d = daemon_over(&up, "");
     cache_in_memory(&d, "crates-io", &pkg);
     // The same data directory (caches flushed by a graceful stop), now offline.
-    d.stop();
-    let config = d.config_path().expect("a config file").to_owned();
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replace("index_ttl = \"1s\"", "index_ttl = \"1s\"\noffline = true"),
-    )
-    .unwrap();
-    d.restart();
+    restart_with_config(&mut d, |text| {
+        text.replace("index_ttl = \"1s\"", "index_ttl = \"1s\"\noffline = true")
+    });
     up.remove_crate("kept");
     let hits = up.total_hits();
     for _ in 0..3 {
@@ -526,14 +530,9 @@ fn an_offline_proxy_keeps_bytes_another_proxy_quarantined() {
     for reg in ["live", "frozen"] {
         assert_eq!(download(&d, reg, "shared", "1.0.0").body, pkg.crate_bytes(), "{reg}");
     }
-    d.stop();
-    let path = d.config_path().expect("a config file").to_owned();
-    std::fs::write(
-        &path,
-        config.replace("# frozen\n", "offline = true\nprune_index = true\n"),
-    )
-    .unwrap();
-    d.restart();
+    restart_with_config(&mut d, |_| {
+        config.replace("# frozen\n", "offline = true\nprune_index = true\n")
+    });
     up.remove_crate("shared");
     wait_until("the live proxy's takedown", &d, || {
         (download(&d, "live", "shared", "1.0.0").status == 404).then_some(())
@@ -665,15 +664,12 @@ fn files_cached_from_an_earlier_upstream_are_dropped_not_taken_down() {
     let mut d = daemon_over(&old, "");
     cache_in_memory(&d, "crates-io", &kept);
     cache_in_memory(&d, "crates-io", &only_old);
-    d.stop();
-
     let new = FakeUpstream::start_blocking();
     new.add_crate(&kept);
-    let config = d.config_path().expect("a config file").to_owned();
-    let text = std::fs::read_to_string(&config).unwrap();
-    assert!(text.contains(&old.index_url()));
-    std::fs::write(&config, text.replace(&old.index_url(), &new.index_url())).unwrap();
-    d.restart();
+    restart_with_config(&mut d, |text| {
+        assert!(text.contains(&old.index_url()));
+        text.replace(&old.index_url(), &new.index_url())
+    });
     // Past `index_ttl`: a file still cached would be revalidated now.
     std::thread::sleep(Duration::from_millis(1100));
     let r = get(&d, &format!("/crates-io/index/{}", index_path("moved")));
@@ -704,17 +700,12 @@ fn an_offline_proxy_keeps_its_files_when_its_upstream_changes() {
     up.add_crate(&pkg);
     let mut d = daemon_over(&up, "");
     cache_in_memory(&d, "crates-io", &pkg);
-    d.stop();
-
-    let config = d.config_path().expect("a config file").to_owned();
-    let text = std::fs::read_to_string(&config).unwrap();
-    assert!(text.contains(&up.index_url()) && text.contains("index_ttl = \"1s\"\n"));
-    // A loopback placeholder nobody listens on (an offline proxy never contacts it).
-    let text = text
-        .replace(&up.index_url(), "http://127.0.0.1:9/placeholder/index/")
-        .replace("index_ttl = \"1s\"\n", "index_ttl = \"1s\"\noffline = true\n");
-    std::fs::write(&config, text).unwrap();
-    d.restart();
+    restart_with_config(&mut d, |text| {
+        assert!(text.contains(&up.index_url()) && text.contains("index_ttl = \"1s\"\n"));
+        // A loopback placeholder nobody listens on (an offline proxy never contacts it).
+        text.replace(&up.index_url(), "http://127.0.0.1:9/placeholder/index/")
+            .replace("index_ttl = \"1s\"\n", "index_ttl = \"1s\"\noffline = true\n")
+    });
     let r = get(&d, &format!("/crates-io/index/{}", index_path("airgap")));
     assert_eq!(r.status, 200, "{}\n{}", r.text(), d.log_tail());
     assert!(r.text().contains("\"1.0.0\""), "{}", r.text());
