@@ -308,16 +308,23 @@ mod tests {
     use crate::store::testing::TestMeta;
     use crate::store::Metadata;
 
+    /// A service over a test store holding the proxy `mirror` (its upstream a loopback
+    /// address nothing answers on), and the stored definition.
+    async fn mirror(dir: &std::path::Path) -> (Arc<TestMeta>, RegistrySpec, Arc<crate::registry::RegistryService>) {
+        let meta = Arc::new(TestMeta::sqlite(&dir.join("registry.db")).await);
+        let mut spec = RegistrySpec::new("mirror", RegistryKind::Proxy);
+        spec.upstream = Some("http://127.0.0.1:9/a/index/".into());
+        meta.put_registry(&spec).await.unwrap();
+        let svc = crate::registry::testing::service(meta.clone(), dir, None).await;
+        (meta, spec, svc)
+    }
+
     /// A reload that fails (a proxy cannot be built: its `ca_file` went missing) changes
     /// nothing: the proxy in place keeps serving and caching, and its files stay.
     #[tokio::test]
     async fn a_reload_that_fails_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = Arc::new(TestMeta::sqlite(&dir.path().join("registry.db")).await);
-        let mut spec = RegistrySpec::new("mirror", RegistryKind::Proxy);
-        spec.upstream = Some("http://127.0.0.1:9/a/index/".into());
-        meta.put_registry(&spec).await.unwrap();
-        let svc = crate::registry::testing::service(meta.clone(), dir.path(), None).await;
+        let (meta, mut spec, svc) = mirror(dir.path()).await;
         let catalog = &svc.catalog;
         let before = catalog.proxy("mirror").unwrap();
         let file = Arc::new(IndexEntry::found(Bytes::from_static(b"x\n"), None, None, 1));
@@ -342,11 +349,7 @@ mod tests {
     #[tokio::test]
     async fn a_reload_that_read_before_a_change_never_undoes_it() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = Arc::new(TestMeta::sqlite(&dir.path().join("registry.db")).await);
-        let mut spec = RegistrySpec::new("mirror", RegistryKind::Proxy);
-        spec.upstream = Some("http://127.0.0.1:9/a/index/".into());
-        meta.put_registry(&spec).await.unwrap();
-        let svc = crate::registry::testing::service(meta.clone(), dir.path(), None).await;
+        let (meta, mut spec, svc) = mirror(dir.path()).await;
 
         // The first reload reads the definitions, then is held.
         meta.hold_registries_read.store(true, Ordering::SeqCst);
