@@ -888,15 +888,18 @@ mod tests {
             let c = open_retrying(dir.path(), 1 << 20, 1 << 30).unwrap();
             c.put("p", "legacy", file()).await;
             c.put("q", "other", file()).await;
-            assert!(!c.bind_upstream("p", "http://a/").await.unwrap(), "unbound: kept");
+            assert!(
+                !c.bind_upstream("p", "http://127.0.0.1:9/a/index/").await.unwrap(),
+                "unbound: kept"
+            );
             assert!(c.get("p", "legacy").await.is_some());
-            assert!(!c.bind_upstream("p", "http://a/").await.unwrap());
+            assert!(!c.bind_upstream("p", "http://127.0.0.1:9/a/index/").await.unwrap());
             c.flush().await;
         }
         // Restarted with another upstream for `p`: its files go, `q`'s stay.
         let c = open_retrying(dir.path(), 1 << 20, 1 << 30).unwrap();
         assert!(c.get("p", "legacy").await.is_some());
-        assert!(c.bind_upstream("p", "http://b/").await.unwrap());
+        assert!(c.bind_upstream("p", "http://127.0.0.1:9/b/index/").await.unwrap());
         assert!(c.get("p", "legacy").await.is_none());
         assert!(c.get("q", "other").await.is_some());
         // A clear (the registry deleted) keeps the binding: made again with the same
@@ -904,9 +907,9 @@ mod tests {
         c.put("p", "new", file()).await;
         c.clear("p").await;
         c.put("p", "again", file()).await;
-        assert!(!c.bind_upstream("p", "http://b/").await.unwrap());
+        assert!(!c.bind_upstream("p", "http://127.0.0.1:9/b/index/").await.unwrap());
         assert!(c.get("p", "again").await.is_some());
-        assert!(c.bind_upstream("p", "http://a/").await.unwrap());
+        assert!(c.bind_upstream("p", "http://127.0.0.1:9/a/index/").await.unwrap());
         assert!(c.get("p", "again").await.is_none());
     }
 

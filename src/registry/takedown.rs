@@ -152,22 +152,9 @@ impl RegistryService {
             Finding::Relisted(r) => (&r.registry, &r.name, &r.version, &r.cksum),
         };
         let triple = format!("{}@{version}@{cksum}", name.to_ascii_lowercase());
-        let (event, other) = match f {
-            Finding::Removed(r) => (
-                HookEvent::upstream_removed(
-                    registry,
-                    name,
-                    version,
-                    cksum,
-                    r.reason.as_str(),
-                    r.quarantined.is_some(),
-                ),
-                "upstream.relisted",
-            ),
-            Finding::Relisted(r) => (
-                HookEvent::upstream_relisted(registry, name, version, cksum, r.released),
-                "upstream.removed",
-            ),
+        let (this, other) = match f {
+            Finding::Removed(_) => ("upstream.removed", "upstream.relisted"),
+            Finding::Relisted(_) => ("upstream.relisted", "upstream.removed"),
         };
         // The other kind's events recorded so far.
         let mut seen = 0;
@@ -177,17 +164,34 @@ impl RegistryService {
                 Ok(true) => seen += 1,
                 Ok(false) => break,
                 Err(e) => {
-                    tracing::warn!(event = %event.event, registry = %registry, error = %e, "cannot read the webhook outbox");
+                    tracing::warn!(event = this, registry = %registry, error = %e, "cannot read the webhook outbox");
                     return false;
                 }
             }
         }
-        let k = match f {
-            Finding::Removed(_) => seen,
-            Finding::Relisted(_) => seen.saturating_sub(1),
+        // Deliveries are not ordered: the episode in the payload lets a receiver order a
+        // version's findings.
+        let (k, event) = match f {
+            Finding::Removed(r) => (
+                seen,
+                HookEvent::upstream_removed(
+                    registry,
+                    name,
+                    version,
+                    cksum,
+                    r.reason.as_str(),
+                    r.quarantined.is_some(),
+                    seen,
+                ),
+            ),
+            Finding::Relisted(r) => {
+                let k = seen.saturating_sub(1);
+                (
+                    k,
+                    HookEvent::upstream_relisted(registry, name, version, cksum, r.released, k),
+                )
+            }
         };
-        // Deliveries are not ordered: the episode lets a receiver order a version's findings.
-        let event = event.with_field("episode", serde_json::json!(k));
         self.report_once(&format!("{triple}#{k}"), event).await
     }
 

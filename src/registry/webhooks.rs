@@ -506,8 +506,15 @@ mod tests {
                 .unwrap(),
         );
         for i in 0..250 {
-            let event =
-                HookEvent::upstream_removed("p", "foo", &format!("1.0.{i}"), &"a".repeat(64), "crate_removed", false);
+            let event = HookEvent::upstream_removed(
+                "p",
+                "foo",
+                &format!("1.0.{i}"),
+                &"a".repeat(64),
+                "crate_removed",
+                false,
+                0,
+            );
             assert!(meta
                 .record_event_once(&event.once_id(&i.to_string()), &event)
                 .await
@@ -529,7 +536,7 @@ mod tests {
         let store = crate::store::testing::TestMeta::sqlite(&dir.path().join("registry.db")).await;
         store.prune_fails.store(true, std::sync::atomic::Ordering::SeqCst);
         let meta: Arc<dyn Metadata> = Arc::new(store);
-        let event = HookEvent::upstream_removed("p", "foo", "1.0.0", &"a".repeat(64), "crate_removed", false);
+        let event = HookEvent::upstream_removed("p", "foo", "1.0.0", &"a".repeat(64), "crate_removed", false, 0);
         assert!(meta.record_event_once(&event.once_id("k"), &event).await.unwrap());
         let worker = Arc::new(Webhooks::new(meta.clone(), WebhooksConfig::default(), Arc::new(Notify::new())).unwrap());
         worker.tick().await.expect("a look despite the failing prune");

@@ -753,13 +753,20 @@ pub async fn webhooks(meta: &dyn Metadata) {
     meta.fan_out(&last[0].0).await.unwrap();
 
     // Findings are recorded on their own, once per id, with their extra fields.
-    let found =
-        super::hooks::HookEvent::upstream_removed("mirror", "evil", "1.0.0", &"a".repeat(64), "version_removed", true);
+    let found = super::hooks::HookEvent::upstream_removed(
+        "mirror",
+        "evil",
+        "1.0.0",
+        &"a".repeat(64),
+        "version_removed",
+        true,
+        0,
+    );
     let id = found.once_id("evil@1.0.0");
     assert_eq!(id.len(), 32);
     assert_ne!(
         id,
-        super::hooks::HookEvent::upstream_removed("other", "evil", "1.0.0", "", "", false).once_id("evil@1.0.0"),
+        super::hooks::HookEvent::upstream_removed("other", "evil", "1.0.0", "", "", false, 0).once_id("evil@1.0.0"),
         "the registry is part of the id"
     );
     assert!(!meta.has_event(&id).await.unwrap());

@@ -108,7 +108,7 @@ impl HookEvent {
     /// `upstream.removed`: the upstream of the proxy `registry` no longer lists `krate`
     /// `version` (`reason`: `crate_removed` when its index file is gone, `version_removed`
     /// when only the line is), whose `.crate` has the SHA-256 `cksum`; `quarantined` says
-    /// whether a cached copy was set aside.
+    /// whether a cached copy was set aside; `episode`: the how-many-th removal of it (from 0).
     pub fn upstream_removed(
         registry: &str,
         krate: &str,
@@ -116,29 +116,31 @@ impl HookEvent {
         cksum: &str,
         reason: &str,
         quarantined: bool,
+        episode: u64,
     ) -> Self {
         let mut extra = serde_json::Map::new();
         extra.insert("cksum".into(), json!(cksum));
         extra.insert("reason".into(), json!(reason));
         extra.insert("quarantined".into(), json!(quarantined));
+        extra.insert("episode".into(), json!(episode));
         Self::with("upstream.removed", registry, Some(krate), Some(version), None, extra)
     }
 
-    /// This event with `field` added to its payload (or replaced).
-    pub fn with_field(mut self, field: &str, value: serde_json::Value) -> Self {
-        if let Ok(serde_json::Value::Object(mut body)) = serde_json::from_str::<serde_json::Value>(&self.payload) {
-            body.insert(field.to_owned(), value);
-            self.payload = serde_json::Value::Object(body).to_string();
-        }
-        self
-    }
-
     /// `upstream.relisted`: a version whose removal quarantined it is listed again with the
-    /// same checksum; `released`: its file is back in the cache.
-    pub fn upstream_relisted(registry: &str, krate: &str, version: &str, cksum: &str, released: bool) -> Self {
+    /// same checksum; `released`: its file is back in the cache; `episode`: the how-many-th
+    /// relisting of it (from 0).
+    pub fn upstream_relisted(
+        registry: &str,
+        krate: &str,
+        version: &str,
+        cksum: &str,
+        released: bool,
+        episode: u64,
+    ) -> Self {
         let mut extra = serde_json::Map::new();
         extra.insert("cksum".into(), json!(cksum));
         extra.insert("released".into(), json!(released));
+        extra.insert("episode".into(), json!(episode));
         Self::with("upstream.relisted", registry, Some(krate), Some(version), None, extra)
     }
 
